@@ -1,0 +1,57 @@
+# The runbook of the platform. Every target is a thin call into the project's own CLI
+# (`llmops ...` in .venv), so each operation also works without make.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION ?= 0.13.9
+VENV       := .venv
+LLMOPS     := $(VENV)/bin/llmops
+PYTEST     := $(VENV)/bin/pytest
+export UV_PYTHON ?= 3.11
+
+##@ Stack
+setup: ## Install everything (both Python envs, Kafka jars, Triton backend, generated code); idempotent
+	@scripts/setup.sh
+
+up: setup ## Start Kafka (KRaft), create topics, start Triton and the services; wait until healthy
+	@$(LLMOPS) stack up
+
+down: ## Stop what `make up` started (by pid file); data under var/ is kept
+	@if [ -x $(LLMOPS) ]; then $(LLMOPS) stack down; else echo "nothing to stop (not set up)"; fi
+
+status: ## One line per component: healthy or not, and why; non-zero exit if any is down
+	@$(LLMOPS) stack status
+
+logs: ## Follow the logs of every component started by `make up`
+	@$(LLMOPS) stack logs
+
+##@ Lifecycle
+demo: up ## Run the closed loop on the embedded default (starts the stack first)
+	@$(LLMOPS) demo
+
+dlq-replay: ## Re-submit dead-lettered messages to their original topic (TOPIC=, REASON= to filter)
+	@$(LLMOPS) dlq replay $(if $(TOPIC),--topic $(TOPIC)) $(if $(REASON),--reason $(REASON))
+
+##@ Development
+test: setup ## Run every test: unit, contract and integration (starts its own Kafka and Triton)
+	@$(PYTEST) $(PYTEST_ARGS)
+
+test-unit: setup ## Run the fast tests only (no broker, no Triton)
+	@$(PYTEST) -m "not integration and not e2e" $(PYTEST_ARGS)
+
+lint: setup ## Lint and type-check (ruff, mypy)
+	@$(VENV)/bin/ruff check libs services tests
+	@$(VENV)/bin/mypy libs
+
+generate: ## Regenerate protobuf stubs, JSON Schemas and the AsyncAPI document
+	@$(LLMOPS) generate
+
+clean: down ## Remove environments, build outputs and generated code (keeps var/)
+	rm -rf $(VENV) .venv-triton build gen
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
+	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+.PHONY: setup up down status logs demo dlq-replay test test-unit lint generate clean help

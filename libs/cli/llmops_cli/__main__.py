@@ -1,0 +1,261 @@
+"""``llmops``: the command behind every make target (``python -m llmops_cli`` works too)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+
+from llmops_config import PlatformSettings
+
+app = typer.Typer(help="Operate the llmops platform.", no_args_is_help=True, add_completion=False)
+stack_app = typer.Typer(help="The local stack: Kafka (KRaft) and Triton as background processes.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics of the platform.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter queue.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
+
+T = TypeVar("T")
+
+
+class ConsoleProgress:
+    """Stack progress for people: a spinner on a terminal, a line every few seconds otherwise (make, CI)."""
+
+    def __init__(self, console: Console, quiet_interval: float = 5.0) -> None:
+        self.console = console
+        self.quiet_interval = quiet_interval
+        self._status: Status | None = None
+        self._last_plain = time.monotonic()  # plain output: report a wait only once it lasts
+
+    def step(self, message: str) -> None:
+        self.console.print(escape(message), highlight=False)
+        self._last_plain = time.monotonic()
+
+    def waiting(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(escape(message))
+        elif time.monotonic() - self._last_plain >= self.quiet_interval:
+            self.step(message)
+
+    @contextmanager
+    def active(self) -> Iterator[ConsoleProgress]:
+        """Show the spinner (terminals only) while the block runs."""
+        if not self.console.is_terminal:
+            yield self
+            return
+        with self.console.status("starting…") as status:
+            self._status = status
+            try:
+                yield self
+            finally:
+                self._status = None
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)  # operators copy paths from these lines: never wrap
+
+
+def _settings() -> PlatformSettings:
+    return PlatformSettings()
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run ``action``; turn the stack's expected failures into a readable message and exit code 1."""
+    from llmops_cli.stack import StackError
+    from llmops_cli.stack.paths import RepositoryNotFoundError
+    from llmops_cli.stack.topics import TopicCreationError
+
+    try:
+        return action()
+    except (StackError, RepositoryNotFoundError, TopicCreationError) as error:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+
+
+def _print_statuses(console: Console, statuses: list[Any]) -> bool:
+    """One aligned line per component; True if all are healthy."""
+    for entry in statuses:
+        state = "[green]healthy[/green] " if entry.healthy else "[red]down[/red]    "
+        console.print(f"{entry.name:<9} {state} {escape(entry.detail)}")
+    return all(entry.healthy for entry in statuses)
+
+
+# -- stack --------------------------------------------------------------------------------------------
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Kafka, create the topics, start Triton; wait until all are healthy (idempotent)."""
+    from llmops_cli import stack
+
+    console = _console()
+    progress = ConsoleProgress(console)
+    started = time.monotonic()
+    with progress.active():
+        statuses = _guard(lambda: stack.up(_settings(), progress=progress))
+    healthy = _print_statuses(console, statuses)
+    console.print(f"stack up in {time.monotonic() - started:.1f}s" if healthy else "[red]stack is not healthy[/red]")
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop what `llmops stack up` started (by pid file); data under var/ is kept."""
+    from llmops_cli import stack
+
+    console = _console()
+    progress = ConsoleProgress(console)
+    with progress.active():
+        stopped = _guard(lambda: stack.down(_settings(), progress=progress))
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """One line per component, healthy or not and why; exit code 1 if any is down."""
+    from llmops_cli import stack
+
+    console = _console()
+    if not _print_statuses(console, _guard(lambda: stack.status(_settings()))):
+        raise typer.Exit(1)
+
+
+@stack_app.command("build-triton-backend")
+def stack_build_triton_backend() -> None:
+    """Create build/triton/backends/python: symlinks to the wheel's Python backend and its stub."""
+    from llmops_cli.stack import build_backend_dir, inspect_runtime, repo_paths
+
+    def build() -> Path:
+        paths = repo_paths()
+        return build_backend_dir(inspect_runtime(paths.triton_venv), paths.triton_backend_dir)
+
+    folder = _guard(build)
+    _console().print(f"backend folder {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
+
+
+@stack_app.command("logs")
+def stack_logs(
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f", help="Keep printing new lines.")] = True,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history per log.")] = 20,
+) -> None:
+    """Show (and follow) the logs of everything `llmops stack up` started."""
+    log_dir = _settings().var_dir / "logs"
+    logs = sorted(str(path) for path in log_dir.glob("*.log"))
+    if not logs:
+        _console().print(f"no logs under {log_dir}")
+        raise typer.Exit(0)
+    os.execvp("tail", ["tail", f"-n{lines}", *(["-F"] if follow else []), *logs])
+
+
+# -- topics -------------------------------------------------------------------------------------------
+@topics_app.command("create")
+def topics_create(
+    replication_factor: Annotated[int, typer.Option(help="Replicas per partition (1 on the embedded broker).")] = 1,
+) -> None:
+    """Create every platform topic the broker lacks (existing topics are left as they are)."""
+    from llmops_cli.stack import ensure_topics
+    from llmops_events.topics import TOPICS
+
+    settings = _settings()
+    console = _console()
+
+    def create() -> Any:
+        from aiokafka.errors import KafkaError
+
+        from llmops_cli.stack import StackError
+        from llmops_cli.stack.kafka import parse_address
+        from llmops_cli.stack.processes import port_open
+
+        # Checked first: aiokafka would also log its own connection errors to stderr.
+        if not port_open(*parse_address(settings.kafka_bootstrap_servers)):
+            raise StackError(
+                f"{settings.kafka_bootstrap_servers} is not reachable (is the broker up? `llmops stack status`)"
+            )
+        try:
+            return asyncio.run(
+                ensure_topics(
+                    settings.kafka_bootstrap_servers,
+                    TOPICS,
+                    replication_factor=replication_factor,
+                    client_id=f"{settings.kafka_client_id_prefix}-topics",
+                )
+            )
+        except (OSError, TimeoutError, KafkaError) as error:
+            raise StackError(
+                f"{settings.kafka_bootstrap_servers}: {error!r} (is the broker up? `llmops stack status`)"
+            ) from error
+
+    report = _guard(create)
+    for name in report.created:
+        console.print(f"created  {name}")
+    for name in report.existing:
+        console.print(f"exists   {name}")
+    for line in report.drift:
+        console.print(f"[yellow]drift[/yellow]    {escape(line)}")
+
+
+# -- other runbooks -----------------------------------------------------------------------------------
+@app.command("generate")
+def generate() -> None:
+    """Regenerate gen/python (protobuf and gRPC stubs), gen/schemas and gen/asyncapi.yaml."""
+    from llmops_cli.codegen import generate_contracts, generate_protobuf
+    from llmops_cli.stack import repo_paths
+
+    root = _guard(repo_paths).root
+    stubs = generate_protobuf(root / "proto", root / "gen" / "python")
+    contracts = generate_contracts(root / "gen")
+    _console().print(f"generated {len(stubs)} stub modules in gen/python and {len(contracts)} contract files in gen/")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    topic: Annotated[str | None, typer.Option(help="Only entries that came from this topic.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only entries with this error.reason.")] = None,
+) -> None:
+    """Send each dead-lettered message back to its original topic, once."""
+    from llmops_cli.dlq import replay_dead_letters
+
+    summary = asyncio.run(replay_dead_letters(_settings(), topic=topic, reason=reason))
+    console = _console()
+    total = sum(summary.replayed.values())
+    console.print(f"replayed {total} message(s)" + "".join(f"\n  {k or '?'}: {v}" for k, v in summary.replayed.items()))
+    console.print(
+        f"skipped: {summary.skipped_already_replayed} already replayed, {summary.skipped_by_filter} filtered out"
+    )
+
+
+@app.command("demo")
+def demo() -> None:
+    """The closed loop on the embedded default (the stack must be up)."""
+    from llmops_cli.stack import repo_paths
+
+    root = _guard(repo_paths).root
+    wanted = ("ingestion", "fine_tuning", "evaluation", "deployment", "gateway", "monitoring")
+    present = [
+        name
+        for name in wanted
+        if (root / "services" / name.replace("_", "-")).is_dir() or (root / "services" / name).is_dir()
+    ]
+    missing = [name for name in wanted if name not in present]
+    console = _console()
+    console.print("the stack is up; services present: " + (", ".join(present) or "none"))
+    if missing:
+        console.print("[yellow]the closed loop cannot run yet[/yellow]; not there yet: " + ", ".join(missing))
+
+
+def main() -> None:
+    """Entry point of the ``llmops`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Settings shared by every service and tool, read from ``LLMOPS_*`` environment variables.
+
+Each service keeps its own settings class (prefix ``LLMOPS_<SERVICE>_``) and holds a
+``PlatformSettings`` for the values all services share. Settings are always passed in,
+never read from a module-level global.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PlatformSettings(BaseSettings):
+    """Where the shared infrastructure lives. Defaults describe the embedded single-machine stack."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_", extra="ignore", use_attribute_docstrings=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated Kafka bootstrap servers."""
+
+    kafka_controller_port: int = 9093
+    """Port of the embedded KRaft controller listener (embedded broker only)."""
+
+    kafka_client_id_prefix: str = "llmops"
+    """Prefix of every Kafka client id, so broker logs show which service connected."""
+
+    triton_host: str = "127.0.0.1"
+    """Host of the Triton Inference Server."""
+
+    triton_http_port: int = 8000
+    """Triton HTTP/REST port (health, KServe v2 HTTP)."""
+
+    triton_grpc_port: int = 8001
+    """Triton gRPC port (inference and model control)."""
+
+    triton_metrics_port: int = 8002
+    """Triton Prometheus metrics port."""
+
+    gateway_port: int = 50051
+    """gRPC port of the inference gateway."""
+
+    var_dir: Path = Path("var")
+    """Local state: broker data, Triton model repository, SQLite stores, reports, pid files, logs."""
+
+    artifact_store_uri: str = ""
+    """fsspec URI of the artifact store; empty means ``<var_dir>/artifacts``. ``s3://bucket/prefix`` in production."""
+
+    log_level: str = "INFO"
+    """Log level of every service."""
+
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    """``json`` for one JSON object per line (machines), ``text`` for people."""
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_http_url(self) -> str:
+        return f"http://{self.triton_host}:{self.triton_http_port}"
+
+    @property
+    def resolved_artifact_store_uri(self) -> str:
+        return self.artifact_store_uri or str((self.var_dir / "artifacts").resolve())
+
+    @property
+    def model_repository(self) -> Path:
+        """Triton's model repository (explicit model control)."""
+        return self.var_dir / "triton" / "models"

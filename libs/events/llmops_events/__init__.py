@@ -1,0 +1,16 @@
+"""The platform's event contracts: CloudEvents envelope, event models and topics."""
+
+from llmops_events.base import EventData, event_types, model_for
+from llmops_events.envelope import ContentMode, DecodeError, Envelope, KafkaRecord, decode, encode
+
+__all__ = [
+    "ContentMode",
+    "DecodeError",
+    "Envelope",
+    "EventData",
+    "KafkaRecord",
+    "decode",
+    "encode",
+    "event_types",
+    "model_for",
+]

@@ -1,0 +1,203 @@
+"""The CloudEvents 1.0 envelope and its Kafka protocol binding (structured and binary modes).
+
+The wire mechanics (``ce_*`` headers, ``content-type``, structured JSON) come from the
+CloudEvents SDK; this module adds the platform's typed view: an ``Envelope[Data]`` whose
+``data`` is validated against the pydantic model registered for the event's ``type``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+from uuid import uuid4
+
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llmops_events.base import EventData, model_for
+
+DataT = TypeVar("DataT", bound=EventData)
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+_JSON = JSONFormat()
+
+
+class ContentMode(StrEnum):
+    """The two content modes of the CloudEvents Kafka protocol binding."""
+
+    BINARY = "binary"
+    STRUCTURED = "structured"
+
+
+class Envelope(BaseModel, Generic[DataT]):
+    """A CloudEvent carrying one of the platform's event payloads.
+
+    ``traceparent`` is the W3C Distributed Tracing extension; ``correlationid`` ties every
+    event of one pass through the loop (record → training → deployment → drift) together.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=lambda: str(uuid4()), min_length=1)
+    source: str = Field(min_length=1, examples=["/llmops/ingestion"])
+    type: str = Field(min_length=1, examples=["llmops.record.submitted.v1"])
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    traceparent: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+    correlationid: str | None = None
+    data: DataT
+
+    @model_validator(mode="after")
+    def _type_matches_data(self) -> Envelope[DataT]:
+        expected = type(self.data).event_type
+        if self.type != expected:
+            raise ValueError(f"envelope type {self.type!r} does not match its data model ({expected!r})")
+        return self
+
+    @classmethod
+    def wrap(
+        cls,
+        data: DataT,
+        *,
+        source: str,
+        subject: str | None = None,
+        correlationid: str | None = None,
+        traceparent: str | None = None,
+        id: str | None = None,
+    ) -> Envelope[DataT]:
+        """Wrap a payload in a new envelope of the payload's event type."""
+        fields: dict[str, Any] = {"source": source, "type": data.event_type, "data": data}
+        fields.update(subject=subject, correlationid=correlationid, traceparent=traceparent)
+        if id is not None:
+            fields["id"] = id
+        return Envelope[type(data)](**fields)  # type: ignore[misc,operator]
+
+    @property
+    def key(self) -> str:
+        return self.data.key
+
+    @property
+    def topic(self) -> str:
+        return self.data.topic
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """What goes on (or comes off) the wire: key, value and headers as aiokafka sees them."""
+
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> bytes | None:
+        for header_name, value in self.headers:
+            if header_name.lower() == name.lower():
+                return value
+        return None
+
+
+class DecodeError(Exception):
+    """A message that is not a valid event of this platform. ``reason`` is a stable code for the DLQ."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def encode(envelope: Envelope[Any], mode: ContentMode = ContentMode.BINARY) -> KafkaRecord:
+    """Serialise an envelope for Kafka in the chosen content mode, keyed by the topic's key."""
+    attributes = envelope.model_dump(mode="json", exclude={"data"}, exclude_none=True)
+    attributes["time"] = envelope.time
+    event = CloudEvent(attributes=attributes, data=envelope.data.model_dump(mode="json"))
+    key = envelope.key
+
+    def key_of(_: Any) -> str:
+        return key
+
+    if mode is ContentMode.BINARY:
+        message = ce_kafka.to_binary(event, _JSON, key_mapper=key_of)
+    else:
+        message = ce_kafka.to_structured(event, _JSON, key_mapper=key_of)
+    message_key = message.key.encode() if isinstance(message.key, str) else message.key
+    return KafkaRecord(key=message_key, value=message.value, headers=tuple(message.headers.items()))
+
+
+def decode(record: KafkaRecord, expected: type[DataT] | None = None) -> Envelope[DataT]:
+    """Parse a Kafka message in either content mode into a typed envelope.
+
+    Raises ``DecodeError`` with one of the reasons ``undecodable_bytes``, ``invalid_json``,
+    ``invalid_envelope``, ``unknown_event_type``, ``unexpected_event_type`` or
+    ``schema_violation``.
+    """
+    attributes, data = _read_cloudevent(record)
+    missing = [name for name in ("specversion", "id", "source", "type") if not attributes.get(name)]
+    if missing:
+        raise DecodeError("invalid_envelope", f"required CloudEvents attributes missing: {', '.join(missing)}")
+    event_type = attributes.get("type")
+    model = model_for(str(event_type)) if event_type else None
+    if model is None:
+        raise DecodeError("unknown_event_type", f"no event model for type {event_type!r}")
+    if expected is not None and model is not expected:
+        raise DecodeError("unexpected_event_type", f"expected {expected.event_type!r}, got {event_type!r}")
+    try:
+        payload = model.model_validate(data)
+    except ValidationError as error:
+        raise DecodeError("schema_violation", _summarise(error)) from error
+    envelope_fields = {k: v for k, v in attributes.items() if k in Envelope.model_fields and k != "data"}
+    try:
+        return Envelope[model](**envelope_fields, data=payload)  # type: ignore[valid-type,return-value]
+    except ValidationError as error:
+        raise DecodeError("invalid_envelope", _summarise(error)) from error
+
+
+def _read_cloudevent(record: KafkaRecord) -> tuple[dict[str, Any], Any]:
+    """Read CloudEvents attributes and data with the SDK, mapping its failures to DLQ reasons."""
+    headers = {name: value for name, value in record.headers}
+    binary = any(name.lower().startswith("ce_") for name in headers)
+    try:
+        for value in (record.value, *headers.values()):
+            value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DecodeError("undecodable_bytes", f"message is not UTF-8: {error}") from error
+    if not binary:
+        try:
+            json.loads(record.value)
+        except json.JSONDecodeError as error:
+            raise DecodeError("invalid_json", f"value is not JSON: {error}") from error
+    elif _declares_json(headers):
+        try:
+            json.loads(record.value)
+        except json.JSONDecodeError as error:
+            raise DecodeError("invalid_json", f"binary-mode data is not JSON: {error}") from error
+    message = ce_kafka.KafkaMessage(headers=headers, key=record.key, value=record.value)
+    try:
+        event = ce_kafka.from_kafka(message, _JSON)
+    except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise DecodeError("invalid_envelope", f"not a CloudEvent: {error}") from error
+    attributes = dict(event.get_attributes())
+    attributes.pop("partitionkey", None)  # added by the SDK from the message key
+    return attributes, event.get_data()
+
+
+def _declares_json(headers: dict[str, bytes]) -> bool:
+    content_type = headers.get("content-type", b"application/json").decode()
+    return content_type.startswith("application/json") or content_type.endswith("+json")
+
+
+def _summarise(error: ValidationError) -> str:
+    """A short, readable account of what failed validation, field by field."""
+    parts = []
+    for issue in error.errors()[:5]:
+        location = ".".join(str(part) for part in issue["loc"]) or "(root)"
+        parts.append(f"{location}: {issue['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -1,0 +1,61 @@
+"""Topic names, their keys and their broker configuration: the bus layout of DESIGN.md in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic of the platform: its name, what its key means and how the broker keeps it."""
+
+    name: str
+    key: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+RECORDS_RAW = "llmops.records.raw.v1"
+RECORDS_DLQ = "llmops.records.dlq.v1"
+DATASETS = "llmops.datasets.v1"
+TRAINING = "llmops.training.v1"
+EVALUATIONS = "llmops.evaluations.v1"
+DEPLOYMENTS = "llmops.deployments.v1"
+INFERENCE = "llmops.inference.v1"
+FEEDBACK = "llmops.feedback.v1"
+MONITORING = "llmops.monitoring.v1"
+
+# Event streams keep a week; the DLQ a month so an operator can replay after a fix;
+# state topics (datasets, deployments) are compacted *and* kept, since the latest event
+# per key is the source of truth a service reconciles from on restart.
+_STREAM = {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
+_STATE = {"cleanup.policy": "compact,delete", "retention.ms": "-1", "min.compaction.lag.ms": str(DAY_MS)}
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(RECORDS_RAW, "record id", 6, _STREAM, "Raw records published by enterprise systems."),
+    TopicSpec(
+        RECORDS_DLQ,
+        "original key",
+        1,
+        {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+        "Messages no handler could accept, with error.stage/error.reason/error.detail headers.",
+    ),
+    TopicSpec(DATASETS, "dataset id", 1, _STATE, "Immutable dataset snapshots with lineage."),
+    TopicSpec(TRAINING, "model name", 3, _STREAM, "Training requests, progress and outcomes."),
+    TopicSpec(EVALUATIONS, "model version", 1, _STREAM, "Evaluation decisions with metrics and reasons."),
+    TopicSpec(DEPLOYMENTS, "model name", 1, _STATE, "Deployment state changes; the source of truth for serving."),
+    TopicSpec(
+        INFERENCE,
+        "request id",
+        6,
+        {"cleanup.policy": "delete", "retention.ms": str(3 * DAY_MS)},
+        "One event per served prediction.",
+    ),
+    TopicSpec(FEEDBACK, "request id", 3, _STREAM, "True labels and ratings for served requests."),
+    TopicSpec(MONITORING, "model name", 1, _STREAM, "Monitoring reports and drift detections."),
+)
+
+TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

@@ -1,0 +1,52 @@
+"""Immutable dataset snapshots cut from curated records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmops_events import topics
+from llmops_events.base import EventData
+
+
+class OffsetRange(BaseModel):
+    """A half-open range ``[start, end)`` of offsets of one topic partition."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int = Field(ge=0)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class DatasetSnapshotted(EventData):
+    """A dataset snapshot was written: files, counts, content hash and exact lineage."""
+
+    event_type: ClassVar[str] = "llmops.dataset.snapshotted.v1"
+    topic: ClassVar[str] = topics.DATASETS
+    key_field: ClassVar[str] = "dataset_id"
+
+    dataset_id: str = Field(examples=["banking-20261128T101500Z-3f9a1c"])
+    """Unique, immutable id of the snapshot."""
+
+    uri: str
+    """Artifact-store URI of the snapshot folder (Parquet files and manifest)."""
+
+    manifest_uri: str
+    """URI of the snapshot's manifest (JSON)."""
+
+    row_count: int = Field(ge=0)
+    content_hash: str = Field(examples=["sha256:9f2c..."])
+    """Hash over the snapshot's rows in a canonical order."""
+
+    label_counts: dict[str, int] = Field(default_factory=dict)
+    split_counts: dict[str, int] = Field(
+        default_factory=dict, examples=[{"train": 800, "validation": 100, "test": 100}]
+    )
+    lineage: list[OffsetRange] = Field(default_factory=list)
+    """The topic/partition/offset ranges whose records the snapshot contains."""
+
+    created_at: datetime

@@ -1,0 +1,51 @@
+"""Deployment state changes; the deployments topic is the source of truth for serving."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from llmops_events import topics
+from llmops_events.base import EventData
+
+
+class _DeploymentEvent(EventData):
+    topic: ClassVar[str] = topics.DEPLOYMENTS
+    key_field: ClassVar[str] = "model_name"
+
+    model_name: str
+    model_version: int = Field(ge=1)
+
+
+class DeploymentRequested(_DeploymentEvent):
+    event_type: ClassVar[str] = "llmops.deployment.requested.v1"
+
+    artifact_uri: str
+    requested_by: str = "evaluation"
+
+
+class DeploymentCanaryStarted(_DeploymentEvent):
+    event_type: ClassVar[str] = "llmops.deployment.canary_started.v1"
+
+    champion_version: int | None = None
+    traffic_share: float = Field(ge=0, le=1)
+    """Share of requests routed to the canary."""
+
+
+class DeploymentPromoted(_DeploymentEvent):
+    event_type: ClassVar[str] = "llmops.deployment.promoted.v1"
+
+    previous_version: int | None = None
+    reason: str = ""
+    promoted_by: str = "deployment"
+
+
+class DeploymentRolledBack(_DeploymentEvent):
+    """The named version stopped serving; ``restored_version`` is the one serving now."""
+
+    event_type: ClassVar[str] = "llmops.deployment.rolled_back.v1"
+
+    restored_version: int | None = None
+    reason: str = ""
+    rolled_back_by: str = "deployment"

@@ -1,0 +1,66 @@
+"""Remembering which events a handler has already applied, so redelivery has no second effect."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class ProcessedEvents:
+    """A SQLite table of event ids a consumer group has applied.
+
+    Services whose effect also lives in SQLite can apply the effect and mark the event in
+    one transaction (``transaction()``), which makes the handler exactly-once in effect;
+    others mark after the effect is durable, which is at-least-once with a narrow window.
+    """
+
+    def __init__(self, path: Path | str, *, consumer: str) -> None:
+        self._consumer = consumer
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS processed_events ("
+            " consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at TEXT NOT NULL,"
+            " PRIMARY KEY (consumer, event_id))"
+        )
+        self._lock = threading.Lock()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._connection
+
+    def has_processed(self, event_id: str) -> bool:
+        row = self._connection.execute(
+            "SELECT 1 FROM processed_events WHERE consumer = ? AND event_id = ?", (self._consumer, event_id)
+        ).fetchone()
+        return row is not None
+
+    def mark_processed(self, event_id: str) -> bool:
+        """Record the event; False when it was already recorded."""
+        cursor = self._connection.execute(
+            "INSERT OR IGNORE INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)",
+            (self._consumer, event_id, datetime.now(UTC).isoformat()),
+        )
+        return cursor.rowcount == 1
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction for the caller's effect and the ``mark_processed`` that goes with it."""
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
+
+    def close(self) -> None:
+        self._connection.close()

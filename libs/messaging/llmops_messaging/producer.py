@@ -1,0 +1,81 @@
+"""Publishing events: acks=all, idempotent producer, exact bytes and headers on the wire."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
+
+from llmops_config import PlatformSettings
+from llmops_events import ContentMode, Envelope, EventData, KafkaRecord, encode
+from llmops_messaging.tracing import current_traceparent
+
+logger = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    """Publishes envelopes (or prepared records) and waits for the broker's acknowledgement.
+
+    aiokafka is used directly rather than through FastStream's publisher because the DLQ
+    must forward the original message byte for byte, headers included, and FastStream
+    only sends text headers.
+    """
+
+    def __init__(self, settings: PlatformSettings, *, service: str, **producer_options: Any) -> None:
+        self._settings = settings
+        self._source = f"/llmops/{service}"
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=f"{settings.kafka_client_id_prefix}-{service}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=producer_options.pop("linger_ms", 5),
+            **producer_options,
+        )
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> EventPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def publish(
+        self,
+        data: EventData | Envelope[Any],
+        *,
+        mode: ContentMode = ContentMode.BINARY,
+        correlationid: str | None = None,
+        subject: str | None = None,
+    ) -> Envelope[Any]:
+        """Publish a payload (wrapped in a new envelope) or an envelope; returns what was sent."""
+        if isinstance(data, Envelope):
+            envelope = data
+        else:
+            envelope = Envelope.wrap(
+                data,
+                source=self._source,
+                subject=subject,
+                correlationid=correlationid,
+                traceparent=current_traceparent(),
+            )
+        await self.publish_record(envelope.topic, encode(envelope, mode))
+        return envelope
+
+    async def publish_record(self, topic: str, record: KafkaRecord) -> RecordMetadata:
+        """Send a ready-made record and wait until the broker has it (acks=all)."""
+        return await self._producer.send_and_wait(
+            topic, value=record.value, key=record.key, headers=list(record.headers)
+        )

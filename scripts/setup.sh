@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh machine: safe to re-run, each step skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION="${UV_VERSION:-0.13.9}"
+STEPS=6
+step() { printf '\n\033[1m[%s/%s] %s\033[0m\n' "$1" "$STEPS" "$2"; }
+started=$(date +%s)
+
+step 1 "uv $UV_VERSION (Python package manager)"
+if ! command -v uv >/dev/null || [ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+uv --version
+
+step 2 "platform environment .venv (uv.lock: services, numpy 2, Feast, Evidently, torch)"
+uv sync --frozen
+
+step 3 "Triton model runtime .venv-triton (deploy/triton/runtime/uv.lock: numpy<2, torch, peft)"
+UV_PROJECT_ENVIRONMENT="$PWD/.venv-triton" uv sync --frozen --project deploy/triton/runtime
+
+step 4 "Apache Kafka jars from Maven Central (deploy/kafka/pom.xml -> build/kafka/libs)"
+stamp=build/kafka/.pom.sha256
+if [ -f "$stamp" ] && sha256sum --status -c "$stamp" 2>/dev/null; then
+  echo "up to date ($(ls build/kafka/libs | wc -l) jars)"
+else
+  rm -rf build/kafka/libs
+  mvn -B -q -f deploy/kafka/pom.xml dependency:copy-dependencies \
+      -DoutputDirectory="$PWD/build/kafka/libs" -DincludeScope=runtime
+  mkdir -p build/kafka && sha256sum deploy/kafka/pom.xml > "$stamp"
+  echo "$(ls build/kafka/libs | wc -l) jars"
+fi
+
+step 5 "Triton backend folder (build/triton/backends/python)"
+.venv/bin/llmops stack build-triton-backend
+
+step 6 "generated code: protobuf/gRPC stubs, JSON Schemas, AsyncAPI (gen/)"
+.venv/bin/llmops generate
+
+printf '\n\033[32mset-up complete in %ss\033[0m\n' "$(( $(date +%s) - started ))"

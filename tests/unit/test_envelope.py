@@ -1,0 +1,137 @@
+"""The CloudEvents envelope and its Kafka binding, both content modes, and every decode failure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmops_events import ContentMode, DecodeError, Envelope, KafkaRecord, decode, encode
+from llmops_events.v1 import FeedbackSubmitted, RecordSubmitted, TrainingRequested
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _record() -> RecordSubmitted:
+    return RecordSubmitted(
+        tenant="acme", source="zendesk", text="Where is my card?", record_id="t-1", label="card_arrival"
+    )
+
+
+@pytest.mark.parametrize("mode", list(ContentMode))
+def test_round_trip_keeps_every_attribute(mode: ContentMode) -> None:
+    sent = Envelope.wrap(_record(), source="/tests", subject="t-1", correlationid="corr-1", traceparent=TRACEPARENT)
+
+    received = decode(encode(sent, mode))
+
+    assert received == sent
+    assert isinstance(received.data, RecordSubmitted)
+
+
+def test_binary_mode_puts_attributes_in_ce_headers_and_data_in_value() -> None:
+    record = encode(Envelope.wrap(_record(), source="/tests", correlationid="c"), ContentMode.BINARY)
+
+    assert record.key == b"t-1"
+    assert record.header("ce_type") == b"llmops.record.submitted.v1"
+    assert record.header("ce_correlationid") == b"c"
+    assert record.header("content-type") == b"application/json"
+    assert json.loads(record.value)["text"] == "Where is my card?"
+
+
+def test_structured_mode_is_one_json_document() -> None:
+    record = encode(Envelope.wrap(_record(), source="/tests"), ContentMode.STRUCTURED)
+
+    document = json.loads(record.value)
+    assert record.header("content-type") == b"application/cloudevents+json"
+    assert document["specversion"] == "1.0"
+    assert document["type"] == "llmops.record.submitted.v1"
+    assert document["data"]["tenant"] == "acme"
+
+
+def test_structured_event_written_by_hand_is_accepted() -> None:
+    """What a producer in another language (or kcat) sends: a JSON envelope, no headers at all."""
+    value = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "e-1",
+            "source": "crm",
+            "type": "llmops.record.submitted.v1",
+            "time": "2026-11-28T10:00:00Z",
+            "data": {"tenant": "acme", "source": "crm", "text": "hello"},
+        }
+    ).encode()
+
+    envelope = decode(KafkaRecord(key=None, value=value))
+
+    assert envelope.id == "e-1"
+    assert envelope.data.text == "hello"
+
+
+def test_key_follows_topic_contract() -> None:
+    request = Envelope.wrap(TrainingRequested(model_name="banking"), source="/tests")
+    assert request.key == "banking"
+    assert request.topic == "llmops.training.v1"
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"\xff\xfe\x00", (), "undecodable_bytes"),
+        (b"{not json", (), "invalid_json"),
+        (b'{"id": "1", "source": "x", "data": {}}', (), "invalid_envelope"),
+        (
+            b'{"specversion": "1.0", "id": "1", "source": "x", "type": "llmops.nothing.done.v1", "data": {}}',
+            (),
+            "unknown_event_type",
+        ),
+        (
+            b'{"specversion": "1.0", "id": "1", "source": "x", "type": "llmops.record.submitted.v1",'
+            b' "data": {"tenant": "a", "source": "b", "text": ""}}',
+            (),
+            "schema_violation",
+        ),
+        (
+            b'{"tenant": "a"}',
+            (
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"1"),
+                ("ce_source", b"x"),
+                ("ce_type", b"llmops.record.submitted.v1"),
+            ),
+            "schema_violation",
+        ),
+        (
+            b"not json",
+            (
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"1"),
+                ("ce_source", b"x"),
+                ("ce_type", b"llmops.record.submitted.v1"),
+                ("content-type", b"application/json"),
+            ),
+            "invalid_json",
+        ),
+    ],
+)
+def test_decode_failures_have_stable_reasons(value: bytes, headers: tuple[tuple[str, bytes], ...], reason: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(KafkaRecord(key=None, value=value, headers=headers))
+    assert caught.value.reason == reason
+    assert caught.value.detail
+
+
+def test_expected_type_mismatch_is_refused() -> None:
+    record = encode(Envelope.wrap(_record(), source="/tests"))
+    with pytest.raises(DecodeError) as caught:
+        decode(record, expected=FeedbackSubmitted)
+    assert caught.value.reason == "unexpected_event_type"
+
+
+def test_envelope_type_must_match_data() -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        Envelope[RecordSubmitted](source="/x", type="llmops.feedback.submitted.v1", data=_record())
+
+
+def test_feedback_needs_a_label_or_rating() -> None:
+    with pytest.raises(ValueError, match="true_label or a rating"):
+        FeedbackSubmitted(request_id="r")

@@ -1,0 +1,147 @@
+"""Pure parts of the bus helpers: DLQ copies, the processed-events store, consumer orchestration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmops_events import ContentMode, Envelope, KafkaRecord, encode
+from llmops_events.v1 import RecordSubmitted, TrainingStarted
+from llmops_messaging import (
+    EventConsumer,
+    Origin,
+    Outcome,
+    ProcessedEvents,
+    Rejected,
+    dead_letter,
+    without_error_headers,
+)
+
+ORIGIN = Origin(topic="llmops.records.raw.v1", partition=2, offset=41, consumer_group="ingestion")
+
+
+def test_dead_letter_keeps_original_bytes_and_adds_reason() -> None:
+    original = KafkaRecord(key=b"k", value=b"\xff raw", headers=(("ce_id", b"1"), ("x-binary", b"\x00\x01")))
+
+    letter = dead_letter(original, origin=ORIGIN, stage="decode", reason="invalid_json", detail="bad")
+
+    assert (letter.key, letter.value) == (b"k", b"\xff raw")
+    assert letter.header("x-binary") == b"\x00\x01"
+    assert letter.header("error.stage") == b"decode"
+    assert letter.header("error.reason") == b"invalid_json"
+    assert letter.header("error.offset") == b"41"
+    assert without_error_headers(letter) == original
+
+
+def test_processed_events_are_remembered_across_reopen(tmp_path: Path) -> None:
+    store = ProcessedEvents(tmp_path / "state.db", consumer="ingestion")
+    assert store.mark_processed("e-1") is True
+    assert store.mark_processed("e-1") is False
+    store.close()
+
+    reopened = ProcessedEvents(tmp_path / "state.db", consumer="ingestion")
+    assert reopened.has_processed("e-1")
+    assert not ProcessedEvents(tmp_path / "state.db", consumer="other").has_processed("e-1")
+
+
+def test_transaction_rolls_back_effect_and_mark_together(tmp_path: Path) -> None:
+    store = ProcessedEvents(tmp_path / "state.db", consumer="c")
+    store.connection.execute("CREATE TABLE effects (id TEXT)")
+    with pytest.raises(RuntimeError), store.transaction() as connection:
+        connection.execute("INSERT INTO effects VALUES ('x')")
+        store.mark_processed("e-1")
+        raise RuntimeError("crash before commit")
+    assert store.connection.execute("SELECT count(*) FROM effects").fetchone() == (0,)
+    assert not store.has_processed("e-1")
+
+
+class RecordingDeadLetterQueue:
+    """Fake DLQ for unit tests: remembers what would have been sent (the real one is tested on Kafka)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, record: KafkaRecord, *, origin: Origin, stage: str, reason: str, detail: str) -> None:
+        self.sent.append({"record": record, "stage": stage, "reason": reason, "detail": detail})
+
+
+def _consumer(handler: Any, dlq: RecordingDeadLetterQueue, max_attempts: int = 3) -> EventConsumer:
+    return EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handler},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        max_attempts=max_attempts,
+    )
+
+
+def _submitted() -> KafkaRecord:
+    return encode(Envelope.wrap(RecordSubmitted(tenant="a", source="b", text="c"), source="/t"), ContentMode.STRUCTURED)
+
+
+async def test_consumer_applies_once_and_skips_redelivery() -> None:
+    seen: list[str] = []
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        seen.append(envelope.id)
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = _consumer(handle, dlq)
+    record = _submitted()
+    assert await consumer.process(record, ORIGIN) is Outcome.HANDLED
+    assert await consumer.process(record, ORIGIN) is Outcome.DUPLICATE
+    assert len(seen) == 1 and dlq.sent == []
+
+
+async def test_consumer_ignores_types_it_does_not_handle_and_dead_letters_garbage() -> None:
+    async def handle(envelope: Envelope[Any]) -> None:
+        raise AssertionError("not called")
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = _consumer(handle, dlq)
+    other = encode(
+        Envelope.wrap(
+            TrainingStarted(model_name="m", request_id="r", model_version=1, dataset_id="d", worker="w"), source="/t"
+        )
+    )
+    assert await consumer.process(other, ORIGIN) is Outcome.IGNORED
+    assert await consumer.process(KafkaRecord(None, b"{oops"), ORIGIN) is Outcome.DEAD_LETTERED
+    assert dlq.sent[0]["reason"] == "invalid_json" and dlq.sent[0]["stage"] == "decode"
+
+
+async def test_rejection_goes_to_dlq_at_once_and_errors_only_after_bounded_retries() -> None:
+    async def reject(envelope: Envelope[Any]) -> None:
+        raise Rejected("unknown_label", "label 'x' is not in the label set")
+
+    dlq = RecordingDeadLetterQueue()
+    assert await _consumer(reject, dlq).process(_submitted(), ORIGIN) is Outcome.DEAD_LETTERED
+    assert dlq.sent[0]["reason"] == "unknown_label"
+
+    async def crash(envelope: Envelope[Any]) -> None:
+        raise ConnectionError("feature store down")
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = _consumer(crash, dlq, max_attempts=3)
+    record = _submitted()
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await consumer.process(record, ORIGIN)
+    assert await consumer.process(record, ORIGIN) is Outcome.DEAD_LETTERED
+    assert dlq.sent[0]["reason"] == "handler_failed"
+    assert "3 times" in dlq.sent[0]["detail"]
+
+
+def test_trace_context_flows_from_span_to_envelope_and_back() -> None:
+    from opentelemetry import trace
+
+    from llmops_messaging.tracing import configure_tracing, consumer_span, current_traceparent
+
+    configure_tracing("tests")
+    with trace.get_tracer("tests").start_as_current_span("produce"):
+        traceparent = current_traceparent()
+    assert traceparent is not None
+    envelope = Envelope.wrap(RecordSubmitted(tenant="a", source="b", text="c"), source="/t", traceparent=traceparent)
+    with consumer_span("consume", traceparent=envelope.traceparent) as span:
+        assert format(span.get_span_context().trace_id, "032x") == traceparent.split("-")[1]
