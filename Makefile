@@ -40,8 +40,8 @@ test-unit: setup ## Run the fast tests only (no broker, no Triton)
 	@$(PYTEST) -m "not integration and not e2e" $(PYTEST_ARGS)
 
 lint: setup ## Lint and type-check (ruff, mypy)
-	@$(VENV)/bin/ruff check libs services tests
-	@$(VENV)/bin/mypy libs
+	@$(VENV)/bin/ruff check libs services tests conftest.py
+	@$(VENV)/bin/mypy libs services/*/src
 
 generate: ## Regenerate protobuf stubs, JSON Schemas and the AsyncAPI document
 	@$(LLMOPS) generate

@@ -1,4 +1,5 @@
-"""Session fixtures: one real Kafka broker and one real Triton server per test session.
+"""Session fixtures shared by tests/ and services/*/tests/: one real Kafka broker and one real
+Triton server per test session.
 
 Both run on free ports with a temporary ``var/``, so a stack started with ``make up`` is left
 alone. Each test uses its own consumer group (and, where it matters, its own ids), so tests
@@ -40,7 +41,6 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> PlatformSettings
         triton_metrics_port=_free_port(),
         gateway_port=_free_port(),
         var_dir=var_dir,
-        artifact_store_uri=str(var_dir / "artifacts"),
         log_format="text",
     )
 
@@ -74,7 +74,7 @@ def triton_settings(stack_settings: PlatformSettings) -> Iterator[PlatformSettin
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """BANKING77 and other shared data for tests and benchmarks (``LLMOPS_SHARED_DATA``)."""
-    folder = Path(os.environ.get("LLMOPS_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    folder = Path(os.environ.get("LLMOPS_SHARED_DATA", Path(__file__).resolve().parent / ".." / "shared" / "data"))
     if not (folder / "banking77" / "train.csv").exists():
         pytest.skip(f"shared data not found at {folder} (set LLMOPS_SHARED_DATA to the folder holding banking77/)")
     return folder.resolve()

@@ -1,0 +1,3 @@
+from llmops_evaluation.main import main
+
+main()

@@ -1,0 +1,46 @@
+"""The labelled examples an evaluation runs on: the snapshot's test split, plus an optional golden set."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from llmops_evaluation.domain.ports import ModelUnavailable, TestSet
+from llmops_storage import ArtifactStore
+
+SLICE_COLUMNS = ("tenant", "source")
+
+
+def load_test_set(
+    store: ArtifactStore, dataset_id: str, *, max_examples: int, seed: int, golden_csv: Path | None = None
+) -> TestSet:
+    """The test split of ``datasets/<dataset_id>/`` (seeded sample above ``max_examples``) and the golden set."""
+    path = f"datasets/{dataset_id}"
+    if not store.is_complete(path):
+        raise ModelUnavailable("dataset_missing", f"snapshot {store.uri(path)} does not exist")
+    frames = [
+        pd.read_parquet(io.BytesIO(store.read_bytes(f"{path}/{name}")))
+        for name in store.list(path)
+        if name.endswith(".parquet")
+    ]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["text", "label", "split"])
+    test = frame[(frame["split"] == "test") & frame["label"].notna()]
+    sort_key = "record_id" if "record_id" in test.columns else "text"
+    test = test.sort_values(sort_key, kind="stable")
+    if len(test) > max_examples:
+        test = test.sample(n=max_examples, random_state=seed).sort_values(sort_key, kind="stable")
+    origin = f"test split of {dataset_id}"
+    if golden_csv is not None and golden_csv.exists():
+        golden = pd.read_csv(golden_csv).assign(source="golden")
+        test = pd.concat([test, golden], ignore_index=True)
+        origin += f" + golden set {golden_csv.name}"
+    slices = {
+        column: test[column].fillna("unknown").astype(str).tolist()
+        for column in SLICE_COLUMNS
+        if column in test.columns
+    }
+    return TestSet(
+        texts=test["text"].astype(str).tolist(), labels=test["label"].astype(str).tolist(), slices=slices, origin=origin
+    )

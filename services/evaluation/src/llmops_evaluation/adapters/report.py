@@ -1,0 +1,71 @@
+"""The human-readable side of an evaluation: an Evidently classification report (HTML + JSON)
+comparing candidate and champion, and every prediction, so a person can inspect the errors."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from llmops_evaluation.domain.evaluation import Verdict
+from llmops_evaluation.domain.ports import TestSet
+from llmops_storage import ArtifactStore
+
+
+def evaluation_path(model_name: str, version: int) -> str:
+    # Beside models/<name>/<version>/, not inside it: a published model folder is immutable.
+    return f"evaluations/{model_name}/{version}"
+
+
+def _frame(test_set: TestSet, predictions: list[str], confidences: list[float]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {"text": test_set.texts, "target": test_set.labels, "prediction": predictions, "confidence": confidences}
+    )
+    for name, values in test_set.slices.items():
+        frame[name] = values
+    return frame
+
+
+def write_report(
+    store: ArtifactStore,
+    *,
+    model_name: str,
+    version: int,
+    test_set: TestSet,
+    verdict: Verdict,
+    decision_record: dict[str, object],
+) -> tuple[str, str]:
+    """Write report.html/.json, predictions.parquet and decision.json; returns the HTML and JSON URIs."""
+    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    current = _frame(test_set, verdict.candidate.predictions, verdict.candidate.confidences)
+    definition = DataDefinition(
+        classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
+        categorical_columns=["target", "prediction"],
+    )
+    reference = None
+    if verdict.champion is not None:
+        champion = _frame(test_set, verdict.champion.predictions, verdict.champion.confidences)
+        reference = Dataset.from_pandas(champion[["target", "prediction"]], data_definition=definition)
+    snapshot = Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(current[["target", "prediction"]], data_definition=definition), reference
+    )
+    base = evaluation_path(model_name, version)
+    with tempfile.TemporaryDirectory() as staging:
+        html, report_json = Path(staging) / "report.html", Path(staging) / "report.json"
+        snapshot.save_html(str(html))
+        snapshot.save_json(str(report_json))
+        html_uri = store.write_bytes(f"{base}/report.html", html.read_bytes())
+        json_uri = store.write_bytes(f"{base}/report.json", report_json.read_bytes())
+    predictions = current.rename(columns={"prediction": "candidate_prediction", "confidence": "candidate_confidence"})
+    if verdict.champion is not None:
+        predictions["champion_prediction"] = verdict.champion.predictions
+        predictions["champion_confidence"] = verdict.champion.confidences
+    buffer = pd.io.common.BytesIO()
+    predictions.to_parquet(buffer, index=False)
+    store.write_bytes(f"{base}/predictions.parquet", buffer.getvalue())
+    store.write_bytes(f"{base}/decision.json", json.dumps(decision_record, indent=2, default=str).encode())
+    return html_uri, json_uri

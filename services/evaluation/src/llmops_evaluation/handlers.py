@@ -1,0 +1,165 @@
+"""The evaluation service's handlers: a finished training run in, a decision event out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from llmops_evaluation.adapters.champions import ChampionRegistry
+from llmops_evaluation.adapters.datasets import load_test_set
+from llmops_evaluation.adapters.metrics import EvaluationMetrics
+from llmops_evaluation.adapters.models import load_scorer
+from llmops_evaluation.adapters.report import write_report
+from llmops_evaluation.domain.evaluation import evaluate
+from llmops_evaluation.domain.policy import policy_for
+from llmops_evaluation.domain.ports import ModelUnavailable
+from llmops_evaluation.settings import EvaluationSettings
+from llmops_events import Envelope
+from llmops_events.v1 import (
+    Decision,
+    DeploymentPromoted,
+    DeploymentRolledBack,
+    EvaluationCompleted,
+    RuleFailure,
+    TrainingCompleted,
+)
+from llmops_messaging import EventPublisher
+from llmops_storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationService:
+    """Scores each candidate against the champion and publishes the policy's decision."""
+
+    def __init__(
+        self,
+        *,
+        settings: EvaluationSettings,
+        store: ArtifactStore,
+        publisher: EventPublisher,
+        champions: ChampionRegistry,
+        metrics: EvaluationMetrics,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._publisher = publisher
+        self._champions = champions
+        self._metrics = metrics
+        # One evaluation at a time: two would halve each other's latency figures.
+        self._lock = asyncio.Lock()
+
+    async def on_training_completed(self, envelope: Envelope[Any]) -> None:
+        event: TrainingCompleted = envelope.data
+        async with self._lock:
+            completed = await asyncio.to_thread(
+                self.evaluate_version,
+                event.model_name,
+                event.model_version,
+                dataset_id=str(event.lineage.get("dataset_id", "")),
+                artifact_uri=event.artifact_uri,
+            )
+        await self._publisher.publish(completed, correlationid=envelope.correlationid)
+
+    async def on_promoted(self, envelope: Envelope[Any]) -> None:
+        event: DeploymentPromoted = envelope.data
+        self._champions.set_champion(event.model_name, event.model_version)
+
+    async def on_rolled_back(self, envelope: Envelope[Any]) -> None:
+        event: DeploymentRolledBack = envelope.data
+        if self._champions.champion(event.model_name) == event.model_version:
+            self._champions.set_champion(event.model_name, event.restored_version)
+
+    def evaluate_version(
+        self, model_name: str, version: int, *, dataset_id: str, artifact_uri: str | None = None
+    ) -> EvaluationCompleted:
+        """Evaluate one candidate version (also what ``make evaluate`` calls); never raises on bad artifacts."""
+        started = time.monotonic()
+        settings = self._settings
+        champion_version = self._champions.champion(model_name)
+        if champion_version == version:
+            champion_version = None  # re-evaluating the champion: judge it on absolute rules
+        policy = policy_for(model_name, settings.policy_dir)
+        workdir = Path(tempfile.mkdtemp(prefix="evaluation-"))
+        base = dict(
+            model_name=model_name,
+            model_version=version,
+            candidate_artifact_uri=artifact_uri or self._store.uri(f"models/{model_name}/{version}"),
+            champion_version=champion_version,
+        )
+        try:
+            golden = settings.golden_set_dir / f"{model_name}.csv" if settings.golden_set_dir else None
+            test_set = load_test_set(
+                self._store, dataset_id, max_examples=settings.max_test_examples, seed=settings.seed, golden_csv=golden
+            )
+            candidate = load_scorer(self._store, model_name, version, workdir)
+            champion = None
+            if champion_version is not None:
+                try:
+                    champion = load_scorer(self._store, model_name, champion_version, workdir)
+                except ModelUnavailable as error:
+                    logger.warning(
+                        "champion unavailable; judging the candidate on absolute rules",
+                        extra={"model": model_name, "champion": champion_version, "reason": error.reason},
+                    )
+                    base["champion_version"] = None
+            verdict = evaluate(
+                candidate=candidate,
+                champion=champion,
+                test_set=test_set,
+                policy=policy,
+                latency_examples=settings.latency_examples,
+                seed=settings.seed,
+            )
+        except ModelUnavailable as error:
+            completed = EvaluationCompleted(
+                **base, decision=Decision.REJECTED, reasons=[RuleFailure(rule=error.reason, message=error.detail)]
+            )
+            self._record(completed, started)
+            return completed
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+        completed = EvaluationCompleted(
+            **base,
+            decision=verdict.decision,
+            reasons=verdict.reasons,
+            candidate_metrics=verdict.candidate.summary() | {"test_set": test_set.origin},
+            champion_metrics=(
+                verdict.champion.summary()
+                | {"comparison": verdict.comparison.model_dump(mode="json") if verdict.comparison else None}
+                if verdict.champion
+                else {}
+            ),
+        )
+        html_uri, _ = write_report(
+            self._store,
+            model_name=model_name,
+            version=version,
+            test_set=test_set,
+            verdict=verdict,
+            decision_record={"policy": policy.model_dump(), **completed.model_dump(mode="json")},
+        )
+        completed = completed.model_copy(update={"report_uri": html_uri})
+        self._record(completed, started)
+        return completed
+
+    def _record(self, completed: EvaluationCompleted, started: float) -> None:
+        rule = completed.reasons[0].rule if completed.reasons else "none"
+        self._metrics.decisions.labels(completed.decision.value, rule).inc()
+        self._metrics.duration.observe(time.monotonic() - started)
+        logger.info(
+            "evaluation decided",
+            extra={
+                "model": completed.model_name,
+                "version": completed.model_version,
+                "decision": completed.decision.value,
+                "reasons": [r.rule for r in completed.reasons],
+                "seconds": round(time.monotonic() - started, 1),
+            },
+        )

@@ -1,0 +1,116 @@
+"""Composition root of the evaluation service; nothing connects or loads at import."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
+from llmops_config import configure_logging
+from llmops_evaluation.adapters.champions import ChampionRegistry
+from llmops_evaluation.adapters.metrics import EvaluationMetrics
+from llmops_evaluation.handlers import EvaluationService
+from llmops_evaluation.settings import EvaluationSettings
+from llmops_events.topics import DEPLOYMENTS, TRAINING
+from llmops_events.v1 import DeploymentPromoted, DeploymentRolledBack, TrainingCompleted
+from llmops_messaging import (
+    DeadLetterQueue,
+    EventConsumer,
+    EventPublisher,
+    ProcessedEvents,
+    create_broker,
+    subscribe,
+)
+from llmops_messaging.tracing import configure_tracing
+from llmops_storage import open_store
+
+SERVICE = "evaluation"
+
+
+class EvaluationRuntime:
+    """The service's resources for one run: opened before the broker starts, closed after it stops."""
+
+    def __init__(self, settings: EvaluationSettings, *, metrics: EvaluationMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or EvaluationMetrics()
+        self.publisher = EventPublisher(settings.platform, service=SERVICE)
+        self.processed: ProcessedEvents | None = None
+        self.service: EvaluationService | None = None
+
+    async def open(self) -> EvaluationService:
+        self.processed = ProcessedEvents(self.settings.state_db, consumer=self.settings.group_id)
+        await self.publisher.start()
+        self.service = EvaluationService(
+            settings=self.settings,
+            store=open_store(self.settings.platform.resolved_artifact_store_uri),
+            publisher=self.publisher,
+            champions=ChampionRegistry(self.processed.connection),
+            metrics=self.metrics,
+        )
+        return self.service
+
+    def attach(self, broker: KafkaBroker, **options: Any) -> None:
+        assert self.service is not None and self.processed is not None, "open() first"
+        consumer = EventConsumer(
+            group_id=self.settings.group_id,
+            handlers={
+                TrainingCompleted: self.service.on_training_completed,
+                DeploymentPromoted: self.service.on_promoted,
+                DeploymentRolledBack: self.service.on_rolled_back,
+            },
+            dlq=DeadLetterQueue(self.publisher),
+            processed=self.processed,
+        )
+        # An evaluation takes tens of seconds; the poll interval leaves room for the slowest.
+        options.setdefault("max_poll_interval_ms", 15 * 60 * 1000)
+        subscribe(broker, consumer, TRAINING, DEPLOYMENTS, **options)
+
+    async def close(self) -> None:
+        await self.publisher.stop()
+        if self.processed is not None:
+            self.processed.close()
+
+
+def create_app(settings: EvaluationSettings | None = None) -> FastStream:
+    settings = settings or EvaluationSettings()
+    broker = create_broker(settings.platform, service=SERVICE)
+    runtime = EvaluationRuntime(settings)
+    app = FastStream(broker)
+
+    @app.on_startup
+    async def _open() -> None:
+        configure_logging(service=SERVICE, level=settings.platform.log_level, log_format=settings.platform.log_format)
+        configure_tracing(SERVICE)
+        await runtime.open()
+        runtime.attach(broker)
+        runtime.metrics.serve(settings.metrics_port)
+
+    @app.after_shutdown
+    async def _close() -> None:
+        await runtime.close()
+
+    return app
+
+
+async def evaluate_by_hand(
+    model_name: str, version: int, *, dataset_id: str | None = None, settings: EvaluationSettings | None = None
+) -> Any:
+    """``make evaluate``: re-run an evaluation (e.g. after a policy change) and publish the decision."""
+    runtime = EvaluationRuntime(settings or EvaluationSettings(), metrics=EvaluationMetrics())
+    service = await runtime.open()
+    try:
+        store = open_store(runtime.settings.platform.resolved_artifact_store_uri)
+        if dataset_id is None:
+            manifest = store.read_json(f"models/{model_name}/{version}/manifest.json")
+            dataset_id = str(manifest.get("lineage", {}).get("dataset_id", ""))
+        completed = await asyncio.to_thread(service.evaluate_version, model_name, version, dataset_id=dataset_id)
+        await runtime.publisher.publish(completed)
+        return completed
+    finally:
+        await runtime.close()
+
+
+def main() -> None:
+    asyncio.run(create_app().run())

@@ -1,0 +1,226 @@
+"""The service's own SQLite state, in the same database and transactions as ``ProcessedEvents``.
+
+Tables:
+
+* ``curated``: one row per accepted record (de-duplication by ``record_id`` and by
+  ``(tenant, dedup_key)``, lineage position, labelled flag) and, until it reaches Feast, the
+  feature row to push (a transactional outbox). Only redacted text is ever stored.
+* ``served_requests`` / ``pending_feedback``: the two halves of the feedback flywheel, which
+  may arrive in either order since they travel on different topics.
+* ``snapshots``: which curated rows each snapshot covered and whether its event went out.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from llmops_ingestion.domain.feedback import ServedRequest
+from llmops_ingestion.domain.snapshot import Position
+from llmops_messaging import ProcessedEvents
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS curated (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    labelled INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    ingested_at TEXT NOT NULL,
+    outbox TEXT,
+    UNIQUE (tenant, dedup_key)
+);
+CREATE INDEX IF NOT EXISTS curated_outbox ON curated (seq) WHERE outbox IS NOT NULL;
+CREATE TABLE IF NOT EXISTS served_requests (
+    request_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    text TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version INTEGER NOT NULL,
+    predicted_label TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_feedback (
+    request_id TEXT PRIMARY KEY,
+    true_label TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    dataset_id TEXT PRIMARY KEY,
+    max_seq INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    event_json TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class StoreOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE_RECORD_ID = "duplicate_record_id"
+    DUPLICATE_TEXT = "duplicate_text"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFeedback:
+    request_id: str
+    true_label: str
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMember:
+    record_id: str
+    position: Position
+
+
+class IngestionState:
+    """Queries over the service's tables; writes take the caller's open connection/transaction."""
+
+    def __init__(self, processed: ProcessedEvents) -> None:
+        self._processed = processed
+        self._connection = processed.connection
+        self._connection.executescript(_SCHEMA)
+
+    # --- curated records ------------------------------------------------------------------
+
+    @staticmethod
+    def store_curated(
+        connection: sqlite3.Connection,
+        *,
+        record_id: str,
+        tenant: str,
+        dedup_key: str,
+        labelled: bool,
+        position: Position,
+        feature_row: dict[str, Any],
+        ingested_at: datetime,
+    ) -> StoreOutcome:
+        """Insert a curated record unless its id or its text (per tenant) is already known."""
+        if connection.execute("SELECT 1 FROM curated WHERE record_id = ?", (record_id,)).fetchone():
+            return StoreOutcome.DUPLICATE_RECORD_ID
+        if connection.execute("SELECT 1 FROM curated WHERE tenant = ? AND dedup_key = ?",
+                              (tenant, dedup_key)).fetchone():
+            return StoreOutcome.DUPLICATE_TEXT
+        connection.execute(
+            "INSERT INTO curated"
+            ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record_id, tenant, dedup_key, int(labelled), position.topic, position.partition, position.offset,
+             ingested_at.isoformat(), json.dumps(feature_row, ensure_ascii=False)),
+        )
+        return StoreOutcome.ACCEPTED
+
+    def outbox(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Feature rows not yet confirmed in Feast, oldest first."""
+        rows = self._connection.execute(
+            "SELECT seq, outbox FROM curated WHERE outbox IS NOT NULL ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [(seq, json.loads(payload)) for seq, payload in rows]
+
+    def outbox_size(self) -> int:
+        return int(self._connection.execute("SELECT count(*) FROM curated WHERE outbox IS NOT NULL").fetchone()[0])
+
+    def mark_pushed(self, seqs: Sequence[int]) -> None:
+        with self._write() as connection:
+            connection.executemany("UPDATE curated SET outbox = NULL WHERE seq = ?", [(seq,) for seq in seqs])
+
+    def max_seq(self) -> int:
+        return int(self._connection.execute("SELECT coalesce(max(seq), 0) FROM curated").fetchone()[0])
+
+    def labelled_since_last_snapshot(self) -> int:
+        return int(self._connection.execute(
+            "SELECT count(*) FROM curated WHERE labelled = 1 AND seq > "
+            "(SELECT coalesce(max(max_seq), 0) FROM snapshots)"
+        ).fetchone()[0])
+
+    def labelled_members(self, *, up_to_seq: int) -> list[SnapshotMember]:
+        rows = self._connection.execute(
+            'SELECT record_id, topic, partition, "offset" FROM curated WHERE labelled = 1 AND seq <= ? ORDER BY seq',
+            (up_to_seq,),
+        ).fetchall()
+        return [SnapshotMember(record_id, Position(topic, partition, offset))
+                for record_id, topic, partition, offset in rows]
+
+    # --- feedback flywheel ----------------------------------------------------------------
+
+    @staticmethod
+    def remember_request(connection: sqlite3.Connection, request: ServedRequest, *, received_at: datetime) -> None:
+        connection.execute(
+            "INSERT OR IGNORE INTO served_requests VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (request.request_id, request.tenant, request.text, request.model_name, request.model_version,
+             request.predicted_label, received_at.isoformat()),
+        )
+
+    def served_request(self, request_id: str) -> ServedRequest | None:
+        row = self._connection.execute(
+            "SELECT request_id, tenant, text, model_name, model_version, predicted_label FROM served_requests"
+            " WHERE request_id = ?", (request_id,),
+        ).fetchone()
+        return ServedRequest(*row) if row else None
+
+    @staticmethod
+    def park_feedback(connection: sqlite3.Connection, feedback: PendingFeedback, *, received_at: datetime) -> None:
+        connection.execute(
+            'INSERT OR REPLACE INTO pending_feedback (request_id, true_label, topic, partition, "offset", received_at)'
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (feedback.request_id, feedback.true_label, feedback.position.topic, feedback.position.partition,
+             feedback.position.offset, received_at.isoformat()),
+        )
+
+    def pending_feedback(self, request_id: str) -> PendingFeedback | None:
+        row = self._connection.execute(
+            'SELECT request_id, true_label, topic, partition, "offset" FROM pending_feedback WHERE request_id = ?',
+            (request_id,),
+        ).fetchone()
+        return PendingFeedback(row[0], row[1], Position(row[2], row[3], row[4])) if row else None
+
+    @staticmethod
+    def drop_pending_feedback(connection: sqlite3.Connection, request_id: str) -> None:
+        connection.execute("DELETE FROM pending_feedback WHERE request_id = ?", (request_id,))
+
+    def prune_flywheel(self, *, older_than: timedelta, now: datetime | None = None) -> None:
+        """Forget served requests and parked feedback older than the inference topic keeps them."""
+        cutoff = ((now or datetime.now(UTC)) - older_than).isoformat()
+        with self._write() as connection:
+            connection.execute("DELETE FROM served_requests WHERE received_at < ?", (cutoff,))
+            connection.execute("DELETE FROM pending_feedback WHERE received_at < ?", (cutoff,))
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def record_snapshot(self, *, dataset_id: str, max_seq: int, created_at: datetime, event_json: str) -> None:
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO snapshots (dataset_id, max_seq, created_at, event_json) VALUES (?, ?, ?, ?)",
+                (dataset_id, max_seq, created_at.isoformat(), event_json),
+            )
+
+    def last_snapshot(self) -> str | None:
+        """The event (JSON) of the latest snapshot, if any."""
+        row = self._connection.execute("SELECT event_json FROM snapshots ORDER BY max_seq DESC, created_at DESC"
+                                       " LIMIT 1").fetchone()
+        return str(row[0]) if row else None
+
+    def unpublished_snapshots(self) -> list[tuple[str, str]]:
+        return list(self._connection.execute(
+            "SELECT dataset_id, event_json FROM snapshots WHERE published = 0 ORDER BY created_at").fetchall())
+
+    def mark_snapshot_published(self, dataset_id: str) -> None:
+        with self._write() as connection:
+            connection.execute("UPDATE snapshots SET published = 1 WHERE dataset_id = ?", (dataset_id,))
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._processed.transaction()
+

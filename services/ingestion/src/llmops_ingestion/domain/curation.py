@@ -1,0 +1,129 @@
+"""From a submitted record to a curated one: normalise, redact, identify, describe.
+
+Everything here is a pure function of its inputs; the redactor is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from llmops_ingestion.domain.redaction import PiiKind, RedactionResult
+
+_WHITESPACE = re.compile(r"\s+")
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFKC, whitespace runs collapsed to one space, ends stripped.
+
+    NFKC folds look-alike forms (full-width digits, ligatures, non-breaking spaces) so that the
+    redactor and the de-duplication see the same characters a reader does.
+    """
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def dedup_key(text: str) -> str:
+    """The exact-duplicate key of a normalised, redacted text (case-insensitive)."""
+    return hashlib.sha256(text.casefold().encode("utf-8")).hexdigest()
+
+
+def record_id_for(*, tenant: str, record_id: str | None, text_key: str) -> str:
+    """The curated record id: tenant-scoped, so two tenants' ``ticket-1`` never collide.
+
+    A producer's ``record_id`` is kept (``<tenant>/<record_id>``); without one the id is a
+    stable hash of tenant and normalised text, so resubmitting the same text is idempotent.
+    """
+    if record_id:
+        return f"{tenant}/{record_id}"
+    digest = hashlib.sha256(f"{tenant}\x1f{text_key}".encode()).hexdigest()[:32]
+    return f"{tenant}/h-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptors:
+    """Simple text descriptors kept as features (and used by monitoring for drift)."""
+
+    length: int
+    token_count: int
+    non_alpha_share: float
+    language: str
+
+
+def describe(text: str, *, detect_language: Callable[[str], str] | None = None) -> Descriptors:
+    """Length in characters, token count (words and punctuation), share of non-alphabetic
+    non-space characters, and the language code (``und`` when undetermined)."""
+    visible = [character for character in text if not character.isspace()]
+    non_alpha = sum(1 for character in visible if not character.isalpha())
+    language = detect_language(text) if detect_language is not None and text else "und"
+    return Descriptors(
+        length=len(text),
+        token_count=len(_TOKEN.findall(text)),
+        non_alpha_share=round(non_alpha / len(visible), 4) if visible else 0.0,
+        language=language,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CuratedRecord:
+    """A record that is safe to keep: redacted text, scoped id, descriptors and PII counts."""
+
+    record_id: str
+    tenant: str
+    source: str
+    text: str
+    label: str | None
+    dedup_key: str
+    descriptors: Descriptors
+    pii_counts: Mapping[PiiKind, int] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.label is not None
+
+
+def curate(
+    *,
+    tenant: str,
+    source: str,
+    text: str,
+    label: str | None,
+    record_id: str | None,
+    metadata: Mapping[str, str],
+    occurred_at: datetime | None,
+    redact: Callable[[str], RedactionResult],
+    detect_language: Callable[[str], str] | None = None,
+) -> CuratedRecord:
+    """Normalise, redact, identify and describe one record.
+
+    Normalisation comes first so PII written with odd Unicode is still found; the record id
+    and de-duplication key are taken from the *redacted* text, because nothing derived from
+    raw PII (not even a hash) may be stored. Metadata values are redacted too.
+    """
+    redacted = redact(normalise_text(text))
+    key = dedup_key(redacted.text)
+    counts: dict[PiiKind, int] = dict(redacted.counts)
+    clean_metadata: dict[str, str] = {}
+    for name, value in metadata.items():
+        result = redact(value)
+        clean_metadata[name] = result.text
+        for kind, count in result.counts.items():
+            counts[kind] = counts.get(kind, 0) + count
+    return CuratedRecord(
+        record_id=record_id_for(tenant=tenant, record_id=record_id, text_key=key),
+        tenant=tenant,
+        source=source,
+        text=redacted.text,
+        label=label,
+        dedup_key=key,
+        descriptors=describe(redacted.text, detect_language=detect_language),
+        pii_counts=counts,
+        metadata=clean_metadata,
+        occurred_at=occurred_at,
+    )

@@ -1,0 +1,313 @@
+"""The ingestion service's handlers: decode → domain → store → publish.
+
+Each record is curated and stored in the service's SQLite database in one transaction together
+with its event id (exactly-once in effect) and a feature row in an outbox; a background task
+pushes the outbox to Feast in batches, because a Feast push costs tens of milliseconds and
+records arrive by the thousand per second. Pushing a row twice is harmless: snapshots read
+Feast with a point-in-time join, which yields one row per record id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from llmops_events import Envelope
+from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted
+from llmops_ingestion.adapters.consumer import current_position
+from llmops_ingestion.adapters.feast_repo import (
+    CREATED_FIELD,
+    ENTITY,
+    FEATURE_VIEW,
+    INT_FEATURES,
+    TIMESTAMP_FIELD,
+)
+from llmops_ingestion.adapters.metrics import IngestionMetrics
+from llmops_ingestion.adapters.snapshots import publish_snapshot, split_files
+from llmops_ingestion.adapters.state import IngestionState, PendingFeedback, StoreOutcome
+from llmops_ingestion.domain.curation import CuratedRecord, curate
+from llmops_ingestion.domain.feedback import ServedRequest, record_from_feedback
+from llmops_ingestion.domain.ports import EventSink, FeatureStore
+from llmops_ingestion.domain.redaction import PiiKind, RedactionResult
+from llmops_ingestion.domain.snapshot import (
+    Position,
+    SplitRatios,
+    build_manifest,
+    dataset_id_for,
+    lineage_ranges,
+    should_snapshot,
+    split_of,
+)
+from llmops_ingestion.domain.validation import ValidationRules, check_label, check_record
+from llmops_messaging import ProcessedEvents, Rejected
+from llmops_storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+VALIDATE_STAGE = "validate"
+
+
+class NothingToSnapshot(Exception):
+    """No labelled record has been curated yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class CurationConfig:
+    rules: ValidationRules
+    split_ratios: SplitRatios
+    snapshot_every_n_labelled: int
+    dataset_name: str
+    push_batch_size: int
+    flywheel_retention: timedelta
+
+
+class IngestionService:
+    """Handlers for records, inference logs and feedback, plus Feast pushes and snapshots."""
+
+    def __init__(
+        self,
+        *,
+        config: CurationConfig,
+        redact: Callable[[str], RedactionResult],
+        detect_language: Callable[[str], str] | None,
+        processed: ProcessedEvents,
+        state: IngestionState,
+        features: FeatureStore,
+        artifacts: ArtifactStore,
+        events: EventSink,
+        metrics: IngestionMetrics,
+    ) -> None:
+        self._config = config
+        self._redact = redact
+        self._detect_language = detect_language
+        self._processed = processed
+        self._state = state
+        self._features = features
+        self._artifacts = artifacts
+        self._events = events
+        self._metrics = metrics
+        # One push and one snapshot at a time: both read and clear shared state.
+        self._push_lock = asyncio.Lock()
+        self._snapshot_lock = asyncio.Lock()
+        self._snapshot_task: asyncio.Task[Any] | None = None
+
+    # --- handlers -------------------------------------------------------------------------
+
+    async def on_record(self, envelope: Envelope[RecordSubmitted]) -> None:
+        """A record from an enterprise system: validate, curate, store once."""
+        record = envelope.data
+        self._metrics.records_in.labels("records").inc()
+        violation = check_record(text=record.text, label=record.label, rules=self._config.rules)
+        if violation is not None:
+            raise Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
+        curated = curate(
+            tenant=record.tenant, source=record.source, text=record.text, label=record.label,
+            record_id=record.record_id, metadata=record.metadata, occurred_at=record.occurred_at,
+            redact=self._redact, detect_language=self._detect_language,
+        )
+        self._store(curated, event_id=envelope.id, position=current_position())
+
+    async def on_inference(self, envelope: Envelope[InferenceLogged]) -> None:
+        """Remember a served request, or complete feedback that arrived before it."""
+        logged = envelope.data
+        # The gateway redacts already; redacting again is cheap and makes this service's
+        # guarantee independent of every producer getting it right.
+        served = ServedRequest(request_id=logged.request_id, tenant=logged.tenant, text=self._redact(logged.text).text,
+                               model_name=logged.model_name, model_version=logged.model_version,
+                               predicted_label=logged.label)
+        pending = self._state.pending_feedback(logged.request_id)
+        if pending is None:
+            with self._processed.transaction() as connection:
+                IngestionState.remember_request(connection, served, received_at=datetime.now(UTC))
+                self._processed.mark_processed(envelope.id)
+            return
+        self._curate_feedback(served, true_label=pending.true_label, position=pending.position,
+                              event_id=envelope.id, remember=True)
+
+    async def on_feedback(self, envelope: Envelope[FeedbackSubmitted]) -> None:
+        """Feedback with a true label turns its served request into a labelled record."""
+        feedback = envelope.data
+        if feedback.true_label is None:
+            return  # a rating alone says nothing about the label
+        violation = check_label(feedback.true_label, rules=self._config.rules)
+        if violation is not None:
+            raise Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
+        position = current_position()
+        served = self._state.served_request(feedback.request_id)
+        if served is None:  # the inference log has not arrived yet (another topic)
+            with self._processed.transaction() as connection:
+                IngestionState.park_feedback(connection, PendingFeedback(feedback.request_id, feedback.true_label,
+                                                                         position), received_at=datetime.now(UTC))
+                self._processed.mark_processed(envelope.id)
+            return
+        self._curate_feedback(served, true_label=feedback.true_label, position=position, event_id=envelope.id,
+                              remember=False)
+
+    def _curate_feedback(self, served: ServedRequest, *, true_label: str, position: Position, event_id: str,
+                         remember: bool) -> None:
+        derived = record_from_feedback(served, true_label=true_label)
+        self._metrics.records_in.labels("feedback").inc()
+        curated = curate(
+            tenant=derived.tenant, source=derived.source, text=derived.text, label=derived.label,
+            record_id=derived.record_id, metadata=derived.metadata, occurred_at=None,
+            redact=self._redact, detect_language=self._detect_language,
+        )
+        self._store(curated, event_id=event_id, position=position, served=served if remember else None)
+
+    def _store(self, curated: CuratedRecord, *, event_id: str, position: Position,
+               served: ServedRequest | None = None) -> None:
+        now = datetime.now(UTC)
+        with self._processed.transaction() as connection:
+            outcome = IngestionState.store_curated(
+                connection, record_id=curated.record_id, tenant=curated.tenant, dedup_key=curated.dedup_key,
+                labelled=curated.labelled, position=position, feature_row=feature_row(curated, now), ingested_at=now,
+            )
+            if served is not None:
+                IngestionState.remember_request(connection, served, received_at=now)
+                IngestionState.drop_pending_feedback(connection, served.request_id)
+            self._processed.mark_processed(event_id)
+        if outcome is not StoreOutcome.ACCEPTED:
+            self._metrics.duplicates.labels(outcome.value).inc()
+            return
+        self._metrics.accepted.labels(str(curated.labelled).lower()).inc()
+        for kind, count in curated.pii_counts.items():
+            self._metrics.redacted.labels(kind.value).inc(count)
+        if curated.labelled:
+            self._maybe_start_snapshot()
+
+    # --- Feast ----------------------------------------------------------------------------
+
+    async def push_pending(self) -> int:
+        """Push every outboxed row to Feast; returns how many rows went."""
+        pushed = 0
+        async with self._push_lock:
+            while batch := self._state.outbox(self._config.push_batch_size):
+                seqs = [seq for seq, _ in batch]
+                await asyncio.to_thread(self._features.push, [row for _, row in batch])
+                self._state.mark_pushed(seqs)
+                pushed += len(batch)
+                self._metrics.pushed.inc(len(batch))
+            self._metrics.outbox.set(0)
+        return pushed
+
+    async def run_pusher(self, interval_s: float) -> None:
+        """Push the outbox every ``interval_s`` until cancelled; failures are retried next tick."""
+        while True:
+            try:
+                await self.push_pending()
+                self._state.prune_flywheel(older_than=self._config.flywheel_retention)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._metrics.outbox.set(self._state.outbox_size())
+                logger.exception("pushing curated records to Feast failed; retrying")
+            await asyncio.sleep(interval_s)
+
+    # --- snapshots ------------------------------------------------------------------------
+
+    def _maybe_start_snapshot(self) -> None:
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            return
+        if should_snapshot(labelled_since_last=self._state.labelled_since_last_snapshot(),
+                           every_n_labelled=self._config.snapshot_every_n_labelled):
+            # In the background: a cut takes seconds and consumption should not wait for it.
+            self._snapshot_task = asyncio.get_running_loop().create_task(self._policy_snapshot())
+
+    async def _policy_snapshot(self) -> None:
+        try:
+            await self.cut_snapshot(trigger="policy")
+        except Exception:
+            logger.exception("policy snapshot failed; the next labelled record retries it")
+
+    async def wait_for_snapshot(self) -> None:
+        if self._snapshot_task is not None:
+            await asyncio.shield(self._snapshot_task)
+
+    async def cut_snapshot(self, *, trigger: str = "on_demand") -> DatasetSnapshotted:
+        """Cut a snapshot of every labelled record curated so far and announce it.
+
+        When no labelled record arrived since the last snapshot, that snapshot is returned.
+        """
+        async with self._snapshot_lock:
+            await self.publish_pending_snapshots()
+            last = self._state.last_snapshot()
+            if last is not None and self._state.labelled_since_last_snapshot() == 0:
+                # Nothing new: the same records would make the same dataset, so it is the answer.
+                return DatasetSnapshotted.model_validate_json(last)
+            await self.push_pending()  # everything curated so far must be in the offline store
+            up_to_seq = self._state.max_seq()
+            members = self._state.labelled_members(up_to_seq=up_to_seq)
+            if not members:
+                raise NothingToSnapshot("no labelled record has been curated yet")
+            as_of = datetime.now(UTC)
+            # Holding the push lock: the file offline store rewrites its Parquet file in place,
+            # so a push during the read could be seen half-written.
+            async with self._push_lock:
+                frame = await asyncio.to_thread(self._features.historical, [m.record_id for m in members],
+                                                as_of=as_of)
+            missing = int(frame["text"].isna().sum())
+            if missing:
+                raise RuntimeError(f"{missing} curated records are missing from the offline store")
+            frame = frame.drop(columns=[TIMESTAMP_FIELD]).sort_values(ENTITY).reset_index(drop=True)
+            for name in INT_FEATURES:  # the join returns them as floats (NaN-able); every row matched
+                frame[name] = frame[name].astype("int64")
+            frame["split"] = [split_of(record_id, self._config.split_ratios).value for record_id in frame[ENTITY]]
+            rows = frame[["record_id", "tenant", "source", "text", "label", "split"]].to_dict("records")
+            created_at = datetime.now(UTC)
+            manifest_without_id = build_manifest(dataset_id="", rows=rows, lineage=[], files={}, feature_view="",
+                                                 as_of=as_of, created_at=created_at)
+            dataset_id = dataset_id_for(name=self._config.dataset_name, created_at=created_at,
+                                        content_hash=manifest_without_id.content_hash)
+            manifest = build_manifest(
+                dataset_id=dataset_id, rows=rows, lineage=lineage_ranges(m.position for m in members),
+                files=split_files(), feature_view=FEATURE_VIEW, as_of=as_of, created_at=created_at,
+            )
+            uri, manifest_uri = await asyncio.to_thread(publish_snapshot, self._artifacts, frame=frame,
+                                                        manifest=manifest)
+            event = DatasetSnapshotted(
+                dataset_id=dataset_id, uri=uri, manifest_uri=manifest_uri, row_count=manifest.row_count,
+                content_hash=manifest.content_hash, label_counts=manifest.label_counts,
+                split_counts=manifest.split_counts, lineage=manifest.lineage, created_at=created_at,
+            )
+            # Recorded before publishing, so a crash in between re-publishes on the next start.
+            self._state.record_snapshot(dataset_id=dataset_id, max_seq=up_to_seq, created_at=created_at,
+                                        event_json=event.model_dump_json())
+            await self._events.publish(event)
+            self._state.mark_snapshot_published(dataset_id)
+            self._metrics.snapshots.labels(trigger).inc()
+            logger.info("dataset snapshot cut", extra={"dataset_id": dataset_id, "rows": manifest.row_count,
+                                                       "trigger": trigger})
+            return event
+
+    async def publish_pending_snapshots(self) -> None:
+        """Announce snapshots that were written but whose event did not go out (crash)."""
+        for dataset_id, event_json in self._state.unpublished_snapshots():
+            await self._events.publish(DatasetSnapshotted.model_validate_json(event_json))
+            self._state.mark_snapshot_published(dataset_id)
+
+
+def feature_row(curated: CuratedRecord, ingested_at: datetime) -> dict[str, Any]:
+    """The Feast row of a curated record (JSON-serialisable: it waits in the outbox)."""
+    row: dict[str, Any] = {
+        ENTITY: curated.record_id,
+        "tenant": curated.tenant,
+        "source": curated.source,
+        "text": curated.text,
+        "label": curated.label,
+        "language": curated.descriptors.language,
+        "metadata_json": json.dumps(dict(curated.metadata), sort_keys=True, ensure_ascii=False),
+        "occurred_at": curated.occurred_at.isoformat() if curated.occurred_at else None,
+        "length": curated.descriptors.length,
+        "token_count": curated.descriptors.token_count,
+        "non_alpha_share": curated.descriptors.non_alpha_share,
+        TIMESTAMP_FIELD: ingested_at.isoformat(),
+        CREATED_FIELD: ingested_at.isoformat(),
+    }
+    for kind in PiiKind:
+        row[f"pii_{kind.value}"] = curated.pii_counts.get(kind, 0)
+    return row

@@ -1,0 +1,78 @@
+"""Settings of the ingestion service (``LLMOPS_INGESTION_*``), with the platform's shared ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmops_config import PlatformSettings
+
+
+class IngestionSettings(BaseSettings):
+    """How the ingestion service curates records. List values are JSON in the environment,
+    e.g. ``LLMOPS_INGESTION_ALLOWED_LABELS='["card_arrival","lost_card"]'``."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_INGESTION_", extra="ignore", use_attribute_docstrings=True)
+
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    """Shared settings (Kafka, var dir, artifact store), read from ``LLMOPS_*``."""
+
+    consumer_group: str = "ingestion"
+    """Kafka consumer group of the service."""
+
+    max_text_length: int = Field(default=8000, gt=0)
+    """Longest accepted text in characters; longer records go to the DLQ as ``text_too_long``."""
+
+    allowed_labels: list[str] = Field(default_factory=list)
+    """The closed label set; empty means any label is accepted."""
+
+    snapshot_every_n_labelled: int = Field(default=1000, ge=0)
+    """Cut a snapshot after this many new labelled records (0: only on demand)."""
+
+    dataset_name: str = Field(default="records", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    """Prefix of dataset ids: ``<name>-<UTC time>-<hash>``."""
+
+    split_train_percent: int = Field(default=80, ge=0, le=100)
+    """Share of records (by record-id hash) in the train split."""
+
+    split_validation_percent: int = Field(default=10, ge=0, le=100)
+    """Share in the validation split; the test split gets the rest."""
+
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR"])
+    """Regions whose national phone formats are recognised (international ``+`` numbers always are)."""
+
+    redact_names: bool = True
+    """Also redact names found by model-free patterns ("my name is …", titles)."""
+
+    detect_language: bool = True
+    """Add a language descriptor (py3langid, ~0.1 ms per record)."""
+
+    languages: list[str] = Field(default_factory=list)
+    """Restrict language detection to these ISO 639-1 codes (empty: all ~97 it knows)."""
+
+    feast_push_interval_s: float = Field(default=0.5, gt=0)
+    """How often accepted records are pushed to Feast in one batch."""
+
+    feast_push_batch_size: int = Field(default=2000, gt=0)
+    """Most rows per Feast push."""
+
+    flywheel_retention_days: float = Field(default=7.0, gt=0)
+    """How long a served request waits for feedback (and feedback for its request)."""
+
+    max_attempts: int = Field(default=5, ge=1)
+    """Deliveries of a message whose handler keeps failing before it is dead-lettered."""
+
+    metrics_port: int = Field(default=9101, ge=0)
+    """Port of the Prometheus ``/metrics`` endpoint (0 disables it)."""
+
+    @property
+    def state_path(self) -> Path:
+        """SQLite database of processed events, curated-record index, outbox and snapshots."""
+        return self.platform.var_dir / "state" / "ingestion.db"
+
+    @property
+    def feast_repo_dir(self) -> Path:
+        """The generated Feast repository (configuration, registry, online and offline stores)."""
+        return self.platform.var_dir / "feast"

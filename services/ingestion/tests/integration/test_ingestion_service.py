@@ -1,0 +1,191 @@
+"""The ingestion service on the real broker and a real Feast store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from ingestion_harness import LABELS, RunningIngestion, read_topic, start_ingestion, stop_ingestion, wait_until
+
+from llmops_events import ContentMode, Envelope, KafkaRecord, encode
+from llmops_events.topics import DATASETS, RECORDS_DLQ, RECORDS_RAW
+from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted
+from llmops_ingestion.domain.snapshot import content_hash
+from llmops_messaging import Outcome
+
+pytestmark = pytest.mark.integration
+
+
+def _luhn_card(seed: int) -> str:
+    """A 16-digit number that passes the Luhn check, unique per test run."""
+    body = [int(d) for d in f"4{seed:014d}"[:15]]
+    total = 0
+    for index, digit in enumerate(reversed(body)):
+        doubled = digit * 2 if index % 2 == 0 else digit
+        total += doubled - 9 if doubled > 9 else doubled
+    return "".join(map(str, body)) + str((10 - total % 10) % 10)
+
+
+@pytest.mark.parametrize("mode", [ContentMode.BINARY, ContentMode.STRUCTURED])
+async def test_records_in_both_content_modes_are_curated(ingestion: RunningIngestion, tenant: str, mode) -> None:
+    await ingestion.publisher.publish(
+        RecordSubmitted(tenant=tenant, source="crm", text=f"Where is my card? ({mode})", label="card_arrival",
+                        metadata={"channel": "email"}), mode=mode)
+    rows = await ingestion.wait_for_rows(tenant, 1)
+    row = rows.iloc[0]
+    assert (row["source"], row["label"], row["language"]) == ("crm", "card_arrival", "en")
+    assert row["record_id"].startswith(f"{tenant}/h-")
+    online = await asyncio.to_thread(ingestion.runtime.service._features.online, [row["record_id"]])
+    assert online["text"] == [row["text"]]
+
+
+async def test_every_bad_input_reaches_the_dlq_with_its_reason(ingestion: RunningIngestion, tenant: str) -> None:
+    def record(**fields) -> KafkaRecord:
+        data = {"tenant": tenant, "source": "crm", "text": "fine", **fields}
+        return encode(Envelope.wrap(RecordSubmitted.model_construct(**data), source="/test"), ContentMode.STRUCTURED)
+
+    structured = record()
+    cases: dict[str, KafkaRecord] = {
+        "invalid_json": KafkaRecord(None, b"{this is not json"),
+        "undecodable_bytes": KafkaRecord(None, b"\xff\xfe\x00garbage"),
+        "invalid_envelope": KafkaRecord(None, json.dumps({"specversion": "1.0", "data": {}}).encode()),
+        "unknown_event_type": KafkaRecord(None, structured.value.replace(b"llmops.record.submitted.v1",
+                                                                          b"llmops.record.teleported.v1")),
+        "schema_violation": KafkaRecord(None, structured.value.replace(b'"tenant"', b'"tenant_name"')),
+        "text_too_long": record(text="x" * 501),
+        "empty_text": record(text="   "),
+        "unknown_label": record(label="not_a_label"),
+        "invalid_label": record(label=" refund"),
+    }
+    for reason, message in cases.items():
+        keyed = KafkaRecord(f"{tenant}-{reason}".encode(), message.value, message.headers)
+        await ingestion.publisher.publish_record(RECORDS_RAW, keyed)
+
+    group = ingestion.settings.consumer_group.encode()
+    letters = await read_topic(
+        ingestion.settings.platform, RECORDS_DLQ, until=len(cases),
+        accept=lambda m: (m.key or b"").startswith(tenant.encode())
+        and dict(m.headers).get("error.consumer_group") == group,
+    )
+    by_key = {m.key.decode().removeprefix(f"{tenant}-"): m for m in letters}
+    assert set(by_key) == set(cases)
+    for reason, message in by_key.items():
+        headers = dict(message.headers)
+        assert headers["error.reason"].decode() == reason
+        assert message.value == cases[reason].value  # the original bytes, untouched
+        assert headers["error.stage"] in (b"decode", b"validate")
+    assert ingestion.offline_rows(tenant).empty
+    assert ingestion.runtime.metrics.dead_lettered.labels("validate", "text_too_long")._value.get() >= 1
+
+
+async def test_pii_never_reaches_disk(ingestion: RunningIngestion, tenant: str) -> None:
+    email = f"planted.{uuid.uuid4().hex[:10]}@example.com"
+    card = _luhn_card(int(uuid.uuid4().int % 10**14))
+    spaced_card = " ".join(card[i:i + 4] for i in range(0, 16, 4))
+    await ingestion.publisher.publish(RecordSubmitted(
+        tenant=tenant, source="chat", label="lost_card", metadata={"reply_to": email},
+        text=f"My name is Jane Planted, mail {email} about card {spaced_card} from 10.1.2.3"))
+    rows = await ingestion.wait_for_rows(tenant, 1)
+    row = rows.iloc[0]
+    assert row["text"] == "My name is <PERSON>, mail <EMAIL> about card <CREDIT_CARD> from <IP_ADDRESS>"
+    assert (row["pii_email"], row["pii_credit_card"], row["pii_person"], row["pii_ip_address"]) == (2, 1, 1, 1)
+    await ingestion.service.cut_snapshot()
+    planted = [email.encode(), card.encode(), spaced_card.encode(), b"Jane Planted"]
+    files = [path for path in Path(ingestion.var_dir).rglob("*") if path.is_file()]
+    assert any(path.suffix == ".parquet" for path in files) and any(path.name.endswith(".db") for path in files)
+    for path in files:
+        content = path.read_bytes()
+        assert not any(value in content for value in planted), f"PII found in {path}"
+
+
+async def test_duplicates_have_one_effect(ingestion: RunningIngestion, tenant: str) -> None:
+    first = RecordSubmitted(tenant=tenant, source="crm", text="Card   not arrived", label="card_arrival")
+    envelope = Envelope.wrap(first, source="/test")
+    await ingestion.publisher.publish(envelope)
+    await ingestion.publisher.publish(envelope)  # the same event again (producer retry)
+    await ingestion.publisher.publish(first.model_copy(update={"text": "card not ARRIVED"}))  # same normalised text
+    await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text="one", record_id="t-1"))
+    await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text="two", record_id="t-1"))
+    await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text="distinct", label="refund"))
+    rows = await ingestion.wait_for_rows(tenant, 3)
+    await asyncio.sleep(1.0)  # give any wrongly accepted duplicate time to show up
+    rows = ingestion.offline_rows(tenant)
+    assert sorted(rows["text"]) == ["Card not arrived", "distinct", "one"]
+    assert f"{tenant}/t-1" in set(rows["record_id"])
+
+
+async def test_feedback_turns_a_served_request_into_a_labelled_record(ingestion: RunningIngestion,
+                                                                     tenant: str) -> None:
+    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+
+    def logged(request_id: str, text: str) -> InferenceLogged:
+        return InferenceLogged(request_id=request_id, tenant=tenant, model_name="intent", model_version=2, text=text,
+                               label="card_arrival", confidence=0.7, latency_ms=3.0, served_at=now)
+
+    first, second = f"{tenant}-req-1", f"{tenant}-req-2"
+    await ingestion.publisher.publish(logged(first, "my card was stolen, call +44 20 7946 0958"))
+    await ingestion.publisher.publish(FeedbackSubmitted(request_id=first, true_label="lost_card"))
+    # Feedback before its inference log (they travel on different topics).
+    await ingestion.publisher.publish(FeedbackSubmitted(request_id=second, true_label="refund"))
+    await ingestion.publisher.publish(FeedbackSubmitted(request_id=f"{tenant}-req-3", rating=5))
+    await asyncio.sleep(1.0)
+    await ingestion.publisher.publish(logged(second, "I want my money back"))
+    rows = (await ingestion.wait_for_rows(tenant, 2)).set_index("record_id")
+    assert rows.loc[f"{tenant}/feedback-{first}", "text"] == "my card was stolen, call <PHONE>"
+    assert rows.loc[f"{tenant}/feedback-{first}", "label"] == "lost_card"
+    assert rows.loc[f"{tenant}/feedback-{second}", "label"] == "refund"
+    assert set(rows["source"]) == {"feedback"}
+    assert json.loads(rows.loc[f"{tenant}/feedback-{first}", "metadata_json"])["predicted_label"] == "card_arrival"
+
+
+async def test_snapshot_manifest_matches_the_stored_rows(ingestion: RunningIngestion, tenant: str) -> None:
+    for index in range(12):
+        await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text=f"question {index}",
+                                                          label=LABELS[index % 3]))
+    await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text="no label yet"))
+    await ingestion.wait_for_rows(tenant, 13)
+    event = await ingestion.service.cut_snapshot()
+    manifest = json.loads((Path(event.manifest_uri)).read_text())
+    folder = Path(event.uri)
+    assert (folder / "_COMPLETE").exists()
+    frame = pd.concat([pd.read_parquet(folder / name) for name in manifest["files"].values()])
+    assert manifest["row_count"] == event.row_count == len(frame) == frame["record_id"].nunique()
+    assert frame["label"].notna().all()  # only labelled records are training data
+    assert manifest["content_hash"] == event.content_hash == content_hash(frame.to_dict("records"))
+    assert manifest["label_counts"] == frame["label"].value_counts().to_dict()
+    assert manifest["split_counts"] == {s: int((frame["split"] == s).sum()) for s in ("train", "validation", "test")}
+    mine = frame[frame["tenant"] == tenant]
+    assert len(mine) == 12 and "<" not in "".join(mine["text"])
+    assert any(r.topic == RECORDS_RAW for r in event.lineage)
+    announced = await read_topic(ingestion.settings.platform, DATASETS, until=1,
+                                 accept=lambda m: m.key == event.dataset_id.encode())
+    assert announced, "DatasetSnapshotted was not published"
+    assert DatasetSnapshotted.model_validate_json(announced[0].value).content_hash == event.content_hash
+
+
+async def test_redelivery_after_a_crash_between_store_and_commit_adds_no_row(kafka_settings, tmp_path,
+                                                                             tenant: str) -> None:
+    running, broker = await start_ingestion(kafka_settings, tmp_path, fail_after_store=1,
+                                            snapshot_every_n_labelled=2)
+    try:
+        for text in ("first question", "second question"):
+            await running.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text=text, label="refund"))
+        await running.wait_for_rows(tenant, 2)
+        await wait_until(lambda: Outcome.DUPLICATE in running.outcomes)  # the crashed message came again
+        # And the outbox pushed a row twice (a crash between the Feast push and its bookkeeping):
+        rows = running.offline_rows(tenant)
+        async with running.service._push_lock:  # the pusher must not rewrite the file meanwhile
+            await asyncio.to_thread(running.service._features.push, rows.to_dict("records")[:1])
+        assert len(running.offline_rows(tenant)) == 3
+        await running.service.wait_for_snapshot()  # the policy (every 2 labelled) cut one already
+        event = await running.service.cut_snapshot()
+        frame = pd.concat(pd.read_parquet(p) for p in Path(event.uri).glob("*.parquet"))
+        assert sorted(frame[frame["tenant"] == tenant]["text"]) == ["first question", "second question"]
+        # (>= 1: a new consumer group also reads the labelled records of earlier tests)
+        assert running.runtime.metrics.snapshots.labels("policy")._value.get() >= 1
+    finally:
+        await stop_ingestion(running, broker)

@@ -1,0 +1,41 @@
+from llmops_ingestion.domain.curation import curate, dedup_key, describe, normalise_text, record_id_for
+from llmops_ingestion.domain.redaction import PiiKind, Redactor
+
+
+def test_normalisation_folds_unicode_and_whitespace() -> None:
+    full_width_hello = "\uff28\uff45\uff4c\uff4c\uff4f"
+    assert normalise_text(f"  {full_width_hello}\u00a0\n world\t ") == "Hello world"
+
+
+def test_dedup_key_ignores_case_only() -> None:
+    assert dedup_key("Hello world") == dedup_key("hello WORLD")
+    assert dedup_key("Hello world") != dedup_key("Hello world!")
+
+
+def test_record_id_is_scoped_to_tenant() -> None:
+    assert record_id_for(tenant="acme", record_id="t-1", text_key="k") == "acme/t-1"
+    generated = record_id_for(tenant="acme", record_id=None, text_key="k")
+    assert generated.startswith("acme/h-")
+    assert generated == record_id_for(tenant="acme", record_id=None, text_key="k")
+    assert generated != record_id_for(tenant="other", record_id=None, text_key="k")
+
+
+def test_descriptors() -> None:
+    d = describe("Hi there, 42!", detect_language=lambda text: "en")
+    assert (d.length, d.token_count, d.language) == (13, 5, "en")
+    assert d.non_alpha_share == round(4 / 11, 4)  # ",", "4", "2", "!" of 11 visible characters
+    assert describe("", detect_language=None).language == "und"
+
+
+def test_curate_redacts_text_and_metadata_and_derives_ids_from_redacted_text(redactor: Redactor) -> None:
+    first = curate(tenant="acme", source="crm", text="Mail  me: a.b@example.com", label="x", record_id=None,
+                   metadata={"from": "c@example.org"}, occurred_at=None, redact=redactor.redact)
+    second = curate(tenant="acme", source="crm", text="mail me: z@example.net", label=None, record_id=None,
+                    metadata={}, occurred_at=None, redact=redactor.redact)
+    assert first.text == "Mail me: <EMAIL>"
+    assert first.metadata == {"from": "<EMAIL>"}
+    assert first.pii_counts == {PiiKind.EMAIL: 2}
+    # Same text once the PII is gone: an exact duplicate, and the same generated id.
+    assert first.dedup_key == second.dedup_key
+    assert first.record_id == second.record_id
+    assert first.labelled and not second.labelled
