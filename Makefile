@@ -29,6 +29,17 @@ logs: ## Follow the logs of every component started by `make up`
 demo: up ## Run the closed loop on the embedded default (starts the stack first)
 	@$(LLMOPS) demo
 
+snapshot: ## Cut a dataset snapshot of every labelled record ingested so far
+	@$(LLMOPS) snapshot
+
+retrain: ## Ask for a new model version: MODEL=name [DATASET=id] (default: latest snapshot)
+	@test -n "$(MODEL)" || { echo "usage: make retrain MODEL=<name> [DATASET=<id>]"; exit 2; }
+	@$(LLMOPS) retrain --model $(MODEL) $(if $(DATASET),--dataset $(DATASET))
+
+evaluate: ## Re-run the evaluation gate: MODEL=name VERSION=n (e.g. after a policy change)
+	@test -n "$(MODEL)" -a -n "$(VERSION)" || { echo "usage: make evaluate MODEL=<name> VERSION=<n>"; exit 2; }
+	@$(LLMOPS) evaluate --model $(MODEL) --version $(VERSION)
+
 dlq-replay: ## Re-submit dead-lettered messages to their original topic (TOPIC=, REASON= to filter)
 	@$(LLMOPS) dlq replay $(if $(TOPIC),--topic $(TOPIC)) $(if $(REASON),--reason $(REASON))
 
@@ -54,4 +65,4 @@ help: ## List the targets
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-.PHONY: setup up down status logs demo dlq-replay test test-unit lint generate clean help
+.PHONY: setup up down status logs demo snapshot retrain evaluate dlq-replay test test-unit lint generate clean help

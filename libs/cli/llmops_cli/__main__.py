@@ -86,7 +86,7 @@ def _print_statuses(console: Console, statuses: list[Any]) -> bool:
     """One aligned line per component; True if all are healthy."""
     for entry in statuses:
         state = "[green]healthy[/green] " if entry.healthy else "[red]down[/red]    "
-        console.print(f"{entry.name:<9} {state} {escape(entry.detail)}")
+        console.print(f"{entry.name:<12} {state} {escape(entry.detail)}")
     return all(entry.healthy for entry in statuses)
 
 
@@ -234,22 +234,63 @@ def dlq_replay(
 
 
 @app.command("demo")
-def demo() -> None:
-    """The closed loop on the embedded default (the stack must be up)."""
+def demo(
+    model: Annotated[str, typer.Option(help="Model name to train and evaluate.")] = "banking-intents",
+    labels: Annotated[int, typer.Option(help="Number of intents in the demo data.")] = 20,
+    per_label: Annotated[int, typer.Option(help="Labelled records per intent.")] = 60,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 3.0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding banking77/ (default: $LLMOPS_SHARED_DATA or ../shared/data).")
+    ] = None,
+) -> None:
+    """The lifecycle on the embedded default, as a timeline (the stack must be up: `make demo` does it)."""
+    from llmops_cli.demo import DemoOptions, run_demo
     from llmops_cli.stack import repo_paths
 
-    root = _guard(repo_paths).root
-    wanted = ("ingestion", "fine_tuning", "evaluation", "deployment", "gateway", "monitoring")
-    present = [
-        name
-        for name in wanted
-        if (root / "services" / name.replace("_", "-")).is_dir() or (root / "services" / name).is_dir()
-    ]
-    missing = [name for name in wanted if name not in present]
+    if data_dir is None:
+        configured = os.environ.get("LLMOPS_SHARED_DATA")
+        data_dir = Path(configured) if configured else _guard(repo_paths).root.parent / "shared" / "data"
+    options = DemoOptions(model_name=model, labels=labels, per_label=per_label, epochs=epochs, data_dir=data_dir)
+    raise typer.Exit(asyncio.run(run_demo(_settings(), options)))
+
+
+@app.command("snapshot")
+def snapshot() -> None:
+    """Cut a dataset snapshot now from every labelled record ingested so far."""
+    from llmops_ingestion.main import cut_snapshot
+
+    event = asyncio.run(cut_snapshot())
+    _console().print(f"snapshot {event.dataset_id}: {event.row_count} rows, splits {event.split_counts}\n  {event.uri}")
+
+
+@app.command("retrain")
+def retrain(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset id (default: the latest snapshot).")] = None,
+) -> None:
+    """Publish a manual training request; the fine-tuning service picks it up."""
+    from llmops_fine_tuning.settings import FineTuningSettings
+    from llmops_fine_tuning.starter import request_training
+
+    envelope = asyncio.run(request_training(FineTuningSettings(), model, dataset))
+    _console().print(f"requested training of {model} on {dataset or 'the latest snapshot'} (request {envelope.id})")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    version: Annotated[int, typer.Option(help="Model version to (re-)evaluate.")],
+) -> None:
+    """Re-run the evaluation gate on a version (e.g. after a policy change) and publish the decision."""
+    from llmops_evaluation.main import evaluate_by_hand
+
+    completed = asyncio.run(evaluate_by_hand(model, version))
     console = _console()
-    console.print("the stack is up; services present: " + (", ".join(present) or "none"))
-    if missing:
-        console.print("[yellow]the closed loop cannot run yet[/yellow]; not there yet: " + ", ".join(missing))
+    console.print(f"{model} v{version}: {completed.decision.value}")
+    for reason in completed.reasons:
+        console.print(f"  {reason.rule}: {escape(reason.message)}")
+    if completed.report_uri:
+        console.print(f"  report {completed.report_uri}")
 
 
 def main() -> None:

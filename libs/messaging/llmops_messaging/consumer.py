@@ -150,9 +150,7 @@ def subscribe(
         raw = message.raw_message
         for item in raw if isinstance(raw, tuple) else (raw,):
             record = KafkaRecord(key=item.key, value=item.value or b"", headers=tuple(item.headers or ()))
-            outcome = await consumer.process(
-                record, Origin(item.topic, item.partition, item.offset, consumer.group_id)
-            )
+            outcome = await consumer.process(record, Origin(item.topic, item.partition, item.offset, consumer.group_id))
             if on_outcome is not None:
                 on_outcome(outcome)
 

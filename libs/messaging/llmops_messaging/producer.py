@@ -26,24 +26,29 @@ class EventPublisher:
     def __init__(self, settings: PlatformSettings, *, service: str, **producer_options: Any) -> None:
         self._settings = settings
         self._source = f"/llmops/{service}"
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            client_id=f"{settings.kafka_client_id_prefix}-{service}",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=producer_options.pop("linger_ms", 5),
+        self._producer_options: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap_servers,
+            "client_id": f"{settings.kafka_client_id_prefix}-{service}",
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
             **producer_options,
-        )
+        }
+        self._producer: AIOKafkaProducer | None = None
 
     @property
     def source(self) -> str:
         return self._source
 
     async def start(self) -> None:
+        # Created here, not in __init__: aiokafka binds a producer to the running event loop.
+        self._producer = AIOKafkaProducer(**self._producer_options)
         await self._producer.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     async def __aenter__(self) -> EventPublisher:
         await self.start()
@@ -76,6 +81,8 @@ class EventPublisher:
 
     async def publish_record(self, topic: str, record: KafkaRecord) -> RecordMetadata:
         """Send a ready-made record and wait until the broker has it (acks=all)."""
+        if self._producer is None:
+            raise RuntimeError("EventPublisher.start() was not called")
         return await self._producer.send_and_wait(
             topic, value=record.value, key=record.key, headers=list(record.headers)
         )

@@ -1,0 +1,128 @@
+"""Records for the demo: BANKING77 when the shared data is present, else a project-made generator
+of realistic support requests; some carry PII, some are malformed on purpose."""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+# Fallback generator: a handful of intents a bank's support desk sees every day.
+_TEMPLATES: dict[str, list[str]] = {
+    "card_arrival": [
+        "When will my new card arrive?",
+        "I ordered a card {n} days ago and it is still not here",
+        "How long does card delivery take?",
+        "My card has not arrived yet, what should I do?",
+        "Is there a way to track the card you sent me?",
+    ],
+    "lost_or_stolen_card": [
+        "I lost my card yesterday",
+        "Someone stole my wallet with my card in it",
+        "Please block my card, I cannot find it",
+        "My card was stolen {n} hours ago",
+        "What do I do if my card is lost?",
+    ],
+    "exchange_rate": [
+        "What exchange rate do you use?",
+        "How much is {n} euros in dollars with you?",
+        "Why was the exchange rate different from the one online?",
+        "Is the rate fixed on weekends?",
+        "Where can I see today's exchange rates?",
+    ],
+    "transfer_not_received_by_recipient": [
+        "My friend has not received the {n} pounds I sent",
+        "The transfer shows as done but the recipient has nothing",
+        "Money I sent {n} days ago never arrived",
+        "Why hasn't my transfer landed?",
+        "Recipient says the payment is missing",
+    ],
+    "top_up_failed": [
+        "My top up failed",
+        "I tried to add {n} dollars and it was declined",
+        "Why did my top-up not go through?",
+        "Top up keeps failing with my debit card",
+        "The app says top up failed, help",
+    ],
+    "pin_blocked": [
+        "My PIN is blocked",
+        "I entered the wrong PIN {n} times and now it is locked",
+        "How can I unblock my PIN?",
+        "Card PIN got blocked at the ATM",
+        "Unlock my pin please",
+    ],
+}
+_PREFIXES = ["", "Hi, ", "Hello! ", "Good morning, ", "Hey team, ", "Quick question: "]
+_SUFFIXES = ["", " Thanks.", " Thank you!", " Please help.", " Cheers", " This is urgent."]
+
+PII_SNIPPETS = (
+    " You can reach me at jane.doe@example.com.",
+    " Call me back on +44 20 7946 0958.",
+    " My card number is 4111 1111 1111 1111.",
+    " My IBAN is GB82 WEST 1234 5698 7654 32.",
+    " My name is Maria Gonzalez.",
+)
+
+
+@dataclass(frozen=True)
+class DemoRecord:
+    text: str
+    label: str
+    has_pii: bool = False
+
+
+def banking77(folder: Path, *, labels: int, per_label: int, seed: int, split: str = "train") -> list[DemoRecord]:
+    """``per_label`` examples of each of the first ``labels`` intents of BANKING77's ``split``."""
+    with (folder / f"{split}.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = sorted({row["category"] for row in rows})[:labels]
+    rng = random.Random(seed)
+    records = []
+    for label in chosen:
+        texts = [row["text"] for row in rows if row["category"] == label]
+        rng.shuffle(texts)
+        records += [DemoRecord(text, label) for text in texts[:per_label]]
+    rng.shuffle(records)
+    return records
+
+
+def generated(*, labels: int, per_label: int, seed: int) -> list[DemoRecord]:
+    """Synthetic support requests (used when BANKING77 is not available)."""
+    rng = random.Random(seed)
+    records = []
+    for label in list(_TEMPLATES)[:labels]:
+        for _ in range(per_label):
+            text = rng.choice(_TEMPLATES[label]).format(n=rng.randint(2, 40))
+            records.append(DemoRecord(rng.choice(_PREFIXES) + text + rng.choice(_SUFFIXES), label))
+    rng.shuffle(records)
+    return records
+
+
+def with_pii(records: list[DemoRecord], *, share: float, seed: int) -> list[DemoRecord]:
+    """Plant PII in a share of the records (ingestion must redact it before anything is stored)."""
+    rng = random.Random(seed)
+    return [
+        DemoRecord(r.text + rng.choice(PII_SNIPPETS), r.label, True) if rng.random() < share else r for r in records
+    ]
+
+
+def drifted_texts(records: list[DemoRecord], *, seed: int) -> list[str]:
+    """Traffic unlike the training data: another domain, noise and shouting."""
+    rng = random.Random(seed)
+    other_domain = [
+        "What time does the pharmacy open on Sunday?",
+        "Book me a table for four at 8pm",
+        "Is my parcel from the online shop delayed?",
+        "Recommend a good laptop for gaming",
+        "How do I reset the router in the living room?",
+        "Can I bring my dog on the train?",
+    ]
+    out = []
+    for record in records:
+        if rng.random() < 0.5:
+            out.append(rng.choice(other_domain))
+        else:
+            noisy = "".join(c.upper() if rng.random() < 0.3 else c for c in record.text)
+            out.append(noisy.replace(" ", "  ") + " !!!")
+    return out
