@@ -1,0 +1,1 @@
+"""I/O of the fine-tuning service: artifact store, trainer, metrics, configuration files."""

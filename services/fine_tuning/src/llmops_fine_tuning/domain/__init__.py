@@ -1,0 +1,1 @@
+"""Pure decisions of the fine-tuning service: request resolution, validation, versions, manifests."""

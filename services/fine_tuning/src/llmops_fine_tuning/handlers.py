@@ -1,0 +1,303 @@
+"""``training.requested`` → one trained, published model version, reported as events.
+
+Flow of one request (one at a time per replica):
+
+1. If a published version already names this request id in its manifest (a replica crashed after
+   publishing but before reporting), report ``training.completed`` for it and stop: no second
+   training, even when the request reaches another replica after a rebalance.
+2. Resolve the job (defaults + request), find the dataset (the latest snapshot when none is named),
+   validate it. A bad request → ``training.failed`` (retryable=false); the message is acked.
+3. Allocate the next version, report ``training.started``, train in a worker thread (the event
+   loop stays free, so the consumer keeps heartbeating and progress events go out), write the
+   manifest and publish the folder atomically, report ``training.completed``.
+
+A crash anywhere before step 3's publish leaves nothing visible: the offset was not committed, the
+request is redelivered and trained again from scratch under the same version number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmops_events import Envelope, EventData
+from llmops_events.v1.training import (
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingProgressed,
+    TrainingRequested,
+    TrainingStarted,
+)
+from llmops_fine_tuning.adapters.metrics import FineTuningMetrics
+from llmops_fine_tuning.classifier import MANIFEST_FILE
+from llmops_fine_tuning.domain.manifest import build_lineage, build_manifest, hash_folder
+from llmops_fine_tuning.domain.ports import (
+    DatasetReader,
+    ModelRegistry,
+    Trainer,
+    TrainingProgress,
+    TrainingResult,
+)
+from llmops_fine_tuning.domain.request import TrainingDefaults, TrainingJob, resolve_job
+from llmops_fine_tuning.domain.validation import DatasetSummary, check_dataset, check_task
+from llmops_fine_tuning.errors import FineTuningError, TrainingRejected, TransientFailure
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_ATTEMPTS = 3
+
+
+class EventSink(Protocol):
+    """What the service needs of a publisher (``llmops_messaging.EventPublisher`` fits)."""
+
+    async def publish(self, data: EventData, *, correlationid: str | None = None) -> Envelope[Any]: ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    defaults: TrainingDefaults
+    min_examples_per_label: int
+    worker_name: str
+    work_dir: Path
+    code_version: str
+
+
+@dataclass(frozen=True)
+class _Published:
+    version: int
+    uri: str
+    result: TrainingResult
+    lineage: dict[str, Any]
+
+
+class FineTuningService:
+    """The handler of ``training.requested`` and what it orchestrates."""
+
+    def __init__(
+        self,
+        *,
+        config: ServiceConfig,
+        datasets: DatasetReader,
+        registry: ModelRegistry,
+        trainer: Trainer,
+        events: EventSink,
+        metrics: FineTuningMetrics | None = None,
+    ) -> None:
+        self._config = config
+        self._datasets = datasets
+        self._registry = registry
+        self._trainer = trainer
+        self._events = events
+        self._metrics = metrics or FineTuningMetrics()
+        self._one_job = asyncio.Lock()
+
+    async def on_training_requested(self, envelope: Envelope[TrainingRequested]) -> None:
+        request = envelope.data
+        job = resolve_job(
+            request, request_id=envelope.id, correlation_id=envelope.correlationid, defaults=self._config.defaults
+        )
+        async with self._one_job:
+            await self._run(job)
+
+    async def _run(self, job: TrainingJob) -> None:
+        existing = await asyncio.to_thread(self._registry.find_by_request, job.model_name, job.request_id)
+        if existing is not None:
+            logger.info(
+                "request already trained; reporting its version",
+                extra={"request_id": job.request_id, "model_version": existing["version"]},
+            )
+            await self._report_existing(job, existing)
+            return
+
+        try:
+            job, summary = await asyncio.to_thread(self._prepare, job)
+            version = await asyncio.to_thread(self._registry.next_version, job.model_name)
+        except TrainingRejected as rejection:
+            await self._fail(job, rejection, version=None)
+            return
+
+        assert job.dataset_id is not None
+        await self._publish(
+            TrainingStarted(
+                model_name=job.model_name,
+                request_id=job.request_id,
+                model_version=version,
+                dataset_id=job.dataset_id,
+                worker=self._config.worker_name,
+            ),
+            job,
+        )
+        loop = asyncio.get_running_loop()
+        pending: list[Future[Any]] = []
+
+        def on_progress(progress: TrainingProgress) -> None:  # called from the training thread
+            self._metrics.step.set(progress.step)
+            self._metrics.throughput.set(progress.examples_per_second)
+            event = TrainingProgressed(
+                model_name=job.model_name, request_id=job.request_id, model_version=version, **vars(progress)
+            )
+            pending.append(asyncio.run_coroutine_threadsafe(self._publish(event, job), loop))
+
+        self._metrics.running.set(1)
+        try:
+            published = await asyncio.to_thread(self._train_and_publish, job, summary, version, on_progress)
+        except FineTuningError as error:
+            await self._drain(pending)
+            await self._fail(job, error, version=version)
+            if error.retryable:
+                raise
+            return
+        except OSError as error:  # artifact store or disk: may recover, so the request is redelivered
+            await self._drain(pending)
+            await self._fail(job, TransientFailure("storage_error", repr(error)), version=version)
+            raise
+        except Exception as error:  # a bug or a diverging job: retrying would only repeat it
+            logger.exception("training failed", extra={"request_id": job.request_id})
+            await self._drain(pending)
+            await self._fail(job, TrainingRejected("training_error", repr(error)), version=version)
+            return
+        finally:
+            self._metrics.running.set(0)
+
+        await self._drain(pending)
+        self._metrics.jobs.labels("completed").inc()
+        self._metrics.duration.observe(published.result.wall_time_seconds)
+        await self._publish(
+            TrainingCompleted(
+                model_name=job.model_name,
+                request_id=job.request_id,
+                model_version=published.version,
+                artifact_uri=published.uri,
+                metrics=published.result.metrics,
+                trainable_parameter_share=published.result.trainable_parameter_share,
+                wall_time_seconds=published.result.wall_time_seconds,
+                lineage=published.lineage,
+                completed_at=datetime.now(UTC),
+            ),
+            job,
+        )
+        logger.info(
+            "training completed",
+            extra={
+                "request_id": job.request_id,
+                "model_version": published.version,
+                "artifact_uri": published.uri,
+                **published.result.metrics,
+            },
+        )
+
+    def _prepare(self, job: TrainingJob) -> tuple[TrainingJob, DatasetSummary]:
+        """Find and validate the dataset; raises ``TrainingRejected`` with a reason code."""
+        check_task(job.task)
+        dataset_id = job.dataset_id or self._datasets.latest_dataset_id()
+        if dataset_id is None:
+            raise TrainingRejected("dataset_not_found", "no complete dataset snapshot exists yet")
+        summary = self._datasets.summary(dataset_id)
+        if summary is None:
+            raise TrainingRejected("dataset_not_found", f"no complete dataset snapshot {dataset_id!r}")
+        check_dataset(summary, min_examples_per_label=self._config.min_examples_per_label)
+        return job.model_copy(update={"dataset_id": dataset_id}), summary
+
+    def _train_and_publish(
+        self, job: TrainingJob, summary: DatasetSummary, version: int, on_progress: Any
+    ) -> _Published:
+        """The blocking part, run in a worker thread: train into a scratch folder, then publish it."""
+        assert job.dataset_id is not None
+        self._config.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{job.model_name}-", dir=self._config.work_dir) as scratch:
+            folder = Path(scratch) / "model"
+            data = self._datasets.load(job.dataset_id)
+            result = self._trainer.train(job, data, folder, on_progress=on_progress)
+            lineage = build_lineage(
+                job,
+                dataset_content_hash=summary.content_hash,
+                base_model_weights_hash=result.base_model_weights_hash,
+                code_version=self._config.code_version,
+            )
+            files = hash_folder(folder)
+            for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+                manifest = build_manifest(
+                    model_name=job.model_name,
+                    version=version,
+                    files=files,
+                    lineage=lineage,
+                    metrics=result.metrics,
+                    created_at=datetime.now(UTC),
+                )
+                manifest.update(
+                    trainable_parameter_share=result.trainable_parameter_share,
+                    wall_time_seconds=result.wall_time_seconds,
+                )
+                (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                try:
+                    uri = self._registry.publish(job.model_name, version, folder)
+                    return _Published(version=version, uri=uri, result=result, lineage=lineage)
+                except FileExistsError:
+                    # Another writer took this number meanwhile (only possible outside the keyed
+                    # partitioning, e.g. a manual upload): take the next free one.
+                    taken, version = version, self._registry.next_version(job.model_name)
+                    logger.warning(
+                        "model version taken; publishing as the next one",
+                        extra={"taken": taken, "model_version": version, "attempt": attempt},
+                    )
+        raise TransientFailure("version_conflict", f"could not allocate a version in {PUBLISH_ATTEMPTS} attempts")
+
+    async def _report_existing(self, job: TrainingJob, manifest: dict[str, Any]) -> None:
+        version = int(manifest["version"])
+        await self._publish(
+            TrainingCompleted(
+                model_name=job.model_name,
+                request_id=job.request_id,
+                model_version=version,
+                artifact_uri=self._registry.uri(job.model_name, version),
+                metrics=dict(manifest.get("metrics", {})),
+                trainable_parameter_share=float(manifest.get("trainable_parameter_share", 0.0)),
+                wall_time_seconds=float(manifest.get("wall_time_seconds", 0.0)),
+                lineage=dict(manifest.get("lineage", {})),
+                completed_at=datetime.fromisoformat(manifest["created_at"]),
+            ),
+            job,
+        )
+
+    async def _fail(self, job: TrainingJob, error: FineTuningError, *, version: int | None) -> None:
+        logger.warning(
+            "training failed",
+            extra={
+                "request_id": job.request_id,
+                "reason": error.reason,
+                "detail": error.detail,
+                "retryable": error.retryable,
+            },
+        )
+        self._metrics.jobs.labels(error.reason).inc()
+        await self._publish(
+            TrainingFailed(
+                model_name=job.model_name,
+                request_id=job.request_id,
+                model_version=version,
+                reason=error.reason,
+                detail=error.detail[:2000],
+                retryable=error.retryable,
+            ),
+            job,
+        )
+
+    async def _publish(self, data: EventData, job: TrainingJob) -> None:
+        await self._events.publish(data, correlationid=job.correlation_id)
+
+    @staticmethod
+    async def _drain(pending: list[Future[Any]]) -> None:
+        """Wait for the progress events already handed to the loop, so they precede the outcome."""
+        for future in pending:
+            try:
+                await asyncio.wrap_future(future)
+            except Exception as error:  # progress is best effort; the outcome event is what counts
+                logger.warning("progress event not published", extra={"error": repr(error)})
+        pending.clear()

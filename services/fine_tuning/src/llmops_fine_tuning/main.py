@@ -1,0 +1,141 @@
+"""Composition root: settings → adapters → handlers → FastStream app. Nothing runs at import.
+
+The poll-interval decision: a job runs for minutes to hours while the consumer holds its message.
+Training runs in a worker thread, so the event loop keeps aiokafka's background heartbeats going
+(the session never times out); but Kafka also evicts a member that does not *poll* within
+``max_poll_interval_ms``. Rather than pausing partitions or committing before the work is done
+(which would lose a job on a crash), the subscriber sets ``max_poll_interval_ms`` just above the
+longest expected job (``LLMOPS_FINE_TUNING_MAX_JOB_SECONDS``, 3 h by default) and fetches one record
+at a time, so an offset is committed only after the version is published and reported. The cost:
+a rebalance that needs this member waits for its current job; a request from a replica that dies
+mid-job is redelivered to another replica once the session times out and retrained from scratch.
+Should a job outlive the interval anyway, the group moves the request elsewhere, and the manifest
+check (request id → published version) keeps a finished request from being trained twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
+from llmops_config import configure_logging
+from llmops_events.topics import TRAINING
+from llmops_events.v1.training import TrainingRequested
+from llmops_fine_tuning.adapters.code_version import code_version
+from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
+from llmops_fine_tuning.adapters.defaults import load_defaults
+from llmops_fine_tuning.adapters.metrics import FineTuningMetrics
+from llmops_fine_tuning.adapters.registry import ArtifactModelRegistry
+from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
+from llmops_fine_tuning.handlers import FineTuningService, ServiceConfig
+from llmops_fine_tuning.settings import FineTuningSettings
+from llmops_messaging import (
+    DeadLetterQueue,
+    EventConsumer,
+    EventPublisher,
+    Outcome,
+    ProcessedEvents,
+    create_broker,
+    subscribe,
+)
+from llmops_storage import open_store
+
+SERVICE = "fine-tuning"
+logger = logging.getLogger(__name__)
+
+
+class FineTuningRuntime:
+    """Owns the service's resources for one run: built in ``open``, released in ``close``."""
+
+    def __init__(self, settings: FineTuningSettings, *, metrics: FineTuningMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or FineTuningMetrics()
+        self.service: FineTuningService | None = None
+        self._processed: ProcessedEvents | None = None
+        self._publisher: EventPublisher | None = None
+
+    async def open(self) -> FineTuningService:
+        settings = self.settings
+        defaults = load_defaults(settings.defaults_file)
+        store = open_store(settings.platform.resolved_artifact_store_uri)
+        self._processed = ProcessedEvents(settings.state_path, consumer=settings.consumer_group)
+        self._publisher = EventPublisher(settings.platform, service=SERVICE)
+        await self._publisher.start()
+        self.service = FineTuningService(
+            config=ServiceConfig(
+                defaults=defaults,
+                min_examples_per_label=settings.min_examples_per_label,
+                worker_name=settings.worker_name,
+                work_dir=settings.work_dir,
+                code_version=await asyncio.to_thread(code_version),
+            ),
+            datasets=ArtifactDatasetReader(store),
+            registry=ArtifactModelRegistry(store),
+            trainer=LoraSequenceClassificationTrainer(
+                num_threads=settings.num_threads, progress_interval_s=settings.progress_interval_s
+            ),
+            events=self._publisher,
+            metrics=self.metrics,
+        )
+        return self.service
+
+    def attach(
+        self, broker: KafkaBroker, *, on_outcome: Callable[[Outcome], None] | None = None, **subscriber_options: Any
+    ) -> None:
+        """Subscribe the handler to the training topic on ``broker`` (before the broker starts)."""
+        if self.service is None or self._publisher is None or self._processed is None:
+            raise RuntimeError("open() first")
+        consumer = EventConsumer(
+            group_id=self.settings.consumer_group,
+            handlers={TrainingRequested: self.service.on_training_requested},
+            dlq=DeadLetterQueue(self._publisher),
+            processed=self._processed,
+            max_attempts=self.settings.max_attempts,
+        )
+        options: dict[str, Any] = {
+            "max_poll_interval_ms": (self.settings.max_job_seconds + 300) * 1000,
+            "max_poll_records": 1,
+        }
+        options.update(subscriber_options)
+        subscribe(broker, consumer, TRAINING, on_outcome=on_outcome, **options)
+
+    async def close(self) -> None:
+        self.metrics.up.set(0)
+        if self._publisher is not None:
+            await self._publisher.stop()
+        if self._processed is not None:
+            self._processed.close()
+
+
+def create_app(settings: FineTuningSettings | None = None) -> FastStream:
+    """The FastStream application; resources are built in its start-up hooks."""
+    settings = settings or FineTuningSettings()
+    broker = create_broker(settings.platform, service=SERVICE)
+    runtime = FineTuningRuntime(settings)
+    app = FastStream(broker)
+
+    @app.on_startup
+    async def _open() -> None:
+        configure_logging(service=SERVICE, level=settings.platform.log_level, log_format=settings.platform.log_format)
+        await runtime.open()
+        runtime.attach(broker)
+        runtime.metrics.serve(settings.metrics_port)
+
+    @app.after_startup
+    async def _up() -> None:
+        runtime.metrics.up.set(1)
+
+    @app.after_shutdown
+    async def _close() -> None:
+        await runtime.close()
+
+    return app
+
+
+def main() -> None:
+    asyncio.run(create_app().run())

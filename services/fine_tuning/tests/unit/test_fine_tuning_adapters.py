@@ -1,0 +1,121 @@
+"""Adapters on a local artifact store and a tiny training run: snapshot reading, versions,
+determinism and the artifact round trip through ``load_classifier``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from llmops_events.v1.training import TrainingRequested
+from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
+from llmops_fine_tuning.adapters.registry import ArtifactModelRegistry
+from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer, bucketed_batches
+from llmops_fine_tuning.classifier import load_classifier
+from llmops_fine_tuning.domain.ports import TrainingProgress
+from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, resolve_job
+from llmops_fine_tuning.testing import write_snapshot
+from llmops_storage import ArtifactStore
+
+TEXTS = {
+    "card_arrival": ["where is my new card", "my card has not arrived yet", "when will the card be delivered"],
+    "exchange_rate": ["what exchange rate do you use", "is the currency rate fair", "how is the fx rate set"],
+    "lost_card": ["i lost my card", "my card was stolen", "cannot find my bank card anywhere"],
+}
+
+
+def tiny_frame(per_label: int = 8) -> pd.DataFrame:
+    rows = []
+    for label, texts in TEXTS.items():
+        for i in range(per_label + 2):
+            split = "validation" if i >= per_label else "train"
+            rows.append({"text": f"{texts[i % len(texts)]} {i}", "label": label, "split": split})
+    return pd.DataFrame(rows)
+
+
+def test_latest_snapshot_is_the_newest_complete_one(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    now = datetime.now(UTC)
+    write_snapshot(store, tiny_frame(), dataset_id="ds-old", created_at=now - timedelta(days=1))
+    write_snapshot(store, tiny_frame(), dataset_id="ds-new", created_at=now)
+    store.write_json("datasets/ds-half-written/manifest.json", {"created_at": (now + timedelta(days=1)).isoformat()})
+    reader = ArtifactDatasetReader(store)
+    assert reader.latest_dataset_id() == "ds-new"
+    assert reader.summary("ds-half-written") is None
+    assert reader.summary("does-not-exist") is None
+    summary = reader.summary("ds-new")
+    assert summary is not None and summary.counts["train"]["lost_card"] == 8
+    data = reader.load("ds-new")
+    assert len(data.train) == 24 and len(data.validation) == 6
+    assert data.labels == sorted(TEXTS)
+
+
+def test_versions_count_only_published_folders(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    registry = ArtifactModelRegistry(store)
+    assert registry.next_version("intents") == 1
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"request_id": "req-1", "version": 1}')
+    registry.publish("intents", 1, folder)
+    store.write_bytes("models/intents/2/adapter/partial.bin", b"crashed mid-write")  # never completed
+    assert registry.next_version("intents") == 2
+    assert registry.find_by_request("intents", "req-1") == {"request_id": "req-1", "version": 1}
+    assert registry.find_by_request("intents", "req-2") is None
+    with pytest.raises(FileExistsError):
+        registry.publish("intents", 1, folder)
+
+
+def test_bucketed_batches_cover_every_example_once_with_similar_lengths() -> None:
+    import torch
+
+    lengths = [5, 50, 6, 49, 7, 48, 8, 47] * 4
+    batches = bucketed_batches(lengths, batch_size=4, bucket_batches=8, generator=torch.Generator().manual_seed(1))
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 3 for b in batches)
+    again = bucketed_batches(lengths, batch_size=4, bucket_batches=8, generator=torch.Generator().manual_seed(1))
+    assert again == batches
+
+
+def _job():
+    defaults = TrainingDefaults(
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        hyperparameters=ResolvedHyperparameters(
+            lora_rank=4,
+            lora_alpha=8,
+            lora_dropout=0.1,
+            target_modules=["query", "value"],
+            learning_rate=5e-3,
+            epochs=1,
+            batch_size=8,
+            max_length=16,
+            seed=7,
+        ),
+    )
+    request = TrainingRequested(model_name="tiny", dataset_id="ds")
+    return resolve_job(request, request_id="req", correlation_id=None, defaults=defaults)
+
+
+def test_training_is_deterministic_and_the_artifact_reproduces_its_metrics(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    write_snapshot(store, tiny_frame(), dataset_id="ds")
+    data = ArtifactDatasetReader(store).load("ds")
+    trainer = LoraSequenceClassificationTrainer(num_threads=2, progress_interval_s=0.0)
+    progress: list[TrainingProgress] = []
+    first = trainer.train(_job(), data, tmp_path / "one", on_progress=progress.append)
+    second = trainer.train(_job(), data, tmp_path / "two", on_progress=lambda _: None)
+
+    assert [p.step for p in progress] == [1, 2, 3] and progress[-1].eta_seconds == 0
+    for key in ("accuracy", "macro_f1", "loss"):
+        assert first.metrics[key] == second.metrics[key]
+    assert (tmp_path / "one" / "head.safetensors").read_bytes() == (tmp_path / "two" / "head.safetensors").read_bytes()
+    assert 0 < first.trainable_parameter_share < 0.05
+    assert first.base_model_weights_hash.startswith("sha256:")
+
+    classifier = load_classifier(tmp_path / "one")
+    labels, probabilities = classifier.predict(list(data.validation.texts))
+    accuracy = sum(p == t for p, t in zip(labels, data.validation.labels, strict=True)) / len(labels)
+    assert accuracy == pytest.approx(first.metrics["accuracy"])
+    assert all(abs(sum(row) - 1) < 1e-5 for row in probabilities)
