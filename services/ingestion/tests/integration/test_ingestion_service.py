@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -41,6 +42,22 @@ async def test_records_in_both_content_modes_are_curated(ingestion: RunningInges
     assert row["record_id"].startswith(f"{tenant}/h-")
     online = await asyncio.to_thread(ingestion.runtime.service._features.online, [row["record_id"]])
     assert online["text"] == [row["text"]]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)")
+async def test_record_produced_by_kcat_is_ingested(ingestion: RunningIngestion, tenant: str) -> None:
+    """A client the project did not write (librdkafka's kcat) sends a structured CloudEvent."""
+    document = json.dumps({"specversion": "1.0", "id": uuid.uuid4().hex, "source": "kcat",
+                           "type": "llmops.record.submitted.v1", "time": "2026-11-28T10:00:00Z",
+                           "data": {"tenant": tenant, "source": "kcat", "text": "My card never arrived",
+                                    "label": "card_arrival"}})
+    process = await asyncio.create_subprocess_exec(
+        "kcat", "-P", "-b", ingestion.settings.platform.kafka_bootstrap_servers, "-t", RECORDS_RAW, "-k", tenant,
+        stdin=asyncio.subprocess.PIPE)
+    await asyncio.wait_for(process.communicate(document.encode()), timeout=30)
+    assert process.returncode == 0
+    rows = await ingestion.wait_for_rows(tenant, 1)
+    assert rows.iloc[0]["source"] == "kcat" and rows.iloc[0]["label"] == "card_arrival"
 
 
 async def test_every_bad_input_reaches_the_dlq_with_its_reason(ingestion: RunningIngestion, tenant: str) -> None:
