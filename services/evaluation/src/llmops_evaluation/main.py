@@ -8,7 +8,6 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from llmops_config import configure_logging
 from llmops_evaluation.adapters.champions import ChampionRegistry
 from llmops_evaluation.adapters.metrics import EvaluationMetrics
 from llmops_evaluation.handlers import EvaluationService
@@ -20,10 +19,9 @@ from llmops_messaging import (
     EventConsumer,
     EventPublisher,
     ProcessedEvents,
-    create_broker,
     subscribe,
 )
-from llmops_messaging.tracing import configure_tracing
+from llmops_messaging.app import service_app
 from llmops_storage import open_store
 
 SERVICE = "evaluation"
@@ -75,23 +73,12 @@ class EvaluationRuntime:
 
 def create_app(settings: EvaluationSettings | None = None) -> FastStream:
     settings = settings or EvaluationSettings()
-    broker = create_broker(settings.platform, service=SERVICE)
-    runtime = EvaluationRuntime(settings)
-    app = FastStream(broker)
-
-    @app.on_startup
-    async def _open() -> None:
-        configure_logging(service=SERVICE, level=settings.platform.log_level, log_format=settings.platform.log_format)
-        configure_tracing(SERVICE)
-        await runtime.open()
-        runtime.attach(broker)
-        runtime.metrics.serve(settings.metrics_port)
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await runtime.close()
-
-    return app
+    return service_app(
+        service=SERVICE,
+        platform=settings.platform,
+        runtime=EvaluationRuntime(settings),
+        metrics_port=settings.metrics_port,
+    )
 
 
 async def evaluate_by_hand(

@@ -42,15 +42,34 @@ from llmops_storage import ArtifactStore
 pytestmark = pytest.mark.integration
 
 PHRASES = {
-    "card_arrival": ["where is my new card", "my card has not arrived", "when will my card be delivered",
-                     "card delivery is late", "still waiting for the card", "has my card been sent"],
-    "exchange_rate": ["what exchange rate do you use", "is your currency rate fair", "how is the fx rate set",
-                      "rate for euros to dollars", "why is the exchange rate bad", "which rate applies abroad"],
-    "lost_card": ["i lost my card", "my card was stolen", "cannot find my bank card", "someone took my card",
-                  "block my missing card", "card lost on holiday"],
+    "card_arrival": [
+        "where is my new card",
+        "my card has not arrived",
+        "when will my card be delivered",
+        "card delivery is late",
+        "still waiting for the card",
+        "has my card been sent",
+    ],
+    "exchange_rate": [
+        "what exchange rate do you use",
+        "is your currency rate fair",
+        "how is the fx rate set",
+        "rate for euros to dollars",
+        "why is the exchange rate bad",
+        "which rate applies abroad",
+    ],
+    "lost_card": [
+        "i lost my card",
+        "my card was stolen",
+        "cannot find my bank card",
+        "someone took my card",
+        "block my missing card",
+        "card lost on holiday",
+    ],
 }
-FAST = Hyperparameters(epochs=2, batch_size=8, max_length=32, lora_rank=4, target_modules=["query", "value"],
-                       learning_rate=5e-3)
+FAST = Hyperparameters(
+    epochs=2, batch_size=8, max_length=32, lora_rank=4, target_modules=["query", "value"], learning_rate=5e-3
+)
 POLICY = "min_examples: 10\nmin_accuracy: 0.6\nmax_accuracy_drop: 0.05\nmax_latency_p95_ms: 2000\n"
 
 
@@ -59,8 +78,15 @@ def _frame() -> pd.DataFrame:
     for label, phrases in PHRASES.items():
         for i in range(34):  # 16 test examples per label: 24 per tenant, above the 20-example slice floor
             split = "train" if i < 14 else ("validation" if i < 18 else "test")
-            rows.append({"text": f"{phrases[i % len(phrases)]} please {i}", "label": label, "split": split,
-                         "tenant": "acme" if i % 2 else "globex", "source": "crm"})
+            rows.append(
+                {
+                    "text": f"{phrases[i % len(phrases)]} please {i}",
+                    "label": label,
+                    "split": split,
+                    "tenant": "acme" if i % 2 else "globex",
+                    "source": "crm",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -71,15 +97,30 @@ class Loop:
         self.platform = platform
         self.store = ArtifactStore(platform.resolved_artifact_store_uri)
         suffix = uuid.uuid4().hex[:8]
-        self.training = FineTuningSettings(platform=platform, consumer_group=f"fine-tuning-{suffix}",
-                                           min_examples_per_label=8, metrics_port=0, progress_interval_s=1)
-        self.evaluation = EvaluationSettings(platform=platform, group_id=f"evaluation-{suffix}", metrics_port=0,
-                                             policy_dir=policy_dir, latency_examples=10)
+        self.training = FineTuningSettings(
+            platform=platform,
+            consumer_group=f"fine-tuning-{suffix}",
+            min_examples_per_label=8,
+            metrics_port=0,
+            progress_interval_s=1,
+        )
+        self.evaluation = EvaluationSettings(
+            platform=platform,
+            group_id=f"evaluation-{suffix}",
+            metrics_port=0,
+            policy_dir=policy_dir,
+            latency_examples=10,
+        )
         self.events: list[Envelope[Any]] = []
 
     async def read(self) -> None:
-        consumer = AIOKafkaConsumer(TRAINING, EVALUATIONS, bootstrap_servers=self.platform.kafka_bootstrap_servers,
-                                    auto_offset_reset="earliest", group_id=f"reader-{uuid.uuid4().hex}")
+        consumer = AIOKafkaConsumer(
+            TRAINING,
+            EVALUATIONS,
+            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=f"reader-{uuid.uuid4().hex}",
+        )
         await consumer.start()
         try:
             while True:
@@ -90,8 +131,13 @@ class Loop:
             await consumer.stop()
 
     def decisions(self, model: str, version: int) -> list[Envelope[Any]]:
-        return [e for e in self.events if isinstance(e.data, EvaluationCompleted)
-                and e.data.model_name == model and e.data.model_version == version]
+        return [
+            e
+            for e in self.events
+            if isinstance(e.data, EvaluationCompleted)
+            and e.data.model_name == model
+            and e.data.model_version == version
+        ]
 
     async def decision(self, model: str, version: int, timeout: float = 240) -> EvaluationCompleted:
         async with asyncio.timeout(timeout):
@@ -153,10 +199,17 @@ def _derived_version(loop: Loop, model: str, version: int, *, damage: str) -> Pa
 
 
 async def _announce(loop: Loop, model: str, version: int, dataset_id: str) -> Envelope[Any]:
-    completed = TrainingCompleted(model_name=model, request_id=f"test-{uuid.uuid4().hex}", model_version=version,
-                                  artifact_uri=loop.store.uri(f"models/{model}/{version}"), metrics={},
-                                  trainable_parameter_share=0.01, wall_time_seconds=1,
-                                  lineage={"dataset_id": dataset_id}, completed_at=datetime.now(UTC))
+    completed = TrainingCompleted(
+        model_name=model,
+        request_id=f"test-{uuid.uuid4().hex}",
+        model_version=version,
+        artifact_uri=loop.store.uri(f"models/{model}/{version}"),
+        metrics={},
+        trainable_parameter_share=0.01,
+        wall_time_seconds=1,
+        lineage={"dataset_id": dataset_id},
+        completed_at=datetime.now(UTC),
+    )
     async with EventPublisher(loop.platform, service="tests") as publisher:
         return await publisher.publish(completed)
 
@@ -166,8 +219,13 @@ async def test_first_model_without_champion_is_approved_with_report(loop: Loop, 
     assert decision.decision.value == "approved", decision.reasons
     assert decision.champion_version is None
     assert decision.candidate_metrics["accuracy"] >= 0.6
-    assert {"macro_f1", "expected_calibration_error", "latency_p95_ms", "robust_accuracy",
-            "slice_accuracy"} <= decision.candidate_metrics.keys()
+    assert {
+        "macro_f1",
+        "expected_calibration_error",
+        "latency_p95_ms",
+        "robust_accuracy",
+        "slice_accuracy",
+    } <= decision.candidate_metrics.keys()
     assert set(decision.candidate_metrics["slice_accuracy"]["tenant"]) == {"acme", "globex"}
     html = Path(decision.report_uri or "").read_text()
     assert "<html" in html.lower()

@@ -23,7 +23,6 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from llmops_config import configure_logging
 from llmops_events.topics import TRAINING
 from llmops_events.v1.training import TrainingRequested
 from llmops_fine_tuning.adapters.code_version import code_version
@@ -40,9 +39,9 @@ from llmops_messaging import (
     EventPublisher,
     Outcome,
     ProcessedEvents,
-    create_broker,
     subscribe,
 )
+from llmops_messaging.app import service_app
 from llmops_storage import open_store
 
 SERVICE = "fine-tuning"
@@ -115,26 +114,12 @@ class FineTuningRuntime:
 def create_app(settings: FineTuningSettings | None = None) -> FastStream:
     """The FastStream application; resources are built in its start-up hooks."""
     settings = settings or FineTuningSettings()
-    broker = create_broker(settings.platform, service=SERVICE)
-    runtime = FineTuningRuntime(settings)
-    app = FastStream(broker)
-
-    @app.on_startup
-    async def _open() -> None:
-        configure_logging(service=SERVICE, level=settings.platform.log_level, log_format=settings.platform.log_format)
-        await runtime.open()
-        runtime.attach(broker)
-        runtime.metrics.serve(settings.metrics_port)
-
-    @app.after_startup
-    async def _up() -> None:
-        runtime.metrics.up.set(1)
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await runtime.close()
-
-    return app
+    return service_app(
+        service=SERVICE,
+        platform=settings.platform,
+        runtime=FineTuningRuntime(settings),
+        metrics_port=settings.metrics_port,
+    )
 
 
 def main() -> None:

@@ -106,9 +106,15 @@ class IngestionService:
         if violation is not None:
             raise Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
         curated = curate(
-            tenant=record.tenant, source=record.source, text=record.text, label=record.label,
-            record_id=record.record_id, metadata=record.metadata, occurred_at=record.occurred_at,
-            redact=self._redact, detect_language=self._detect_language,
+            tenant=record.tenant,
+            source=record.source,
+            text=record.text,
+            label=record.label,
+            record_id=record.record_id,
+            metadata=record.metadata,
+            occurred_at=record.occurred_at,
+            redact=self._redact,
+            detect_language=self._detect_language,
         )
         self._store(curated, event_id=envelope.id, position=current_position())
 
@@ -117,17 +123,23 @@ class IngestionService:
         logged = envelope.data
         # The gateway redacts already; redacting again is cheap and makes this service's
         # guarantee independent of every producer getting it right.
-        served = ServedRequest(request_id=logged.request_id, tenant=logged.tenant, text=self._redact(logged.text).text,
-                               model_name=logged.model_name, model_version=logged.model_version,
-                               predicted_label=logged.label)
+        served = ServedRequest(
+            request_id=logged.request_id,
+            tenant=logged.tenant,
+            text=self._redact(logged.text).text,
+            model_name=logged.model_name,
+            model_version=logged.model_version,
+            predicted_label=logged.label,
+        )
         pending = self._state.pending_feedback(logged.request_id)
         if pending is None:
             with self._processed.transaction() as connection:
                 IngestionState.remember_request(connection, served, received_at=datetime.now(UTC))
                 self._processed.mark_processed(envelope.id)
             return
-        self._curate_feedback(served, true_label=pending.true_label, position=pending.position,
-                              event_id=envelope.id, remember=True)
+        self._curate_feedback(
+            served, true_label=pending.true_label, position=pending.position, event_id=envelope.id, remember=True
+        )
 
     async def on_feedback(self, envelope: Envelope[FeedbackSubmitted]) -> None:
         """Feedback with a true label turns its served request into a labelled record."""
@@ -141,31 +153,49 @@ class IngestionService:
         served = self._state.served_request(feedback.request_id)
         if served is None:  # the inference log has not arrived yet (another topic)
             with self._processed.transaction() as connection:
-                IngestionState.park_feedback(connection, PendingFeedback(feedback.request_id, feedback.true_label,
-                                                                         position), received_at=datetime.now(UTC))
+                IngestionState.park_feedback(
+                    connection,
+                    PendingFeedback(feedback.request_id, feedback.true_label, position),
+                    received_at=datetime.now(UTC),
+                )
                 self._processed.mark_processed(envelope.id)
             return
-        self._curate_feedback(served, true_label=feedback.true_label, position=position, event_id=envelope.id,
-                              remember=False)
+        self._curate_feedback(
+            served, true_label=feedback.true_label, position=position, event_id=envelope.id, remember=False
+        )
 
-    def _curate_feedback(self, served: ServedRequest, *, true_label: str, position: Position, event_id: str,
-                         remember: bool) -> None:
+    def _curate_feedback(
+        self, served: ServedRequest, *, true_label: str, position: Position, event_id: str, remember: bool
+    ) -> None:
         derived = record_from_feedback(served, true_label=true_label)
         self._metrics.records_in.labels("feedback").inc()
         curated = curate(
-            tenant=derived.tenant, source=derived.source, text=derived.text, label=derived.label,
-            record_id=derived.record_id, metadata=derived.metadata, occurred_at=None,
-            redact=self._redact, detect_language=self._detect_language,
+            tenant=derived.tenant,
+            source=derived.source,
+            text=derived.text,
+            label=derived.label,
+            record_id=derived.record_id,
+            metadata=derived.metadata,
+            occurred_at=None,
+            redact=self._redact,
+            detect_language=self._detect_language,
         )
         self._store(curated, event_id=event_id, position=position, served=served if remember else None)
 
-    def _store(self, curated: CuratedRecord, *, event_id: str, position: Position,
-               served: ServedRequest | None = None) -> None:
+    def _store(
+        self, curated: CuratedRecord, *, event_id: str, position: Position, served: ServedRequest | None = None
+    ) -> None:
         now = datetime.now(UTC)
         with self._processed.transaction() as connection:
             outcome = IngestionState.store_curated(
-                connection, record_id=curated.record_id, tenant=curated.tenant, dedup_key=curated.dedup_key,
-                labelled=curated.labelled, position=position, feature_row=feature_row(curated, now), ingested_at=now,
+                connection,
+                record_id=curated.record_id,
+                tenant=curated.tenant,
+                dedup_key=curated.dedup_key,
+                labelled=curated.labelled,
+                position=position,
+                feature_row=feature_row(curated, now),
+                ingested_at=now,
             )
             if served is not None:
                 IngestionState.remember_request(connection, served, received_at=now)
@@ -213,8 +243,10 @@ class IngestionService:
     def _maybe_start_snapshot(self) -> None:
         if self._snapshot_task is not None and not self._snapshot_task.done():
             return
-        if should_snapshot(labelled_since_last=self._state.labelled_since_last_snapshot(),
-                           every_n_labelled=self._config.snapshot_every_n_labelled):
+        if should_snapshot(
+            labelled_since_last=self._state.labelled_since_last_snapshot(),
+            every_n_labelled=self._config.snapshot_every_n_labelled,
+        ):
             # In the background: a cut takes seconds and consumption should not wait for it.
             self._snapshot_task = asyncio.get_running_loop().create_task(self._policy_snapshot())
 
@@ -248,8 +280,7 @@ class IngestionService:
             # Holding the push lock: the file offline store rewrites its Parquet file in place,
             # so a push during the read could be seen half-written.
             async with self._push_lock:
-                frame = await asyncio.to_thread(self._features.historical, [m.record_id for m in members],
-                                                as_of=as_of)
+                frame = await asyncio.to_thread(self._features.historical, [m.record_id for m in members], as_of=as_of)
             missing = int(frame["text"].isna().sum())
             if missing:
                 raise RuntimeError(f"{missing} curated records are missing from the offline store")
@@ -259,29 +290,45 @@ class IngestionService:
             frame["split"] = [split_of(record_id, self._config.split_ratios).value for record_id in frame[ENTITY]]
             rows = frame[["record_id", "tenant", "source", "text", "label", "split"]].to_dict("records")
             created_at = datetime.now(UTC)
-            manifest_without_id = build_manifest(dataset_id="", rows=rows, lineage=[], files={}, feature_view="",
-                                                 as_of=as_of, created_at=created_at)
-            dataset_id = dataset_id_for(name=self._config.dataset_name, created_at=created_at,
-                                        content_hash=manifest_without_id.content_hash)
-            manifest = build_manifest(
-                dataset_id=dataset_id, rows=rows, lineage=lineage_ranges(m.position for m in members),
-                files=split_files(), feature_view=FEATURE_VIEW, as_of=as_of, created_at=created_at,
+            manifest_without_id = build_manifest(
+                dataset_id="", rows=rows, lineage=[], files={}, feature_view="", as_of=as_of, created_at=created_at
             )
-            uri, manifest_uri = await asyncio.to_thread(publish_snapshot, self._artifacts, frame=frame,
-                                                        manifest=manifest)
+            dataset_id = dataset_id_for(
+                name=self._config.dataset_name, created_at=created_at, content_hash=manifest_without_id.content_hash
+            )
+            manifest = build_manifest(
+                dataset_id=dataset_id,
+                rows=rows,
+                lineage=lineage_ranges(m.position for m in members),
+                files=split_files(),
+                feature_view=FEATURE_VIEW,
+                as_of=as_of,
+                created_at=created_at,
+            )
+            uri, manifest_uri = await asyncio.to_thread(
+                publish_snapshot, self._artifacts, frame=frame, manifest=manifest
+            )
             event = DatasetSnapshotted(
-                dataset_id=dataset_id, uri=uri, manifest_uri=manifest_uri, row_count=manifest.row_count,
-                content_hash=manifest.content_hash, label_counts=manifest.label_counts,
-                split_counts=manifest.split_counts, lineage=manifest.lineage, created_at=created_at,
+                dataset_id=dataset_id,
+                uri=uri,
+                manifest_uri=manifest_uri,
+                row_count=manifest.row_count,
+                content_hash=manifest.content_hash,
+                label_counts=manifest.label_counts,
+                split_counts=manifest.split_counts,
+                lineage=manifest.lineage,
+                created_at=created_at,
             )
             # Recorded before publishing, so a crash in between re-publishes on the next start.
-            self._state.record_snapshot(dataset_id=dataset_id, max_seq=up_to_seq, created_at=created_at,
-                                        event_json=event.model_dump_json())
+            self._state.record_snapshot(
+                dataset_id=dataset_id, max_seq=up_to_seq, created_at=created_at, event_json=event.model_dump_json()
+            )
             await self._events.publish(event)
             self._state.mark_snapshot_published(dataset_id)
             self._metrics.snapshots.labels(trigger).inc()
-            logger.info("dataset snapshot cut", extra={"dataset_id": dataset_id, "rows": manifest.row_count,
-                                                       "trigger": trigger})
+            logger.info(
+                "dataset snapshot cut", extra={"dataset_id": dataset_id, "rows": manifest.row_count, "trigger": trigger}
+            )
             return event
 
     async def publish_pending_snapshots(self) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from llmops_config import configure_logging
 from llmops_events.topics import FEEDBACK, INFERENCE, RECORDS_RAW
 from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted
 from llmops_ingestion.adapters.consumer import MeteredDeadLetterQueue, PositionAwareConsumer
@@ -25,7 +24,8 @@ from llmops_ingestion.domain.snapshot import SplitRatios
 from llmops_ingestion.domain.validation import ValidationRules
 from llmops_ingestion.handlers import CurationConfig, IngestionService
 from llmops_ingestion.settings import IngestionSettings
-from llmops_messaging import EventPublisher, Outcome, ProcessedEvents, create_broker, subscribe
+from llmops_messaging import EventPublisher, Outcome, ProcessedEvents, subscribe
+from llmops_messaging.app import service_app
 from llmops_storage import open_store
 
 SERVICE = "ingestion"
@@ -47,8 +47,9 @@ class IngestionRuntime:
     async def open(self) -> IngestionService:
         """Load the redactor and language model, open SQLite and Feast, connect the producer."""
         settings = self.settings
-        redactor = await asyncio.to_thread(Redactor, phone_regions=settings.phone_regions,
-                                           detect_names=settings.redact_names)
+        redactor = await asyncio.to_thread(
+            Redactor, phone_regions=settings.phone_regions, detect_names=settings.redact_names
+        )
         detect = language_detector(settings.languages) if settings.detect_language else None
         self._processed = ProcessedEvents(settings.state_path, consumer=settings.consumer_group)
         state = IngestionState(self._processed)
@@ -58,23 +59,31 @@ class IngestionRuntime:
         await self._publisher.start()
         self.service = IngestionService(
             config=CurationConfig(
-                rules=ValidationRules(max_text_length=settings.max_text_length,
-                                      allowed_labels=frozenset(settings.allowed_labels)),
-                split_ratios=SplitRatios(train=settings.split_train_percent,
-                                         validation=settings.split_validation_percent),
+                rules=ValidationRules(
+                    max_text_length=settings.max_text_length, allowed_labels=frozenset(settings.allowed_labels)
+                ),
+                split_ratios=SplitRatios(
+                    train=settings.split_train_percent, validation=settings.split_validation_percent
+                ),
                 snapshot_every_n_labelled=settings.snapshot_every_n_labelled,
                 dataset_name=settings.dataset_name,
                 push_batch_size=settings.feast_push_batch_size,
                 flywheel_retention=timedelta(days=settings.flywheel_retention_days),
             ),
-            redact=redactor.redact, detect_language=detect, processed=self._processed, state=state,
-            features=features, artifacts=open_store(settings.platform.resolved_artifact_store_uri),
-            events=self._publisher, metrics=self.metrics,
+            redact=redactor.redact,
+            detect_language=detect,
+            processed=self._processed,
+            state=state,
+            features=features,
+            artifacts=open_store(settings.platform.resolved_artifact_store_uri),
+            events=self._publisher,
+            metrics=self.metrics,
         )
         return self.service
 
-    def attach(self, broker: KafkaBroker, *, on_outcome: Callable[[Outcome], None] | None = None,
-               **subscriber_options: Any) -> Any:
+    def attach(
+        self, broker: KafkaBroker, *, on_outcome: Callable[[Outcome], None] | None = None, **subscriber_options: Any
+    ) -> Any:
         """Subscribe the handlers to their topics on ``broker`` (before the broker starts); returns
         the FastStream subscriber."""
         if self.service is None or self._publisher is None or self._processed is None:
@@ -82,22 +91,27 @@ class IngestionRuntime:
         consumer = PositionAwareConsumer(
             metrics=self.metrics,
             group_id=self.settings.consumer_group,
-            handlers={RecordSubmitted: self.service.on_record, InferenceLogged: self.service.on_inference,
-                      FeedbackSubmitted: self.service.on_feedback},
+            handlers={
+                RecordSubmitted: self.service.on_record,
+                InferenceLogged: self.service.on_inference,
+                FeedbackSubmitted: self.service.on_feedback,
+            },
             dlq=MeteredDeadLetterQueue(self._publisher, metrics=self.metrics),
             processed=self._processed,
             max_attempts=self.settings.max_attempts,
         )
         self.consumer = consumer
-        return subscribe(broker, consumer, RECORDS_RAW, INFERENCE, FEEDBACK, on_outcome=on_outcome,
-                         **subscriber_options)
+        return subscribe(
+            broker, consumer, RECORDS_RAW, INFERENCE, FEEDBACK, on_outcome=on_outcome, **subscriber_options
+        )
 
     async def begin(self) -> None:
         """After the broker started: background pushes, pending snapshot events, metrics."""
         assert self.service is not None
         await self.service.publish_pending_snapshots()
         self._pusher = asyncio.get_running_loop().create_task(
-            self.service.run_pusher(self.settings.feast_push_interval_s))
+            self.service.run_pusher(self.settings.feast_push_interval_s)
+        )
         self.metrics.up.set(1)
 
     async def close(self) -> None:
@@ -123,26 +137,12 @@ class IngestionRuntime:
 def create_app(settings: IngestionSettings | None = None) -> FastStream:
     """The FastStream application; resources are built in its start-up hooks."""
     settings = settings or IngestionSettings()
-    broker = create_broker(settings.platform, service=SERVICE)
-    runtime = IngestionRuntime(settings)
-    app = FastStream(broker)
-
-    @app.on_startup
-    async def _open() -> None:
-        configure_logging(service=SERVICE, level=settings.platform.log_level, log_format=settings.platform.log_format)
-        await runtime.open()
-        runtime.attach(broker)
-        runtime.metrics.serve(settings.metrics_port)
-
-    @app.after_startup
-    async def _begin() -> None:
-        await runtime.begin()
-
-    @app.after_shutdown
-    async def _close() -> None:
-        await runtime.close()
-
-    return app
+    return service_app(
+        service=SERVICE,
+        platform=settings.platform,
+        runtime=IngestionRuntime(settings),
+        metrics_port=settings.metrics_port,
+    )
 
 
 async def cut_snapshot(settings: IngestionSettings | None = None) -> DatasetSnapshotted:

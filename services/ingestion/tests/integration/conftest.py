@@ -13,8 +13,9 @@ from llmops_config import PlatformSettings
 
 
 @pytest.fixture(scope="module")
-async def ingestion(kafka_settings: PlatformSettings, tmp_path_factory: pytest.TempPathFactory
-                    ) -> AsyncIterator[RunningIngestion]:
+async def ingestion(
+    kafka_settings: PlatformSettings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningIngestion]:
     running, broker = await start_ingestion(kafka_settings, tmp_path_factory.mktemp("ingestion-var"))
     yield running
     await stop_ingestion(running, broker)

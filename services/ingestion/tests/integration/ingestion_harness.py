@@ -60,11 +60,16 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float = 30, inte
             await asyncio.sleep(interval)
 
 
-async def read_topic(settings: PlatformSettings, topic: str, *, accept: Callable[[Any], bool], until: int,
-                     timeout: float = 30) -> list[Any]:
+async def read_topic(
+    settings: PlatformSettings, topic: str, *, accept: Callable[[Any], bool], until: int, timeout: float = 30
+) -> list[Any]:
     """Messages of ``topic`` (from the start) that ``accept``, until ``until`` of them are seen."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                                auto_offset_reset="earliest", group_id=f"reader-{uuid.uuid4().hex}")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=f"reader-{uuid.uuid4().hex}",
+    )
     await consumer.start()
     found: list[Any] = []
     try:
@@ -79,17 +84,21 @@ async def read_topic(settings: PlatformSettings, topic: str, *, accept: Callable
     return found
 
 
-async def start_ingestion(kafka_settings: PlatformSettings, var_dir: Path, *, fail_after_store: int = 0,
-                          **overrides: Any) -> tuple[RunningIngestion, Any]:
+async def start_ingestion(
+    kafka_settings: PlatformSettings, var_dir: Path, *, fail_after_store: int = 0, **overrides: Any
+) -> tuple[RunningIngestion, Any]:
     options: dict[str, Any] = {
-        "consumer_group": f"ingestion-test-{uuid.uuid4().hex[:8]}", "allowed_labels": LABELS,
-        "max_text_length": 500, "snapshot_every_n_labelled": 0, "metrics_port": 0, "feast_push_interval_s": 0.2,
+        "consumer_group": f"ingestion-test-{uuid.uuid4().hex[:8]}",
+        "allowed_labels": LABELS,
+        "max_text_length": 500,
+        "snapshot_every_n_labelled": 0,
+        "metrics_port": 0,
+        "feast_push_interval_s": 0.2,
     }
     # Everything the service writes goes below this test's var dir (artifacts too), so the PII
     # test can search all of it.
     platform = kafka_settings.model_copy(update={"var_dir": var_dir, "artifact_store_uri": ""})
-    settings = IngestionSettings(platform=platform,
-                                 **{**options, **overrides})
+    settings = IngestionSettings(platform=platform, **{**options, **overrides})
     runtime = IngestionRuntime(settings)
     await runtime.open()
     broker = create_broker(settings.platform, service="ingestion-test")
@@ -111,8 +120,7 @@ async def start_ingestion(kafka_settings: PlatformSettings, var_dir: Path, *, fa
     subscriber = runtime.attach(broker, on_outcome=on_outcome, auto_offset_reset="latest")
     await broker.start()
     # "latest" is resolved when partitions are assigned; what is produced before would be missed.
-    await wait_until(lambda: subscriber.consumer is not None and len(subscriber.consumer.assignment()) > 0,
-                     timeout=60)
+    await wait_until(lambda: subscriber.consumer is not None and len(subscriber.consumer.assignment()) > 0, timeout=60)
     for partition in subscriber.consumer.assignment():
         await subscriber.consumer.position(partition)  # forces the lookup of the end offset now
     await runtime.begin()

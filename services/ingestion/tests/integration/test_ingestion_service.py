@@ -34,8 +34,15 @@ def _luhn_card(seed: int) -> str:
 @pytest.mark.parametrize("mode", [ContentMode.BINARY, ContentMode.STRUCTURED])
 async def test_records_in_both_content_modes_are_curated(ingestion: RunningIngestion, tenant: str, mode) -> None:
     await ingestion.publisher.publish(
-        RecordSubmitted(tenant=tenant, source="crm", text=f"Where is my card? ({mode})", label="card_arrival",
-                        metadata={"channel": "email"}), mode=mode)
+        RecordSubmitted(
+            tenant=tenant,
+            source="crm",
+            text=f"Where is my card? ({mode})",
+            label="card_arrival",
+            metadata={"channel": "email"},
+        ),
+        mode=mode,
+    )
     rows = await ingestion.wait_for_rows(tenant, 1)
     row = rows.iloc[0]
     assert (row["source"], row["label"], row["language"]) == ("crm", "card_arrival", "en")
@@ -47,13 +54,27 @@ async def test_records_in_both_content_modes_are_curated(ingestion: RunningInges
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)")
 async def test_record_produced_by_kcat_is_ingested(ingestion: RunningIngestion, tenant: str) -> None:
     """A client the project did not write (librdkafka's kcat) sends a structured CloudEvent."""
-    document = json.dumps({"specversion": "1.0", "id": uuid.uuid4().hex, "source": "kcat",
-                           "type": "llmops.record.submitted.v1", "time": "2026-11-28T10:00:00Z",
-                           "data": {"tenant": tenant, "source": "kcat", "text": "My card never arrived",
-                                    "label": "card_arrival"}})
+    document = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": uuid.uuid4().hex,
+            "source": "kcat",
+            "type": "llmops.record.submitted.v1",
+            "time": "2026-11-28T10:00:00Z",
+            "data": {"tenant": tenant, "source": "kcat", "text": "My card never arrived", "label": "card_arrival"},
+        }
+    )
     process = await asyncio.create_subprocess_exec(
-        "kcat", "-P", "-b", ingestion.settings.platform.kafka_bootstrap_servers, "-t", RECORDS_RAW, "-k", tenant,
-        stdin=asyncio.subprocess.PIPE)
+        "kcat",
+        "-P",
+        "-b",
+        ingestion.settings.platform.kafka_bootstrap_servers,
+        "-t",
+        RECORDS_RAW,
+        "-k",
+        tenant,
+        stdin=asyncio.subprocess.PIPE,
+    )
     await asyncio.wait_for(process.communicate(document.encode()), timeout=30)
     assert process.returncode == 0
     rows = await ingestion.wait_for_rows(tenant, 1)
@@ -70,8 +91,9 @@ async def test_every_bad_input_reaches_the_dlq_with_its_reason(ingestion: Runnin
         "invalid_json": KafkaRecord(None, b"{this is not json"),
         "undecodable_bytes": KafkaRecord(None, b"\xff\xfe\x00garbage"),
         "invalid_envelope": KafkaRecord(None, json.dumps({"specversion": "1.0", "data": {}}).encode()),
-        "unknown_event_type": KafkaRecord(None, structured.value.replace(b"llmops.record.submitted.v1",
-                                                                          b"llmops.record.teleported.v1")),
+        "unknown_event_type": KafkaRecord(
+            None, structured.value.replace(b"llmops.record.submitted.v1", b"llmops.record.teleported.v1")
+        ),
         "schema_violation": KafkaRecord(None, structured.value.replace(b'"tenant"', b'"tenant_name"')),
         "text_too_long": record(text="x" * 501),
         "empty_text": record(text="   "),
@@ -84,9 +106,12 @@ async def test_every_bad_input_reaches_the_dlq_with_its_reason(ingestion: Runnin
 
     group = ingestion.settings.consumer_group.encode()
     letters = await read_topic(
-        ingestion.settings.platform, RECORDS_DLQ, until=len(cases),
-        accept=lambda m: (m.key or b"").startswith(tenant.encode())
-        and dict(m.headers).get("error.consumer_group") == group,
+        ingestion.settings.platform,
+        RECORDS_DLQ,
+        until=len(cases),
+        accept=lambda m: (
+            (m.key or b"").startswith(tenant.encode()) and dict(m.headers).get("error.consumer_group") == group
+        ),
     )
     by_key = {m.key.decode().removeprefix(f"{tenant}-"): m for m in letters}
     assert set(by_key) == set(cases)
@@ -102,10 +127,16 @@ async def test_every_bad_input_reaches_the_dlq_with_its_reason(ingestion: Runnin
 async def test_pii_never_reaches_disk(ingestion: RunningIngestion, tenant: str) -> None:
     email = f"planted.{uuid.uuid4().hex[:10]}@example.com"
     card = _luhn_card(int(uuid.uuid4().int % 10**14))
-    spaced_card = " ".join(card[i:i + 4] for i in range(0, 16, 4))
-    await ingestion.publisher.publish(RecordSubmitted(
-        tenant=tenant, source="chat", label="lost_card", metadata={"reply_to": email},
-        text=f"My name is Jane Planted, mail {email} about card {spaced_card} from 10.1.2.3"))
+    spaced_card = " ".join(card[i : i + 4] for i in range(0, 16, 4))
+    await ingestion.publisher.publish(
+        RecordSubmitted(
+            tenant=tenant,
+            source="chat",
+            label="lost_card",
+            metadata={"reply_to": email},
+            text=f"My name is Jane Planted, mail {email} about card {spaced_card} from 10.1.2.3",
+        )
+    )
     rows = await ingestion.wait_for_rows(tenant, 1)
     row = rows.iloc[0]
     assert row["text"] == "My name is <PERSON>, mail <EMAIL> about card <CREDIT_CARD> from <IP_ADDRESS>"
@@ -135,13 +166,21 @@ async def test_duplicates_have_one_effect(ingestion: RunningIngestion, tenant: s
     assert f"{tenant}/t-1" in set(rows["record_id"])
 
 
-async def test_feedback_turns_a_served_request_into_a_labelled_record(ingestion: RunningIngestion,
-                                                                     tenant: str) -> None:
+async def test_feedback_turns_a_served_request_into_a_labelled_record(ingestion: RunningIngestion, tenant: str) -> None:
     now = pd.Timestamp.now(tz="UTC").to_pydatetime()
 
     def logged(request_id: str, text: str) -> InferenceLogged:
-        return InferenceLogged(request_id=request_id, tenant=tenant, model_name="intent", model_version=2, text=text,
-                               label="card_arrival", confidence=0.7, latency_ms=3.0, served_at=now)
+        return InferenceLogged(
+            request_id=request_id,
+            tenant=tenant,
+            model_name="intent",
+            model_version=2,
+            text=text,
+            label="card_arrival",
+            confidence=0.7,
+            latency_ms=3.0,
+            served_at=now,
+        )
 
     first, second = f"{tenant}-req-1", f"{tenant}-req-2"
     await ingestion.publisher.publish(logged(first, "my card was stolen, call +44 20 7946 0958"))
@@ -161,8 +200,9 @@ async def test_feedback_turns_a_served_request_into_a_labelled_record(ingestion:
 
 async def test_snapshot_manifest_matches_the_stored_rows(ingestion: RunningIngestion, tenant: str) -> None:
     for index in range(12):
-        await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text=f"question {index}",
-                                                          label=LABELS[index % 3]))
+        await ingestion.publisher.publish(
+            RecordSubmitted(tenant=tenant, source="crm", text=f"question {index}", label=LABELS[index % 3])
+        )
     await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text="no label yet"))
     await ingestion.wait_for_rows(tenant, 13)
     event = await ingestion.service.cut_snapshot()
@@ -178,16 +218,17 @@ async def test_snapshot_manifest_matches_the_stored_rows(ingestion: RunningInges
     mine = frame[frame["tenant"] == tenant]
     assert len(mine) == 12 and "<" not in "".join(mine["text"])
     assert any(r.topic == RECORDS_RAW for r in event.lineage)
-    announced = await read_topic(ingestion.settings.platform, DATASETS, until=1,
-                                 accept=lambda m: m.key == event.dataset_id.encode())
+    announced = await read_topic(
+        ingestion.settings.platform, DATASETS, until=1, accept=lambda m: m.key == event.dataset_id.encode()
+    )
     assert announced, "DatasetSnapshotted was not published"
     assert DatasetSnapshotted.model_validate_json(announced[0].value).content_hash == event.content_hash
 
 
-async def test_redelivery_after_a_crash_between_store_and_commit_adds_no_row(kafka_settings, tmp_path,
-                                                                             tenant: str) -> None:
-    running, broker = await start_ingestion(kafka_settings, tmp_path, fail_after_store=1,
-                                            snapshot_every_n_labelled=2)
+async def test_redelivery_after_a_crash_between_store_and_commit_adds_no_row(
+    kafka_settings, tmp_path, tenant: str
+) -> None:
+    running, broker = await start_ingestion(kafka_settings, tmp_path, fail_after_store=1, snapshot_every_n_labelled=2)
     try:
         for text in ("first question", "second question"):
             await running.publisher.publish(RecordSubmitted(tenant=tenant, source="crm", text=text, label="refund"))

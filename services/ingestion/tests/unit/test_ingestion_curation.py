@@ -28,10 +28,26 @@ def test_descriptors() -> None:
 
 
 def test_curate_redacts_text_and_metadata_and_derives_ids_from_redacted_text(redactor: Redactor) -> None:
-    first = curate(tenant="acme", source="crm", text="Mail  me: a.b@example.com", label="x", record_id=None,
-                   metadata={"from": "c@example.org"}, occurred_at=None, redact=redactor.redact)
-    second = curate(tenant="acme", source="crm", text="mail me: z@example.net", label=None, record_id=None,
-                    metadata={}, occurred_at=None, redact=redactor.redact)
+    first = curate(
+        tenant="acme",
+        source="crm",
+        text="Mail  me: a.b@example.com",
+        label="x",
+        record_id=None,
+        metadata={"from": "c@example.org"},
+        occurred_at=None,
+        redact=redactor.redact,
+    )
+    second = curate(
+        tenant="acme",
+        source="crm",
+        text="mail me: z@example.net",
+        label=None,
+        record_id=None,
+        metadata={},
+        occurred_at=None,
+        redact=redactor.redact,
+    )
     assert first.text == "Mail me: <EMAIL>"
     assert first.metadata == {"from": "<EMAIL>"}
     assert first.pii_counts == {PiiKind.EMAIL: 2}

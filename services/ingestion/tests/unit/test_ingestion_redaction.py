@@ -46,12 +46,19 @@ def test_lookalikes_are_left_alone(redactor: Redactor, text: str) -> None:
 
 
 def test_several_kinds_in_one_text_are_counted(redactor: Redactor) -> None:
-    text = ("Contact john.doe@example.com or +44 20 7946 0958, card 4111 1111 1111 1111, "
-            "IBAN DE89 3704 0044 0532 0130 00, from 10.0.0.1 or 10.0.0.2")
+    text = (
+        "Contact john.doe@example.com or +44 20 7946 0958, card 4111 1111 1111 1111, "
+        "IBAN DE89 3704 0044 0532 0130 00, from 10.0.0.1 or 10.0.0.2"
+    )
     result = redactor.redact(text)
     assert "example.com" not in result.text and "4111" not in result.text and "DE89" not in result.text
-    assert result.counts == {PiiKind.EMAIL: 1, PiiKind.PHONE: 1, PiiKind.CREDIT_CARD: 1, PiiKind.IBAN: 1,
-                             PiiKind.IP_ADDRESS: 2}
+    assert result.counts == {
+        PiiKind.EMAIL: 1,
+        PiiKind.PHONE: 1,
+        PiiKind.CREDIT_CARD: 1,
+        PiiKind.IBAN: 1,
+        PiiKind.IP_ADDRESS: 2,
+    }
 
 
 def test_card_number_is_not_also_counted_as_phone(redactor: Redactor) -> None:

@@ -39,8 +39,10 @@ def test_policy() -> None:
 
 
 def test_content_hash_ignores_row_order_and_extra_columns_but_not_content() -> None:
-    rows = [{"record_id": "b", "tenant": "t", "source": "s", "text": "x", "label": "l", "split": "train"},
-            {"record_id": "a", "tenant": "t", "source": "s", "text": "y", "label": "m", "split": "test", "extra": 1}]
+    rows = [
+        {"record_id": "b", "tenant": "t", "source": "s", "text": "x", "label": "l", "split": "train"},
+        {"record_id": "a", "tenant": "t", "source": "s", "text": "y", "label": "m", "split": "test", "extra": 1},
+    ]
     assert content_hash(rows) == content_hash(list(reversed(rows)))
     assert content_hash(rows).startswith("sha256:")
     changed = [dict(rows[0], label="other"), rows[1]]
@@ -58,10 +60,26 @@ def test_lineage_is_one_range_per_partition() -> None:
 
 def test_manifest_counts_and_id() -> None:
     now = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
-    rows = [{"record_id": f"r{i}", "tenant": "t", "source": "s", "text": str(i), "label": "a" if i % 3 else "b",
-             "split": split_of(f"r{i}").value} for i in range(30)]
-    manifest = build_manifest(dataset_id="d", rows=rows, lineage=[], files={"train": "train.parquet"},
-                              feature_view="curated_records", as_of=now, created_at=now)
+    rows = [
+        {
+            "record_id": f"r{i}",
+            "tenant": "t",
+            "source": "s",
+            "text": str(i),
+            "label": "a" if i % 3 else "b",
+            "split": split_of(f"r{i}").value,
+        }
+        for i in range(30)
+    ]
+    manifest = build_manifest(
+        dataset_id="d",
+        rows=rows,
+        lineage=[],
+        files={"train": "train.parquet"},
+        feature_view="curated_records",
+        as_of=now,
+        created_at=now,
+    )
     assert manifest.row_count == 30
     assert manifest.label_counts == {"a": 20, "b": 10}
     assert sum(manifest.split_counts.values()) == 30 and set(manifest.split_counts) == {"train", "validation", "test"}

@@ -20,7 +20,8 @@ def test_rule_violations_have_stable_reasons(text, label, rules, reason) -> None
 
 
 @pytest.mark.parametrize(
-    ("label", "allowed"), [(None, {"a"}), ("a", {"a"}), ("anything", set())],
+    ("label", "allowed"),
+    [(None, {"a"}), ("a", {"a"}), ("anything", set())],
 )
 def test_valid_records_pass(label, allowed) -> None:
     rules = ValidationRules(max_text_length=10, allowed_labels=allowed)

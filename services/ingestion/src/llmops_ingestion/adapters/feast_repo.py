@@ -32,10 +32,18 @@ def feature_definitions(offline_path: Path | str) -> list[Any]:
     from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Float32, Int64, String
 
-    entity = Entity(name=ENTITY, join_keys=[ENTITY], value_type=ValueType.STRING,
-                    description="Tenant-scoped id of a curated record: <tenant>/<record id>.")
-    file_source = FileSource(name=FILE_SOURCE, path=str(offline_path), timestamp_field=TIMESTAMP_FIELD,
-                             created_timestamp_column=CREATED_FIELD)
+    entity = Entity(
+        name=ENTITY,
+        join_keys=[ENTITY],
+        value_type=ValueType.STRING,
+        description="Tenant-scoped id of a curated record: <tenant>/<record id>.",
+    )
+    file_source = FileSource(
+        name=FILE_SOURCE,
+        path=str(offline_path),
+        timestamp_field=TIMESTAMP_FIELD,
+        created_timestamp_column=CREATED_FIELD,
+    )
     push_source = PushSource(name=PUSH_SOURCE, batch_source=file_source)
     schema = [Field(name=name, dtype=String) for name in STRING_FEATURES]
     schema += [Field(name=name, dtype=Int64) for name in INT_FEATURES]

@@ -9,24 +9,48 @@ class IngestionMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         prefix = "llmops_ingestion"
-        self.messages = Counter(f"{prefix}_messages_total", "Messages read, by topic and outcome of processing.",
-                                ["topic", "outcome"], registry=self.registry)
-        self.records_in = Counter(f"{prefix}_records_in_total", "Records that reached curation, by origin.",
-                                  ["origin"], registry=self.registry)
-        self.accepted = Counter(f"{prefix}_records_accepted_total", "Curated records stored, by label status.",
-                                ["labelled"], registry=self.registry)
-        self.duplicates = Counter(f"{prefix}_duplicates_total", "Records dropped as duplicates, by kind.",
-                                  ["kind"], registry=self.registry)
-        self.redacted = Counter(f"{prefix}_pii_redacted_total", "PII spans replaced by placeholders, by kind.",
-                                ["kind"], registry=self.registry)
-        self.dead_lettered = Counter(f"{prefix}_dlq_total", "Messages sent to the DLQ, by stage and reason.",
-                                     ["stage", "reason"], registry=self.registry)
-        self.pushed = Counter(f"{prefix}_feast_rows_pushed_total", "Feature rows pushed to Feast.",
-                              registry=self.registry)
-        self.outbox = Gauge(f"{prefix}_feast_outbox_rows", "Curated rows waiting to be pushed to Feast.",
-                            registry=self.registry)
-        self.snapshots = Counter(f"{prefix}_snapshots_total", "Dataset snapshots cut, by trigger.",
-                                 ["trigger"], registry=self.registry)
+        self.messages = Counter(
+            f"{prefix}_messages_total",
+            "Messages read, by topic and outcome of processing.",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+        self.records_in = Counter(
+            f"{prefix}_records_in_total",
+            "Records that reached curation, by origin.",
+            ["origin"],
+            registry=self.registry,
+        )
+        self.accepted = Counter(
+            f"{prefix}_records_accepted_total",
+            "Curated records stored, by label status.",
+            ["labelled"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            f"{prefix}_duplicates_total", "Records dropped as duplicates, by kind.", ["kind"], registry=self.registry
+        )
+        self.redacted = Counter(
+            f"{prefix}_pii_redacted_total",
+            "PII spans replaced by placeholders, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            f"{prefix}_dlq_total",
+            "Messages sent to the DLQ, by stage and reason.",
+            ["stage", "reason"],
+            registry=self.registry,
+        )
+        self.pushed = Counter(
+            f"{prefix}_feast_rows_pushed_total", "Feature rows pushed to Feast.", registry=self.registry
+        )
+        self.outbox = Gauge(
+            f"{prefix}_feast_outbox_rows", "Curated rows waiting to be pushed to Feast.", registry=self.registry
+        )
+        self.snapshots = Counter(
+            f"{prefix}_snapshots_total", "Dataset snapshots cut, by trigger.", ["trigger"], registry=self.registry
+        )
         self.up = Gauge(f"{prefix}_up", "1 while the service is consuming.", registry=self.registry)
 
     def serve(self, port: int) -> None:

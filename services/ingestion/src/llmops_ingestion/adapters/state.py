@@ -111,15 +111,25 @@ class IngestionState:
         """Insert a curated record unless its id or its text (per tenant) is already known."""
         if connection.execute("SELECT 1 FROM curated WHERE record_id = ?", (record_id,)).fetchone():
             return StoreOutcome.DUPLICATE_RECORD_ID
-        if connection.execute("SELECT 1 FROM curated WHERE tenant = ? AND dedup_key = ?",
-                              (tenant, dedup_key)).fetchone():
+        if connection.execute(
+            "SELECT 1 FROM curated WHERE tenant = ? AND dedup_key = ?", (tenant, dedup_key)
+        ).fetchone():
             return StoreOutcome.DUPLICATE_TEXT
         connection.execute(
             "INSERT INTO curated"
             ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox)'
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record_id, tenant, dedup_key, int(labelled), position.topic, position.partition, position.offset,
-             ingested_at.isoformat(), json.dumps(feature_row, ensure_ascii=False)),
+            (
+                record_id,
+                tenant,
+                dedup_key,
+                int(labelled),
+                position.topic,
+                position.partition,
+                position.offset,
+                ingested_at.isoformat(),
+                json.dumps(feature_row, ensure_ascii=False),
+            ),
         )
         return StoreOutcome.ACCEPTED
 
@@ -141,18 +151,22 @@ class IngestionState:
         return int(self._connection.execute("SELECT coalesce(max(seq), 0) FROM curated").fetchone()[0])
 
     def labelled_since_last_snapshot(self) -> int:
-        return int(self._connection.execute(
-            "SELECT count(*) FROM curated WHERE labelled = 1 AND seq > "
-            "(SELECT coalesce(max(max_seq), 0) FROM snapshots)"
-        ).fetchone()[0])
+        return int(
+            self._connection.execute(
+                "SELECT count(*) FROM curated WHERE labelled = 1 AND seq > "
+                "(SELECT coalesce(max(max_seq), 0) FROM snapshots)"
+            ).fetchone()[0]
+        )
 
     def labelled_members(self, *, up_to_seq: int) -> list[SnapshotMember]:
         rows = self._connection.execute(
             'SELECT record_id, topic, partition, "offset" FROM curated WHERE labelled = 1 AND seq <= ? ORDER BY seq',
             (up_to_seq,),
         ).fetchall()
-        return [SnapshotMember(record_id, Position(topic, partition, offset))
-                for record_id, topic, partition, offset in rows]
+        return [
+            SnapshotMember(record_id, Position(topic, partition, offset))
+            for record_id, topic, partition, offset in rows
+        ]
 
     # --- feedback flywheel ----------------------------------------------------------------
 
@@ -160,14 +174,22 @@ class IngestionState:
     def remember_request(connection: sqlite3.Connection, request: ServedRequest, *, received_at: datetime) -> None:
         connection.execute(
             "INSERT OR IGNORE INTO served_requests VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (request.request_id, request.tenant, request.text, request.model_name, request.model_version,
-             request.predicted_label, received_at.isoformat()),
+            (
+                request.request_id,
+                request.tenant,
+                request.text,
+                request.model_name,
+                request.model_version,
+                request.predicted_label,
+                received_at.isoformat(),
+            ),
         )
 
     def served_request(self, request_id: str) -> ServedRequest | None:
         row = self._connection.execute(
             "SELECT request_id, tenant, text, model_name, model_version, predicted_label FROM served_requests"
-            " WHERE request_id = ?", (request_id,),
+            " WHERE request_id = ?",
+            (request_id,),
         ).fetchone()
         return ServedRequest(*row) if row else None
 
@@ -176,8 +198,14 @@ class IngestionState:
         connection.execute(
             'INSERT OR REPLACE INTO pending_feedback (request_id, true_label, topic, partition, "offset", received_at)'
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (feedback.request_id, feedback.true_label, feedback.position.topic, feedback.position.partition,
-             feedback.position.offset, received_at.isoformat()),
+            (
+                feedback.request_id,
+                feedback.true_label,
+                feedback.position.topic,
+                feedback.position.partition,
+                feedback.position.offset,
+                received_at.isoformat(),
+            ),
         )
 
     def pending_feedback(self, request_id: str) -> PendingFeedback | None:
@@ -209,13 +237,17 @@ class IngestionState:
 
     def last_snapshot(self) -> str | None:
         """The event (JSON) of the latest snapshot, if any."""
-        row = self._connection.execute("SELECT event_json FROM snapshots ORDER BY max_seq DESC, created_at DESC"
-                                       " LIMIT 1").fetchone()
+        row = self._connection.execute(
+            "SELECT event_json FROM snapshots ORDER BY max_seq DESC, created_at DESC LIMIT 1"
+        ).fetchone()
         return str(row[0]) if row else None
 
     def unpublished_snapshots(self) -> list[tuple[str, str]]:
-        return list(self._connection.execute(
-            "SELECT dataset_id, event_json FROM snapshots WHERE published = 0 ORDER BY created_at").fetchall())
+        return list(
+            self._connection.execute(
+                "SELECT dataset_id, event_json FROM snapshots WHERE published = 0 ORDER BY created_at"
+            ).fetchall()
+        )
 
     def mark_snapshot_published(self, dataset_id: str) -> None:
         with self._write() as connection:
@@ -223,4 +255,3 @@ class IngestionState:
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._processed.transaction()
-

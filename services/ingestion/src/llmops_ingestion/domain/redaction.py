@@ -81,8 +81,32 @@ _NAME_PATTERN = re.compile(
 )
 # Capitalised words after "I am" / "This is" are often not names ("This is The third time");
 # a name never starts with one of these.
-_NOT_NAMES = frozenset({"A", "An", "The", "Not", "So", "Very", "Still", "Just", "Also", "Here", "Writing", "Calling",
-                        "Sorry", "Happy", "Unable", "Trying", "Going", "Looking", "Interested", "Sure", "From", "In"})
+_NOT_NAMES = frozenset(
+    {
+        "A",
+        "An",
+        "The",
+        "Not",
+        "So",
+        "Very",
+        "Still",
+        "Just",
+        "Also",
+        "Here",
+        "Writing",
+        "Calling",
+        "Sorry",
+        "Happy",
+        "Unable",
+        "Trying",
+        "Going",
+        "Looking",
+        "Interested",
+        "Sure",
+        "From",
+        "In",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +193,7 @@ class Redactor:
         parts: list[str] = []
         position = 0
         for finding in findings:
-            parts.append(text[position:finding.start])
+            parts.append(text[position : finding.start])
             parts.append(finding.kind.placeholder)
             position = finding.end
         parts.append(text[position:])
