@@ -50,9 +50,12 @@ test: setup ## Run every test: unit, contract and integration (starts its own Ka
 test-unit: setup ## Run the fast tests only (no broker, no Triton)
 	@$(PYTEST) -m "not integration and not e2e" $(PYTEST_ARGS)
 
+bench: setup ## Run every benchmark (ingestion, fine-tuning) into var/bench/results.{json,md} and README (~20 min; ONLY=name)
+	@$(VENV)/bin/python -m bench.run --readme README.md $(if $(ONLY),--only $(ONLY))
+
 lint: setup ## Lint and type-check (ruff, mypy)
-	@$(VENV)/bin/ruff check libs services tests conftest.py
-	@$(VENV)/bin/mypy libs services/*/src
+	@$(VENV)/bin/ruff check libs services tests bench conftest.py
+	@$(VENV)/bin/mypy libs services/*/src bench
 
 generate: ## Regenerate protobuf stubs, JSON Schemas and the AsyncAPI document
 	@$(LLMOPS) generate
@@ -65,4 +68,4 @@ help: ## List the targets
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-.PHONY: setup up down status logs demo snapshot retrain evaluate dlq-replay test test-unit lint generate clean help
+.PHONY: setup up down status logs demo snapshot retrain evaluate dlq-replay test test-unit bench lint generate clean help

@@ -95,6 +95,7 @@ class IngestionService:
         self._push_lock = asyncio.Lock()
         self._snapshot_lock = asyncio.Lock()
         self._snapshot_task: asyncio.Task[Any] | None = None
+        self._labelled_pending: int | None = None  # labelled records since the last snapshot
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -241,12 +242,20 @@ class IngestionService:
     # --- snapshots ------------------------------------------------------------------------
 
     def _maybe_start_snapshot(self) -> None:
-        if self._snapshot_task is not None and not self._snapshot_task.done():
+        every_n = self._config.snapshot_every_n_labelled
+        if every_n <= 0:
             return
-        if should_snapshot(
-            labelled_since_last=self._state.labelled_since_last_snapshot(),
-            every_n_labelled=self._config.snapshot_every_n_labelled,
-        ):
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            self._labelled_pending = None  # recount once the running cut has recorded its range
+            return
+        # Counted in memory, read from SQLite only after a cut: a count(*) per record made
+        # ingestion slower the more records it had seen.
+        if self._labelled_pending is None:
+            self._labelled_pending = self._state.labelled_since_last_snapshot()
+        else:
+            self._labelled_pending += 1
+        if should_snapshot(labelled_since_last=self._labelled_pending, every_n_labelled=every_n):
+            self._labelled_pending = None
             # In the background: a cut takes seconds and consumption should not wait for it.
             self._snapshot_task = asyncio.get_running_loop().create_task(self._policy_snapshot())
 
