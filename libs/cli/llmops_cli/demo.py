@@ -151,6 +151,12 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     raise RuntimeError(f"topic {topic} does not exist; is the stack up (`make status`)?")
 
 
+def _snapshot_threshold() -> int:
+    from llmops_ingestion.settings import IngestionSettings
+
+    return IngestionSettings().snapshot_every_n_labelled
+
+
 async def run_demo(settings: PlatformSettings, options: DemoOptions) -> int:
     """Run the lifecycle; returns the process exit code (0 when every stage that exists succeeded)."""
     timeline = Timeline()
@@ -177,7 +183,8 @@ async def _lifecycle(
         )
         origin = f"BANKING77 ({options.data_dir / 'banking77'})"
     else:
-        records = generated(labels=min(options.labels, 6), per_label=options.per_label, seed=options.seed)
+        labels = min(options.labels, 6)
+        records = generated(labels=labels, per_label=per_label_for(labels), seed=options.seed)
         origin = "the built-in generator (BANKING77 not found; set LLMOPS_SHARED_DATA)"
     records = with_pii(records, share=options.pii_share, seed=options.seed)
     correlation = f"demo-{run_id}"

@@ -88,13 +88,19 @@ def banking77(folder: Path, *, labels: int, per_label: int, seed: int, split: st
 
 
 def generated(*, labels: int, per_label: int, seed: int) -> list[DemoRecord]:
-    """Synthetic support requests (used when BANKING77 is not available)."""
+    """Distinct synthetic support requests (used when BANKING77 is not available)."""
     rng = random.Random(seed)
-    records = []
+    records: list[DemoRecord] = []
     for label in list(_TEMPLATES)[:labels]:
-        for _ in range(per_label):
-            text = rng.choice(_TEMPLATES[label]).format(n=rng.randint(2, 40))
-            records.append(DemoRecord(rng.choice(_PREFIXES) + text + rng.choice(_SUFFIXES), label))
+        seen: set[str] = set()
+        for _ in range(per_label * 50):  # bounded: templates x prefixes x suffixes x numbers is finite
+            if len(seen) == per_label:
+                break
+            text = rng.choice(_PREFIXES) + rng.choice(_TEMPLATES[label]).format(n=rng.randint(2, 99))
+            text += rng.choice(_SUFFIXES)
+            if text.lower() not in seen:
+                seen.add(text.lower())
+                records.append(DemoRecord(text, label))
     rng.shuffle(records)
     return records
 
