@@ -177,9 +177,16 @@ async def _lifecycle(
     settings: PlatformSettings, options: DemoOptions, timeline: Timeline, events: EventLog, run_id: str, tenant: str
 ) -> int:
     # 1. An enterprise producer publishes labelled records, some with PII and some malformed.
+    def per_label_for(labels: int) -> int:
+        # Enough distinct records for ingestion's snapshot policy to fire (20% to spare).
+        return max(options.per_label, -(-int(_snapshot_threshold() * 1.2) // labels))
+
     if options.data_dir is not None and (options.data_dir / "banking77" / "train.csv").exists():
         records = banking77(
-            options.data_dir / "banking77", labels=options.labels, per_label=options.per_label, seed=options.seed
+            options.data_dir / "banking77",
+            labels=options.labels,
+            per_label=per_label_for(options.labels),
+            seed=options.seed,
         )
         origin = f"BANKING77 ({options.data_dir / 'banking77'})"
     else:
