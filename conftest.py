@@ -17,8 +17,7 @@ import pytest
 
 from llmops_cli.stack.kafka import KafkaBroker
 from llmops_cli.stack.paths import repo_paths
-from llmops_cli.stack.processes import NullProgress
-from llmops_cli.stack.stack import KafkaComponent, TritonComponent
+from llmops_cli.stack.stack import KafkaComponent, TritonComponent, running
 from llmops_cli.stack.triton import TritonServer
 from llmops_config import PlatformSettings
 
@@ -49,26 +48,16 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> PlatformSettings
 def kafka_settings(stack_settings: PlatformSettings) -> Iterator[PlatformSettings]:
     """A real single-node KRaft broker with every topic of the platform created."""
     paths = repo_paths()
-    component = KafkaComponent(KafkaBroker(stack_settings, paths.kafka_libs_dir, paths.kafka_log4j_config))
-    component.preflight()
-    try:
-        component.ensure_up(NullProgress())
+    with running(KafkaComponent(KafkaBroker(stack_settings, paths.kafka_libs_dir, paths.kafka_log4j_config))):
         yield stack_settings
-    finally:
-        component.stop()
 
 
 @pytest.fixture(scope="session")
 def triton_settings(stack_settings: PlatformSettings) -> Iterator[PlatformSettings]:
     """The real tritonserver (Python backend, explicit model control)."""
     paths = repo_paths()
-    component = TritonComponent(TritonServer(stack_settings, paths.triton_venv, paths.triton_backend_dir))
-    component.preflight()
-    try:
-        component.ensure_up(NullProgress())
+    with running(TritonComponent(TritonServer(stack_settings, paths.triton_venv, paths.triton_backend_dir))):
         yield stack_settings
-    finally:
-        component.stop()
 
 
 @pytest.fixture(scope="session")

@@ -145,3 +145,17 @@ def test_trace_context_flows_from_span_to_envelope_and_back() -> None:
     envelope = Envelope.wrap(RecordSubmitted(tenant="a", source="b", text="c"), source="/t", traceparent=traceparent)
     with consumer_span("consume", traceparent=envelope.traceparent) as span:
         assert format(span.get_span_context().trace_id, "032x") == traceparent.split("-")[1]
+
+
+async def test_handler_can_ask_where_its_message_came_from() -> None:
+    from llmops_messaging import current_origin
+
+    seen: list[Origin] = []
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        seen.append(current_origin())
+
+    await _consumer(handle, RecordingDeadLetterQueue()).process(_submitted(), ORIGIN)
+    assert seen == [ORIGIN]
+    with pytest.raises(RuntimeError, match="no message"):
+        current_origin()

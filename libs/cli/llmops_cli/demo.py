@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from llmops_cli.demo_data import banking77, generated, with_pii
+from llmops_cli.stack.topics import topic_partitions
 from llmops_config import PlatformSettings
 from llmops_events import ContentMode, DecodeError, Envelope, KafkaRecord, decode
 from llmops_events.topics import DATASETS, EVALUATIONS, RECORDS_DLQ, RECORDS_RAW, TRAINING
@@ -89,11 +90,12 @@ class EventLog:
             enable_auto_commit=False,
         )
         await consumer.start()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (DATASETS, TRAINING, EVALUATIONS, RECORDS_DLQ)
-            for p in sorted(await _partitions(consumer, topic))
-        ]
+        partitions = []
+        for topic in (DATASETS, TRAINING, EVALUATIONS, RECORDS_DLQ):
+            ids = await topic_partitions(self._settings.kafka_bootstrap_servers, topic)
+            if not ids:
+                raise RuntimeError(f"topic {topic} does not exist; is the stack up (`make status`)?")
+            partitions += [TopicPartition(topic, p) for p in ids]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolve the end positions now, before anything is published
@@ -140,15 +142,6 @@ class EventLog:
             self._task.cancel()
         if self._consumer is not None:
             await self._consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(50):
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return set(partitions)
-        await consumer._client.force_metadata_update()  # aiokafka loads topic metadata lazily
-    raise RuntimeError(f"topic {topic} does not exist; is the stack up (`make status`)?")
 
 
 def _snapshot_threshold() -> int:

@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from llmops_cli.stack.topics import topic_partitions
 from llmops_config import PlatformSettings
 from llmops_events import KafkaRecord
 from llmops_events.topics import RECORDS_DLQ
@@ -42,7 +42,9 @@ async def replay_dead_letters(
     summary = ReplaySummary()
     await consumer.start()
     try:
-        partitions = [TopicPartition(dlq_topic, p) for p in await _partitions(settings, dlq_topic)]
+        partitions = [
+            TopicPartition(dlq_topic, p) for p in await topic_partitions(settings.kafka_bootstrap_servers, dlq_topic)
+        ]
         if not partitions:
             return summary
         consumer.assign(partitions)
@@ -72,16 +74,3 @@ async def replay_dead_letters(
         await consumer.stop()
         ledger.close()
     return summary
-
-
-async def _partitions(settings: PlatformSettings, topic: str) -> list[int]:
-    """The partition ids of ``topic`` (empty when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        [description] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if description.get("error_code"):
-        return []
-    return sorted(partition["partition"] for partition in description["partitions"])

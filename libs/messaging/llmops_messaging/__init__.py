@@ -1,7 +1,7 @@
 """Bus helpers every service uses: broker factory, publisher, consumer glue, idempotency, DLQ, tracing."""
 
 from llmops_messaging.broker import create_broker
-from llmops_messaging.consumer import EventConsumer, Outcome, Rejected, subscribe
+from llmops_messaging.consumer import EventConsumer, Outcome, Rejected, current_origin, subscribe
 from llmops_messaging.dlq import DeadLetterQueue, Origin, dead_letter, without_error_headers
 from llmops_messaging.idempotency import ProcessedEvents
 from llmops_messaging.producer import EventPublisher
@@ -15,6 +15,7 @@ __all__ = [
     "ProcessedEvents",
     "Rejected",
     "create_broker",
+    "current_origin",
     "dead_letter",
     "subscribe",
     "without_error_headers",

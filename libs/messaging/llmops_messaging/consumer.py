@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +25,19 @@ from llmops_messaging.tracing import consumer_span
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
+
+_CURRENT_ORIGIN: ContextVar[Origin | None] = ContextVar("llmops_current_origin", default=None)
+
+
+def current_origin() -> Origin:
+    """Where the message a handler is working on was read from (topic, partition, offset, group).
+
+    Handlers take only the envelope; the few that need the position (dataset lineage) ask here.
+    """
+    origin = _CURRENT_ORIGIN.get()
+    if origin is None:
+        raise RuntimeError("no message is being processed in this context")
+    return origin
 
 
 class Rejected(Exception):
@@ -70,6 +84,13 @@ class EventConsumer:
         self._attempts: dict[tuple[str, int, int], int] = {}
 
     async def process(self, record: KafkaRecord, origin: Origin) -> Outcome:
+        token = _CURRENT_ORIGIN.set(origin)
+        try:
+            return await self._process(record, origin)
+        finally:
+            _CURRENT_ORIGIN.reset(token)
+
+    async def _process(self, record: KafkaRecord, origin: Origin) -> Outcome:
         try:
             envelope: Envelope[Any] = decode(record)
         except DecodeError as error:

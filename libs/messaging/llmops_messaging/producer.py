@@ -65,9 +65,11 @@ class EventPublisher:
         correlationid: str | None = None,
         subject: str | None = None,
     ) -> Envelope[Any]:
-        """Publish a payload (wrapped in a new envelope) or an envelope; returns what was sent."""
+        """Publish a payload (wrapped in a new envelope) or an envelope (``correlationid`` and
+        ``subject``, when given, replace its own); returns what was sent."""
         if isinstance(data, Envelope):
-            envelope = data
+            updates = {"correlationid": correlationid, "subject": subject}
+            envelope = data.model_copy(update={k: v for k, v in updates.items() if v is not None})
         else:
             envelope = Envelope.wrap(
                 data,

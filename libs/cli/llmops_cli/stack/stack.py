@@ -11,7 +11,8 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -282,6 +283,17 @@ def up(
         progress.step(f"{component.name}: {summary}")
         statuses.append(component.status())
     return statuses
+
+
+@contextmanager
+def running(component: Component, progress: Progress | None = None) -> Iterator[Component]:
+    """``component`` up for the duration of the block, stopped after it (tests, benchmarks)."""
+    component.preflight()
+    try:
+        component.ensure_up(progress or NullProgress())
+        yield component
+    finally:
+        component.stop()
 
 
 def down(

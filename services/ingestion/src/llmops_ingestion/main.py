@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 
 from llmops_events.topics import FEEDBACK, INFERENCE, RECORDS_RAW
 from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted
-from llmops_ingestion.adapters.consumer import MeteredDeadLetterQueue, PositionAwareConsumer
+from llmops_ingestion.adapters.consumer import MeteredConsumer, MeteredDeadLetterQueue
 from llmops_ingestion.adapters.feast_store import FeastCuratedStore
 from llmops_ingestion.adapters.language import language_detector
 from llmops_ingestion.adapters.metrics import IngestionMetrics
@@ -42,7 +42,7 @@ class IngestionRuntime:
         self._processed: ProcessedEvents | None = None
         self._publisher: EventPublisher | None = None
         self._pusher: asyncio.Task[None] | None = None
-        self.consumer: PositionAwareConsumer | None = None
+        self.consumer: MeteredConsumer | None = None
 
     async def open(self) -> IngestionService:
         """Load the redactor and language model, open SQLite and Feast, connect the producer."""
@@ -88,7 +88,7 @@ class IngestionRuntime:
         the FastStream subscriber."""
         if self.service is None or self._publisher is None or self._processed is None:
             raise RuntimeError("open() first")
-        consumer = PositionAwareConsumer(
+        consumer = MeteredConsumer(
             metrics=self.metrics,
             group_id=self.settings.consumer_group,
             handlers={
