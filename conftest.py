@@ -20,6 +20,7 @@ from llmops_cli.stack.paths import repo_paths
 from llmops_cli.stack.stack import KafkaComponent, TritonComponent, running
 from llmops_cli.stack.triton import TritonServer
 from llmops_config import PlatformSettings
+from llmops_privacy import Redactor
 
 
 def _free_port() -> int:
@@ -67,3 +68,9 @@ def shared_data_dir() -> Path:
     if not (folder / "banking77" / "train.csv").exists():
         pytest.skip(f"shared data not found at {folder} (set LLMOPS_SHARED_DATA to the folder holding banking77/)")
     return folder.resolve()
+
+
+@pytest.fixture(scope="session")
+def redactor() -> Redactor:
+    # Built once: constructing a Redactor imports Presidio (seconds).
+    return Redactor()

@@ -35,8 +35,9 @@ ACCURACY = Figure(
     anchor=Anchor(value=0.9366, unit="", source="Casanueva et al. 2020, arXiv 2003.04807"),
 )
 MACRO_F1 = Figure(benchmark=NAME, name="BANKING77 test macro-F1 (LoRA)", unit="")
-TRAIN_TIME = Figure(benchmark=NAME, name="BANKING77 training wall time", unit="s",
-                    target=Target(comparison="<=", threshold=600))
+TRAIN_TIME = Figure(
+    benchmark=NAME, name="BANKING77 training wall time", unit="s", target=Target(comparison="<=", threshold=600)
+)
 EXAMPLES_PER_S = Figure(benchmark=NAME, name="BANKING77 training throughput", unit="examples/s")
 PEAK_RSS = Figure(benchmark=NAME, name="BANKING77 training peak RSS", unit="MiB")
 FIGURES = (ACCURACY, MACRO_F1, TRAIN_TIME, EXAMPLES_PER_S, PEAK_RSS)
@@ -90,8 +91,13 @@ async def run(context: BenchContext) -> list[BenchResult]:
     timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
     context.reporter.step(f"  running {script} (limit {timeout:.0f}s; progress lines below)")
     process = await asyncio.create_subprocess_exec(
-        context.python, str(script), cwd=context.repo_root, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        context.python,
+        str(script),
+        cwd=context.repo_root,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     tail: deque[str] = deque(maxlen=20)
     started = time.monotonic()
 

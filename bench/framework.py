@@ -66,8 +66,14 @@ class Reporter:
                 TimeElapsedColumn,
             )
 
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
             self._task = self._progress.add_task("benchmarks", total=total)
 
     def __enter__(self) -> Reporter:
@@ -212,8 +218,12 @@ class Benchmark:
     def complete(self, rows: list[BenchResult]) -> list[BenchResult]:
         """The rows in declared order; a figure the run did not yield becomes a met:false row."""
         by_name = {row.name: row for row in rows}
-        complete = [by_name.pop(figure.name) if figure.name in by_name
-                    else figure.unmeasured("the benchmark yielded no value for it") for figure in self.figures]
+        complete = [
+            by_name.pop(figure.name)
+            if figure.name in by_name
+            else figure.unmeasured("the benchmark yielded no value for it")
+            for figure in self.figures
+        ]
         return complete + list(by_name.values())
 
     def unmeasured(self, reason: str) -> list[BenchResult]:

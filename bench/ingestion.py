@@ -117,21 +117,30 @@ def build_records(texts: list[tuple[str, str]], count: int, run_id: str) -> list
             text += next(pii)(index)
         elif generation and len(texts) < 100:  # the small generator: keep texts distinct per tenant
             text = f"{text} (ref {index})"
-        data = RecordSubmitted(tenant=f"bench-tenant-{generation}", source="bench", text=text,
-                               record_id=f"{run_id}-{index}", label=label, metadata={"channel": "bench"})
+        data = RecordSubmitted(
+            tenant=f"bench-tenant-{generation}",
+            source="bench",
+            text=text,
+            record_id=f"{run_id}-{index}",
+            label=label,
+            metadata={"channel": "bench"},
+        )
         record = encode(Envelope.wrap(data, source="/llmops/bench-producer"), ContentMode.BINARY)
         records.append((record.key, record.value, list(record.headers)))
     return records
 
 
 async def publish(bootstrap: str, topic: str, records: list[Message]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=256 * 1024
+    )
     await producer.start()
     try:
         for start in range(0, len(records), 2000):
-            futures = [await producer.send(topic, value=value, key=key, headers=headers)
-                       for key, value, headers in records[start:start + 2000]]
+            futures = [
+                await producer.send(topic, value=value, key=key, headers=headers)
+                for key, value, headers in records[start : start + 2000]
+            ]
             await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -164,8 +173,12 @@ class Phase:
 
 async def bare_consumer(bootstrap: str, topic: str, count: int, limit_s: float) -> Phase:
     clock = _Clock()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     consumer.subscribe([topic], listener=clock)
     await consumer.start()
     seen, cpu = 0, time.process_time()
@@ -218,13 +231,17 @@ def _instrument_feast_push(runtime: Any, profiler: cProfile.Profile | None) -> _
 
 
 def _sample_total(registry: Any, metric: str) -> float:
-    return sum(sample.value for family in registry.collect() for sample in family.samples
-               if sample.name == metric)
+    return sum(sample.value for family in registry.collect() for sample in family.samples if sample.name == metric)
 
 
-async def ingestion_service(context: BenchContext, platform: Any, count: int, limit_s: float,
-                            status: Callable[[str], None], profile_to: Path | None
-                            ) -> tuple[Phase, float | None, dict[str, float]]:
+async def ingestion_service(
+    context: BenchContext,
+    platform: Any,
+    count: int,
+    limit_s: float,
+    status: Callable[[str], None],
+    profile_to: Path | None,
+) -> tuple[Phase, float | None, dict[str, float]]:
     """The real service in-process until ``count`` messages are processed; also returns the
     seconds until the Feast outbox drained (None if it did not within the limit) and counters."""
     from llmops_ingestion.main import IngestionRuntime
@@ -307,8 +324,9 @@ async def ingestion_service(context: BenchContext, platform: Any, count: int, li
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
-        context.reporter.step(f"  profile of the event-loop thread during consumption (stats in {profile_to}):\n"
-                              + text.getvalue())
+        context.reporter.step(
+            f"  profile of the event-loop thread during consumption (stats in {profile_to}):\n" + text.getvalue()
+        )
         if pushes.profiler is not None and pushes.calls:
             pushes.profiler.dump_stats(f"{profile_to}.feast-push")
             text = io.StringIO()
@@ -328,8 +346,10 @@ async def run(context: BenchContext) -> list[BenchResult]:
     texts, origin = load_texts(context)
     reporter.status(f"encoding {count:,} records")
     records = await asyncio.to_thread(build_records, texts, count, uuid.uuid4().hex[:8])
-    reporter.step(f"  {count:,} records from {origin}, {count // PII_EVERY:,} with PII, "
-                  f"{sum(len(value) for _, value, _ in records) / count:.0f} bytes of value on average")
+    reporter.step(
+        f"  {count:,} records from {origin}, {count // PII_EVERY:,} with PII, "
+        f"{sum(len(value) for _, value, _ in records) / count:.0f} bytes of value on average"
+    )
     reporter.status(f"publishing {count:,} records to {RECORDS_RAW} (untimed)")
     started = time.perf_counter()
     await publish(bootstrap, RECORDS_RAW, records)
@@ -338,20 +358,27 @@ async def run(context: BenchContext) -> list[BenchResult]:
 
     reporter.status("bare aiokafka consumer reading the topic")
     bare = await bare_consumer(bootstrap, RECORDS_RAW, count, PHASE_LIMIT_S)
-    reporter.step(f"  bare consumer: {bare.count:,} messages in {bare.seconds:.2f}s = {bare.rate:,.0f}/s "
-                  f"(this process used {bare.cpu_seconds:.1f} CPU s)")
+    reporter.step(
+        f"  bare consumer: {bare.count:,} messages in {bare.seconds:.2f}s = {bare.rate:,.0f}/s "
+        f"(this process used {bare.cpu_seconds:.1f} CPU s)"
+    )
     if bare.count < count:
         reporter.step(f"  warning: the bare consumer saw {bare.count:,} of {count:,} messages")
 
     profile = os.environ.get(PROFILE_ENV)
     ingest, drain_seconds, counters = await ingestion_service(
-        context, platform, count, PHASE_LIMIT_S, reporter.status, Path(profile) if profile else None)
-    reporter.step(f"  ingestion: {ingest.count:,} messages in {ingest.seconds:.2f}s = {ingest.rate:,.0f}/s "
-                  f"(this process used {ingest.cpu_seconds:.1f} CPU s); "
-                  + ", ".join(f"{name} {value:,.0f}" for name, value in counters.items()))
+        context, platform, count, PHASE_LIMIT_S, reporter.status, Path(profile) if profile else None
+    )
+    reporter.step(
+        f"  ingestion: {ingest.count:,} messages in {ingest.seconds:.2f}s = {ingest.rate:,.0f}/s "
+        f"(this process used {ingest.cpu_seconds:.1f} CPU s); "
+        + ", ".join(f"{name} {value:,.0f}" for name, value in counters.items())
+    )
     if ingest.count < count:
-        reporter.step(f"  warning: ingestion processed {ingest.count:,} of {count:,} messages within "
-                      f"{PHASE_LIMIT_S:.0f}s; the rate is over what it processed")
+        reporter.step(
+            f"  warning: ingestion processed {ingest.count:,} of {count:,} messages within "
+            f"{PHASE_LIMIT_S:.0f}s; the rate is over what it processed"
+        )
 
     rows = [VS_BARE.measured(ingest.rate, reference_value=bare.rate), ABSOLUTE.measured(ingest.rate)]
     if drain_seconds is not None and counters["accepted"]:

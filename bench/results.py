@@ -170,14 +170,28 @@ class Figure(BaseModel):
     reference_name: str | None = None
 
     def measured(self, value: float, *, reference_value: float | None = None) -> BenchResult:
-        return BenchResult(benchmark=self.benchmark, name=self.name, value=float(value), unit=self.unit,
-                           reference_name=self.reference_name, reference_value=reference_value,
-                           anchor=self.anchor, rule=self.target)
+        return BenchResult(
+            benchmark=self.benchmark,
+            name=self.name,
+            value=float(value),
+            unit=self.unit,
+            reference_name=self.reference_name,
+            reference_value=reference_value,
+            anchor=self.anchor,
+            rule=self.target,
+        )
 
     def unmeasured(self, reason: str) -> BenchResult:
-        return BenchResult(benchmark=self.benchmark, name=self.name, value=None, unit=self.unit,
-                           reference_name=self.reference_name, anchor=self.anchor, rule=self.target,
-                           reason=reason or "unknown error")
+        return BenchResult(
+            benchmark=self.benchmark,
+            name=self.name,
+            value=None,
+            unit=self.unit,
+            reference_name=self.reference_name,
+            anchor=self.anchor,
+            rule=self.target,
+            reason=reason or "unknown error",
+        )
 
 
 class Machine(BaseModel):
@@ -191,8 +205,9 @@ class Machine(BaseModel):
         return f"{self.cores} cores, {self.memory_gib:.1f} GiB memory, {self.cpu_model}"
 
 
-def detect_machine(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo"),
-                   cores: int | None = None) -> Machine:
+def detect_machine(
+    cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo"), cores: int | None = None
+) -> Machine:
     """Cores usable by this process, total memory and the CPU model (Linux ``/proc``)."""
     if cores is None:
         try:
@@ -257,13 +272,16 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(scratch, path)
 
 
-def write_results(results: Sequence[BenchResult], out_dir: Path, *, machine: Machine,
-                  when: datetime | None = None) -> tuple[Path, Path]:
+def write_results(
+    results: Sequence[BenchResult], out_dir: Path, *, machine: Machine, when: datetime | None = None
+) -> tuple[Path, Path]:
     """Write ``results.json`` (a JSON list, one object per figure) and ``results.md``."""
     when = when or datetime.now(UTC)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
-    _write_atomically(json_path, json.dumps([result.as_row() for result in results], indent=2,
-                                            ensure_ascii=False, allow_nan=False) + "\n")
+    _write_atomically(
+        json_path,
+        json.dumps([result.as_row() for result in results], indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+    )
     _write_atomically(md_path, render_markdown(results, machine=machine, when=when))
     return json_path, md_path
 
@@ -276,8 +294,9 @@ def load_results(path: Path) -> list[BenchResult]:
     return _ROWS.validate_json(path.read_bytes())
 
 
-def merge_results(previous: Iterable[BenchResult], fresh: Sequence[BenchResult],
-                  rerun: Iterable[str]) -> list[BenchResult]:
+def merge_results(
+    previous: Iterable[BenchResult], fresh: Sequence[BenchResult], rerun: Iterable[str]
+) -> list[BenchResult]:
     """Earlier rows of benchmarks not run this time, then this run's rows (``--only``)."""
     replaced = set(rerun) | {result.benchmark for result in fresh}
     return [result for result in previous if result.benchmark not in replaced] + list(fresh)

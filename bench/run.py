@@ -78,12 +78,21 @@ async def run_all(benchmarks: list[Benchmark], reporter: Reporter) -> list[Bench
 def main(argv: list[str] | None = None) -> int:
     known = registry()
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[b.name for b in known],
-                        help="run only these benchmarks (their rows replace the earlier ones in the results)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=[b.name for b in known],
+        help="run only these benchmarks (their rows replace the earlier ones in the results)",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and their figures, then exit")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "bench", help="results folder")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="also put the Markdown table between <!-- bench:start --> and <!-- bench:end --> here")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also put the Markdown table between <!-- bench:start --> and <!-- bench:end --> here",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when any figure missed its target")
     args = parser.parse_args(argv)
 
@@ -113,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme is not None:
         spliced = splice_into(args.readme.read_text(encoding="utf-8"), table)
         if spliced is None:
-            print(f"{args.readme} has no <!-- bench:start --> / <!-- bench:end --> markers; left as is",
-                  file=sys.stderr)
+            print(
+                f"{args.readme} has no <!-- bench:start --> / <!-- bench:end --> markers; left as is", file=sys.stderr
+            )
         else:
             args.readme.write_text(spliced, encoding="utf-8")
     print(table)

@@ -31,10 +31,16 @@ FIELDS = ["name", "value", "unit", "reference_name", "reference_value", "ratio",
 MACHINE = Machine(cores=2, memory_gib=23.4, cpu_model="Test CPU @ 2.0GHz")
 WHEN = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
 
-VS_BARE = Figure(benchmark="ingestion", name="vs bare", unit="records/s", reference_name="bare consumer",
-                 target=Target(comparison=">=", threshold=0.5, subject="ratio"))
-ABSOLUTE = Figure(benchmark="ingestion", name="absolute", unit="records/s",
-                  target=Target(comparison=">=", threshold=5000))
+VS_BARE = Figure(
+    benchmark="ingestion",
+    name="vs bare",
+    unit="records/s",
+    reference_name="bare consumer",
+    target=Target(comparison=">=", threshold=0.5, subject="ratio"),
+)
+ABSOLUTE = Figure(
+    benchmark="ingestion", name="absolute", unit="records/s", target=Target(comparison=">=", threshold=5000)
+)
 
 
 @pytest.mark.parametrize(
@@ -48,8 +54,9 @@ ABSOLUTE = Figure(benchmark="ingestion", name="absolute", unit="records/s",
         ("<", 600, 599, True),
     ],
 )
-def test_met_follows_the_comparison_on_the_value(comparison: str, threshold: float, value: float,
-                                                  expected: bool) -> None:
+def test_met_follows_the_comparison_on_the_value(
+    comparison: str, threshold: float, value: float, expected: bool
+) -> None:
     figure = Figure(benchmark="b", name="x", unit="u", target=Target(comparison=comparison, threshold=threshold))
     assert figure.measured(value).met is expected
 
@@ -81,8 +88,10 @@ def test_an_unmeasured_figure_is_a_row_with_met_false_and_its_reason() -> None:
 
 def test_non_finite_values_never_meet_a_target() -> None:
     assert ABSOLUTE.measured(math.nan).met is False
-    assert Figure(benchmark="b", name="x", unit="s", target=Target(comparison="<=", threshold=1)).measured(
-        math.inf).met is False
+    assert (
+        Figure(benchmark="b", name="x", unit="s", target=Target(comparison="<=", threshold=1)).measured(math.inf).met
+        is False
+    )
 
 
 def test_informational_figures_are_met_when_measured() -> None:
@@ -92,9 +101,18 @@ def test_informational_figures_are_met_when_measured() -> None:
 
 def test_met_cannot_be_typed_in() -> None:
     # a "met" (or "ratio"/"target") key in the input is ignored: it is recomputed from the rule
-    row = BenchResult.model_validate({"benchmark": "b", "name": "x", "value": 1.0, "unit": "records/s",
-                                      "rule": {"comparison": ">=", "threshold": 5000}, "met": True,
-                                      "ratio": 99, "target": "anything"})
+    row = BenchResult.model_validate(
+        {
+            "benchmark": "b",
+            "name": "x",
+            "value": 1.0,
+            "unit": "records/s",
+            "rule": {"comparison": ">=", "threshold": 5000},
+            "met": True,
+            "ratio": 99,
+            "target": "anything",
+        }
+    )
     assert row.met is False and row.ratio is None and row.target == "≥ 5,000 records/s"
     with pytest.raises(ValidationError):  # frozen: nothing is assigned after the fact
         row.met = True  # type: ignore[misc]
@@ -107,8 +125,12 @@ def test_target_texts() -> None:
 
 
 def test_json_is_a_list_of_rows_with_the_documented_fields_and_round_trips(tmp_path: Path) -> None:
-    rows = [VS_BARE.measured(6000, reference_value=10_000), ABSOLUTE.measured(6000),
-            ABSOLUTE.unmeasured("broker did not start"), ACCURACY.measured(0.93)]
+    rows = [
+        VS_BARE.measured(6000, reference_value=10_000),
+        ABSOLUTE.measured(6000),
+        ABSOLUTE.unmeasured("broker did not start"),
+        ACCURACY.measured(0.93),
+    ]
     json_path, md_path = write_results(rows, tmp_path / "bench", machine=MACHINE, when=WHEN)
     written = json.loads(json_path.read_text())
     assert isinstance(written, list) and len(written) == 4

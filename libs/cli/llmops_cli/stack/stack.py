@@ -226,6 +226,9 @@ SERVICES: tuple[tuple[str, str, str, int], ...] = (
     ("ingestion", "llmops_ingestion", "LLMOPS_INGESTION_METRICS_PORT", 9101),
     ("fine-tuning", "llmops_fine_tuning", "LLMOPS_FINE_TUNING_METRICS_PORT", 9102),
     ("evaluation", "llmops_evaluation", "LLMOPS_EVALUATION_METRICS_PORT", 9103),
+    ("deployment", "llmops_deployment", "LLMOPS_DEPLOYMENT_METRICS_PORT", 9104),
+    ("gateway", "llmops_gateway", "LLMOPS_GATEWAY_METRICS_PORT", 9105),
+    ("monitoring", "llmops_monitoring", "LLMOPS_MONITORING_METRICS_PORT", 9106),
 )
 
 

@@ -22,6 +22,8 @@ class DeploymentRequested(_DeploymentEvent):
     event_type: ClassVar[str] = "llmops.deployment.requested.v1"
 
     artifact_uri: str
+    champion_version: int | None = None
+    """The version serving when the request was made (so the latest event alone gives the state)."""
     requested_by: str = "evaluation"
 
 

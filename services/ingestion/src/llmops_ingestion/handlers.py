@@ -33,7 +33,6 @@ from llmops_ingestion.adapters.state import IngestionState, PendingFeedback, Sto
 from llmops_ingestion.domain.curation import CuratedRecord, curate
 from llmops_ingestion.domain.feedback import ServedRequest, record_from_feedback
 from llmops_ingestion.domain.ports import EventSink, FeatureStore
-from llmops_ingestion.domain.redaction import PiiKind, RedactionResult
 from llmops_ingestion.domain.snapshot import (
     Position,
     SplitRatios,
@@ -45,6 +44,7 @@ from llmops_ingestion.domain.snapshot import (
 )
 from llmops_ingestion.domain.validation import ValidationRules, check_label, check_record
 from llmops_messaging import ProcessedEvents, Rejected
+from llmops_privacy.redaction import PiiKind, RedactionResult
 from llmops_storage import ArtifactStore
 
 logger = logging.getLogger(__name__)

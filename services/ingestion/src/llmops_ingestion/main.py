@@ -19,13 +19,13 @@ from llmops_ingestion.adapters.feast_store import FeastCuratedStore
 from llmops_ingestion.adapters.language import language_detector
 from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.state import IngestionState
-from llmops_ingestion.domain.redaction import Redactor
 from llmops_ingestion.domain.snapshot import SplitRatios
 from llmops_ingestion.domain.validation import ValidationRules
 from llmops_ingestion.handlers import CurationConfig, IngestionService
 from llmops_ingestion.settings import IngestionSettings
 from llmops_messaging import EventPublisher, Outcome, ProcessedEvents, subscribe
 from llmops_messaging.app import service_app
+from llmops_privacy.redaction import Redactor
 from llmops_storage import open_store
 
 SERVICE = "ingestion"

@@ -1,5 +1,5 @@
 from llmops_ingestion.domain.curation import curate, dedup_key, describe, normalise_text, record_id_for
-from llmops_ingestion.domain.redaction import PiiKind, Redactor
+from llmops_privacy.redaction import PiiKind, Redactor
 
 
 def test_normalisation_folds_unicode_and_whitespace() -> None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from llmops_ingestion.domain.redaction import PiiKind
+from llmops_privacy.redaction import PiiKind
 
 FEATURE_VIEW = "curated_records"
 PUSH_SOURCE = "curated_records_push"

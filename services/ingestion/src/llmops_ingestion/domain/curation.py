@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from llmops_ingestion.domain.redaction import PiiKind, RedactionResult
+from llmops_privacy.redaction import PiiKind, RedactionResult
 
 _WHITESPACE = re.compile(r"\s+")
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from llmops_ingestion.domain.redaction import PiiKind, Redactor
+from llmops_privacy.redaction import PiiKind, Redactor
 
 
 @pytest.mark.parametrize(

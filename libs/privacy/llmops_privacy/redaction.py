@@ -9,8 +9,7 @@ Speed matters (the ingestion target is thousands of records per second on two co
 recognizer runs only when a cheap pre-filter says the text could contain its kind, and the slow
 phone matcher runs only on the candidate digit runs rather than the whole text.
 
-The module is deliberately free of service code: the gateway redacts request texts with the
-same ``Redactor`` (candidate for a shared ``libs/privacy`` package).
+The module is free of service code: ingestion and the gateway redact with the same ``Redactor``.
 """
 
 from __future__ import annotations

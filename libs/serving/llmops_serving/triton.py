@@ -1,0 +1,33 @@
+"""How a deployed model version is named and called on Triton.
+
+Each platform version is its own Triton model (``<model>__v<version>``), so loading a canary or
+unloading a retired version never reloads the champion that is serving.
+"""
+
+from __future__ import annotations
+
+TEXT_INPUT = "TEXT"
+"""BYTES, shape [batch, 1]: UTF-8 request texts."""
+LABEL_OUTPUT = "LABEL"
+"""BYTES, shape [batch, 1]: the predicted label."""
+CONFIDENCE_OUTPUT = "CONFIDENCE"
+"""FP32, shape [batch, 1]: the predicted label's probability."""
+SCORES_OUTPUT = "SCORES"
+"""FP32, shape [batch, n_labels]: probability per label, in the order of the ``labels`` parameter."""
+LABELS_PARAMETER = "labels"
+"""Model config parameter holding the JSON list of labels (index → label)."""
+
+_SEPARATOR = "__v"
+
+
+def triton_name(model_name: str, version: int) -> str:
+    """The Triton model that serves ``version`` of ``model_name``."""
+    return f"{model_name}{_SEPARATOR}{version}"
+
+
+def parse_triton_name(name: str) -> tuple[str, int] | None:
+    """``(model_name, version)`` for a name made by :func:`triton_name`, else None."""
+    model_name, separator, version = name.rpartition(_SEPARATOR)
+    if not separator or not model_name or not version.isdigit():
+        return None
+    return model_name, int(version)
