@@ -8,10 +8,13 @@ share the broker without seeing each other's effects.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +77,38 @@ def shared_data_dir() -> Path:
 def redactor() -> Redactor:
     # Built once: constructing a Redactor imports Presidio (seconds).
     return Redactor()
+
+
+TINY_PHRASES = {
+    "card_arrival": ["where is my new card", "my card has not arrived", "when will my card be delivered"],
+    "exchange_rate": ["what exchange rate do you use", "is your currency rate fair", "how is the fx rate set"],
+    "lost_card": ["i lost my card", "my card was stolen", "someone took my bank card"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(stack_settings: PlatformSettings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One version of ``tiny-intents``, trained for real (seconds) into the session's artifact store,
+    for the services that deploy, serve and watch models. Returns its ``TrainingCompleted``."""
+    import pandas as pd
+
+    from llmops_events.v1.training import Hyperparameters
+    from llmops_fine_tuning.testing import train_model
+    from llmops_storage import ArtifactStore
+
+    rows = [
+        {"text": f"{phrase} please {i}", "label": label, "split": "train" if i < 8 else "validation"}
+        for label, phrases in TINY_PHRASES.items()
+        for i in range(10)
+        for phrase in phrases[i % len(phrases) : i % len(phrases) + 1]
+    ]
+    fast = Hyperparameters(epochs=2, batch_size=8, max_length=32, lora_rank=4, target_modules=["query", "value"])
+    training = train_model(
+        ArtifactStore(stack_settings.resolved_artifact_store_uri),
+        pd.DataFrame(rows),
+        model_name="tiny-intents",
+        hyperparameters=fast,
+        work_dir=tmp_path_factory.mktemp("training"),
+    )
+    with ThreadPoolExecutor(1) as thread:  # its own event loop, whatever loop the test runs in
+        return thread.submit(asyncio.run, training).result()

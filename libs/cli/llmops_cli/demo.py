@@ -19,7 +19,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from llmops_cli.demo_data import banking77, generated, with_pii
-from llmops_cli.stack.topics import topic_partitions
 from llmops_config import PlatformSettings
 from llmops_events import ContentMode, DecodeError, Envelope, KafkaRecord, decode
 from llmops_events.topics import DATASETS, EVALUATIONS, RECORDS_DLQ, RECORDS_RAW, TRAINING
@@ -36,6 +35,7 @@ from llmops_events.v1 import (
     TrainingStarted,
 )
 from llmops_messaging import EventPublisher
+from llmops_messaging.admin import topic_partitions
 
 NOT_YET_IN_THE_LOOP = (
     "deployment to Triton and the gRPC gateway (issue #6)",

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from llmops_cli.stack.topics import topic_partitions
 from llmops_config import PlatformSettings
 from llmops_events import KafkaRecord
 from llmops_events.topics import RECORDS_DLQ
 from llmops_messaging import EventPublisher, ProcessedEvents, without_error_headers
 from llmops_messaging import headers as h
+from llmops_messaging.admin import topic_partitions
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """What serving needs to agree on: deployment state folded from the deployments topic, sticky
 canary routing, and the Triton names and tensors of a deployed classifier."""
 
+from llmops_serving.feed import DeploymentFeed
 from llmops_serving.routing import Route, choose_route, request_bucket
 from llmops_serving.state import DeploymentBook, ModelDeployment
 from llmops_serving.triton import (
@@ -20,6 +21,7 @@ __all__ = [
     "SCORES_OUTPUT",
     "TEXT_INPUT",
     "DeploymentBook",
+    "DeploymentFeed",
     "ModelDeployment",
     "Route",
     "choose_route",

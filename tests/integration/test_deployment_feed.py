@@ -1,0 +1,43 @@
+"""The deployments topic replayed from its first event into deployment state, then followed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from llmops_config import PlatformSettings
+from llmops_events import Envelope
+from llmops_events.v1 import DeploymentCanaryStarted, DeploymentPromoted, DeploymentRequested
+from llmops_messaging import EventPublisher
+from llmops_serving import DeploymentFeed, ModelDeployment
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_feed_replays_history_then_follows_new_events(kafka_settings: PlatformSettings) -> None:
+    model = f"feed-{uuid.uuid4().hex[:8]}"
+    async with EventPublisher(kafka_settings, service="test") as publisher:
+        await publisher.publish(DeploymentRequested(model_name=model, model_version=1, artifact_uri="x"))
+        await publisher.publish(DeploymentPromoted(model_name=model, model_version=1))
+
+        changes: asyncio.Queue[tuple[ModelDeployment, Envelope[Any]]] = asyncio.Queue()
+        feed = DeploymentFeed(
+            kafka_settings.kafka_bootstrap_servers, client_id="test", on_change=lambda s, e: changes.put_nowait((s, e))
+        )
+        await feed.start()
+        try:
+            assert feed.get(model) == ModelDeployment(model, champion_version=1)
+
+            await publisher.publish(
+                DeploymentCanaryStarted(model_name=model, model_version=2, champion_version=1, traffic_share=0.25)
+            )
+            while True:
+                state, _ = await asyncio.wait_for(changes.get(), timeout=10)
+                if state.model_name == model and state.canary_version == 2:
+                    break
+            assert feed.get(model) == ModelDeployment(model, champion_version=1, canary_version=2, canary_share=0.25)
+        finally:
+            await feed.stop()
