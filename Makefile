@@ -40,6 +40,14 @@ evaluate: ## Re-run the evaluation gate: MODEL=name VERSION=n (e.g. after a poli
 	@test -n "$(MODEL)" -a -n "$(VERSION)" || { echo "usage: make evaluate MODEL=<name> VERSION=<n>"; exit 2; }
 	@$(LLMOPS) evaluate --model $(MODEL) --version $(VERSION)
 
+promote: ## Make the canary (or VERSION=n) the champion of MODEL=name, through the ops API
+	@test -n "$(MODEL)" || { echo "usage: make promote MODEL=<name> [VERSION=<n>]"; exit 2; }
+	@$(LLMOPS) promote --model $(MODEL) $(if $(VERSION),--version $(VERSION))
+
+rollback: ## Roll MODEL=name back: end its canary, or restore VERSION=n (default: the previous champion)
+	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<name> [VERSION=<n>]"; exit 2; }
+	@$(LLMOPS) rollback --model $(MODEL) $(if $(VERSION),--version $(VERSION))
+
 dlq-replay: ## Re-submit dead-lettered messages to their original topic (TOPIC=, REASON= to filter)
 	@$(LLMOPS) dlq replay $(if $(TOPIC),--topic $(TOPIC)) $(if $(REASON),--reason $(REASON))
 
@@ -68,4 +76,4 @@ help: ## List the targets
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-.PHONY: setup up down status logs demo snapshot retrain evaluate dlq-replay test test-unit bench lint generate clean help
+.PHONY: setup up down status logs demo snapshot retrain evaluate promote rollback dlq-replay test test-unit bench lint generate clean help

@@ -43,6 +43,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> PlatformSettings
         triton_grpc_port=_free_port(),
         triton_metrics_port=_free_port(),
         gateway_port=_free_port(),
+        ops_port=_free_port(),
         var_dir=var_dir,
         log_format="text",
     )

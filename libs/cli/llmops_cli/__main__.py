@@ -71,13 +71,14 @@ def _settings() -> PlatformSettings:
 
 def _guard(action: Callable[[], T]) -> T:
     """Run ``action``; turn the stack's expected failures into a readable message and exit code 1."""
+    from llmops_cli.ops import OpsUnavailable
     from llmops_cli.stack import StackError
     from llmops_cli.stack.paths import RepositoryNotFoundError
     from llmops_cli.stack.topics import TopicCreationError
 
     try:
         return action()
-    except (StackError, RepositoryNotFoundError, TopicCreationError) as error:
+    except (StackError, RepositoryNotFoundError, TopicCreationError, OpsUnavailable, ValueError) as error:
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(1) from None
 
@@ -122,10 +123,19 @@ def stack_down() -> None:
 @stack_app.command("status")
 def stack_status() -> None:
     """One line per component, healthy or not and why; exit code 1 if any is down."""
-    from llmops_cli import stack
+    from llmops_cli import ops, stack
 
     console = _console()
-    if not _print_statuses(console, _guard(lambda: stack.status(_settings()))):
+    healthy = _print_statuses(console, _guard(lambda: stack.status(_settings())))
+    try:
+        models = ops.models_status(_settings())
+    except (ops.OpsUnavailable, ValueError) as error:
+        console.print(f"models: unknown ({escape(str(error))})")
+    else:
+        console.print("models:" if models else "models: none deployed yet")
+        for model in models:
+            console.print(f"  {escape(ops.describe(model))}")
+    if not healthy:
         raise typer.Exit(1)
 
 
@@ -291,6 +301,34 @@ def evaluate_command(
         console.print(f"  {reason.rule}: {escape(reason.message)}")
     if completed.report_uri:
         console.print(f"  report {completed.report_uri}")
+
+
+@app.command("promote")
+def promote_command(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    version: Annotated[int, typer.Option(help="Version to make champion (0: the current canary).")] = 0,
+    reason: Annotated[str, typer.Option(help="Why (kept in the deployment event).")] = "",
+) -> None:
+    """Make the canary (or a version with artifacts) the champion, through the ops API."""
+    from llmops_cli import ops
+
+    status = _guard(lambda: ops.promote(_settings(), model, version, reason))
+    _console().print(escape(ops.describe(status)))
+
+
+@app.command("rollback")
+def rollback_command(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    version: Annotated[
+        int, typer.Option(help="Version to restore (0: end the canary, else the previous champion).")
+    ] = 0,
+    reason: Annotated[str, typer.Option(help="Why (kept in the deployment event).")] = "",
+) -> None:
+    """Stop the canary, or restore an earlier version that still has artifacts, through the ops API."""
+    from llmops_cli import ops
+
+    status = _guard(lambda: ops.rollback(_settings(), model, version, reason))
+    _console().print(escape(ops.describe(status)))
 
 
 def main() -> None:

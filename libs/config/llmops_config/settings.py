@@ -42,6 +42,9 @@ class PlatformSettings(BaseSettings):
     gateway_port: int = 50051
     """gRPC port of the inference gateway."""
 
+    ops_port: int = 50052
+    """gRPC port of the operator API (``llmops.ops.v1``, served by the deployment service)."""
+
     var_dir: Path = Path("var")
     """Local state: broker data, Triton model repository, SQLite stores, reports, pid files, logs."""
 
@@ -57,6 +60,10 @@ class PlatformSettings(BaseSettings):
     @property
     def triton_grpc_url(self) -> str:
         return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_metrics_url(self) -> str:
+        return f"http://{self.triton_host}:{self.triton_metrics_port}/metrics"
 
     @property
     def triton_http_url(self) -> str:

@@ -50,8 +50,9 @@ class DeploymentFeed:
     def get(self, model_name: str) -> ModelDeployment | None:
         return self.book.get(model_name)
 
-    async def start(self, *, timeout: float = 30.0) -> None:
-        """Replay the topic up to its current end (so ``book`` is complete), then keep following it."""
+    async def start(self, *, timeout: float = 30.0, follow: bool = True) -> None:
+        """Replay the topic up to its current end (so ``book`` is complete), then keep following
+        it (unless ``follow`` is false: a one-off replay, e.g. for the topic's only writer)."""
         partitions = [TopicPartition(self._topic, p) for p in await topic_partitions(self._bootstrap, self._topic)]
         # A group id without subscribing or committing: aiokafka's group-less consumer has close bugs.
         self._consumer = AIOKafkaConsumer(
@@ -73,7 +74,11 @@ class DeploymentFeed:
             await self._consumer.stop()
             raise
         self.caught_up.set()
-        self._follower = asyncio.get_running_loop().create_task(self._follow())
+        if follow:
+            self._follower = asyncio.get_running_loop().create_task(self._follow())
+        else:
+            await self._consumer.stop()
+            self._consumer = None
 
     async def stop(self) -> None:
         if self._follower is not None:

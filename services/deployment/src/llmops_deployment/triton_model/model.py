@@ -24,6 +24,7 @@ import triton_python_backend_utils as pb_utils
 
 HERE = Path(__file__).resolve().parent
 ARTIFACT_DIR = HERE / "artifact"
+FAILURES_METRIC = "llmops_model_request_failures_total"
 
 
 class TritonPythonModel:
@@ -41,6 +42,14 @@ class TritonPythonModel:
         self.batch_size = int(parameters.get("batch_size") or 64)
         self.classifier = load_classifier(ARTIFACT_DIR, device="cpu", merge=True)
         self.labels = np.array([label.encode() for label in self.classifier.labels], dtype=np.object_)
+        # Triton 2.51 counts a request answered with an error as a success in its statistics, so
+        # failures are counted here, on Triton's metrics endpoint, for the canary judgement.
+        self.failure_family = pb_utils.MetricFamily(  # kept: a collected family deletes its metrics
+            name=FAILURES_METRIC,
+            description="Requests this model answered with an error",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.failures = self.failure_family.Metric(labels={"model": args["model_name"]})
 
     def execute(self, requests: list) -> list:
         texts: list[str] = []
@@ -53,6 +62,7 @@ class TritonPythonModel:
             scores = self.classifier.predict_proba(texts, batch_size=self.batch_size).numpy().astype(np.float32)
         except Exception as error:  # one bad batch answers every request in it with the error
             message = f"{type(error).__name__}: {error}"
+            self.failures.increment(len(requests))
             return [pb_utils.InferenceResponse(error=pb_utils.TritonError(message)) for _ in requests]
         best = scores.argmax(axis=1)
         responses = []

@@ -1,0 +1,3 @@
+from llmops_deployment.main import main
+
+main()

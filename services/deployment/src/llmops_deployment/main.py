@@ -1,0 +1,115 @@
+"""Composition root of the deployment service; nothing connects or loads at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import grpc
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
+from llmops_deployment.adapters.metrics import DeploymentMetrics
+from llmops_deployment.adapters.ops_server import start_ops_server
+from llmops_deployment.adapters.repository import ModelRepository
+from llmops_deployment.adapters.traffic import ConfidenceTracker
+from llmops_deployment.adapters.triton import TritonControl
+from llmops_deployment.handlers import DeploymentService
+from llmops_deployment.settings import DeploymentSettings
+from llmops_events.topics import EVALUATIONS
+from llmops_events.v1 import EvaluationCompleted
+from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, ProcessedEvents, subscribe
+from llmops_messaging.app import service_app
+from llmops_serving import DeploymentFeed
+from llmops_storage import open_store
+
+SERVICE = "deployment"
+logger = logging.getLogger(__name__)
+
+
+class DeploymentRuntime:
+    """The service's resources for one run: opened before the broker starts, closed after it stops."""
+
+    def __init__(self, settings: DeploymentSettings, *, metrics: DeploymentMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or DeploymentMetrics()
+        self.publisher = EventPublisher(settings.platform, service=SERVICE)
+        self.triton = TritonControl(settings.platform.triton_grpc_url, settings.platform.triton_metrics_url)
+        self.confidence = ConfidenceTracker(settings.platform.kafka_bootstrap_servers, client_id=SERVICE)
+        self.processed: ProcessedEvents | None = None
+        self.service: DeploymentService | None = None
+        self.ops_server: grpc.aio.Server | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+
+    async def open(self) -> DeploymentService:
+        settings = self.settings
+        self.processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
+        await self.publisher.start()
+        service = DeploymentService(
+            settings=settings,
+            store=open_store(settings.platform.resolved_artifact_store_uri),
+            repository=ModelRepository(settings.platform.model_repository),
+            triton=self.triton,
+            publisher=self.publisher,
+            confidence=self.confidence,
+            metrics=self.metrics,
+        )
+        # The state is the fold of the whole deployments topic; this service is its only writer.
+        feed = DeploymentFeed(
+            settings.platform.kafka_bootstrap_servers, client_id=SERVICE, on_change=lambda _, e: service.replay(e.data)
+        )
+        await feed.start(follow=False)
+        await self.confidence.start()
+        self.service = service
+        return service
+
+    def attach(self, broker: KafkaBroker, **options: Any) -> None:
+        assert self.service is not None and self.processed is not None, "open() first"
+        consumer = EventConsumer(
+            group_id=self.settings.group_id,
+            handlers={EvaluationCompleted: self.service.on_evaluation_completed},
+            dlq=DeadLetterQueue(self.publisher),
+            processed=self.processed,
+        )
+        # A deployment (load, warm-up, smoke test) may take minutes on a busy CPU.
+        options.setdefault("max_poll_interval_ms", int(self.settings.load_timeout_s * 1000) + 5 * 60 * 1000)
+        subscribe(broker, consumer, EVALUATIONS, **options)
+
+    async def begin(self) -> None:
+        """After the broker started: repair Triton, then keep it repaired; serve the ops API."""
+        assert self.service is not None
+        await self.service.reconcile()
+        self._reconciler = asyncio.get_running_loop().create_task(self.service.run_reconciler())
+        self.ops_server = await start_ops_server(self.service, self.settings.platform.ops_port)
+
+    async def close(self) -> None:
+        self.metrics.up.set(0)
+        if self.ops_server is not None:
+            await self.ops_server.stop(grace=2)
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+        if self.service is not None:
+            await self.service.stop()
+        await self.confidence.stop()
+        await self.triton.close()
+        await self.publisher.stop()
+        if self.processed is not None:
+            self.processed.close()
+
+
+def create_app(settings: DeploymentSettings | None = None) -> FastStream:
+    settings = settings or DeploymentSettings()
+    return service_app(
+        service=SERVICE,
+        platform=settings.platform,
+        runtime=DeploymentRuntime(settings),
+        metrics_port=settings.metrics_port,
+    )
+
+
+def main() -> None:
+    asyncio.run(create_app().run())

@@ -1,0 +1,258 @@
+"""The deployment service on the real broker and the real tritonserver: an approved first version
+goes live; the next one canaries and is promoted on healthy traffic; a canary that errors is rolled
+back automatically; operators roll back and promote through the ops gRPC API; a restarted service
+reconciles Triton with the deployments topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from aiokafka import AIOKafkaConsumer
+
+from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
+from llmops_config import PlatformSettings
+from llmops_deployment.main import DeploymentRuntime
+from llmops_deployment.settings import DeploymentSettings
+from llmops_events import Envelope, KafkaRecord, decode
+from llmops_events.topics import DEPLOYMENTS
+from llmops_events.v1 import (
+    Decision,
+    DeploymentCanaryStarted,
+    DeploymentPromoted,
+    DeploymentRolledBack,
+    EvaluationCompleted,
+)
+from llmops_fine_tuning.classifier import MANIFEST_FILE, TRAINING_CONFIG_FILE
+from llmops_fine_tuning.domain.manifest import hash_folder
+from llmops_messaging import EventPublisher, create_broker
+from llmops_serving import TEXT_INPUT, triton_name
+from llmops_storage import ArtifactStore
+
+pytestmark = pytest.mark.integration
+
+LONG_TEXT = " ".join(["my card has not arrived and I am still waiting for it"] * 60)  # > 512 tokens
+
+
+def _copy_version(
+    store: ArtifactStore, source: str, model: str, version: int, *, max_length: int | None = None
+) -> None:
+    """Publish the tiny model's artifact as ``model``/``version``; ``max_length`` misconfigures it
+    (beyond the encoder's 512 positions: short texts work, long ones fail), rehashed as valid."""
+    staging = Path(tempfile.mkdtemp())
+    folder = store.download_folder(source, staging / "v")
+    (folder / "_COMPLETE").unlink(missing_ok=True)
+    if max_length is not None:
+        config = json.loads((folder / TRAINING_CONFIG_FILE).read_text())
+        config["max_length"] = max_length
+        (folder / TRAINING_CONFIG_FILE).write_text(json.dumps(config))
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        manifest["files"] = hash_folder(folder)
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    store.publish_folder(folder, f"models/{model}/{version}")
+    shutil.rmtree(staging)
+
+
+class Harness:
+    def __init__(self, platform: PlatformSettings, model: str) -> None:
+        self.platform = platform
+        self.model = model
+        self.settings = DeploymentSettings(
+            platform=platform,
+            group_id=f"deployment-{uuid.uuid4().hex[:8]}",
+            model_names=[model],
+            metrics_port=0,
+            canary_min_requests=12,
+            canary_max_seconds=120,
+            check_interval_s=0.5,
+            reconcile_interval_s=1.0,
+            retire_grace_s=0.5,
+            warmup_requests=1,
+        )
+        self.events: list[Envelope[Any]] = []
+        self.runtime: DeploymentRuntime | None = None
+        self.broker: Any = None
+
+    async def start(self) -> None:
+        self.runtime = DeploymentRuntime(self.settings)
+        self.broker = create_broker(self.platform, service="deployment-test")
+        await self.runtime.open()
+        self.runtime.attach(self.broker)
+        await self.broker.start()
+        await self.runtime.begin()
+
+    async def stop(self) -> None:
+        assert self.runtime is not None
+        await self.broker.stop()
+        await self.runtime.close()
+
+    async def read(self) -> None:
+        consumer = AIOKafkaConsumer(
+            DEPLOYMENTS,
+            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=f"reader-{uuid.uuid4().hex}",
+        )
+        await consumer.start()
+        try:
+            while True:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for m in records:
+                        envelope = decode(KafkaRecord(m.key, m.value or b"", tuple(m.headers or ())))
+                        if getattr(envelope.data, "model_name", None) == self.model:
+                            self.events.append(envelope)
+        finally:
+            await consumer.stop()
+
+    async def wait_for(self, kind: type, version: int, timeout: float = 240) -> Envelope[Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                for envelope in self.events:
+                    if isinstance(envelope.data, kind) and envelope.data.model_version == version:
+                        return envelope
+                await asyncio.sleep(0.2)
+
+    async def approve(self, version: int) -> str:
+        correlation = f"corr-{uuid.uuid4().hex[:8]}"
+        async with EventPublisher(self.platform, service="test") as publisher:
+            await publisher.publish(
+                EvaluationCompleted(
+                    model_name=self.model,
+                    model_version=version,
+                    candidate_artifact_uri="unused",
+                    decision=Decision.APPROVED,
+                ),
+                correlationid=correlation,
+            )
+        return correlation
+
+
+async def _send(platform: PlatformSettings, name: str, texts: list[str]) -> tuple[int, int]:
+    """Call Triton directly (the canary watch counts Triton's own statistics); (ok, failed)."""
+    client = grpcclient.InferenceServerClient(platform.triton_grpc_url)
+    ok = failed = 0
+    try:
+        for text in texts:
+            value = grpcclient.InferInput(TEXT_INPUT, [1, 1], "BYTES")
+            value.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+            try:
+                await client.infer(name, [value])
+                ok += 1
+            except Exception:
+                failed += 1
+    finally:
+        await client.close()
+    return ok, failed
+
+
+@pytest.fixture(scope="module")
+async def harness(
+    triton_settings: PlatformSettings, kafka_settings: PlatformSettings, tiny_model: Any
+) -> AsyncIterator[Harness]:
+    model = f"deploy-{uuid.uuid4().hex[:6]}"
+    store = ArtifactStore(kafka_settings.resolved_artifact_store_uri)
+    source = f"models/{tiny_model.model_name}/{tiny_model.model_version}"
+    _copy_version(store, source, model, 1)
+    _copy_version(store, source, model, 2)
+    _copy_version(store, source, model, 3, max_length=100_000)
+    h = Harness(kafka_settings, model)
+    reader = asyncio.get_running_loop().create_task(h.read())
+    await h.start()
+    try:
+        yield h
+    finally:
+        if h.runtime is not None:
+            await h.stop()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_first_version_goes_live_then_a_healthy_canary_is_promoted(harness: Harness) -> None:
+    triton = grpcclient.InferenceServerClient(harness.platform.triton_grpc_url)
+    try:
+        correlation = await harness.approve(1)
+        promoted = await harness.wait_for(DeploymentPromoted, 1)
+        assert promoted.correlationid == correlation and promoted.data.previous_version is None
+        assert await triton.is_model_ready(triton_name(harness.model, 1))
+
+        await harness.approve(2)
+        canary = await harness.wait_for(DeploymentCanaryStarted, 2)
+        assert canary.data.champion_version == 1 and canary.data.traffic_share == pytest.approx(0.1)
+        await _send(harness.platform, triton_name(harness.model, 2), ["where is my new card"] * 14)
+        promoted = (await harness.wait_for(DeploymentPromoted, 2)).data
+        assert promoted.previous_version == 1 and "healthy over" in promoted.reason
+
+        async with asyncio.timeout(30):  # the old champion is retired after the grace period
+            while await triton.is_model_ready(triton_name(harness.model, 1)):
+                await asyncio.sleep(0.2)
+        assert not (harness.platform.model_repository / triton_name(harness.model, 1)).exists()
+    finally:
+        await triton.close()
+
+
+async def test_a_canary_that_errors_is_rolled_back_automatically(harness: Harness) -> None:
+    await harness.wait_for(DeploymentPromoted, 2)
+    await harness.approve(3)
+    await harness.wait_for(DeploymentCanaryStarted, 3)  # short smoke-test texts pass
+    ok, failed = await _send(harness.platform, triton_name(harness.model, 3), [LONG_TEXT] * 5)
+    assert failed == 5 and ok == 0
+    rolled_back = (await harness.wait_for(DeploymentRolledBack, 3)).data
+    assert rolled_back.restored_version == 2 and "error rate" in rolled_back.reason
+    assert rolled_back.rolled_back_by == "deployment"
+
+
+async def test_operators_roll_back_and_promote_through_the_ops_api(harness: Harness) -> None:
+    await harness.wait_for(DeploymentRolledBack, 3)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{harness.platform.ops_port}") as channel:
+        ops = ops_pb2_grpc.OpsServiceStub(channel)
+        status = (await ops.GetStatus(ops_pb2.GetStatusRequest(model=harness.model))).models[0]
+        assert (status.champion_version, status.canary_version, status.state) == (2, 0, "serving")
+        assert list(status.available_versions) == [1, 2, 3]
+
+        rolled = await ops.Rollback(ops_pb2.RollbackRequest(model=harness.model, reason="drill"), timeout=300)
+        assert rolled.status.champion_version == 1  # the previous champion, loaded again from its artifacts
+
+        promoted = await ops.Promote(ops_pb2.PromoteRequest(model=harness.model, version=2), timeout=300)
+        assert promoted.status.champion_version == 2
+
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await ops.Rollback(ops_pb2.RollbackRequest(model=harness.model, version=9))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await ops.GetStatus(ops_pb2.GetStatusRequest(model="no-such-model"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as no_canary:
+            await ops.Promote(ops_pb2.PromoteRequest(model=harness.model))
+        assert no_canary.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_restarted_service_reconciles_triton_with_the_topic(harness: Harness) -> None:
+    champion = triton_name(harness.model, 2)
+    await harness.stop()
+    harness.runtime = None
+    triton = grpcclient.InferenceServerClient(harness.platform.triton_grpc_url)
+    try:
+        await triton.unload_model(champion)  # as after a Triton restart: the live version is gone
+        stray = triton_name(harness.model, 3)
+        assert not (harness.platform.model_repository / stray).exists()
+        await harness.start()  # replays the topic, then loads what must be live
+        assert await triton.is_model_ready(champion)
+        assert harness.runtime is not None and harness.runtime.service is not None
+        assert harness.runtime.service.state(harness.model).champion_version == 2
+
+        await triton.unload_model(champion)  # while it runs: the reconciler restores it
+        async with asyncio.timeout(120):
+            while not await triton.is_model_ready(champion):
+                await asyncio.sleep(0.5)
+    finally:
+        await triton.close()
