@@ -19,6 +19,7 @@ from typing import Protocol
 
 import httpx
 
+from llmops_cli.stack.keys import export_gateway_keys
 from llmops_config import PlatformSettings
 from llmops_events.topics import TOPICS, TopicSpec
 
@@ -199,6 +200,8 @@ class ServiceComponent:
             return f"already running (metrics :{self.metrics_port})"
         if not self.process.is_running():
             progress.step(f"{self.name}: starting (log {self.process.log_file})")
+            if self.name == "gateway":
+                export_gateway_keys(self.settings)
             self.process.start([sys.executable, "-m", self.module], cwd=Path.cwd())
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < self.ready_timeout:
