@@ -67,6 +67,9 @@ class ServiceConfig:
     worker_name: str
     work_dir: Path
     code_version: str
+    fresh_snapshot_wait_s: float = 0.0
+    """For a drift or quality retraining on "the latest snapshot": how long to wait for one cut
+    after the request (ingestion cuts it when it sees the request) before using the latest."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ class _Published:
     uri: str
     result: TrainingResult
     lineage: dict[str, Any]
+
+
+_FRESH_DATA_REASONS = frozenset({"drift", "quality"})
 
 
 class FineTuningService:
@@ -104,7 +110,23 @@ class FineTuningService:
             request, request_id=envelope.id, correlation_id=envelope.correlationid, defaults=self._config.defaults
         )
         async with self._one_job:
+            if job.dataset_id is None and job.reason in _FRESH_DATA_REASONS and self._config.fresh_snapshot_wait_s:
+                await self._wait_for_fresh_snapshot(envelope.time, self._config.fresh_snapshot_wait_s)
             await self._run(job)
+
+    async def _wait_for_fresh_snapshot(self, requested_at: datetime, timeout_s: float) -> None:
+        """Wait until a snapshot created at or after ``requested_at`` exists, so a retraining
+        caused by drift learns from the traffic that drifted (fed back as labelled records)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            latest = await asyncio.to_thread(self._datasets.latest)
+            if latest is not None and latest[1] >= requested_at:
+                return
+            await asyncio.sleep(1.0)
+        logger.warning(
+            "no snapshot newer than the retraining request appeared; training on the latest one",
+            extra={"waited_s": timeout_s},
+        )
 
     async def _run(self, job: TrainingJob) -> None:
         existing = await asyncio.to_thread(self._registry.find_by_request, job.model_name, job.request_id)

@@ -72,6 +72,7 @@ class FineTuningRuntime:
                 worker_name=settings.worker_name,
                 work_dir=settings.work_dir,
                 code_version=await asyncio.to_thread(code_version),
+                fresh_snapshot_wait_s=settings.fresh_snapshot_wait_s,
             ),
             datasets=ArtifactDatasetReader(store),
             registry=ArtifactModelRegistry(store),

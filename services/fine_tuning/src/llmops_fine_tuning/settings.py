@@ -40,6 +40,10 @@ class FineTuningSettings(BaseSettings):
     max_job_seconds: int = Field(default=3 * 60 * 60, ge=60)
     """Longest job this replica expects; the consumer's ``max_poll_interval_ms`` is set just above it."""
 
+    fresh_snapshot_wait_s: float = Field(default=180.0, ge=0)
+    """A drift or quality retraining without a dataset id first waits this long for a snapshot cut
+    after the request (ingestion cuts one on seeing it), so it learns from the drifted traffic."""
+
     max_attempts: int = Field(default=3, ge=1)
     """Deliveries of one request that failed for a transient reason before it goes to the DLQ."""
 

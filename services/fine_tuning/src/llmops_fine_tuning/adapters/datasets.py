@@ -44,6 +44,11 @@ class ArtifactDatasetReader:
         self._cached: tuple[str, pd.DataFrame] | None = None
 
     def latest_dataset_id(self) -> str | None:
+        latest = self.latest()
+        return latest[0] if latest else None
+
+    def latest(self) -> tuple[str, datetime] | None:
+        """The newest complete snapshot: its id and creation time."""
         newest: tuple[datetime, str] | None = None
         for name in self._store.list(DATASETS_PREFIX):
             path = dataset_path(name)
@@ -58,7 +63,7 @@ class ArtifactDatasetReader:
                 continue
             if newest is None or (created, name) > newest:
                 newest = (created, name)
-        return newest[1] if newest else None
+        return (newest[1], newest[0]) if newest else None
 
     def manifest(self, dataset_id: str) -> dict[str, Any]:
         return dict(self._store.read_json(f"{dataset_path(dataset_id)}/{MANIFEST_FILE}"))

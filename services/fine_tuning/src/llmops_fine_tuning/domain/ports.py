@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +58,10 @@ class DatasetReader(Protocol):
     """Dataset snapshots written by the ingestion service."""
 
     def latest_dataset_id(self) -> str | None: ...
+
+    def latest(self) -> tuple[str, datetime] | None:
+        """The newest complete snapshot's id and creation time."""
+        ...
 
     def summary(self, dataset_id: str) -> DatasetSummary | None:
         """Counts per split and label, or None when there is no complete snapshot of that id."""
