@@ -113,22 +113,51 @@ def with_pii(records: list[DemoRecord], *, share: float, seed: int) -> list[Demo
     ]
 
 
-def drifted_texts(records: list[DemoRecord], *, seed: int) -> list[str]:
-    """Traffic unlike the training data: another domain, noise and shouting."""
+OUT_OF_SCOPE = "out_of_scope"
+"""The label feedback gives requests the bank's assistant was never meant to answer."""
+
+_OTHER_DOMAINS: tuple[str, ...] = (
+    "What time does the pharmacy on {place} open on Sunday?",
+    "Book me a table for {n} at the Italian place near {place}",
+    "Is my parcel from the online shop delayed again?",
+    "Recommend a good laptop for gaming under {n}00 pounds",
+    "How do I reset the wifi router in the living room?",
+    "Can I bring my dog on the train to {place}?",
+    "My phone contract renews in {n} days, can I switch plans?",
+    "The hotel in {place} charged me for a minibar I never used",
+    "Which vaccine do I need before travelling to {place}?",
+    "My flight to {place} was cancelled, how do I rebook?",
+    "The delivery driver left my groceries at the wrong door",
+    "How many loyalty points do I need for a free coffee?",
+    "Can you fix the heating in flat {n}? It stopped working",
+    "My kid's school bus was {n} minutes late again",
+    "Why is my electricity meter reading so high this month?",
+    "Cancel my gym membership from next month",
+)
+_PLACES = ("Camden", "Leeds", "the station", "Main Street", "Lisbon", "Berlin", "the airport", "Dublin")
+
+
+def drifted(records: list[DemoRecord], *, seed: int, out_of_scope_share: float = 0.5) -> list[DemoRecord]:
+    """Traffic unlike the training data, with the true labels feedback would give: requests from
+    other domains (``out_of_scope``, a topic the model never saw) and the rest in new, noisy
+    phrasing (typos, shouting, filler) of the original intents."""
     rng = random.Random(seed)
-    other_domain = [
-        "What time does the pharmacy open on Sunday?",
-        "Book me a table for four at 8pm",
-        "Is my parcel from the online shop delayed?",
-        "Recommend a good laptop for gaming",
-        "How do I reset the router in the living room?",
-        "Can I bring my dog on the train?",
-    ]
-    out = []
+    out: list[DemoRecord] = []
     for record in records:
-        if rng.random() < 0.5:
-            out.append(rng.choice(other_domain))
+        if rng.random() < out_of_scope_share:
+            template = rng.choice(_OTHER_DOMAINS)
+            text = rng.choice(_PREFIXES) + template.format(n=rng.randint(2, 40), place=rng.choice(_PLACES))
+            out.append(DemoRecord(text + rng.choice(_SUFFIXES), OUT_OF_SCOPE))
         else:
-            noisy = "".join(c.upper() if rng.random() < 0.3 else c for c in record.text)
-            out.append(noisy.replace(" ", "  ") + " !!!")
+            out.append(DemoRecord(_noisy(record.text, rng), record.label))
     return out
+
+
+def _noisy(text: str, rng: random.Random) -> str:
+    letters = []
+    for char in text:
+        roll = rng.random()
+        if char.isalpha() and roll < 0.06:
+            continue  # dropped letter
+        letters.append(char.upper() if roll > 0.75 else char)
+    return "ummm so " + "".join(letters) + rng.choice((" !!!", " ??", " asap pls", " ..."))
