@@ -157,17 +157,19 @@ def _snapshot_threshold() -> int:
     return IngestionSettings().snapshot_every_n_labelled
 
 
-async def run_demo(settings: PlatformSettings, options: DemoOptions) -> int:
-    """Run the lifecycle; returns the process exit code (0 when every stage that exists succeeded)."""
+async def run_demo(settings: PlatformSettings, options: DemoOptions, *, events: EventLog | None = None) -> int:
+    """Run the lifecycle; returns the process exit code (0 only when the loop closed). Pass
+    ``events`` to keep every event the demo saw (the end-to-end test asserts on them)."""
     timeline = Timeline()
     run_id = uuid.uuid4().hex[:8]
     tenant = f"demo-{run_id}"  # a fresh tenant per run: de-duplication is per tenant
-    events = EventLog(settings)
+    events = events or EventLog(settings)
     await events.start()
     try:
         return await _lifecycle(settings, options, timeline, events, run_id, tenant)
-    except TimeoutError:
-        timeline.say("demo", "[FAILED] timed out waiting for the next event; see `make logs`")
+    except TimeoutError as error:
+        timeline.say("demo", f"[FAILED] timed out waiting for the next step{f' ({error})' if str(error) else ''}")
+        timeline.say("demo", "see `make logs` and `make status`")
         return 1
     finally:
         await events.stop()
