@@ -128,6 +128,10 @@ class MonitoringService:
         self._lock = asyncio.Lock()
         self.last_report: WindowReport | None = None
 
+    def reference(self, model_name: str, version: int) -> Any:
+        """The version's reference (built and cached on first use; blocking)."""
+        return self._references.get(model_name, version)
+
     # -- handlers ---------------------------------------------------------------------------
 
     async def on_inference(self, envelope: Envelope[Any]) -> None:

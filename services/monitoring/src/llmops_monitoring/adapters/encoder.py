@@ -38,6 +38,10 @@ class MiniLMEncoder:
         self._model = load_encoder(self._base_model).eval()
         self._tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(self._base_model))
 
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 

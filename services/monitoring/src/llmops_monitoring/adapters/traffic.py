@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
 from llmops_events import DecodeError, KafkaRecord, decode
@@ -26,6 +27,7 @@ async def read_latest_traffic(
     newest ``scan_per_partition`` messages of each partition, without a consumer group (no offsets move).
     Undecodable messages are skipped: they are the service's DLQ's business, not a report's."""
     consumer = AIOKafkaConsumer(
+        topic,
         bootstrap_servers=platform.kafka_bootstrap_servers,
         client_id=f"{platform.kafka_client_id_prefix}-drift-report",
         enable_auto_commit=False,
@@ -33,11 +35,14 @@ async def read_latest_traffic(
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the metadata partitions_for_topic answers from
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
+        # Without a group, a subscription is assigned every partition once the metadata arrived.
+        for _ in range(100):
+            partitions = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+        else:
             return {}
-        consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         begins = await consumer.beginning_offsets(partitions)
         remaining = {}

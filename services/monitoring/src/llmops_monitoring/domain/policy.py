@@ -212,6 +212,14 @@ def decide(
         )
     streak = state.consecutive_breaches + 1
     state = replace(state, consecutive_breaches=streak)
+    # The cooldown is checked first: while a new model is on its way, that is the reason nothing
+    # happens, whatever the streak.
+    last = state.last_request_at
+    if last is not None and now - last < policy.cooldown_minutes * 60:
+        remaining = policy.cooldown_minutes - (now - last) / 60
+        return Decision(
+            Action.COOLDOWN, kind, breached, f"breach ({listing}) during the cooldown ({remaining:.0f} min left)", state
+        )
     if streak < policy.consecutive_windows:
         return Decision(
             Action.DEBOUNCE,
@@ -219,12 +227,6 @@ def decide(
             breached,
             f"breach ({listing}) in {streak} of {policy.consecutive_windows} consecutive windows needed",
             state,
-        )
-    last = state.last_request_at
-    if last is not None and now - last < policy.cooldown_minutes * 60:
-        remaining = policy.cooldown_minutes - (now - last) / 60
-        return Decision(
-            Action.COOLDOWN, kind, breached, f"breach ({listing}) during the cooldown ({remaining:.0f} min left)", state
         )
     if len(recent) >= policy.max_retrains_per_day:
         return Decision(
