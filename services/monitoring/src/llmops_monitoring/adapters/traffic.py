@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -60,7 +61,7 @@ async def read_latest_traffic(
                         key=message.key, value=message.value or b"", headers=tuple(message.headers or ())
                     )
                     try:
-                        data = decode(record).data
+                        data: Any = decode(record).data
                     except DecodeError:
                         continue
                     if (
