@@ -47,6 +47,9 @@ promote: ## Make the canary (or VERSION=n) the champion of MODEL=name, through t
 rollback: ## Roll MODEL=name back: end its canary, or restore VERSION=n (default: the previous champion)
 	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<name> [VERSION=<n>]"; exit 2; }
 	@$(LLMOPS) rollback --model $(MODEL) $(if $(VERSION),--version $(VERSION))
+drift-report: ## Write a drift/quality report from a model's latest traffic: MODEL=name [LAST=1000] [VERSION=n]
+	@test -n "$(MODEL)" || { echo "usage: make drift-report MODEL=<name> [LAST=<events>] [VERSION=<n>]"; exit 2; }
+	@$(LLMOPS) drift-report --model $(MODEL) $(if $(LAST),--last $(LAST)) $(if $(VERSION),--version $(VERSION))
 
 dlq-replay: ## Re-submit dead-lettered messages to their original topic (TOPIC=, REASON= to filter)
 	@$(LLMOPS) dlq replay $(if $(TOPIC),--topic $(TOPIC)) $(if $(REASON),--reason $(REASON))
@@ -58,7 +61,7 @@ test: setup ## Run every test: unit, contract and integration (starts its own Ka
 test-unit: setup ## Run the fast tests only (no broker, no Triton)
 	@$(PYTEST) -m "not integration and not e2e" $(PYTEST_ARGS)
 
-bench: setup ## Run every benchmark (ingestion, fine-tuning) into var/bench/results.{json,md} and README (~20 min; ONLY=name)
+bench: setup ## Run every benchmark (ingestion, fine-tuning, monitoring) into var/bench/results.{json,md} and README (~20 min; ONLY=name)
 	@$(VENV)/bin/python -m bench.run --readme README.md $(if $(ONLY),--only $(ONLY))
 
 lint: setup ## Lint and type-check (ruff, mypy)
@@ -76,4 +79,4 @@ help: ## List the targets
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-.PHONY: setup up down status logs demo snapshot retrain evaluate promote rollback dlq-replay test test-unit bench lint generate clean help
+.PHONY: setup up down status logs demo snapshot retrain evaluate promote rollback drift-report dlq-replay test test-unit bench lint generate clean help

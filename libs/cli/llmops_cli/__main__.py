@@ -331,6 +331,31 @@ def rollback_command(
     _console().print(escape(ops.describe(status)))
 
 
+@app.command("drift-report")
+def drift_report(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    last: Annotated[int, typer.Option(help="How many of the model's latest inference events to report on.")] = 1000,
+    version: Annotated[int | None, typer.Option(help="Only this model version (default: every version seen).")] = None,
+) -> None:
+    """Write a drift/quality report now from the model's latest traffic on the inference topic (publishes nothing)."""
+    from llmops_monitoring.main import drift_report_by_hand
+
+    reports = asyncio.run(drift_report_by_hand(model, last=last, version=version))
+    console = _console()
+    if not reports:
+        console.print(f"no inference events of {model} among the latest messages of the inference topic")
+        raise typer.Exit(1)
+    for report in reports:
+        summary = report.summary
+        breached = [name for name, item in summary["signals"].items() if item["breached"]]
+        console.print(
+            f"{model} v{summary['model_version']}: {summary['window']['size']} events, "
+            f"decision {report.decision.action.value}: {escape(report.decision.explanation)}"
+        )
+        console.print(f"  signals above threshold: {', '.join(breached) or 'none'}")
+        console.print(f"  report {report.html_uri}\n  json   {report.json_uri}")
+
+
 def main() -> None:
     """Entry point of the ``llmops`` console script."""
     app()

@@ -1,0 +1,256 @@
+"""Monitoring: report time per window, detection delay of a 50% shift, false alarms in-distribution.
+
+Method (issue 7, "Done when"):
+
+1. A BANKING77 snapshot (train CSV split 80/20 into train/validation, test CSV as test) is written
+   to a scratch artifact store; the served model is the stand-in classifier of
+   ``llmops_monitoring.testing`` (TF-IDF nearest centroid, trained in a second), which also gives
+   the reference's predictions. The reference is built as the service builds it (2,000 validation
+   examples, MiniLM embeddings), untimed.
+2. **Report time**: ``MonitoringService.build_report`` on one in-distribution window of 1,000 and
+   one of 10,000 events (BANKING77 test texts drawn with replacement) with the encoder's cache
+   emptied first, so the embedding of the window's sample (1,000 texts) is inside the time:
+   Evidently descriptors and drift metrics, embeddings, the classifier drift method, HTML+JSON.
+3. **False alarms**: 20 windows of 1,000 in-distribution events through the service's inference
+   handler, under the shipped policy (``deploy/policies/drift.yaml``); a false alarm is a
+   training request.
+4. **Detection delay**: 2 in-distribution windows, then traffic where half the texts come from
+   other domains or are noised (``shifted_texts``), until the service requests retraining; the
+   delay is the events served after the shift began until the request, in events and windows.
+
+The service runs in-process with a publisher that records what it would publish: the figures
+are the monitoring's own cost and behaviour; the integration tests run the same code on the broker.
+Environment: ``LLMOPS_BENCH_MONITORING_WINDOW`` (events per window, default 1,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.framework import BenchContext, Benchmark
+from bench.results import BenchResult, Figure, Target
+
+NAME = "monitoring"
+WINDOW_ENV = "LLMOPS_BENCH_MONITORING_WINDOW"
+DEFAULT_WINDOW = 1000
+IN_DISTRIBUTION_WINDOWS = 20
+MAX_SHIFTED_WINDOWS = 6
+
+REPORT_1K = Figure(benchmark=NAME, name="report time, 1k-event window", unit="s")
+REPORT_10K = Figure(
+    benchmark=NAME,
+    name="report time, 10k-event window",
+    unit="s",
+    target=Target(comparison="<", threshold=10),
+)
+DELAY_WINDOWS = Figure(
+    benchmark=NAME,
+    name="detection delay of a 50% shift",
+    unit="windows",
+    target=Target(comparison="<=", threshold=2),
+)
+DELAY_EVENTS = Figure(benchmark=NAME, name="detection delay of a 50% shift (events)", unit="events")
+FALSE_ALARMS = Figure(
+    benchmark=NAME,
+    name=f"false alarms over {IN_DISTRIBUTION_WINDOWS} in-distribution windows",
+    unit="requests",
+    target=Target(comparison="<=", threshold=0),
+)
+FIGURES = (REPORT_1K, REPORT_10K, DELAY_WINDOWS, DELAY_EVENTS, FALSE_ALARMS)
+
+
+class RecordingPublisher:
+    """Stands in for ``EventPublisher``: keeps what would be published."""
+
+    source = "/llmops/monitoring-bench"
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    async def publish(self, data: Any, **_: Any) -> Any:
+        self.published.append(data)
+        return data
+
+
+def _service(context: BenchContext, window: int) -> tuple[Any, Any, Any, Any, Any]:
+    from llmops_config import PlatformSettings
+    from llmops_messaging import ProcessedEvents
+    from llmops_monitoring.adapters.encoder import MiniLMEncoder
+    from llmops_monitoring.adapters.metrics import MonitoringMetrics
+    from llmops_monitoring.adapters.policy_state import PolicyStateStore
+    from llmops_monitoring.adapters.reference import ArtifactReferences
+    from llmops_monitoring.domain.policy import load_policy
+    from llmops_monitoring.handlers import ChampionTable, MonitoringService
+    from llmops_monitoring.settings import MonitoringSettings
+    from llmops_monitoring.testing import StandInClassifier, banking77, snapshot_frame
+    from llmops_storage import ArtifactStore
+
+    shared = context.require_shared("banking77/train.csv").parents[1]
+    context.require_shared("banking77/test.csv")
+    var_dir = context.scratch("monitoring-var")
+    settings = MonitoringSettings(
+        platform=PlatformSettings(var_dir=var_dir),
+        window_size=window,
+        window_seconds=None,
+        metrics_port=0,
+    )
+    store = ArtifactStore(settings.platform.resolved_artifact_store_uri)
+    train, test = banking77(shared)
+    frame = snapshot_frame(train, test)
+    from llmops_fine_tuning.testing import write_snapshot
+
+    write_snapshot(store, frame, dataset_id="banking77-bench")
+    train_split = frame[frame["split"] == "train"]
+    model = StandInClassifier(train_split["text"], train_split["label"])
+    policy = load_policy(context.repo_root / "deploy" / "policies" / "drift.yaml")
+    encoder = MiniLMEncoder()
+    processed = ProcessedEvents(settings.state_db, consumer="bench")
+    publisher = RecordingPublisher()
+    service = MonitoringService(
+        settings=settings,
+        policy=policy,
+        store=store,
+        references=ArtifactReferences(
+            store,
+            encoder=encoder,
+            cache_dir=settings.reference_cache_dir,
+            size=settings.reference_size,
+            seed=settings.seed,
+            predictor_loader=lambda name, version: model,
+        ),
+        encoder=encoder,
+        publisher=publisher,  # type: ignore[arg-type]
+        policy_state=PolicyStateStore(processed.connection),
+        champions=ChampionTable(processed.connection),
+        metrics=MonitoringMetrics(),
+    )
+    service.test_texts = test["text"].tolist()  # type: ignore[attr-defined]
+    return service, store, model, publisher, encoder
+
+
+def _new_model(store: Any) -> str:
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    store.write_json(f"models/{name}/1/manifest.json", {"lineage": {"dataset_id": "banking77-bench"}})
+    return name
+
+
+def _observations(model: Any, texts: list[str]) -> list[Any]:
+    from llmops_monitoring.domain.windows import Observation
+
+    labels, confidences = model.predict(texts)
+    now = datetime.now(UTC)
+    return [
+        Observation(uuid.uuid4().hex, text, label, min(1.0, confidence), now)
+        for text, label, confidence in zip(texts, labels, confidences, strict=True)
+    ]
+
+
+async def _serve(service: Any, model: Any, model_name: str, texts: list[str]) -> None:
+    from llmops_events import Envelope
+    from llmops_events.v1 import InferenceLogged
+
+    labels, confidences = model.predict(texts)
+    for text, label, confidence in zip(texts, labels, confidences, strict=True):
+        event = InferenceLogged(
+            request_id=uuid.uuid4().hex,
+            model_name=model_name,
+            model_version=1,
+            text=text,
+            label=label,
+            confidence=min(1.0, confidence),
+            latency_ms=1.0,
+            served_at=datetime.now(UTC),
+        )
+        await service.on_inference(Envelope.wrap(event, source="/bench"))
+
+
+def _requests(publisher: RecordingPublisher, model_name: str) -> int:
+    from llmops_events.v1 import TrainingRequested
+
+    return sum(isinstance(e, TrainingRequested) and e.model_name == model_name for e in publisher.published)
+
+
+async def run(context: BenchContext) -> list[BenchResult]:
+    from llmops_monitoring.domain.windows import WindowKey
+    from llmops_monitoring.testing import sample_texts, shifted_texts
+
+    reporter = context.reporter
+    window = int(os.environ.get(WINDOW_ENV, DEFAULT_WINDOW))
+    reporter.status("BANKING77 snapshot, stand-in model, encoder")
+    service, store, model, publisher, encoder = await asyncio.to_thread(_service, context, window)
+    texts: list[str] = service.test_texts
+
+    # Report time (the reference is built first, untimed, as it is once per model version).
+    timing_model = _new_model(store)
+    reporter.status("building the reference (2,000 validation texts: predictions + embeddings)")
+    started = time.perf_counter()
+    await asyncio.to_thread(service.reference, timing_model, 1)
+    reporter.step(f"  reference built in {time.perf_counter() - started:.1f}s (untimed)")
+    rows: list[BenchResult] = []
+    for size, figure in ((1000, REPORT_1K), (10_000, REPORT_10K)):
+        observations = _observations(model, sample_texts(texts, size, seed=size))
+        encoder.clear_cache()  # the window's embeddings are part of its report
+        reporter.status(f"report of a {size:,}-event window")
+        started = time.perf_counter()
+        report = await asyncio.to_thread(service.build_report, WindowKey(timing_model, 1), observations, act=False)
+        seconds = time.perf_counter() - started
+        reporter.step(
+            f"  {size:,}-event window: {seconds:.2f}s "
+            f"({', '.join(f'{k} {v:.2f}s' for k, v in report.summary['seconds'].items())})"
+        )
+        rows.append(figure.measured(seconds))
+
+    # False alarms over a long in-distribution replay.
+    calm_model = _new_model(store)
+    reports_before = len(publisher.published)
+    for index in range(IN_DISTRIBUTION_WINDOWS):
+        reporter.status(f"in-distribution window {index + 1}/{IN_DISTRIBUTION_WINDOWS}")
+        await _serve(service, model, calm_model, sample_texts(texts, window, seed=1000 + index))
+    calm_reports = [e for e in publisher.published[reports_before:] if getattr(e, "model_name", None) == calm_model]
+    worst = max((r.signals.get("embedding", 0.0) for r in calm_reports if hasattr(r, "signals")), default=float("nan"))
+    false_alarms = _requests(publisher, calm_model)
+    reporter.step(
+        f"  {IN_DISTRIBUTION_WINDOWS} in-distribution windows of {window:,}: {false_alarms} request(s); "
+        f"largest embedding drift score {worst:.3f}"
+    )
+    rows.append(FALSE_ALARMS.measured(false_alarms))
+
+    # Detection delay of a 50% shift.
+    shift_model = _new_model(store)
+    await _serve(service, model, shift_model, sample_texts(texts, 2 * window, seed=7))
+    if _requests(publisher, shift_model):
+        rows.append(DELAY_WINDOWS.unmeasured("a request came before the shift began (a false alarm)"))
+        return rows
+    served = 0
+    for index in range(MAX_SHIFTED_WINDOWS):
+        reporter.status(f"shifted window {index + 1}")
+        shifted = shifted_texts(sample_texts(texts, window, seed=2000 + index), share=0.5, seed=index)
+        for text in shifted:
+            await _serve(service, model, shift_model, [text])
+            served += 1
+            if _requests(publisher, shift_model):
+                break
+        if _requests(publisher, shift_model):
+            break
+    if _requests(publisher, shift_model):
+        reporter.step(f"  retraining requested {served:,} events ({served / window:g} windows) after the shift began")
+        rows.append(DELAY_WINDOWS.measured(served / window))
+        rows.append(DELAY_EVENTS.measured(served))
+    else:
+        reason = f"no request within {MAX_SHIFTED_WINDOWS} shifted windows"
+        rows += [DELAY_WINDOWS.unmeasured(reason), DELAY_EVENTS.unmeasured(reason)]
+    return rows
+
+
+BENCHMARK = Benchmark(
+    name=NAME,
+    title="monitoring: report time, detection delay of a 50% shift, false alarms in-distribution",
+    figures=FIGURES,
+    run=run,
+    time_limit_s=1500,
+)

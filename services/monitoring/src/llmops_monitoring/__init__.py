@@ -1,0 +1,1 @@
+"""Monitoring: windowed drift and quality reports over live traffic that ask for retraining."""

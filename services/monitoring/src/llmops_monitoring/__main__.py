@@ -1,0 +1,3 @@
+from llmops_monitoring.main import main
+
+main()

@@ -1,0 +1,245 @@
+"""The drift policy: which signals count, their thresholds, and the debounce that keeps one drift
+from becoming a retraining storm (consecutive windows, cooldown, a daily cap).
+
+Every signal is a score where higher means further from the reference; a signal *breaches* when
+its score is above its threshold. The decision is a pure function of the policy, the window's
+signals and the model's ``PolicyState`` (which the service persists, so a restart keeps the cooldown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DRIFT_SIGNALS: dict[str, str] = {
+    "embedding": "ROC AUC of a classifier telling window from reference sentence embeddings (0.5 = same)",
+    "prediction": "Jensen-Shannon distance between predicted label distributions",
+    "confidence": "Wasserstein distance (normed by the reference std) of prediction confidences",
+    "length": "Wasserstein distance (normed) of text length in characters",
+    "word_count": "Wasserstein distance (normed) of words per text",
+    "sentence_count": "Wasserstein distance (normed) of sentences per text",
+    "non_letter_share": "Wasserstein distance (normed) of the share of non-letter characters",
+    "oov_share": "Wasserstein distance (normed) of the share of words absent from the training vocabulary",
+}
+QUALITY_SIGNALS: dict[str, str] = {
+    "accuracy_drop": "reference accuracy minus accuracy on the window's labelled requests",
+    "f1_drop": "reference weighted F1 minus weighted F1 on the window's labelled requests",
+}
+DAY_SECONDS = 24 * 60 * 60
+# Calibrated on BANKING77 (README "Monitoring"); deploy/policies/drift.yaml repeats them.
+DEFAULT_DRIFT_THRESHOLDS: dict[str, float] = {
+    "embedding": 0.62,
+    "confidence": 0.35,
+    "oov_share": 0.5,
+    "prediction": 0.3,
+    "length": 0.25,
+    "word_count": 0.25,
+    "sentence_count": 0.25,
+    "non_letter_share": 0.25,
+}
+
+
+class DriftPolicy(BaseModel):
+    """``deploy/policies/drift.yaml``; unknown keys and unknown signal names are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_window_size: int = Field(default=200, ge=1)
+    """A window with fewer events is reported but never decides anything."""
+    drift_thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_DRIFT_THRESHOLDS))
+    """Drift signal → threshold: above it the report marks the signal drifted (Evidently's default otherwise)."""
+    decide_on: list[str] = Field(default_factory=lambda: ["embedding", "confidence", "oov_share"])
+    """The drift signals whose breaches count towards a decision; the others are only reported."""
+    min_breached_signals: int = Field(default=2, ge=1)
+    """How many of the ``decide_on`` signals must breach together for the window to count as drifted."""
+    quality_thresholds: dict[str, float] = Field(default_factory=lambda: {"accuracy_drop": 0.15, "f1_drop": 0.15})
+    """Quality signal → threshold (absolute drop against the reference)."""
+    min_labelled: int = Field(default=50, ge=1)
+    """Fewer labelled requests than this gives quality figures in the report but no quality decision."""
+    consecutive_windows: int = Field(default=2, ge=1)
+    """Windows in a row that must breach before retraining is requested (debounce)."""
+    cooldown_minutes: float = Field(default=360, ge=0)
+    """After a request, no other for this model for this long (the new model is on its way)."""
+    max_retrains_per_day: int = Field(default=2, ge=0)
+    """Hard cap on requests per model in any 24 hours."""
+    reference_size: int | None = Field(default=None, ge=10)
+    """Optional override of the service's reference sample size (validation examples)."""
+
+    @field_validator("drift_thresholds")
+    @classmethod
+    def _known_drift(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(DRIFT_SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown drift signal(s) {unknown}; known: {sorted(DRIFT_SIGNALS)}")
+        return value
+
+    @field_validator("decide_on")
+    @classmethod
+    def _known_decisive(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(DRIFT_SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown drift signal(s) {unknown}; known: {sorted(DRIFT_SIGNALS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _decisive_have_thresholds(self) -> DriftPolicy:
+        missing = sorted(set(self.decide_on) - set(self.drift_thresholds))
+        if missing:
+            raise ValueError(f"decide_on signal(s) {missing} have no threshold in drift_thresholds")
+        if self.min_breached_signals > len(self.decide_on):
+            raise ValueError("min_breached_signals is larger than the number of decide_on signals")
+        return self
+
+    @field_validator("quality_thresholds")
+    @classmethod
+    def _known_quality(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(QUALITY_SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown quality signal(s) {unknown}; known: {sorted(QUALITY_SIGNALS)}")
+        return value
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {**self.drift_thresholds, **self.quality_thresholds}
+
+
+def load_policy(path: Path) -> DriftPolicy:
+    """The policy file, or the built-in defaults when it does not exist."""
+    if not path.exists():
+        return DriftPolicy()
+    return DriftPolicy.model_validate(yaml.safe_load(path.read_text()) or {})
+
+
+class Action(StrEnum):
+    NONE = "none"
+    """No breach."""
+    INSUFFICIENT = "insufficient"
+    """Too few events to decide."""
+    OBSERVE_ONLY = "observe_only"
+    """Breach on a version that is not the champion (a canary): reported, not acted on."""
+    DEBOUNCE = "debounce"
+    """Breach, but not yet for ``consecutive_windows`` windows."""
+    COOLDOWN = "cooldown"
+    """Breach, but a request was made less than ``cooldown_minutes`` ago."""
+    DAILY_CAP = "daily_cap"
+    """Breach, but ``max_retrains_per_day`` requests were already made in the last 24 hours."""
+    REQUEST = "request"
+    """Retraining is requested."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """What the policy remembers per model: the breach streak and when retraining was requested."""
+
+    consecutive_breaches: int = 0
+    request_times: tuple[float, ...] = field(default_factory=tuple)
+    """Epoch seconds of the requests of the last 24 hours."""
+
+    @property
+    def last_request_at(self) -> float | None:
+        return self.request_times[-1] if self.request_times else None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    kind: str | None
+    """``drift`` or ``quality`` when something breached."""
+    breached: list[str]
+    explanation: str
+    state: PolicyState
+
+    @property
+    def requested(self) -> bool:
+        return self.action is Action.REQUEST
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "action": self.action.value,
+            "kind": self.kind,
+            "breached": self.breached,
+            "explanation": self.explanation,
+            "consecutive_breaches": self.state.consecutive_breaches,
+        }
+
+
+def breached_signals(policy: DriftPolicy, signals: dict[str, float], *, labelled: int) -> tuple[list[str], list[str]]:
+    """The drift and the quality signals above their thresholds (quality only with enough labels)."""
+    drift = sorted(s for s in policy.decide_on if s in signals and signals[s] > policy.drift_thresholds[s])
+    quality: list[str] = []
+    if labelled >= policy.min_labelled:
+        quality = sorted(s for s, t in policy.quality_thresholds.items() if s in signals and signals[s] > t)
+    return drift, quality
+
+
+def decide(
+    policy: DriftPolicy,
+    *,
+    signals: dict[str, float],
+    window_size: int,
+    labelled: int,
+    state: PolicyState,
+    now: float,
+    actionable: bool = True,
+) -> Decision:
+    """Apply the policy to one window's signals; ``now`` is epoch seconds."""
+    recent = tuple(t for t in state.request_times if now - t < DAY_SECONDS)
+    state = replace(state, request_times=recent)
+    if window_size < policy.min_window_size:
+        return Decision(
+            Action.INSUFFICIENT,
+            None,
+            [],
+            f"{window_size} events < min_window_size {policy.min_window_size}: no decision",
+            state,
+        )
+    drift, quality = breached_signals(policy, signals, labelled=labelled)
+    drifted = len(drift) >= policy.min_breached_signals
+    breached = (drift if drifted else []) + quality
+    if not breached:
+        needed = policy.min_breached_signals
+        detail = f" ({len(drift)} decisive signal(s) above threshold, {needed} needed)" if drift else ""
+        return Decision(Action.NONE, None, [], f"no breach{detail}", replace(state, consecutive_breaches=0))
+    kind = "quality" if quality else "drift"
+    listing = ", ".join(f"{s}={signals[s]:.3f}>{policy.thresholds[s]:g}" for s in breached)
+    if not actionable:
+        return Decision(
+            Action.OBSERVE_ONLY, kind, breached, f"breach ({listing}) on a version that is not the champion", state
+        )
+    streak = state.consecutive_breaches + 1
+    state = replace(state, consecutive_breaches=streak)
+    # The cooldown is checked first: while a new model is on its way, that is the reason nothing
+    # happens, whatever the streak.
+    last = state.last_request_at
+    if last is not None and now - last < policy.cooldown_minutes * 60:
+        remaining = policy.cooldown_minutes - (now - last) / 60
+        return Decision(
+            Action.COOLDOWN, kind, breached, f"breach ({listing}) during the cooldown ({remaining:.0f} min left)", state
+        )
+    if streak < policy.consecutive_windows:
+        return Decision(
+            Action.DEBOUNCE,
+            kind,
+            breached,
+            f"breach ({listing}) in {streak} of {policy.consecutive_windows} consecutive windows needed",
+            state,
+        )
+    if len(recent) >= policy.max_retrains_per_day:
+        return Decision(
+            Action.DAILY_CAP,
+            kind,
+            breached,
+            f"breach ({listing}) but {len(recent)} request(s) in 24 h reached max_retrains_per_day",
+            state,
+        )
+    return Decision(
+        Action.REQUEST,
+        kind,
+        breached,
+        f"breach ({listing}) in {streak} consecutive window(s): retraining requested (reason {kind})",
+        PolicyState(consecutive_breaches=0, request_times=(*recent, now)),
+    )

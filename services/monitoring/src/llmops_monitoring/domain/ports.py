@@ -1,0 +1,49 @@
+"""What the monitoring needs from the outside world, as small interfaces and plain values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+
+class Encoder(Protocol):
+    """Sentence embeddings (one row per text)."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class Predictor(Protocol):
+    """A model version: predicted label and its confidence, per text."""
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]: ...
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a model version's traffic is compared with: a sample of its training snapshot's validation
+    split with the model's own predictions on it, their embeddings, and the training vocabulary."""
+
+    model_name: str
+    model_version: int
+    dataset_id: str
+    frame: pd.DataFrame
+    """Columns ``text``, ``label`` (true), ``prediction``, ``confidence``."""
+    embeddings: np.ndarray
+    vocabulary: frozenset[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.frame)
+
+
+class ReferenceUnavailable(Exception):
+    """No reference can be built (model or snapshot missing); ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,365 @@
+"""The monitoring service's handlers: inference logs and feedback fill windows; a full window is
+analysed against its reference, reported, and judged by the drift policy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from llmops_events import Envelope
+from llmops_events.v1 import (
+    FeedbackSubmitted,
+    InferenceLogged,
+    MonitoringDriftDetected,
+    MonitoringReportCreated,
+    TrainingReason,
+    TrainingRequested,
+)
+from llmops_messaging import EventPublisher
+from llmops_monitoring.adapters.metrics import MonitoringMetrics
+from llmops_monitoring.adapters.policy_state import PolicyStateStore
+from llmops_monitoring.adapters.reference import ArtifactReferences
+from llmops_monitoring.adapters.report_store import write_report
+from llmops_monitoring.domain.analysis import Analysis, analyse
+from llmops_monitoring.domain.policy import DRIFT_SIGNALS, QUALITY_SIGNALS, Decision, DriftPolicy, decide
+from llmops_monitoring.domain.ports import Encoder, ReferenceUnavailable
+from llmops_monitoring.domain.windows import LabelJoin, Observation, Window, WindowBook, WindowKey
+from llmops_monitoring.settings import MonitoringSettings
+from llmops_serving import DeploymentBook
+from llmops_storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "monitoring"
+
+
+@dataclass
+class WindowReport:
+    """One report: what was measured, what was decided, where it was written."""
+
+    summary: dict[str, Any]
+    decision: Decision
+    analysis: Analysis
+    html_uri: str
+    json_uri: str
+
+
+class ChampionTable:
+    """The champion per model, folded from the deployments topic and kept in SQLite (the consumer
+    group's offsets move on, so the fold alone would be empty after a restart)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._book = DeploymentBook()
+        connection.execute("CREATE TABLE IF NOT EXISTS champions (model_name TEXT PRIMARY KEY, version INTEGER)")
+
+    def apply(self, event: Any) -> None:
+        state = self._book.apply(event)
+        if state is not None:
+            self._connection.execute(
+                "INSERT INTO champions (model_name, version) VALUES (?, ?) "
+                "ON CONFLICT(model_name) DO UPDATE SET version = excluded.version",
+                (state.model_name, state.champion_version),
+            )
+
+    def champion(self, model_name: str) -> int | None:
+        row = self._connection.execute("SELECT version FROM champions WHERE model_name = ?", (model_name,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+
+def signal_table(policy: DriftPolicy, analysis: Analysis) -> dict[str, dict[str, Any]]:
+    """Every signal with its score, threshold, whether it decides and whether it is above threshold."""
+    table: dict[str, dict[str, Any]] = {}
+    for name, score in sorted(analysis.signals.items()):
+        quality = name in QUALITY_SIGNALS
+        threshold = policy.quality_thresholds.get(name) if quality else policy.drift_thresholds.get(name)
+        decides = (name in policy.quality_thresholds and analysis.labelled >= policy.min_labelled) or (
+            name in policy.decide_on
+        )
+        table[name] = {
+            "score": round(score, 6),
+            "threshold": threshold,
+            "decides": decides,
+            "breached": threshold is not None and score > threshold,
+            "meaning": QUALITY_SIGNALS.get(name) or DRIFT_SIGNALS.get(name, ""),
+        }
+    return table
+
+
+class MonitoringService:
+    """Windows per model version, reports per window, and retraining requests under the policy."""
+
+    def __init__(
+        self,
+        *,
+        settings: MonitoringSettings,
+        policy: DriftPolicy,
+        store: ArtifactStore,
+        references: ArtifactReferences,
+        encoder: Encoder,
+        publisher: EventPublisher,
+        policy_state: PolicyStateStore,
+        champions: ChampionTable,
+        metrics: MonitoringMetrics,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self.policy = policy
+        self._store = store
+        self._references = references
+        self._encoder = encoder
+        self._publisher = publisher
+        self._policy_state = policy_state
+        self._champions = champions
+        self._metrics = metrics
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._book = WindowBook(max_events=settings.window_size, max_seconds=settings.window_seconds)
+        self._labels = LabelJoin(max_tracked=settings.max_tracked_requests)
+        # One analysis at a time: two would fight over the two CPU cores and the encoder.
+        self._lock = asyncio.Lock()
+        self.last_report: WindowReport | None = None
+
+    def reference(self, model_name: str, version: int) -> Any:
+        """The version's reference (built and cached on first use; blocking)."""
+        return self._references.get(model_name, version)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def on_inference(self, envelope: Envelope[Any]) -> None:
+        event: InferenceLogged = envelope.data
+        key = WindowKey(event.model_name, event.model_version)
+        observation = Observation(
+            request_id=event.request_id,
+            text=event.text,
+            label=event.label,
+            confidence=event.confidence,
+            served_at=event.served_at,
+        )
+        window, closed = self._book.add(key, observation, now=self._clock())
+        self._labels.served(window, observation)
+        self._metrics.open_window_size.labels(key.model_name, str(key.model_version)).set(
+            0 if closed is not None else window.size
+        )
+        if closed is not None:
+            await self.report_window(closed)
+
+    async def on_feedback(self, envelope: Envelope[Any]) -> None:
+        event: FeedbackSubmitted = envelope.data
+        if event.true_label is None:
+            return  # a rating alone says nothing about classification quality
+        joined = self._labels.feedback(event.request_id, event.true_label, book=self._book)
+        self._metrics.feedback.labels(joined).inc()
+
+    async def on_deployment(self, envelope: Envelope[Any]) -> None:
+        self._champions.apply(envelope.data)
+
+    async def tick(self) -> None:
+        """Close and report the windows that reached their time limit."""
+        for window in self._book.expired(now=self._clock()):
+            await self.report_window(window)
+
+    async def flush(self, model_name: str | None = None) -> list[WindowReport]:
+        """Report every open window now (of one model, or all), whatever its size."""
+        reports = []
+        for window in self._book.open_windows():
+            if model_name is None or window.key.model_name == model_name:
+                closed = self._book.close(window.key)
+                if closed is not None:
+                    report = await self.report_window(closed)
+                    if report is not None:
+                        reports.append(report)
+        return reports
+
+    # -- reports ----------------------------------------------------------------------------
+
+    async def report_window(self, window: Window) -> WindowReport | None:
+        """Analyse, write, decide and publish; never raises (a failed report is logged and counted)."""
+        key = window.key
+        late = self._labels.take_late(key)
+        champion = self._champions.champion(key.model_name)
+        actionable = champion is None or champion == key.model_version
+        async with self._lock:
+            try:
+                report = await asyncio.to_thread(
+                    self.build_report, key, window.observations, late=late, actionable=actionable, act=True
+                )
+            except ReferenceUnavailable as error:
+                logger.warning(
+                    "no reference for the window; not reported",
+                    extra={"model": str(key), "reason": error.reason, "detail": error.detail},
+                )
+                self._metrics.reports.labels(key.model_name, f"failed:{error.reason}").inc()
+                return None
+            except Exception:
+                logger.exception("window report failed", extra={"model": str(key), "size": window.size})
+                self._metrics.reports.labels(key.model_name, "failed:error").inc()
+                return None
+        await self._publish(report)
+        self.last_report = report
+        return report
+
+    def build_report(
+        self,
+        key: WindowKey,
+        observations: Sequence[Observation],
+        *,
+        late: Sequence[Observation] = (),
+        actionable: bool = True,
+        act: bool = True,
+    ) -> WindowReport:
+        """The report of one window (blocking: run it in a thread). ``act=False`` (``make drift-report``)
+        decides for the record but leaves the policy state alone."""
+        started = time.perf_counter()
+        policy = self.policy
+        reference = self._references.get(key.model_name, key.model_version)
+        analysis = analyse(
+            observations,
+            reference,
+            encoder=self._encoder,
+            thresholds=policy.drift_thresholds,
+            embedding_sample_size=self._settings.embedding_sample_size,
+            late_labelled=late,
+            seed=self._settings.seed,
+        )
+        state = self._policy_state.load(key.model_name)
+        decision = decide(
+            policy,
+            signals=analysis.signals,
+            window_size=len(observations),
+            labelled=analysis.labelled,
+            state=state,
+            now=self._wall_clock(),
+            actionable=actionable and act,
+        )
+        if act and decision.state != state:
+            self._policy_state.save(key.model_name, decision.state)
+        report_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        served = [o.served_at for o in observations]
+        summary: dict[str, Any] = {
+            "report_id": report_id,
+            "model_name": key.model_name,
+            "model_version": key.model_version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "on_demand": not act,
+            "window": {
+                "size": len(observations),
+                "start": min(served).isoformat() if served else "",
+                "end": max(served).isoformat() if served else "",
+                "labelled": analysis.labelled,
+                "late_labelled": analysis.late_labelled,
+            },
+            "reference": {
+                "dataset_id": reference.dataset_id,
+                "model_version": reference.model_version,
+                "size": reference.size,
+            },
+            "embedding_sample": analysis.embedding_sample,
+            "signals": signal_table(policy, analysis),
+            "quality": analysis.quality,
+            "decision": {**decision.as_record(), "actionable": actionable and act},
+            "policy": policy.model_dump(),
+            "seconds": {k: round(v, 3) for k, v in analysis.seconds.items()},
+        }
+        html_uri, json_uri = write_report(
+            self._store,
+            summary=summary,
+            drift_snapshot=analysis.drift_snapshot,
+            quality_snapshot=analysis.quality_snapshot,
+        )
+        summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
+        self._metrics.report_duration.observe(time.perf_counter() - started)
+        logger.info(
+            "window reported",
+            extra={
+                "model": str(key),
+                "size": len(observations),
+                "action": decision.action.value,
+                "breached": decision.breached,
+                "report": html_uri,
+            },
+        )
+        return WindowReport(summary=summary, decision=decision, analysis=analysis, html_uri=html_uri, json_uri=json_uri)
+
+    async def _publish(self, report: WindowReport) -> None:
+        summary = report.summary
+        model, version = summary["model_name"], summary["model_version"]
+        for name, item in summary["signals"].items():
+            self._metrics.drift_score.labels(model, str(version), name).set(item["score"])
+        self._metrics.window_size.labels(model, str(version)).set(summary["window"]["size"])
+        self._metrics.last_report_time.labels(model).set(self._wall_clock())
+        self._metrics.reports.labels(model, report.decision.action.value).inc()
+        window = summary["window"]
+        await self._publisher.publish(
+            MonitoringReportCreated(
+                model_name=model,
+                model_version=version,
+                report_id=summary["report_id"],
+                window_start=window["start"] or datetime.now(UTC),
+                window_end=window["end"] or datetime.now(UTC),
+                window_size=window["size"],
+                signals={name: item["score"] for name, item in summary["signals"].items()},
+                drifted={name: bool(item["breached"]) for name, item in summary["signals"].items()},
+                html_uri=report.html_uri,
+                json_uri=report.json_uri,
+            )
+        )
+        decision = report.decision
+        if not decision.requested:
+            return
+        signals = {name: item["score"] for name, item in summary["signals"].items()}
+        thresholds = {name: item["threshold"] for name, item in summary["signals"].items() if name in decision.breached}
+        detection_id = str(uuid.uuid4())
+        detection = Envelope.wrap(
+            MonitoringDriftDetected(
+                model_name=model,
+                model_version=version,
+                report_id=summary["report_id"],
+                kind=decision.kind or "drift",
+                breached=decision.breached,
+                evidence={
+                    "signals": signals,
+                    "thresholds": thresholds,
+                    "explanation": decision.explanation,
+                    "window": window,
+                    "json_uri": report.json_uri,
+                },
+                report_uri=report.html_uri,
+            ),
+            source=self._publisher.source,
+            id=detection_id,
+            correlationid=detection_id,
+        )
+        await self._publisher.publish(detection)
+        reason = TrainingReason.QUALITY if decision.kind == "quality" else TrainingReason.DRIFT
+        await self._publisher.publish(
+            TrainingRequested(
+                model_name=model,
+                reason=reason,
+                evidence={
+                    "report_uri": report.html_uri,
+                    "report_json_uri": report.json_uri,
+                    "report_id": summary["report_id"],
+                    "breached": decision.breached,
+                    "signals": signals,
+                    "thresholds": thresholds,
+                    "model_version": version,
+                    "detection_id": detection_id,
+                },
+                requested_by=SERVICE,
+            ),
+            correlationid=detection_id,
+        )
+        self._metrics.retrains_requested.labels(model, reason.value).inc()
+        logger.warning(
+            "retraining requested",
+            extra={"model": model, "version": version, "reason": reason.value, "breached": decision.breached},
+        )

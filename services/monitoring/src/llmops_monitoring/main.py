@@ -1,0 +1,174 @@
+"""Composition root of the monitoring service; nothing connects or loads at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
+from llmops_events.topics import DEPLOYMENTS, FEEDBACK, INFERENCE
+from llmops_events.v1 import (
+    DeploymentCanaryStarted,
+    DeploymentPromoted,
+    DeploymentRequested,
+    DeploymentRolledBack,
+    FeedbackSubmitted,
+    InferenceLogged,
+)
+from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, ProcessedEvents, subscribe
+from llmops_messaging.app import service_app
+from llmops_monitoring.adapters.encoder import MiniLMEncoder
+from llmops_monitoring.adapters.metrics import MonitoringMetrics
+from llmops_monitoring.adapters.policy_state import PolicyStateStore
+from llmops_monitoring.adapters.reference import ArtifactReferences, PredictorLoader
+from llmops_monitoring.domain.policy import DriftPolicy, load_policy
+from llmops_monitoring.domain.ports import Encoder
+from llmops_monitoring.handlers import SERVICE, ChampionTable, MonitoringService, WindowReport
+from llmops_monitoring.settings import MonitoringSettings
+from llmops_storage import open_store
+
+logger = logging.getLogger(__name__)
+
+
+class MonitoringRuntime:
+    """The service's resources for one run: opened before the broker starts, closed after it stops.
+
+    ``encoder``, ``predictor_loader`` and ``policy`` can be injected (tests, benchmarks); by default
+    the MiniLM encoder, the champion's artifacts and ``settings.policy_file`` are used.
+    """
+
+    def __init__(
+        self,
+        settings: MonitoringSettings,
+        *,
+        metrics: MonitoringMetrics | None = None,
+        encoder: Encoder | None = None,
+        predictor_loader: PredictorLoader | None = None,
+        policy: DriftPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or MonitoringMetrics()
+        self.publisher = EventPublisher(settings.platform, service=SERVICE)
+        self.processed: ProcessedEvents | None = None
+        self.service: MonitoringService | None = None
+        self._encoder = encoder
+        self._predictor_loader = predictor_loader
+        self._policy = policy
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def open(self) -> MonitoringService:
+        settings = self.settings
+        policy = self._policy or load_policy(settings.policy_file)  # a bad policy file fails the start-up
+        self.processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
+        await self.publisher.start()
+        encoder = self._encoder or MiniLMEncoder(settings.encoder_model, batch_size=settings.embedding_batch_size)
+        store = open_store(settings.platform.resolved_artifact_store_uri)
+        self.service = MonitoringService(
+            settings=settings,
+            policy=policy,
+            store=store,
+            references=ArtifactReferences(
+                store,
+                encoder=encoder,
+                cache_dir=settings.reference_cache_dir,
+                size=policy.reference_size or settings.reference_size,
+                seed=settings.seed,
+                predictor_loader=self._predictor_loader,
+            ),
+            encoder=encoder,
+            publisher=self.publisher,
+            policy_state=PolicyStateStore(self.processed.connection),
+            champions=ChampionTable(self.processed.connection),
+            metrics=self.metrics,
+        )
+        return self.service
+
+    def attach(self, broker: KafkaBroker, **options: Any) -> None:
+        assert self.service is not None and self.processed is not None, "open() first"
+        service = self.service
+        consumer = EventConsumer(
+            group_id=self.settings.group_id,
+            handlers={
+                InferenceLogged: service.on_inference,
+                FeedbackSubmitted: service.on_feedback,
+                DeploymentRequested: service.on_deployment,
+                DeploymentCanaryStarted: service.on_deployment,
+                DeploymentPromoted: service.on_deployment,
+                DeploymentRolledBack: service.on_deployment,
+            },
+            dlq=DeadLetterQueue(self.publisher),
+            processed=self.processed,
+        )
+        # A full window's report (first one: building the reference) can take a minute on a CPU.
+        options.setdefault("max_poll_interval_ms", 15 * 60 * 1000)
+        subscribe(broker, consumer, INFERENCE, FEEDBACK, DEPLOYMENTS, **options)
+
+    async def begin(self) -> None:
+        """After the broker started: close time-based windows on a timer."""
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        assert self.service is not None
+        while True:
+            await asyncio.sleep(self.settings.tick_seconds)
+            try:
+                await self.service.tick()
+            except Exception:  # the ticker must outlive a bad window
+                logger.exception("window tick failed")
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.publisher.stop()
+        if self.processed is not None:
+            self.processed.close()
+
+
+def create_app(settings: MonitoringSettings | None = None) -> FastStream:
+    settings = settings or MonitoringSettings()
+    return service_app(
+        service=SERVICE,
+        platform=settings.platform,
+        runtime=MonitoringRuntime(settings),
+        metrics_port=settings.metrics_port,
+    )
+
+
+async def drift_report_by_hand(
+    model_name: str,
+    *,
+    last: int = 1000,
+    version: int | None = None,
+    settings: MonitoringSettings | None = None,
+    runtime: MonitoringRuntime | None = None,
+) -> list[WindowReport]:
+    """``make drift-report``: a report per model version over the latest ``last`` inference events of
+    ``model_name`` on the inference topic. The policy's decision is recorded in the report, but
+    nothing is published and the policy state (streak, cooldown) is left alone."""
+    from llmops_monitoring.adapters.traffic import read_latest_traffic
+    from llmops_monitoring.domain.windows import WindowKey
+
+    runtime = runtime or MonitoringRuntime(settings or MonitoringSettings())
+    settings = runtime.settings
+    traffic = await read_latest_traffic(settings.platform, model_name, last=last, version=version)
+    service = await runtime.open()
+    try:
+        reports = []
+        for model_version, observations in sorted(traffic.items()):
+            report = await asyncio.to_thread(
+                service.build_report, WindowKey(model_name, model_version), observations, act=False
+            )
+            reports.append(report)
+        return reports
+    finally:
+        await runtime.close()
+
+
+def main() -> None:
+    asyncio.run(create_app().run())
