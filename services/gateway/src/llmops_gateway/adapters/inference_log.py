@@ -74,12 +74,12 @@ class InferenceLogBuffer:
         deadline = time.monotonic() + timeout
         while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        left = self.pending  # read before cancelling: the drainer forgets its batch when cancelled
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        left = self.pending
         if left:
             logger.warning("inference logs left unpublished at shutdown", extra={"count": left})
             self._metrics.log_dropped.labels("shutdown").inc(left)
