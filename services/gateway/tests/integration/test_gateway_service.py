@@ -340,7 +340,8 @@ async def test_grpcurl_lists_and_calls_predict_with_a_key(gateway: GatewayRuntim
     )
     assert code == 0, err
     answer = json.loads(out)
-    assert answer["label"] == "exchange_rate" and answer["requestId"] == "grpcurl-1"
+    assert answer["label"] == "exchange_rate"
+    assert answer.get("requestId", answer.get("request_id")) == "grpcurl-1"  # grpcurl prints proto or JSON names
 
     code, _, err = await _run(grpcurl, "-plaintext", "-d", request, address, f"{SERVICE_NAME}/Predict")
     assert code != 0 and "Unauthenticated" in err
