@@ -12,8 +12,11 @@ Method:
    the gateway runs as its own process (``python -m llmops_gateway``), as in production.
 4. One load generator drives every measurement over gRPC: ``ghz`` when installed (``make setup``
    puts it in ``build/go/bin``), else an asyncio client; it cycles over BANKING77 test texts.
-   Latency: concurrency 1, ``LLMOPS_BENCH_GATEWAY_REQUESTS`` requests (after a warm-up).
-   Throughput: concurrency 32 for ``LLMOPS_BENCH_GATEWAY_SECONDS`` seconds.
+   Latency: concurrency 1, ``LLMOPS_BENCH_GATEWAY_REQUESTS`` requests in all (default 300; after a
+   warm-up), latencies pooled over the rounds. Throughput: concurrency 32 for
+   ``LLMOPS_BENCH_GATEWAY_SECONDS`` seconds in all (default 30): calls over seconds, all rounds.
+   The measurements run in ``LLMOPS_BENCH_GATEWAY_ROUNDS`` rounds (default 3), each round going
+   through every path in turn, so a neighbour's load on a shared machine hits every path alike.
    Direct Triton calls ``ModelInfer`` with the same texts as the gateway's ``Predict``.
 
 Everything shares the machine's cores (Triton's model instances, the gateway, the load generator),
@@ -43,6 +46,7 @@ from bench.results import BenchResult, Figure, Target
 NAME = "gateway"
 REQUESTS_ENV = "LLMOPS_BENCH_GATEWAY_REQUESTS"
 SECONDS_ENV = "LLMOPS_BENCH_GATEWAY_SECONDS"
+ROUNDS_ENV = "LLMOPS_BENCH_GATEWAY_ROUNDS"
 MODEL = "bench-gateway"
 API_KEY = "bench-key"
 THROUGHPUT_CONCURRENCY = 32
@@ -85,17 +89,40 @@ FIGURES = (P50, P50_VS_DIRECT, P99_VS_DIRECT, THROUGHPUT, BATCHING)
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """What one load run measured."""
+    """What one load run (or several, combined) measured."""
 
     count: int
     errors: int
     seconds: float
-    p50_ms: float
-    p99_ms: float
+    latencies_ms: tuple[float, ...]
+    """Of the successful calls, sorted."""
 
     @property
     def rps(self) -> float:
         return self.count / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, share: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        return self.latencies_ms[min(len(self.latencies_ms) - 1, int(len(self.latencies_ms) * share))]
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile(0.99)
+
+
+def combine(loads: Sequence[Load]) -> Load:
+    """Rounds of the same measurement as one: calls and seconds add up, latencies are pooled."""
+    return Load(
+        count=sum(load.count for load in loads),
+        errors=sum(load.errors for load in loads),
+        seconds=sum(load.seconds for load in loads),
+        latencies_ms=tuple(sorted(x for load in loads for x in load.latencies_ms)),
+    )
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -242,15 +269,11 @@ async def _run_ghz(ghz: str, target: Endpoint, *, concurrency: int, total: int |
     report = json.loads(out)
     codes: dict[str, int] = report.get("statusCodeDistribution") or {}
     ok = int(codes.get("OK", 0))
-    percentiles = {int(p["percentage"]): p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
     if ok == 0:
         raise RuntimeError(f"no call succeeded: {codes} {report.get('errorDistribution')}")
+    latencies = sorted(d["latency"] / 1e6 for d in report.get("details") or [] if d.get("status") == "OK")
     return Load(
-        count=ok,
-        errors=int(report.get("count", 0)) - ok,
-        seconds=report["total"] / 1e9,
-        p50_ms=percentiles.get(50, float("nan")),
-        p99_ms=percentiles.get(99, float("nan")),
+        count=ok, errors=int(report.get("count", 0)) - ok, seconds=report["total"] / 1e9, latencies_ms=tuple(latencies)
     )
 
 
@@ -279,15 +302,10 @@ async def _run_asyncio(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    if not ordered:
+    if not latencies:
         raise RuntimeError("no call succeeded")
     return Load(
-        count=len(ordered),
-        errors=errors,
-        seconds=elapsed,
-        p50_ms=statistics.median(ordered) * 1000,
-        p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        count=len(latencies), errors=errors, seconds=elapsed, latencies_ms=tuple(sorted(x * 1000 for x in latencies))
     )
 
 
@@ -431,7 +449,8 @@ async def run(context: BenchContext) -> list[BenchResult]:
 
     reporter = context.reporter
     requests = int(os.environ.get(REQUESTS_ENV, "300"))
-    seconds = float(os.environ.get(SECONDS_ENV, "15"))
+    seconds = float(os.environ.get(SECONDS_ENV, "30"))
+    rounds = max(1, int(os.environ.get(ROUNDS_ENV, "3")))
     kafka = await context.kafka()
     platform = kafka.model_copy(
         update={
@@ -470,25 +489,34 @@ async def run(context: BenchContext) -> list[BenchResult]:
             generator.triton(f"{MODEL}-unbatched"),
         )
         for target in (direct, through, unbatched):  # warm-up: first calls load lazily, fill caches
-            await generator.run(target, concurrency=4, total=64)
+            await generator.run(target, concurrency=4, total=32)
 
-        measured: dict[str, Load] = {}
-        for label, target, concurrency in (
+        # Rounds alternate the paths, so load from elsewhere on a shared machine hits both alike.
+        plan = (
             ("direct c1", direct, 1),
             ("gateway c1", through, 1),
             ("direct c32", direct, THROUGHPUT_CONCURRENCY),
             ("gateway c32", through, THROUGHPUT_CONCURRENCY),
             ("unbatched c32", unbatched, THROUGHPUT_CONCURRENCY),
-        ):
-            reporter.status(f"measuring {label}")
-            if concurrency == 1:
-                load = await generator.run(target, concurrency=1, total=requests)
-            else:
-                load = await generator.run(target, concurrency=concurrency, seconds=seconds)
-            measured[label] = load
+        )
+        rounds_of: dict[str, list[Load]] = {label: [] for label, _, _ in plan}
+        for round_number in range(1, rounds + 1):
+            for label, target, concurrency in plan:
+                reporter.status(f"round {round_number}/{rounds}: measuring {label}")
+                if concurrency == 1:
+                    load = await generator.run(target, concurrency=1, total=max(1, requests // rounds))
+                else:
+                    load = await generator.run(target, concurrency=concurrency, seconds=seconds / rounds)
+                rounds_of[label].append(load)
+                reporter.step(
+                    f"  round {round_number} {label}: {load.count} ok, {load.errors} errors in {load.seconds:.1f} s: "
+                    f"{load.rps:.1f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms"
+                )
+        measured = {label: combine(loads) for label, loads in rounds_of.items()}
+        for label, load in measured.items():
             reporter.step(
-                f"  {label}: {load.count} ok, {load.errors} errors in {load.seconds:.1f} s: "
-                f"{load.rps:.1f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms"
+                f"  all rounds {label}: {load.count} ok, {load.errors} errors, {load.rps:.1f} req/s, "
+                f"p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms"
             )
     finally:
         if generator is not None:
