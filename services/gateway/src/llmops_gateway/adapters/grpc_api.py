@@ -101,6 +101,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             response, served = await serve()
         except GatewayError as error:
             status = grpc_status(error)
+            # No model label from the request: a caller must not be able to mint metric series.
             self._metrics.requests.labels(method, "", "", status.name).inc()
             await context.abort(status, error.message)
             raise AssertionError("unreachable: abort raises") from error
