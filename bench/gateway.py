@@ -254,6 +254,7 @@ async def _run_ghz(ghz: str, target: Endpoint, *, concurrency: int, total: int |
         f"--concurrency={concurrency}",
         "--format=json",
         "--timeout=30s",
+        "--duration-stop=ignore",  # calls still in flight when the time is up are neither counted nor errors
         f"--cpus={os.cpu_count() or 2}",
     ]
     if target.metadata:
