@@ -11,7 +11,8 @@ Method:
 3. A ``deployment.promoted`` event on this run's private broker makes version 1 the champion, and
    the gateway runs as its own process (``python -m llmops_gateway``), as in production.
 4. One load generator drives every measurement over gRPC: ``ghz`` when installed (``make setup``
-   puts it in ``build/go/bin``), else an asyncio client; it cycles over BANKING77 test texts.
+   puts it in ``build/go/bin``) unless ``LLMOPS_BENCH_GATEWAY_CLIENT=asyncio``, else an asyncio
+   gRPC client; it cycles over BANKING77 test texts.
    Latency: concurrency 1, ``LLMOPS_BENCH_GATEWAY_REQUESTS`` requests in all (default 300; after a
    warm-up), latencies pooled over the rounds. Throughput: concurrency 32 for
    ``LLMOPS_BENCH_GATEWAY_SECONDS`` seconds in all (default 30): calls over seconds, all rounds.
@@ -47,6 +48,7 @@ NAME = "gateway"
 REQUESTS_ENV = "LLMOPS_BENCH_GATEWAY_REQUESTS"
 SECONDS_ENV = "LLMOPS_BENCH_GATEWAY_SECONDS"
 ROUNDS_ENV = "LLMOPS_BENCH_GATEWAY_ROUNDS"
+CLIENT_ENV = "LLMOPS_BENCH_GATEWAY_CLIENT"
 MODEL = "bench-gateway"
 API_KEY = "bench-key"
 THROUGHPUT_CONCURRENCY = 32
@@ -238,6 +240,8 @@ class Endpoint:
 
 
 def _ghz() -> str | None:
+    if os.environ.get(CLIENT_ENV, "ghz") == "asyncio":
+        return None
     found = shutil.which("ghz") or str(REPO_ROOT / "build" / "go" / "bin" / "ghz")
     return found if Path(found).is_file() else None
 
