@@ -33,9 +33,9 @@ from bench.results import (
 
 def registry() -> list[Benchmark]:
     """Every benchmark of the service issues, in the order they run."""
-    from bench import fine_tuning, ingestion, monitoring
+    from bench import fine_tuning, gateway, ingestion, monitoring
 
-    return [ingestion.BENCHMARK, fine_tuning.BENCHMARK, monitoring.BENCHMARK]
+    return [ingestion.BENCHMARK, fine_tuning.BENCHMARK, gateway.BENCHMARK, monitoring.BENCHMARK]
 
 
 async def run_one(benchmark: Benchmark, context: BenchContext) -> list[BenchResult]:

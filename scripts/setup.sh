@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV_VERSION="${UV_VERSION:-0.13.9}"
-STEPS=6
+STEPS=7
 step() { printf '\n\033[1m[%s/%s] %s\033[0m\n' "$1" "$STEPS" "$2"; }
 started=$(date +%s)
 
@@ -37,5 +37,25 @@ step 5 "Triton backend folder (build/triton/backends/python)"
 
 step 6 "generated code: protobuf/gRPC stubs, JSON Schemas, AsyncAPI (gen/)"
 .venv/bin/llmops generate
+
+step 7 "optional Go clients: grpcurl and ghz (build/go/bin; for the gateway's tests and bench)"
+GRPCURL_VERSION="v1.9.4"
+GHZ_VERSION="v0.93.0"
+if ! command -v go >/dev/null; then
+  echo "skipped: go is not installed (the grpcurl test skips; the gateway bench uses its own asyncio client)"
+else
+  for tool in "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" \
+              "ghz github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"; do
+    name=${tool%% *}; module=${tool#* }
+    stamp="build/go/.$name.version"
+    if [ -x "build/go/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$module" ]; then
+      echo "$name: up to date (${module##*@})"
+    elif GOBIN="$PWD/build/go/bin" go install "$module"; then
+      echo "$module" > "$stamp"; echo "$name: installed ${module##*@}"
+    else
+      echo "warning: could not install $name (optional; its test skips)" >&2
+    fi
+  done
+fi
 
 printf '\n\033[32mset-up complete in %ss\033[0m\n' "$(( $(date +%s) - started ))"

@@ -1,0 +1,3 @@
+from llmops_gateway.main import main
+
+main()

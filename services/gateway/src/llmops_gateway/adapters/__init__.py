@@ -1,0 +1,1 @@
+"""The gateway's I/O: gRPC API, Triton client, inference-log publisher, metrics."""

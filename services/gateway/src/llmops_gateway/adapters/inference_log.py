@@ -1,0 +1,138 @@
+"""The inference log: served predictions go into a bounded queue that a background task drains,
+redacting the texts and publishing ``llmops.inference.logged.v1`` events, so logging never
+blocks a response. What cannot be queued or published is counted, never silently lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from llmops_events.v1 import InferenceLogged
+from llmops_gateway.adapters.metrics import GatewayMetrics
+from llmops_gateway.domain.models import ServedPrediction
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    async def publish(self, data: InferenceLogged) -> object: ...
+
+
+class TextRedactor(Protocol):
+    def redact(self, text: str) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    served: ServedPrediction
+    latency_ms: float
+    served_at: datetime
+
+
+class InferenceLogBuffer:
+    """The ``InferenceLog`` port: ``record`` never waits; ``run`` publishes in the background."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        redactor: TextRedactor,
+        *,
+        metrics: GatewayMetrics,
+        max_size: int,
+        batch_size: int = 256,
+    ) -> None:
+        self._publisher = publisher
+        self._redactor = redactor
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=max_size)
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight = 0
+
+    def record(self, served: ServedPrediction, *, latency_ms: float) -> None:
+        try:
+            self._queue.put_nowait(_Entry(served, latency_ms, datetime.now(UTC)))
+        except asyncio.QueueFull:
+            self._metrics.log_dropped.labels("queue_full").inc()
+            return
+        self._metrics.log_queue.set(self._queue.qsize())
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize() + self._in_flight
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, *, timeout: float) -> None:
+        """Publish what is queued for at most ``timeout`` seconds; count the rest as dropped."""
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = self.pending  # read before cancelling: the drainer forgets its batch when cancelled
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if left:
+            logger.warning("inference logs left unpublished at shutdown", extra={"count": left})
+            self._metrics.log_dropped.labels("shutdown").inc(left)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._in_flight = 0
+        self._metrics.log_queue.set(0)
+
+    async def _run(self) -> None:
+        while True:
+            entries = [await self._queue.get()]
+            while len(entries) < self._batch_size and not self._queue.empty():
+                entries.append(self._queue.get_nowait())
+            self._in_flight = len(entries)
+            self._metrics.log_queue.set(self._queue.qsize())
+            try:
+                # Redaction is CPU work (Presidio, ~1 ms a text): a thread keeps the event loop answering.
+                events = await asyncio.to_thread(self._events, entries)
+                results = await asyncio.gather(*(self._publisher.publish(e) for e in events), return_exceptions=True)
+                failed = [r for r in results if isinstance(r, BaseException)]
+                self._metrics.log_published.inc(len(results) - len(failed))
+                if failed:
+                    self._metrics.log_dropped.labels("publish_failed").inc(len(failed))
+                    logger.error(
+                        "inference logs could not be published", extra={"count": len(failed), "error": repr(failed[0])}
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._metrics.log_dropped.labels("publish_failed").inc(len(entries))
+                logger.exception("inference logs could not be prepared")
+            finally:
+                self._in_flight = 0
+
+    def _events(self, entries: list[_Entry]) -> list[InferenceLogged]:
+        return [
+            InferenceLogged(
+                request_id=entry.served.item.request_id,
+                tenant=entry.served.item.tenant,
+                model_name=entry.served.model_name,
+                model_version=entry.served.model_version,
+                text=redacted_text(self._redactor, entry.served.item.text),
+                label=entry.served.prediction.label,
+                confidence=min(1.0, max(0.0, entry.served.prediction.confidence)),
+                scores=entry.served.prediction.scores,
+                latency_ms=max(0.0, entry.latency_ms),
+                route=entry.served.route,
+                served_at=entry.served_at,
+            )
+            for entry in entries
+        ]
+
+
+def redacted_text(redactor: TextRedactor, text: str) -> str:
+    result = redactor.redact(text)
+    return str(getattr(result, "text", result))

@@ -1,0 +1,71 @@
+"""Prometheus metrics of the gateway."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "llmops_gateway_requests_total",
+            "RPCs by method, model, version (empty before routing, 'mixed' for a batch over versions) and status code",
+            ["method", "model", "version", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "llmops_gateway_request_latency_seconds",
+            "Gateway-side latency of an RPC, by method, model and version",
+            ["method", "model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "llmops_gateway_predictions_total",
+            "Texts classified, by model, version and route (champion/canary)",
+            ["model", "version", "route"],
+            registry=self.registry,
+        )
+        self.backend_latency = Histogram(
+            "llmops_gateway_triton_latency_seconds",
+            "Latency of one Triton inference call, by model and version",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.canary_fallbacks = Counter(
+            "llmops_gateway_canary_fallbacks_total",
+            "Canary calls that failed on Triton and were answered by the champion instead",
+            ["model"],
+            registry=self.registry,
+        )
+        self.reroutes = Counter(
+            "llmops_gateway_reroutes_total",
+            "Calls re-routed because Triton no longer had the routed version (e.g. right after a promotion)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.log_published = Counter(
+            "llmops_gateway_inference_log_published_total",
+            "Inference-log events acknowledged by Kafka",
+            registry=self.registry,
+        )
+        self.log_dropped = Counter(
+            "llmops_gateway_inference_log_dropped_total",
+            "Inference-log events not published, by reason (queue_full, publish_failed, shutdown)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.log_queue = Gauge(
+            "llmops_gateway_inference_log_queue_size",
+            "Inference-log events waiting to be published",
+            registry=self.registry,
+        )
+        self.up = Gauge("llmops_gateway_up", "1 while the gateway serves", registry=self.registry)
+
+    def serve(self, port: int) -> None:
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)

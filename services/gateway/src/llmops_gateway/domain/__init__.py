@@ -1,0 +1,1 @@
+"""The gateway's decisions (authentication, validation, routing) as plain functions over values."""

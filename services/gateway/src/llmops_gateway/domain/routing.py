@@ -1,0 +1,53 @@
+"""Which model and version answer each item: the model (requested or default), then the champion
+or canary by the request id's bucket (``llmops_serving.choose_route``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from llmops_gateway.domain.models import PredictItem
+from llmops_gateway.errors import InvalidRequest, ModelUnavailable
+from llmops_serving import ModelDeployment, Route, choose_route
+
+Lookup = Callable[[str], ModelDeployment | None]
+
+
+def resolve_model(requested: str, *, default_model: str, known: Sequence[str]) -> str:
+    """The model an item is for: the requested one, else the configured default, else the only
+    model ever deployed."""
+    if requested:
+        return requested
+    if default_model:
+        return default_model
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise ModelUnavailable("no model is deployed yet")
+    raise InvalidRequest(f"model is required: {len(known)} models are deployed ({', '.join(known)})")
+
+
+def route_item(item: PredictItem, model: str, lookup: Lookup) -> Route:
+    deployment = lookup(model)
+    if deployment is None:
+        raise InvalidRequest(f"unknown model {model!r}")
+    route = choose_route(deployment, item.request_id)
+    if route is None:
+        raise ModelUnavailable(f"model {model!r} has no live version")
+    return route
+
+
+def group_by_route(
+    items: Sequence[PredictItem], *, default_model: str, known: Sequence[str], lookup: Lookup
+) -> dict[Route, list[int]]:
+    """Item indexes per route, in request order within each route (one Triton call per route)."""
+    groups: dict[Route, list[int]] = {}
+    for index, item in enumerate(items):
+        try:
+            model = resolve_model(item.model, default_model=default_model, known=known)
+            route = route_item(item, model, lookup)
+        except InvalidRequest as error:
+            if len(items) > 1:
+                raise InvalidRequest(f"items[{index}]: {error.message}") from error
+            raise
+        groups.setdefault(route, []).append(index)
+    return groups

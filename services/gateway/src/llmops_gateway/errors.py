@@ -1,0 +1,52 @@
+"""The gateway's one error hierarchy. Codes are transport-independent; ``adapters.grpc_api`` maps
+them to gRPC status codes in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    INTERNAL = "INTERNAL"
+
+
+class GatewayError(Exception):
+    """A request the gateway cannot answer; ``message`` is shown to the caller."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(GatewayError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class NotAuthenticated(GatewayError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class ModelUnavailable(GatewayError):
+    """The model is known but nothing of it is live (or Triton cannot serve it now)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class DeadlineExceeded(GatewayError):
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class BackendError(GatewayError):
+    """Triton failed for a reason the caller cannot fix."""
+
+    code = ErrorCode.INTERNAL
+
+
+class ModelNotLoaded(ModelUnavailable):
+    """Triton does not have this version (e.g. just unloaded after a promotion): worth re-routing."""

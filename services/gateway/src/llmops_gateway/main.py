@@ -1,0 +1,158 @@
+"""Composition root of the gateway; nothing connects or loads at import.
+
+Not a FastStream app: the gateway consumes no topic with a group. It runs a ``grpc.aio`` server,
+a ``DeploymentFeed`` for routing, an ``EventPublisher`` fed by the inference-log buffer, and a
+Prometheus endpoint that opens once the gateway serves (``make up`` uses it as readiness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from llmops.inference.v1 import inference_pb2_grpc
+from llmops_config import configure_logging
+from llmops_gateway.adapters.grpc_api import SERVICE_NAME, InferenceServicer
+from llmops_gateway.adapters.inference_log import InferenceLogBuffer, TextRedactor
+from llmops_gateway.adapters.metrics import GatewayMetrics
+from llmops_gateway.adapters.triton import TritonPredictor
+from llmops_gateway.core import InferenceCore
+from llmops_gateway.domain.auth import ApiKeys
+from llmops_gateway.domain.validation import Limits
+from llmops_gateway.settings import GatewaySettings
+from llmops_messaging import EventPublisher
+from llmops_serving import DeploymentFeed
+
+SERVICE = "gateway"
+logger = logging.getLogger(__name__)
+
+
+class GatewayRuntime:
+    """The gateway's resources for one run. ``start`` opens everything and begins serving on
+    ``port`` (0 picks a free one, then ``port`` holds it); ``stop`` shuts down gracefully."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        redactor: TextRedactor | None = None,
+        metrics: GatewayMetrics | None = None,
+        port: int | None = None,
+        serve_metrics: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        self.port = settings.port if port is None else port
+        self._redactor = redactor
+        self._serve_metrics = serve_metrics
+        self.feed = DeploymentFeed(settings.platform.kafka_bootstrap_servers, client_id=SERVICE)
+        self.publisher = EventPublisher(settings.platform, service=SERVICE)
+        self.predictor = TritonPredictor(settings.platform.triton_grpc_url, metrics=self.metrics)
+        self.health = HealthServicer()
+        self.log: InferenceLogBuffer | None = None
+        self.server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        if not settings.api_keys:
+            logger.warning("no API keys configured (LLMOPS_GATEWAY_API_KEYS): every call will be refused")
+        redactor = self._redactor or await self._build_redactor()
+        await self.publisher.start()
+        await self.feed.start(timeout=settings.feed_timeout_s)
+        await self.predictor.start()
+        self.log = InferenceLogBuffer(
+            self.publisher,
+            redactor,
+            metrics=self.metrics,
+            max_size=settings.log_queue_size,
+            batch_size=settings.log_publish_batch,
+        )
+        self.log.start()
+        core = InferenceCore(
+            predictor=self.predictor,
+            log=self.log,
+            lookup=self.feed.get,
+            known_models=lambda: [m.model_name for m in self.feed.book.models()],
+            default_model=settings.default_model,
+            metrics=self.metrics,
+        )
+        servicer = InferenceServicer(
+            core=core,
+            keys=ApiKeys(settings.api_keys),
+            limits=Limits(max_text_chars=settings.max_text_chars, max_batch_items=settings.max_batch_items),
+            metrics=self.metrics,
+        )
+        self.server = grpc.aio.server()
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{settings.host}:{self.port}")
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.metrics.up.set(1)
+        if self._serve_metrics:
+            self.metrics.serve(settings.metrics_port)
+        logger.info("gateway serving", extra={"port": self.port, "models": len(self.feed.book.models())})
+
+    async def _build_redactor(self) -> TextRedactor:
+        from llmops_privacy import Redactor
+
+        # Built once at start: it loads Presidio's recognizers (seconds).
+        redactor: TextRedactor = await asyncio.to_thread(Redactor)
+        self._redactor = redactor
+        return redactor
+
+    async def stop(self) -> None:
+        """Stop accepting calls, let in-flight ones finish, publish buffered logs (bounded), close."""
+        self.metrics.up.set(0)
+        with contextlib.suppress(Exception):
+            await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace_s)
+            self.server = None
+        if self.log is not None:
+            await self.log.stop(timeout=self.settings.log_drain_timeout_s)
+            self.log = None
+        await self.feed.stop()
+        await self.predictor.close()
+        await self.publisher.stop()
+
+    async def __aenter__(self) -> GatewayRuntime:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+async def serve(settings: GatewaySettings | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    settings = settings or GatewaySettings()
+    platform = settings.platform
+    configure_logging(service=SERVICE, level=platform.log_level, log_format=platform.log_format)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    async with GatewayRuntime(settings):
+        await stopping.wait()
+        logger.info("shutting down")
+
+
+def main() -> None:
+    asyncio.run(serve())

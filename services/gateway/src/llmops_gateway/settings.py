@@ -1,0 +1,61 @@
+"""Settings of the gateway (``LLMOPS_GATEWAY_*``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from llmops_config import PlatformSettings
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_GATEWAY_", extra="ignore", use_attribute_docstrings=True)
+
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    """Shared settings (``LLMOPS_*``); the gRPC port is ``LLMOPS_GATEWAY_PORT`` (``platform.gateway_port``)."""
+
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    """Comma-separated API keys accepted in ``authorization: Bearer <key>``; none means every call is refused."""
+
+    default_model: str = ""
+    """Model used when a request names none; empty: the only deployed model, if exactly one is."""
+
+    max_text_chars: int = Field(default=2000, ge=1)
+    """Longest accepted request text, in characters."""
+
+    max_batch_items: int = Field(default=64, ge=1)
+    """Most items accepted in one ``PredictBatch``."""
+
+    metrics_port: int = 9105
+    """Port of the Prometheus metrics endpoint (0 disables it)."""
+
+    host: str = "0.0.0.0"
+    """Address the gRPC server binds."""
+
+    log_queue_size: int = Field(default=10_000, ge=1)
+    """Inference-log events buffered for publishing; beyond it they are dropped and counted."""
+
+    log_publish_batch: int = Field(default=256, ge=1)
+    """Most inference-log events redacted and published together by the background publisher."""
+
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+    """On SIGTERM: how long in-flight calls may finish before they are cancelled."""
+
+    log_drain_timeout_s: float = Field(default=10.0, ge=0)
+    """On shutdown: how long buffered inference logs may take to publish; what is left is counted as dropped."""
+
+    feed_timeout_s: float = Field(default=60.0, gt=0)
+    """How long start-up may take to replay the deployments topic."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def port(self) -> int:
+        return self.platform.gateway_port
