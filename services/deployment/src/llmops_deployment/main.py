@@ -36,7 +36,7 @@ class DeploymentRuntime:
         self.settings = settings
         self.metrics = metrics or DeploymentMetrics()
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
-        self.triton = TritonControl(settings.platform.triton_grpc_url, settings.platform.triton_metrics_url)
+        self.triton: TritonControl | None = None
         self.confidence = ConfidenceTracker(settings.platform.kafka_bootstrap_servers, client_id=SERVICE)
         self.processed: ProcessedEvents | None = None
         self.service: DeploymentService | None = None
@@ -46,6 +46,8 @@ class DeploymentRuntime:
     async def open(self) -> DeploymentService:
         settings = self.settings
         self.processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
+        # Created here, inside the running event loop: a grpc.aio channel belongs to one loop.
+        self.triton = TritonControl(settings.platform.triton_grpc_url, settings.platform.triton_metrics_url)
         await self.publisher.start()
         service = DeploymentService(
             settings=settings,
@@ -95,7 +97,8 @@ class DeploymentRuntime:
         if self.service is not None:
             await self.service.stop()
         await self.confidence.stop()
-        await self.triton.close()
+        if self.triton is not None:
+            await self.triton.close()
         await self.publisher.stop()
         if self.processed is not None:
             self.processed.close()
