@@ -179,20 +179,30 @@ def analyse(
         }
         signals["accuracy_drop"] = ref_accuracy - accuracy
         signals["f1_drop"] = ref_f1 - f1
-        definition = DataDefinition(
-            classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
-            categorical_columns=["target", "prediction"],
-        )
-        current_quality = pd.DataFrame(
-            {"target": [str(o.true_label) for o in labelled], "prediction": [o.label for o in labelled]}
-        )
-        reference_quality = pd.DataFrame(
-            {"target": reference.frame["label"].astype(str), "prediction": reference.frame["prediction"].astype(str)}
-        )
-        quality_snapshot = Report([ClassificationPreset()]).run(
-            Dataset.from_pandas(current_quality, data_definition=definition),
-            Dataset.from_pandas(reference_quality, data_definition=definition),
-        )
+        # Evidently's classification report knows only the reference's labels; feedback may name
+        # an intent the model never saw (a new topic). Those rows count in the scores above and
+        # in ``new_label_rows``; the human report covers the rest.
+        known = set(reference.frame["label"].astype(str))
+        in_reference = [o for o in labelled if str(o.true_label) in known]
+        quality["new_label_rows"] = float(len(labelled) - len(in_reference))
+        if in_reference:
+            definition = DataDefinition(
+                classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
+                categorical_columns=["target", "prediction"],
+            )
+            current_quality = pd.DataFrame(
+                {"target": [str(o.true_label) for o in in_reference], "prediction": [o.label for o in in_reference]}
+            )
+            reference_quality = pd.DataFrame(
+                {
+                    "target": reference.frame["label"].astype(str),
+                    "prediction": reference.frame["prediction"].astype(str),
+                }
+            )
+            quality_snapshot = Report([ClassificationPreset()]).run(
+                Dataset.from_pandas(current_quality, data_definition=definition),
+                Dataset.from_pandas(reference_quality, data_definition=definition),
+            )
         seconds["evidently_quality"] = time.perf_counter() - started
     return Analysis(
         signals=signals,
