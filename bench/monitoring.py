@@ -13,6 +13,7 @@ Method (issue 7, "Done when"):
    quality, HTML+JSON. The window's embedding sample (1,000 texts: every event of the 1k window,
    every 10th of the 10k one) is embedded beforehand with the encoder's cache emptied, as the
    service embeds it in batches while the window fills; that time is its own (informational) row.
+   One untimed 300-event report first imports Evidently, as a running service has long done.
 3. **False alarms**: 20 windows of 1,000 in-distribution events through the service's inference
    handler, under the shipped policy (``deploy/policies/drift.yaml``); a false alarm is a
    training request.
@@ -195,6 +196,9 @@ async def run(context: BenchContext) -> list[BenchResult]:
     started = time.perf_counter()
     await asyncio.to_thread(service.reference, timing_model, 1)
     reporter.step(f"  reference built in {time.perf_counter() - started:.1f}s (untimed)")
+    # The process's first report imports Evidently and warms its code paths (seconds, once).
+    warm_up = _observations(model, sample_texts(texts, 300, seed=300))
+    await asyncio.to_thread(service.build_report, WindowKey(timing_model, 1), warm_up, act=False)
     rows: list[BenchResult] = []
     sample_size = service.embedding_sample_size
     for size, figure in ((1000, REPORT_1K), (10_000, REPORT_10K)):

@@ -68,7 +68,7 @@ def _window(texts: list[str], *, confidence: float, labelled: int = 0) -> list[O
             f"r{i}",
             text,
             LABELS[BANKING.index(text)] if text in BANKING else "card_arrival",
-            float(np.clip(rng.normal(confidence, 0.05), 0, 1)),
+            float(rng.uniform(confidence - 0.15, confidence + 0.15)),
             now,
             true_label=(LABELS[BANKING.index(text)] if text in BANKING else "unknown") if i < labelled else None,
         )
@@ -108,9 +108,23 @@ def test_in_domain_window_is_close_and_a_foreign_one_is_far(reference: Reference
     assert foreign.quality_snapshot is None and "accuracy_drop" not in foreign.signals
 
 
+def test_two_labels_only_still_give_quality_figures(reference: Reference) -> None:
+    # Evidently 0.7 treats two labels as a binary task and fails without a positive label;
+    # the figures the policy decides on do not depend on its report.
+    texts = ["where is my new card", "i lost my card yesterday"] * 20
+    analysis = analyse(
+        _window(texts, confidence=0.85, labelled=40),
+        reference,
+        encoder=HashedWords(),
+        thresholds={},
+        embedding_sample_size=100,
+    )
+    assert analysis.quality["labelled"] == 40 and analysis.quality["accuracy"] == 1.0
+
+
 def test_the_report_files_explain_the_decision(reference: Reference, tmp_path: Path) -> None:
     analysis = analyse(
-        _window(out_of_domain_texts(50, seed=4), confidence=0.3, labelled=10),
+        _window([BANKING[i % len(BANKING)] for i in range(50)], confidence=0.85, labelled=20),
         reference,
         encoder=HashedWords(),
         thresholds={},
@@ -121,7 +135,7 @@ def test_the_report_files_explain_the_decision(reference: Reference, tmp_path: P
         "report_id": "r-1",
         "model_name": "m",
         "model_version": 1,
-        "window": {"size": 50, "start": "s", "end": "e", "labelled": 10, "late_labelled": 0},
+        "window": {"size": 50, "start": "s", "end": "e", "labelled": 20, "late_labelled": 0},
         "reference": {"dataset_id": "d", "size": reference.size, "model_version": 1},
         "embedding_sample": analysis.embedding_sample,
         "signals": {"oov_share": {"score": 3.2, "threshold": 0.5, "decides": True, "breached": True}},
@@ -133,7 +147,7 @@ def test_the_report_files_explain_the_decision(reference: Reference, tmp_path: P
         store, summary=summary, drift_snapshot=analysis.drift_snapshot, quality_snapshot=analysis.quality_snapshot
     )
     page = Path(html_uri).read_text()
-    assert page.index("llmops-monitoring-summary") < page.index("<script")
+    assert page.index("<body") < page.index("llmops-monitoring-summary") < page.index("</body>")
     assert "Decision: request" in page and "BREACH" in page and "oov_share" in page
     document = json.loads(Path(json_uri).read_text())
     assert document["summary"]["decision"]["action"] == "request"

@@ -8,6 +8,7 @@ its ``EmbeddingsDrift`` metric always runs a t-SNE for its plot (~50 s), too slo
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import pandas as pd
 
 from llmops_monitoring.domain.ports import Encoder, Reference
 from llmops_monitoring.domain.windows import Observation
+
+logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -204,10 +207,14 @@ def analyse(
         reference_quality = pd.DataFrame(
             {"target": reference.frame["label"].astype(str), "prediction": reference.frame["prediction"].astype(str)}
         )
-        quality_snapshot = Report([ClassificationPreset()]).run(
-            Dataset.from_pandas(current_quality, data_definition=definition),
-            Dataset.from_pandas(reference_quality, data_definition=definition),
-        )
+        try:
+            quality_snapshot = Report([ClassificationPreset()]).run(
+                Dataset.from_pandas(current_quality, data_definition=definition),
+                Dataset.from_pandas(reference_quality, data_definition=definition),
+            )
+        except Exception as error:  # e.g. Evidently 0.7 takes two labels for a binary task without pos_label
+            # The figures above decide; only the human-readable classification report is lost.
+            logger.warning("Evidently's classification report failed", extra={"error": repr(error)})
         seconds["evidently_quality"] = time.perf_counter() - started
     return Analysis(
         signals=signals,
