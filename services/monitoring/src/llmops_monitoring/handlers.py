@@ -15,6 +15,7 @@ from typing import Any
 
 from llmops_events import Envelope
 from llmops_events.v1 import (
+    DeploymentRolledBack,
     FeedbackSubmitted,
     InferenceLogged,
     MonitoringDriftDetected,
@@ -62,7 +63,9 @@ class ChampionTable:
 
     def apply(self, event: Any) -> None:
         state = self._book.apply(event)
-        if state is not None:
+        # After a restart the in-memory fold starts empty: an event that does not name the champion
+        # must not erase the one remembered (only a rollback to nothing may).
+        if state is not None and (state.champion_version is not None or isinstance(event, DeploymentRolledBack)):
             self._connection.execute(
                 "INSERT INTO champions (model_name, version) VALUES (?, ?) "
                 "ON CONFLICT(model_name) DO UPDATE SET version = excluded.version",
@@ -158,7 +161,10 @@ class MonitoringService:
             self._to_embed.append(observation.text)
             if len(self._to_embed) >= self._settings.embedding_batch_size or closed is not None:
                 batch, self._to_embed = self._to_embed, []
-                await asyncio.to_thread(self._encoder.encode, batch)
+                try:
+                    await asyncio.to_thread(self._encoder.encode, batch)
+                except Exception:  # the event is fine; the report will embed (or fail and say so) later
+                    logger.exception("embedding a batch of the window's sample failed")
         self._metrics.open_window_size.labels(key.model_name, str(key.model_version)).set(
             0 if closed is not None else window.size
         )
