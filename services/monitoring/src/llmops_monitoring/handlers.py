@@ -15,6 +15,7 @@ from typing import Any
 
 from llmops_events import Envelope
 from llmops_events.v1 import (
+    DeploymentRolledBack,
     FeedbackSubmitted,
     InferenceLogged,
     MonitoringDriftDetected,
@@ -27,7 +28,7 @@ from llmops_monitoring.adapters.metrics import MonitoringMetrics
 from llmops_monitoring.adapters.policy_state import PolicyStateStore
 from llmops_monitoring.adapters.reference import ArtifactReferences
 from llmops_monitoring.adapters.report_store import write_report
-from llmops_monitoring.domain.analysis import Analysis, analyse
+from llmops_monitoring.domain.analysis import Analysis, analyse, embedding_stride
 from llmops_monitoring.domain.policy import DRIFT_SIGNALS, QUALITY_SIGNALS, Decision, DriftPolicy, decide
 from llmops_monitoring.domain.ports import Encoder, ReferenceUnavailable
 from llmops_monitoring.domain.windows import LabelJoin, Observation, Window, WindowBook, WindowKey
@@ -62,7 +63,9 @@ class ChampionTable:
 
     def apply(self, event: Any) -> None:
         state = self._book.apply(event)
-        if state is not None:
+        # After a restart the in-memory fold starts empty: an event that does not name the champion
+        # must not erase the one remembered (only a rollback to nothing may).
+        if state is not None and (state.champion_version is not None or isinstance(event, DeploymentRolledBack)):
             self._connection.execute(
                 "INSERT INTO champions (model_name, version) VALUES (?, ?) "
                 "ON CONFLICT(model_name) DO UPDATE SET version = excluded.version",
@@ -127,6 +130,12 @@ class MonitoringService:
         # One analysis at a time: two would fight over the two CPU cores and the encoder.
         self._lock = asyncio.Lock()
         self.last_report: WindowReport | None = None
+        self._stride = embedding_stride(settings.window_size, settings.embedding_sample_size)
+        self._to_embed: list[str] = []
+
+    @property
+    def embedding_sample_size(self) -> int:
+        return self._settings.embedding_sample_size
 
     def reference(self, model_name: str, version: int) -> Any:
         """The version's reference (built and cached on first use; blocking)."""
@@ -146,6 +155,16 @@ class MonitoringService:
         )
         window, closed = self._book.add(key, observation, now=self._clock())
         self._labels.served(window, observation)
+        index = window.size - 1
+        if index % self._stride == 0 and index // self._stride < self._settings.embedding_sample_size:
+            # Embedded now, in batches, so the report at the window's end finds them in the cache.
+            self._to_embed.append(observation.text)
+            if len(self._to_embed) >= self._settings.embedding_batch_size or closed is not None:
+                batch, self._to_embed = self._to_embed, []
+                try:
+                    await asyncio.to_thread(self._encoder.encode, batch)
+                except Exception:  # the event is fine; the report will embed (or fail and say so) later
+                    logger.exception("embedding a batch of the window's sample failed")
         self._metrics.open_window_size.labels(key.model_name, str(key.model_version)).set(
             0 if closed is not None else window.size
         )
@@ -190,7 +209,13 @@ class MonitoringService:
         async with self._lock:
             try:
                 report = await asyncio.to_thread(
-                    self.build_report, key, window.observations, late=late, actionable=actionable, act=True
+                    self.build_report,
+                    key,
+                    window.observations,
+                    late=late,
+                    actionable=actionable,
+                    act=True,
+                    stride=self._stride,
                 )
             except ReferenceUnavailable as error:
                 logger.warning(
@@ -215,9 +240,11 @@ class MonitoringService:
         late: Sequence[Observation] = (),
         actionable: bool = True,
         act: bool = True,
+        stride: int | None = None,
     ) -> WindowReport:
         """The report of one window (blocking: run it in a thread). ``act=False`` (``make drift-report``)
-        decides for the record but leaves the policy state alone."""
+        decides for the record but leaves the policy state alone. ``stride``: the embedding sample's
+        step (the service's, whose sample was embedded while the window filled; None: fit to the window)."""
         started = time.perf_counter()
         policy = self.policy
         reference = self._references.get(key.model_name, key.model_version)
@@ -228,7 +255,7 @@ class MonitoringService:
             thresholds=policy.drift_thresholds,
             embedding_sample_size=self._settings.embedding_sample_size,
             late_labelled=late,
-            seed=self._settings.seed,
+            stride=stride,
         )
         state = self._policy_state.load(key.model_name)
         decision = decide(

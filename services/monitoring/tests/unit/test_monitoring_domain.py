@@ -254,3 +254,19 @@ def test_the_cooldown_survives_a_restart(tmp_path: Path) -> None:
     assert again.action is Action.COOLDOWN
     assert PolicyStateStore(after.connection).load("other") == PolicyState()
     after.close()
+
+
+def test_the_champion_is_remembered_across_restarts_and_rollbacks(tmp_path: Path) -> None:
+    import sqlite3
+
+    from llmops_events.v1 import DeploymentPromoted, DeploymentRequested, DeploymentRolledBack
+    from llmops_monitoring.handlers import ChampionTable
+
+    connection = sqlite3.connect(tmp_path / "state.db")
+    ChampionTable(connection).apply(DeploymentPromoted(model_name="m", model_version=3))
+    restarted = ChampionTable(connection)  # empty fold, same table
+    restarted.apply(DeploymentRequested(model_name="m", model_version=4, artifact_uri="x"))
+    assert restarted.champion("m") == 3
+    restarted.apply(DeploymentRolledBack(model_name="m", model_version=3, restored_version=2))
+    assert restarted.champion("m") == 2
+    assert restarted.champion("other") is None

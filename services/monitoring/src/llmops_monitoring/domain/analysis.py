@@ -8,6 +8,7 @@ its ``EmbeddingsDrift`` metric always runs a t-SNE for its plot (~50 s), too slo
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import pandas as pd
 
 from llmops_monitoring.domain.ports import Encoder, Reference
 from llmops_monitoring.domain.windows import Observation
+
+logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -34,7 +37,23 @@ COLUMN_METHODS: dict[str, str] = {
     "non_letter_share": "wasserstein",
     "oov_share": "wasserstein",
 }
+MIN_EMBEDDING_SAMPLE = 20
 DESCRIPTOR_COLUMNS = ("length", "word_count", "sentence_count", "non_letter_share", "oov_share")
+
+
+def embedding_stride(window_size: int, sample_size: int) -> int:
+    """Every how many events one is embedded, for a window of ``window_size`` events."""
+    return max(1, window_size // sample_size)
+
+
+def embedding_sample_rows(count: int, sample_size: int, *, stride: int | None = None) -> slice:
+    """The rows of a window that are embedded: every ``stride``-th, at most ``sample_size``.
+
+    A systematic sample, so the service can embed them while the window fills (the embedding is
+    the slowest step on a CPU) and find them in the encoder's cache when the window closes.
+    """
+    step = stride or max(1, -(-count // sample_size))
+    return slice(0, step * sample_size, step)
 
 
 def words(text: str) -> list[str]:
@@ -127,7 +146,7 @@ def analyse(
     thresholds: dict[str, float],
     embedding_sample_size: int,
     late_labelled: Sequence[Observation] = (),
-    seed: int = 13,
+    stride: int | None = None,
 ) -> Analysis:
     """Every signal of a window (descriptors, prediction, confidence, embeddings, quality when labelled)."""
     from evidently import DataDefinition, Dataset, MulticlassClassification, Report
@@ -152,14 +171,13 @@ def analyse(
     seconds["evidently_drift"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    sample = frame["text"].astype(str)
-    if len(sample) > embedding_sample_size:
-        sample = sample.sample(n=embedding_sample_size, random_state=seed)
-    current_embeddings = encoder.encode(sample.tolist())
-    seconds["embed"] = time.perf_counter() - started
-    started = time.perf_counter()
-    signals["embedding"] = embedding_drift(current_embeddings, reference.embeddings)
-    seconds["embedding_drift"] = time.perf_counter() - started
+    sample = frame["text"].astype(str).iloc[embedding_sample_rows(len(frame), embedding_sample_size, stride=stride)]
+    if len(sample) >= MIN_EMBEDDING_SAMPLE:  # the classifier's held-out half needs both sides
+        current_embeddings = encoder.encode(sample.tolist())
+        seconds["embed"] = time.perf_counter() - started
+        started = time.perf_counter()
+        signals["embedding"] = embedding_drift(current_embeddings, reference.embeddings)
+        seconds["embedding_drift"] = time.perf_counter() - started
 
     labelled = [o for o in observations if o.true_label is not None] + list(late_labelled)
     quality: dict[str, float] = {}
@@ -199,10 +217,14 @@ def analyse(
                     "prediction": reference.frame["prediction"].astype(str),
                 }
             )
-            quality_snapshot = Report([ClassificationPreset()]).run(
-                Dataset.from_pandas(current_quality, data_definition=definition),
-                Dataset.from_pandas(reference_quality, data_definition=definition),
-            )
+            try:
+                quality_snapshot = Report([ClassificationPreset()]).run(
+                    Dataset.from_pandas(current_quality, data_definition=definition),
+                    Dataset.from_pandas(reference_quality, data_definition=definition),
+                )
+            except Exception as error:  # e.g. Evidently 0.7 takes two labels for a binary task without pos_label
+                # The figures above decide; only the human-readable classification report is lost.
+                logger.warning("Evidently's classification report failed", extra={"error": repr(error)})
         seconds["evidently_quality"] = time.perf_counter() - started
     return Analysis(
         signals=signals,
