@@ -16,8 +16,8 @@ from llmops_messaging.producer import EventPublisher
 
 __all__ = [
     "BatchHandler",
-    "Delivery",
     "DeadLetterQueue",
+    "Delivery",
     "EventConsumer",
     "EventPublisher",
     "Origin",

@@ -108,6 +108,8 @@ class EventConsumer:
         return bool(self._batch_handlers)
 
     async def process(self, record: KafkaRecord, origin: Origin) -> Outcome:
+        if self._batch_handlers:  # a batch of one, so batch-handled types are not ignored
+            return (await self._process_batch([(record, origin)]))[0]
         return await self._process_one(record, origin)
 
     async def _process_one(self, record: KafkaRecord, origin: Origin) -> Outcome:
@@ -127,12 +129,16 @@ class EventConsumer:
         propagates, the batch's offsets are not committed) up to ``max_attempts`` times and then
         dead-lettered, while the events before it stay applied and are skipped on redelivery.
         """
+        return await self._process_batch(batch)
+
+    async def _process_batch(self, batch: Sequence[tuple[KafkaRecord, Origin]]) -> list[Outcome]:
         if not self._batch_handlers:
             return [await self._process_one(record, origin) for record, origin in batch]
         outcomes: list[Outcome | None] = [None] * len(batch)
         decoded: list[tuple[int, Envelope[Any]]] = []
         for index, (record, origin) in enumerate(batch):
-            if self._handlers.get(_peek_type(record) or "") is not None:
+            peeked = _peek_type(record) or ""
+            if peeked in self._handlers and peeked not in self._batch_handlers:
                 continue  # a per-event type: decoded (and de-duplicated) by _process in its turn
             try:
                 decoded.append((index, decode(record)))
@@ -221,7 +227,9 @@ class EventConsumer:
                 applied.append(envelopes[index].id)
                 outcomes[index] = Outcome.HANDLED
                 continue
-            await self._dlq.send(record, origin=origin, stage=verdict.stage, reason=verdict.reason, detail=verdict.detail)
+            await self._dlq.send(
+                record, origin=origin, stage=verdict.stage, reason=verdict.reason, detail=verdict.detail
+            )
             outcomes[index] = Outcome.DEAD_LETTERED
         with self._processed.transaction():  # idempotent when the handler marked them itself
             self._processed.mark_processed_many(applied)
@@ -231,7 +239,10 @@ class EventConsumer:
         with batch_consumer_span(
             f"{first.topic} process",
             traceparents=(delivery.envelope.traceparent for delivery in deliveries),
-            attributes={"messaging.consumer.group.name": self.group_id, "messaging.batch.message_count": len(deliveries)},
+            attributes={
+                "messaging.consumer.group.name": self.group_id,
+                "messaging.batch.message_count": len(deliveries),
+            },
         ):
             return await handler(deliveries)
 
@@ -243,7 +254,7 @@ class EventConsumer:
             return Outcome.DEAD_LETTERED
 
         handler = self._handlers.get(envelope.type)
-        if handler is None:
+        if handler is None or envelope.type in self._batch_handlers:
             return Outcome.IGNORED
         if self._processed.has_processed(envelope.id):
             logger.info("duplicate event skipped", extra={"event_id": envelope.id, "event_type": envelope.type})

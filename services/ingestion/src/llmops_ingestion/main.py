@@ -92,10 +92,11 @@ class IngestionRuntime:
             metrics=self.metrics,
             group_id=self.settings.consumer_group,
             handlers={
-                RecordSubmitted: self.service.on_record,
                 InferenceLogged: self.service.on_inference,
                 FeedbackSubmitted: self.service.on_feedback,
             },
+            # Records come by the thousand: curated and stored a FastStream batch at a time.
+            batch_handlers={RecordSubmitted: self.service.on_records},
             dlq=MeteredDeadLetterQueue(self._publisher, metrics=self.metrics),
             processed=self._processed,
             max_attempts=self.settings.max_attempts,
