@@ -167,14 +167,17 @@ class SqliteOnlineWriter:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
+        # Feast stores a datetime through the adapter its SQLite module registers; applied here once
+        # per row rather than by sqlite3 once per feature value.
+        adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol), lambda moment: moment)
         values: list[tuple[Any, ...]] = []
         for row in rows:
             key = serialize_entity_key(
                 EntityKey(join_keys=[ENTITY], entity_values=[Value(string_val=row[ENTITY])]),
                 entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
             )
-            event_ts = _naive_utc(row[TIMESTAMP_FIELD])
-            created_ts = _naive_utc(row[CREATED_FIELD])
+            event_ts = adapt(_naive_utc(row[TIMESTAMP_FIELD]))
+            created_ts = adapt(_naive_utc(row[CREATED_FIELD]))
             for name in STRING_FEATURES:
                 text = row[name]
                 if text is None:  # Feast stores a null as an empty value without text
