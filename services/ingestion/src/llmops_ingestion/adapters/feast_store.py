@@ -43,13 +43,15 @@ class FeastCuratedStore:
         self._project = project
         self._store: Any = None
         self._online: SqliteOnlineWriter | None = None
+        self._worker: Any = None  # a ProcessPoolExecutor once start_push_worker() ran
 
     @property
     def offline_path(self) -> Path:
         return self._repo_dir / "data" / OFFLINE_FILE
 
-    def open(self) -> None:
-        """Write the repository configuration, create the offline file, apply the definitions."""
+    def open(self, *, apply: bool = True) -> None:
+        """Write the repository configuration, create the offline file, apply the definitions
+        (``apply=False``: a second handle on a repository another one applied)."""
         import pyarrow.parquet as pq
         from feast import FeatureStore
 
@@ -63,13 +65,15 @@ class FeastCuratedStore:
             "offline_store": {"type": "file"},
             "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
         }
-        # Written as a file (not only passed as a RepoConfig) so `feast -c var/feast ...` works
-        # for an operator inspecting the store.
-        (self._repo_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        if not self.offline_path.exists():  # Feast needs the file before apply and the first push
-            pq.write_table(offline_schema().empty_table(), self.offline_path)
+        if apply:
+            # Written as a file (not only passed as a RepoConfig) so `feast -c var/feast ...` works
+            # for an operator inspecting the store.
+            (self._repo_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            if not self.offline_path.exists():  # Feast needs the file before apply and the first push
+                pq.write_table(offline_schema().empty_table(), self.offline_path)
         self._store = FeatureStore(repo_path=str(self._repo_dir))
-        self._store.apply(feature_definitions(self.offline_path))
+        if apply:
+            self._store.apply(feature_definitions(self.offline_path))
         self._online = SqliteOnlineWriter.open(data / ONLINE_FILE, table=f"{self._project}_{FEATURE_VIEW}")
         if self._online is None:
             logger.warning("unexpected Feast online-store table layout; pushing through Feast (slower)")
@@ -79,6 +83,42 @@ class FeastCuratedStore:
         """Append rows to the offline store and upsert them in the online store."""
         if not rows:
             return
+        if self._worker is not None:
+            self._worker.submit(_push_in_worker, list(rows)).result()
+            return
+        self._push_here(rows)
+
+    def start_push_worker(self) -> None:
+        """Run pushes in a child process from now on (started and warmed up here).
+
+        A push is CPU work in Python (protobuf values, SQLite bindings, Parquet): in a thread of
+        the consuming process it competes with consumption for the interpreter lock, and the
+        lock's hand-offs between a busy event loop and a busy thread slow both. In a process of
+        its own it uses the other core and leaves the consumer alone. Spawned, not forked: the
+        parent has Kafka client threads.
+        """
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._worker is not None:
+            return
+        self._worker = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_open_worker_store,
+            initargs=(str(self._repo_dir), self._project),
+        )
+        self._worker.submit(_push_in_worker, []).result()  # opens Feast there before the first push
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        if self._online is not None:
+            self._online.close()
+            self._online = None
+
+    def _push_here(self, rows: Sequence[dict[str, Any]]) -> None:
         from feast.data_source import PushMode
 
         store = self._require_open()
@@ -121,6 +161,23 @@ def to_frame(rows: Sequence[dict[str, Any]]) -> Any:
     for name in (TIMESTAMP_FIELD, CREATED_FIELD):
         frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[ns, UTC]")
     return frame
+
+
+_WORKER_STORE: FeastCuratedStore | None = None
+
+
+def _open_worker_store(repo_dir: str, project: str) -> None:
+    global _WORKER_STORE
+    logging.getLogger("feast").setLevel(logging.WARNING)
+    _WORKER_STORE = FeastCuratedStore(Path(repo_dir), project=project)
+    _WORKER_STORE.open(apply=False)
+
+
+def _push_in_worker(rows: list[dict[str, Any]]) -> None:
+    if _WORKER_STORE is None:
+        raise RuntimeError("the push worker has no Feast store")
+    if rows:
+        _WORKER_STORE._push_here(rows)
 
 
 class SqliteOnlineWriter:
