@@ -39,9 +39,7 @@ def _rows(redactor: Redactor) -> list[dict[str, object]]:
 
 def _table(path: Path) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as connection:
-        return connection.execute(
-            f"SELECT * FROM llmops_{FEATURE_VIEW} ORDER BY entity_key, feature_name"
-        ).fetchall()
+        return connection.execute(f"SELECT * FROM llmops_{FEATURE_VIEW} ORDER BY entity_key, feature_name").fetchall()
 
 
 def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: Redactor) -> None:
@@ -75,3 +73,16 @@ def test_unknown_table_layout_falls_back_to_feast(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         connection.execute("CREATE TABLE t (entity_key BLOB, feature_name TEXT, value BLOB)")
     assert SqliteOnlineWriter.open(path, table="t") is None
+
+
+def test_rows_read_back_from_the_offline_store_can_be_pushed_again(tmp_path: Path, redactor: Redactor) -> None:
+    import pandas as pd
+
+    store = FeastCuratedStore(tmp_path / "feast")
+    store.open()
+    rows = _rows(redactor)
+    store.push(rows)
+    before = _table(tmp_path / "feast" / "data" / "online_store.db")
+    again = pd.read_parquet(store.offline_path).to_dict("records")  # timestamps as pandas Timestamps
+    store.push(again)
+    assert _table(tmp_path / "feast" / "data" / "online_store.db") == before

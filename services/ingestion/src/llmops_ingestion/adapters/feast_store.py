@@ -261,7 +261,9 @@ def _int_value(number: int) -> tuple[bytes, str]:
     return Value(int64_val=number).SerializeToString(), str(number)
 
 
-def _naive_utc(stamp: str) -> datetime:
-    """An outbox timestamp (ISO 8601) as the naive UTC datetime Feast stores."""
-    moment = datetime.fromisoformat(stamp)
+def _naive_utc(stamp: str | datetime) -> datetime:
+    """A row's timestamp (ISO 8601 from the outbox, or a datetime) as the naive UTC datetime Feast stores."""
+    moment = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(stamp)
+    if hasattr(moment, "to_pydatetime"):  # a pandas Timestamp (rows read back from the offline store)
+        moment = moment.to_pydatetime()
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
