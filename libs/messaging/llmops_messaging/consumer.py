@@ -319,6 +319,10 @@ def subscribe(
         "max_records": max_records,
         "batch_timeout_ms": 200,
     }
+    if consumer.handles_batches:
+        # The handler reads the raw records; FastStream's default decoder would also build a
+        # message object and json.loads every body of the batch, ~15% of a busy consumer's time.
+        options["decoder"] = _undecoded_bodies
     options.update(subscriber_options)
     subscriber = broker.subscriber(*topics, group_id=consumer.group_id, **options)
 
@@ -357,3 +361,8 @@ def _peek_type(record: KafkaRecord) -> str | None:
         return value.decode()
     except UnicodeDecodeError:
         return None
+
+
+async def _undecoded_bodies(message: Any) -> Any:
+    """A FastStream decoder that leaves the bodies as they came (the handler decodes them)."""
+    return message.body
