@@ -135,3 +135,43 @@ def test_envelope_type_must_match_data() -> None:
 def test_feedback_needs_a_label_or_rating() -> None:
     with pytest.raises(ValueError, match="true_label or a rating"):
         FeedbackSubmitted(request_id="r")
+
+
+def test_binary_fast_path_decodes_exactly_as_the_cloudevents_sdk() -> None:
+    from datetime import UTC, datetime
+
+    from llmops_events.envelope import _decode_with_sdk
+
+    feedback = FeedbackSubmitted(request_id="r-1", true_label="refund")
+    records = [
+        encode(Envelope.wrap(_record(), source="/tests", subject="t-1", correlationid="c", traceparent=TRACEPARENT)),
+        encode(
+            Envelope.wrap(_record().model_copy(update={"occurred_at": datetime(2026, 1, 2, tzinfo=UTC)}), source="/t")
+        ),
+        encode(Envelope.wrap(feedback, source="/tests")),
+    ]
+    for record in records:
+        assert decode(record) == _decode_with_sdk(record)
+
+    def verdict(decoder: object, record: KafkaRecord) -> object:
+        try:
+            return decoder(record)  # type: ignore[operator]
+        except DecodeError as error:
+            return error.reason
+
+    # Anything unusual takes the SDK's path, so the verdicts are the same.
+    base = records[0]
+    unusual = [
+        KafkaRecord(base.key, base.value, (*base.headers, ("ce_extrathing", b"x"))),
+        KafkaRecord(base.key, base.value, (*base.headers, ("ce_id", b"second id"))),
+        KafkaRecord(
+            base.key, base.value, tuple((n, b"text/plain" if n == "content-type" else v) for n, v in base.headers)
+        ),
+        KafkaRecord(base.key, b'{"tenant": "a"}', base.headers),
+        KafkaRecord(base.key, b"{not json", base.headers),
+        KafkaRecord(base.key, b"\xff\xfe", base.headers),
+        KafkaRecord(base.key, base.value, tuple((n, b"not a time" if n == "ce_time" else v) for n, v in base.headers)),
+        KafkaRecord(base.key, base.value, tuple((n, b"0.3" if n == "ce_specversion" else v) for n, v in base.headers)),
+    ]
+    for record in unusual:
+        assert verdict(decode, record) == verdict(_decode_with_sdk, record), record

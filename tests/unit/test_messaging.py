@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from llmops_events import ContentMode, Envelope, KafkaRecord, encode
 from llmops_events.v1 import RecordSubmitted, TrainingStarted
 from llmops_messaging import (
+    Delivery,
     EventConsumer,
     Origin,
     Outcome,
@@ -159,3 +161,129 @@ async def test_handler_can_ask_where_its_message_came_from() -> None:
     assert seen == [ORIGIN]
     with pytest.raises(RuntimeError, match="no message"):
         current_origin()
+
+
+# --- batch handlers --------------------------------------------------------------------------
+
+
+def _origin(offset: int) -> Origin:
+    return Origin(topic="llmops.records.raw.v1", partition=0, offset=offset, consumer_group="g")
+
+
+def _batch_consumer(
+    batch_handler: Any, dlq: RecordingDeadLetterQueue, *, handlers: Any = None, max_attempts: int = 3
+) -> EventConsumer:
+    return EventConsumer(
+        group_id="g",
+        handlers=handlers or {},
+        batch_handlers={RecordSubmitted: batch_handler},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        max_attempts=max_attempts,
+    )
+
+
+def _records(count: int) -> list[tuple[KafkaRecord, Origin]]:
+    return [
+        (
+            encode(Envelope.wrap(RecordSubmitted(tenant="a", source="b", text=f"text {i}"), source="/t")),
+            _origin(i),
+        )
+        for i in range(count)
+    ]
+
+
+async def test_batch_handler_gets_the_batch_in_one_call_and_redelivery_is_skipped() -> None:
+    calls: list[list[Delivery]] = []
+
+    async def handle(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        calls.append(list(deliveries))
+        return [None] * len(deliveries)
+
+    consumer = _batch_consumer(handle, RecordingDeadLetterQueue())
+    batch = _records(4)
+    assert await consumer.process_batch(batch) == [Outcome.HANDLED] * 4
+    assert len(calls) == 1
+    assert [d.origin.offset for d in calls[0]] == [0, 1, 2, 3]
+    assert [d.envelope.data.text for d in calls[0]] == [f"text {i}" for i in range(4)]
+    # Redelivered (a crash before the offset commit): nothing is applied twice.
+    assert await consumer.process_batch(batch) == [Outcome.DUPLICATE] * 4
+    assert len(calls) == 1
+
+
+async def test_a_rejected_record_does_not_reject_its_batch() -> None:
+    async def handle(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        return [Rejected("empty_text", "nothing there") if d.origin.offset == 1 else None for d in deliveries]
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = _batch_consumer(handle, dlq)
+    outcomes = await consumer.process_batch(_records(3))
+    assert outcomes == [Outcome.HANDLED, Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert [sent["reason"] for sent in dlq.sent] == ["empty_text"]
+
+
+async def test_a_batch_handler_crash_isolates_the_failing_record() -> None:
+    async def handle(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        if any(d.origin.offset == 2 for d in deliveries):
+            raise ValueError("poison")
+        return [None] * len(deliveries)
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = _batch_consumer(handle, dlq, max_attempts=2)
+    batch = _records(4)
+    with pytest.raises(ValueError):  # first attempt: the batch is redelivered
+        await consumer.process_batch(batch)
+    outcomes = await consumer.process_batch(batch)
+    assert outcomes[:2] == [Outcome.DUPLICATE, Outcome.DUPLICATE]  # applied before the crash
+    assert outcomes[2:] == [Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert dlq.sent[0]["reason"] == "handler_failed" and "2 times" in dlq.sent[0]["detail"]
+
+
+async def test_a_mixed_batch_keeps_order_and_per_event_handlers() -> None:
+    order: list[str] = []
+
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        order.extend(d.envelope.data.text for d in deliveries)
+        return [None] * len(deliveries)
+
+    async def handle_started(envelope: Envelope[Any]) -> None:
+        order.append("started")
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = _batch_consumer(handle_batch, dlq, handlers={TrainingStarted: handle_started})
+    records = _records(3)
+    started = encode(
+        Envelope.wrap(
+            TrainingStarted(model_name="m", request_id="r", model_version=1, dataset_id="d", worker="w"), source="/t"
+        )
+    )
+    batch = [
+        records[0],
+        (KafkaRecord(None, b"{oops"), _origin(10)),
+        records[1],
+        (started, _origin(11)),
+        records[2],
+        records[2],  # the same event twice in one batch
+    ]
+    outcomes = await consumer.process_batch(batch)
+    assert outcomes == [
+        Outcome.HANDLED,
+        Outcome.DEAD_LETTERED,
+        Outcome.HANDLED,
+        Outcome.HANDLED,
+        Outcome.HANDLED,
+        Outcome.DUPLICATE,
+    ]
+    assert order == ["text 0", "text 1", "started", "text 2"]
+    assert dlq.sent[0]["reason"] == "invalid_json"
+
+
+async def test_per_event_consumers_process_batches_one_by_one() -> None:
+    seen: list[str] = []
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        seen.append(envelope.data.text)
+
+    consumer = _consumer(handle, RecordingDeadLetterQueue())
+    assert await consumer.process_batch(_records(2)) == [Outcome.HANDLED, Outcome.HANDLED]
+    assert seen == ["text 0", "text 1"]

@@ -85,3 +85,26 @@ def test_throughput_on_short_records(redactor: Redactor) -> None:
         redactor.redact(text)
     rate = len(texts) / (time.perf_counter() - started)
     assert rate > 5000, f"{rate:.0f} records/s"
+
+
+def test_phone_matcher_skips_digit_runs_already_found_as_a_more_specific_kind(
+    redactor: Redactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [
+        "My card number is 4111 1111 1111 1111.",
+        "The transfer went to GB82 WEST 1234 5698 7654 32.",
+        "I logged in from 192.168.12.34 yesterday",
+        "card 4111 1111 1111 1111 and call +44 20 7946 0958",
+    ]
+    before = [redactor.find(text) for text in texts]
+    calls: list[str] = []
+    for recognizer in (redactor._phone_national, redactor._phone_international):
+        original = recognizer.analyze
+
+        def counting(text: str, *args: object, _original: object = original, **kwargs: object) -> object:
+            calls.append(text)
+            return _original(text, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(recognizer, "analyze", counting)
+    assert [redactor.find(text) for text in texts] == before
+    assert calls == ["+44 20 7946 0958"]  # the one run no card, IBAN or IP address covers

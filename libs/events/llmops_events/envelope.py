@@ -138,6 +138,66 @@ def decode(record: KafkaRecord, expected: type[DataT] | None = None) -> Envelope
     ``invalid_envelope``, ``unknown_event_type``, ``unexpected_event_type`` or
     ``schema_violation``.
     """
+    envelope = _decode_plain_binary(record, expected)
+    if envelope is not None:
+        return envelope
+    return _decode_with_sdk(record, expected)
+
+
+# The ce_ headers the platform's own producers write; a message with any other takes the SDK path.
+_PLAIN_ATTRIBUTES = {
+    f"ce_{name}": name
+    for name in ("specversion", "id", "source", "type", "time", "subject", "traceparent", "correlationid")
+}
+
+
+def _decode_plain_binary(record: KafkaRecord, expected: type[EventData] | None) -> Envelope[Any] | None:
+    """The fast path for the common case, a binary-mode JSON event as our producers write it:
+    headers read directly and the payload validated straight from the bytes (one parse in
+    pydantic-core instead of ``json.loads`` twice, the SDK's event object, then validation) —
+    ~10x cheaper, and decoding is most of the per-message cost of a busy consumer.
+
+    Returns None whenever anything is unusual (other headers, another content type, a payload
+    or attribute that does not validate): the SDK path then decides, so every accepted message
+    and every DLQ reason is the SDK path's own (a unit test compares the two).
+    """
+    attributes: dict[str, str] = {}
+    try:
+        for name, raw in record.headers:
+            text = raw.decode("utf-8")
+            attribute = _PLAIN_ATTRIBUTES.get(name)
+            if attribute is not None:
+                if attribute in attributes:
+                    return None
+                attributes[attribute] = text
+            elif name == "content-type":
+                if text != "application/json":
+                    return None
+            elif name.lower().startswith("ce_") or name.lower() == "content-type":
+                return None
+        record.value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if attributes.get("specversion") != "1.0":
+        return None
+    model = model_for(attributes.get("type", ""))
+    if model is None or (expected is not None and model is not expected):
+        return None
+    fields: dict[str, Any] = dict(attributes)
+    if "time" in fields:
+        try:
+            fields["time"] = datetime.fromisoformat(fields["time"])
+        except ValueError:
+            return None
+    try:
+        payload = model.model_validate_json(record.value)
+        return Envelope[model](**fields, data=payload)  # type: ignore[valid-type]
+    except ValidationError:
+        return None
+
+
+def _decode_with_sdk(record: KafkaRecord, expected: type[DataT] | None = None) -> Envelope[DataT]:
+    """``decode`` through the CloudEvents SDK: every content mode and every failure reason."""
     attributes, data = _read_cloudevent(record)
     missing = [name for name in ("specversion", "id", "source", "type") if not attributes.get(name)]
     if missing:

@@ -1,13 +1,23 @@
 """Bus helpers every service uses: broker factory, publisher, consumer glue, idempotency, DLQ, tracing."""
 
 from llmops_messaging.broker import create_broker
-from llmops_messaging.consumer import EventConsumer, Outcome, Rejected, current_origin, subscribe
+from llmops_messaging.consumer import (
+    BatchHandler,
+    Delivery,
+    EventConsumer,
+    Outcome,
+    Rejected,
+    current_origin,
+    subscribe,
+)
 from llmops_messaging.dlq import DeadLetterQueue, Origin, dead_letter, without_error_headers
 from llmops_messaging.idempotency import ProcessedEvents
 from llmops_messaging.producer import EventPublisher
 
 __all__ = [
+    "BatchHandler",
     "DeadLetterQueue",
+    "Delivery",
     "EventConsumer",
     "EventPublisher",
     "Origin",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+_CHUNK = 500  # ids per IN (...) query, well below SQLite's limit on bound variables
 
 
 class ProcessedEvents:
@@ -44,6 +46,27 @@ class ProcessedEvents:
             "SELECT 1 FROM processed_events WHERE consumer = ? AND event_id = ?", (self._consumer, event_id)
         ).fetchone()
         return row is not None
+
+    def processed_among(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids of ``event_ids`` already applied (one query per 500 ids, for batches)."""
+        found: set[str] = set()
+        for start in range(0, len(event_ids), _CHUNK):
+            chunk = list(event_ids[start : start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = self._connection.execute(
+                f"SELECT event_id FROM processed_events WHERE consumer = ? AND event_id IN ({marks})",
+                (self._consumer, *chunk),
+            ).fetchall()
+            found.update(row[0] for row in rows)
+        return found
+
+    def mark_processed_many(self, event_ids: Sequence[str]) -> None:
+        """Record several events at once; call it inside ``transaction()`` (one commit, not one per id)."""
+        now = datetime.now(UTC).isoformat()
+        self._connection.executemany(
+            "INSERT OR IGNORE INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)",
+            [(self._consumer, event_id, now) for event_id in event_ids],
+        )
 
     def mark_processed(self, event_id: str) -> bool:
         """Record the event; False when it was already recorded."""

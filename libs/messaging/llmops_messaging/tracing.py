@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
@@ -28,6 +28,24 @@ def consumer_span(
     tracer = trace.get_tracer("llmops.messaging")
     with tracer.start_as_current_span(
         name, context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def batch_consumer_span(
+    name: str, *, traceparents: Iterable[str | None], attributes: dict[str, str | int] | None = None
+) -> Iterator[trace.Span]:
+    """One consumer span for a batch of events, linked to each producer's span (the OpenTelemetry
+    messaging conventions for batch processing: a batch has many parents, so it links to them)."""
+    links = []
+    for traceparent in dict.fromkeys(tp for tp in traceparents if tp):
+        span_context = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent})).get_span_context()
+        if span_context.is_valid:
+            links.append(trace.Link(span_context))
+    tracer = trace.get_tracer("llmops.messaging")
+    with tracer.start_as_current_span(
+        name, context=otel_context.Context(), kind=trace.SpanKind.CONSUMER, attributes=attributes, links=links
     ) as span:
         yield span
 

@@ -175,7 +175,14 @@ class Redactor:
         if _IP_CANDIDATE.search(text):
             candidates += self._run(self._ip, text)
         if has_digits:
+            # A run inside a finding of a more specific kind (card, IBAN, e-mail, IP address) can
+            # only yield phone findings that lose to it: the phone matcher (~0.3 ms per region)
+            # is not asked. Those findings are resolved first, exactly as they would be at the end,
+            # since the resolution takes kinds in priority order and phones come after them.
+            specific = _resolve_overlaps(candidates)
             for match in _PHONE_CANDIDATE.finditer(text):
+                if any(f.start <= match.start() and match.end() <= f.end for f in specific):
+                    continue
                 # The phone matcher is ~100x slower than a regex: give it only the candidate run.
                 run = match.group()
                 recognizer = self._phone_international if run.startswith("+") else self._phone_national

@@ -2,4 +2,6 @@
 
 from llmops_ingestion.main import main
 
-main()
+# Guarded: the Feast push worker is a spawned process, which imports the parent's main module.
+if __name__ == "__main__":
+    main()

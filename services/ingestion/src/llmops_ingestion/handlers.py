@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,8 +30,8 @@ from llmops_ingestion.adapters.feast_repo import (
 )
 from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.snapshots import publish_snapshot, split_files
-from llmops_ingestion.adapters.state import IngestionState, PendingFeedback, StoreOutcome
-from llmops_ingestion.domain.curation import CuratedRecord, curate
+from llmops_ingestion.adapters.state import CuratedRow, IngestionState, PendingFeedback, StoreOutcome
+from llmops_ingestion.domain.curation import CuratedRecord, RecordInput, curate, curate_batch
 from llmops_ingestion.domain.feedback import ServedRequest, record_from_feedback
 from llmops_ingestion.domain.ports import EventSink, FeatureStore
 from llmops_ingestion.domain.snapshot import (
@@ -43,7 +44,7 @@ from llmops_ingestion.domain.snapshot import (
     split_of,
 )
 from llmops_ingestion.domain.validation import ValidationRules, check_label, check_record
-from llmops_messaging import ProcessedEvents, Rejected
+from llmops_messaging import Delivery, Origin, ProcessedEvents, Rejected
 from llmops_privacy.redaction import PiiKind, RedactionResult
 from llmops_storage import ArtifactStore
 
@@ -85,6 +86,15 @@ class IngestionService:
         self._config = config
         self._redact = redact
         self._detect_language = detect_language
+        # A detector with a vectorised ``many`` (adapters.language) detects a whole batch at once.
+        many = getattr(detect_language, "many", None)
+        self._detect_languages: Callable[[Sequence[str]], Sequence[str]] | None = (
+            many
+            if many is not None
+            else (lambda texts: [detect_language(text) for text in texts])
+            if detect_language is not None
+            else None
+        )
         self._processed = processed
         self._state = state
         self._features = features
@@ -118,6 +128,75 @@ class IngestionService:
             detect_language=self._detect_language,
         )
         self._store(curated, event_id=envelope.id, position=current_position())
+
+    async def on_records(self, deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        """A batch of records: validate each, curate all, store them in one transaction.
+
+        The verdict list says which records were refused (they go to the DLQ alone); the rest
+        are stored together with their event ids and outbox rows, so a crash before the offset
+        commit redelivers them as duplicates with no second effect.
+        """
+        verdicts: list[Rejected | None] = [None] * len(deliveries)
+        valid: list[int] = []
+        rules = self._config.rules
+        for index, delivery in enumerate(deliveries):
+            record = delivery.envelope.data
+            violation = check_record(text=record.text, label=record.label, rules=rules)
+            if violation is None:
+                valid.append(index)
+            else:
+                verdicts[index] = Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
+        self._metrics.records_in.labels("records").inc(len(deliveries))
+        inputs = [
+            RecordInput(
+                tenant=record.tenant,
+                source=record.source,
+                text=record.text,
+                label=record.label,
+                record_id=record.record_id,
+                metadata=record.metadata,
+                occurred_at=record.occurred_at,
+            )
+            for record in (deliveries[index].envelope.data for index in valid)
+        ]
+        curated = curate_batch(inputs, redact=self._redact, detect_languages=self._detect_languages)
+        now = datetime.now(UTC)
+        stamp = now.isoformat()
+        rows = [
+            CuratedRow(
+                record_id=item.record_id,
+                tenant=item.tenant,
+                dedup_key=item.dedup_key,
+                labelled=item.labelled,
+                position=_position(deliveries[index].origin),
+                feature_row=feature_row(item, now, stamp=stamp),
+            )
+            for index, item in zip(valid, curated, strict=True)
+        ]
+        with self._processed.transaction() as connection:
+            outcomes = IngestionState.store_curated_many(connection, rows, ingested_at=now)
+            self._processed.mark_processed_many([deliveries[index].envelope.id for index in valid])
+        self._count_stored(curated, outcomes)
+        return verdicts
+
+    def _count_stored(self, curated: Sequence[CuratedRecord], outcomes: Sequence[StoreOutcome]) -> None:
+        duplicates: Counter[str] = Counter()
+        accepted: Counter[bool] = Counter()
+        redacted: Counter[PiiKind] = Counter()
+        for item, outcome in zip(curated, outcomes, strict=True):
+            if outcome is not StoreOutcome.ACCEPTED:
+                duplicates[outcome.value] += 1
+                continue
+            accepted[item.labelled] += 1
+            redacted.update(item.pii_counts)
+        for kind_of_duplicate, count in duplicates.items():
+            self._metrics.duplicates.labels(kind_of_duplicate).inc(count)
+        for labelled, count in accepted.items():
+            self._metrics.accepted.labels(str(labelled).lower()).inc(count)
+        for kind, count in redacted.items():
+            self._metrics.redacted.labels(kind.value).inc(count)
+        if accepted[True]:
+            self._maybe_start_snapshot(new_labelled=accepted[True])
 
     async def on_inference(self, envelope: Envelope[InferenceLogged]) -> None:
         """Remember a served request, or complete feedback that arrived before it."""
@@ -202,14 +281,7 @@ class IngestionService:
                 IngestionState.remember_request(connection, served, received_at=now)
                 IngestionState.drop_pending_feedback(connection, served.request_id)
             self._processed.mark_processed(event_id)
-        if outcome is not StoreOutcome.ACCEPTED:
-            self._metrics.duplicates.labels(outcome.value).inc()
-            return
-        self._metrics.accepted.labels(str(curated.labelled).lower()).inc()
-        for kind, count in curated.pii_counts.items():
-            self._metrics.redacted.labels(kind.value).inc(count)
-        if curated.labelled:
-            self._maybe_start_snapshot()
+        self._count_stored([curated], [outcome])
 
     # --- Feast ----------------------------------------------------------------------------
 
@@ -241,7 +313,7 @@ class IngestionService:
 
     # --- snapshots ------------------------------------------------------------------------
 
-    def _maybe_start_snapshot(self) -> None:
+    def _maybe_start_snapshot(self, *, new_labelled: int = 1) -> None:
         every_n = self._config.snapshot_every_n_labelled
         if every_n <= 0:
             return
@@ -253,7 +325,7 @@ class IngestionService:
         if self._labelled_pending is None:
             self._labelled_pending = self._state.labelled_since_last_snapshot()
         else:
-            self._labelled_pending += 1
+            self._labelled_pending += new_labelled
         if should_snapshot(labelled_since_last=self._labelled_pending, every_n_labelled=every_n):
             self._labelled_pending = None
             # In the background: a cut takes seconds and consumption should not wait for it.
@@ -347,8 +419,10 @@ class IngestionService:
             self._state.mark_snapshot_published(dataset_id)
 
 
-def feature_row(curated: CuratedRecord, ingested_at: datetime) -> dict[str, Any]:
-    """The Feast row of a curated record (JSON-serialisable: it waits in the outbox)."""
+def feature_row(curated: CuratedRecord, ingested_at: datetime, *, stamp: str | None = None) -> dict[str, Any]:
+    """The Feast row of a curated record (JSON-serialisable: it waits in the outbox).
+    ``stamp``: ``ingested_at.isoformat()``, when the caller has it for a whole batch."""
+    stamp = stamp or ingested_at.isoformat()
     row: dict[str, Any] = {
         ENTITY: curated.record_id,
         "tenant": curated.tenant,
@@ -361,9 +435,13 @@ def feature_row(curated: CuratedRecord, ingested_at: datetime) -> dict[str, Any]
         "length": curated.descriptors.length,
         "token_count": curated.descriptors.token_count,
         "non_alpha_share": curated.descriptors.non_alpha_share,
-        TIMESTAMP_FIELD: ingested_at.isoformat(),
-        CREATED_FIELD: ingested_at.isoformat(),
+        TIMESTAMP_FIELD: stamp,
+        CREATED_FIELD: stamp,
     }
     for kind in PiiKind:
         row[f"pii_{kind.value}"] = curated.pii_counts.get(kind, 0)
     return row
+
+
+def _position(origin: Origin) -> Position:
+    return Position(origin.topic, origin.partition, origin.offset)

@@ -43,6 +43,7 @@ class IngestionRuntime:
         self._publisher: EventPublisher | None = None
         self._pusher: asyncio.Task[None] | None = None
         self.consumer: MeteredConsumer | None = None
+        self._features: FeastCuratedStore | None = None
 
     async def open(self) -> IngestionService:
         """Load the redactor and language model, open SQLite and Feast, connect the producer."""
@@ -55,6 +56,9 @@ class IngestionRuntime:
         state = IngestionState(self._processed)
         features = FeastCuratedStore(settings.feast_repo_dir)
         await asyncio.to_thread(features.open)
+        if settings.feast_push_in_worker_process:
+            await asyncio.to_thread(features.start_push_worker)
+        self._features = features
         self._publisher = EventPublisher(settings.platform, service=SERVICE)
         await self._publisher.start()
         self.service = IngestionService(
@@ -92,10 +96,11 @@ class IngestionRuntime:
             metrics=self.metrics,
             group_id=self.settings.consumer_group,
             handlers={
-                RecordSubmitted: self.service.on_record,
                 InferenceLogged: self.service.on_inference,
                 FeedbackSubmitted: self.service.on_feedback,
             },
+            # Records come by the thousand: curated and stored a FastStream batch at a time.
+            batch_handlers={RecordSubmitted: self.service.on_records},
             dlq=MeteredDeadLetterQueue(self._publisher, metrics=self.metrics),
             processed=self._processed,
             max_attempts=self.settings.max_attempts,
@@ -128,6 +133,8 @@ class IngestionRuntime:
                 await self.service.push_pending()
             except Exception:
                 logger.exception("final push to Feast failed; the rows stay in the outbox for the next start")
+        if self._features is not None:
+            await asyncio.to_thread(self._features.close)
         if self._publisher is not None:
             await self._publisher.stop()
         if self._processed is not None:

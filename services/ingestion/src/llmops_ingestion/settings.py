@@ -58,6 +58,10 @@ class IngestionSettings(BaseSettings):
     feast_push_batch_size: int = Field(default=2000, gt=0)
     """Most rows per Feast push."""
 
+    feast_push_in_worker_process: bool = True
+    """Push to Feast from a child process (the other core, no interpreter-lock contention with
+    consumption) rather than a thread of the service's process."""
+
     flywheel_retention_days: float = Field(default=7.0, gt=0)
     """How long a served request waits for feedback (and feedback for its request)."""
 

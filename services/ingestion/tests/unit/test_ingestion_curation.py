@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 from llmops_ingestion.domain.curation import curate, dedup_key, describe, normalise_text, record_id_for
 from llmops_privacy.redaction import PiiKind, Redactor
 
@@ -55,3 +57,64 @@ def test_curate_redacts_text_and_metadata_and_derives_ids_from_redacted_text(red
     assert first.dedup_key == second.dedup_key
     assert first.record_id == second.record_id
     assert first.labelled and not second.labelled
+
+
+def test_curating_a_batch_equals_curating_each_record(redactor: Redactor) -> None:
+    from llmops_ingestion.domain.curation import RecordInput, curate_batch
+
+    records = [
+        RecordInput(tenant="acme", source="crm", text="Mail me at a.b@example.com", label="x", record_id=None),
+        RecordInput(tenant="acme", source="crm", text="   ", label=None, record_id="r-1"),
+        RecordInput(tenant="beta", source="chat", text="Où est ma carte ?", label=None, record_id=None),
+        RecordInput(tenant="beta", source="chat", text="plain", label="y", record_id="r-2", metadata={"m": "v"}),
+    ]
+
+    def detect(text: str) -> str:
+        return f"lang-{len(text)}"
+
+    batch_calls: list[list[str]] = []
+
+    def detect_many(texts: Sequence[str]) -> list[str]:
+        batch_calls.append(list(texts))
+        return [detect(text) for text in texts]
+
+    one_by_one = [
+        curate(
+            tenant=r.tenant,
+            source=r.source,
+            text=r.text,
+            label=r.label,
+            record_id=r.record_id,
+            metadata=r.metadata,
+            occurred_at=r.occurred_at,
+            redact=redactor.redact,
+            detect_language=detect,
+        )
+        for r in records
+    ]
+    assert curate_batch(records, redact=redactor.redact, detect_languages=detect_many) == one_by_one
+    assert len(batch_calls) == 1 and "" not in batch_calls[0]  # empty text: "und" without asking
+    assert one_by_one[1].descriptors.language == "und"
+
+
+def test_vectorised_language_detection_agrees_with_the_model_text_for_text() -> None:
+    from llmops_ingestion.adapters.language import language_detector
+
+    detector = language_detector()
+    texts = [
+        "Where is my card? I ordered it two weeks ago.",
+        "Bonjour, je voudrais savoir où est ma carte bancaire",
+        "Wo ist meine Karte? Ich warte seit Tagen darauf.",
+        "¿Dónde está mi tarjeta? La pedí hace dos semanas.",
+        "Привет, где моя карта?",
+        "我的卡在哪里",
+        "HELLO, WHY IS MY TRANSFER PENDING",
+        "12345",
+        "x",
+        "<EMAIL> <PHONE>",
+        "a" * 400,
+    ]
+    assert detector.many(texts) == [detector(text) for text in texts]
+    assert detector.many([]) == []
+    restricted = language_detector(["en", "de"])
+    assert restricted.many(texts) == [restricted(text) for text in texts]

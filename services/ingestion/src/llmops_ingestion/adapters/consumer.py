@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from llmops_events import KafkaRecord
@@ -27,6 +29,13 @@ class MeteredConsumer(EventConsumer):
         outcome = await super().process(record, origin)
         self._metrics.messages.labels(origin.topic, outcome.value).inc()
         return outcome
+
+    async def process_batch(self, batch: Sequence[tuple[KafkaRecord, Origin]]) -> list[Outcome]:
+        outcomes = await super().process_batch(batch)
+        counts = Counter((origin.topic, outcome.value) for (_, origin), outcome in zip(batch, outcomes, strict=True))
+        for (topic, outcome_value), count in counts.items():
+            self._metrics.messages.labels(topic, outcome_value).inc(count)
+        return outcomes
 
 
 class MeteredDeadLetterQueue(DeadLetterQueue):

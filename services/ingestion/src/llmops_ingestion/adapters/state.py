@@ -86,6 +86,46 @@ class SnapshotMember:
     position: Position
 
 
+@dataclass(frozen=True, slots=True)
+class CuratedRow:
+    """What ``store_curated_many`` stores of one curated record."""
+
+    record_id: str
+    tenant: str
+    dedup_key: str
+    labelled: bool
+    position: Position
+    feature_row: dict[str, Any]
+
+
+_CHUNK = 500  # values per IN (...) query
+
+
+def _existing_ids(connection: sqlite3.Connection, record_ids: Sequence[str]) -> set[str]:
+    """The ids of ``record_ids`` already stored."""
+    found: set[str] = set()
+    unique = list(dict.fromkeys(record_ids))
+    for start in range(0, len(unique), _CHUNK):
+        chunk = unique[start : start + _CHUNK]
+        query = f"SELECT record_id FROM curated WHERE record_id IN ({','.join('?' * len(chunk))})"
+        found.update(row[0] for row in connection.execute(query, chunk))
+    return found
+
+
+def _existing_texts(connection: sqlite3.Connection, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (tenant, dedup_key) pairs already stored; queried per tenant, which the unique index serves."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, key in dict.fromkeys(pairs):
+        by_tenant.setdefault(tenant, []).append(key)
+    found: set[tuple[str, str]] = set()
+    for tenant, keys in by_tenant.items():
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            query = f"SELECT dedup_key FROM curated WHERE tenant = ? AND dedup_key IN ({','.join('?' * len(chunk))})"
+            found.update((tenant, row[0]) for row in connection.execute(query, (tenant, *chunk)))
+    return found
+
+
 class IngestionState:
     """Queries over the service's tables; writes take the caller's open connection/transaction."""
 
@@ -132,6 +172,48 @@ class IngestionState:
             ),
         )
         return StoreOutcome.ACCEPTED
+
+    @staticmethod
+    def store_curated_many(
+        connection: sqlite3.Connection, records: Sequence[CuratedRow], *, ingested_at: datetime
+    ) -> list[StoreOutcome]:
+        """``store_curated`` for a batch, in order, with a few queries instead of three per record:
+        a record is a duplicate of one stored before or of one earlier in the batch."""
+        known_ids = _existing_ids(connection, [r.record_id for r in records])
+        known_texts = _existing_texts(connection, [(r.tenant, r.dedup_key) for r in records])
+        outcomes: list[StoreOutcome] = []
+        rows: list[tuple[Any, ...]] = []
+        stamp = ingested_at.isoformat()
+        for record in records:
+            if record.record_id in known_ids:
+                outcomes.append(StoreOutcome.DUPLICATE_RECORD_ID)
+                continue
+            if (record.tenant, record.dedup_key) in known_texts:
+                outcomes.append(StoreOutcome.DUPLICATE_TEXT)
+                continue
+            known_ids.add(record.record_id)
+            known_texts.add((record.tenant, record.dedup_key))
+            outcomes.append(StoreOutcome.ACCEPTED)
+            rows.append(
+                (
+                    record.record_id,
+                    record.tenant,
+                    record.dedup_key,
+                    int(record.labelled),
+                    record.position.topic,
+                    record.position.partition,
+                    record.position.offset,
+                    stamp,
+                    json.dumps(record.feature_row, ensure_ascii=False),
+                )
+            )
+        connection.executemany(
+            "INSERT INTO curated"
+            ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return outcomes
 
     def outbox(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Feature rows not yet confirmed in Feast, oldest first."""
