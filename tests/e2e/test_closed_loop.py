@@ -96,7 +96,11 @@ async def test_drift_leads_to_a_new_version_serving_traffic(running_stack: Platf
 
     seen = [e for e in events.events if getattr(e.data, "model_name", None) == MODEL]
     assert exit_code == 0, _story(seen)
-    retrain = next(e for e in seen if isinstance(e.data, TrainingRequested) and e.data.reason == TrainingReason.DRIFT)
+    retrain = next(
+        e
+        for e in seen
+        if isinstance(e.data, TrainingRequested) and e.data.reason in (TrainingReason.DRIFT, TrainingReason.QUALITY)
+    )
     assert retrain.data.requested_by == "monitoring" and retrain.data.evidence.get("report_uri")
     chain = [e for e in seen if e.correlationid == retrain.correlationid]
     kinds = {type(e.data) for e in chain}
