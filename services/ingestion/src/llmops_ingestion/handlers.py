@@ -19,7 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmops_events import Envelope
-from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted
+from llmops_events.v1 import (
+    DatasetSnapshotted,
+    FeedbackSubmitted,
+    InferenceLogged,
+    RecordSubmitted,
+    TrainingReason,
+    TrainingRequested,
+)
 from llmops_ingestion.adapters.consumer import current_position
 from llmops_ingestion.adapters.feast_repo import (
     CREATED_FIELD,
@@ -65,6 +72,9 @@ class CurationConfig:
     dataset_name: str
     push_batch_size: int
     flywheel_retention: timedelta
+
+
+_FRESH_DATA_REASONS = frozenset({TrainingReason.DRIFT, TrainingReason.QUALITY})
 
 
 class IngestionService:
@@ -341,15 +351,32 @@ class IngestionService:
         if self._snapshot_task is not None:
             await asyncio.shield(self._snapshot_task)
 
-    async def cut_snapshot(self, *, trigger: str = "on_demand") -> DatasetSnapshotted:
+    async def on_training_requested(self, envelope: Envelope[TrainingRequested]) -> None:
+        """A retraining caused by drift or a quality drop, on "the latest snapshot", gets a fresh
+        one: it must learn from the traffic that drifted, fed back as labelled records."""
+        request = envelope.data
+        if request.dataset_id is not None or request.reason not in _FRESH_DATA_REASONS:
+            return
+        try:
+            event = await self.cut_snapshot(trigger="retraining", force=True)
+        except NothingToSnapshot:
+            logger.warning("retraining requested but no labelled record was ever curated")
+            return
+        logger.info(
+            "snapshot cut for a retraining request",
+            extra={"dataset_id": event.dataset_id, "model_name": request.model_name, "reason": str(request.reason)},
+        )
+
+    async def cut_snapshot(self, *, trigger: str = "on_demand", force: bool = False) -> DatasetSnapshotted:
         """Cut a snapshot of every labelled record curated so far and announce it.
 
-        When no labelled record arrived since the last snapshot, that snapshot is returned.
+        When no labelled record arrived since the last snapshot, that snapshot is returned
+        (unless ``force``: a retraining request gets a snapshot made after it, even if equal).
         """
         async with self._snapshot_lock:
             await self.publish_pending_snapshots()
             last = self._state.last_snapshot()
-            if last is not None and self._state.labelled_since_last_snapshot() == 0:
+            if not force and last is not None and self._state.labelled_since_last_snapshot() == 0:
                 # Nothing new: the same records would make the same dataset, so it is the answer.
                 return DatasetSnapshotted.model_validate_json(last)
             await self.push_pending()  # everything curated so far must be in the offline store

@@ -12,8 +12,8 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from llmops_events.topics import FEEDBACK, INFERENCE, RECORDS_RAW
-from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted
+from llmops_events.topics import FEEDBACK, INFERENCE, RECORDS_RAW, TRAINING
+from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted, TrainingRequested
 from llmops_ingestion.adapters.consumer import MeteredConsumer, MeteredDeadLetterQueue
 from llmops_ingestion.adapters.feast_store import FeastCuratedStore
 from llmops_ingestion.adapters.language import language_detector
@@ -98,6 +98,7 @@ class IngestionRuntime:
             handlers={
                 InferenceLogged: self.service.on_inference,
                 FeedbackSubmitted: self.service.on_feedback,
+                TrainingRequested: self.service.on_training_requested,
             },
             # Records come by the thousand: curated and stored a FastStream batch at a time.
             batch_handlers={RecordSubmitted: self.service.on_records},
@@ -107,7 +108,7 @@ class IngestionRuntime:
         )
         self.consumer = consumer
         return subscribe(
-            broker, consumer, RECORDS_RAW, INFERENCE, FEEDBACK, on_outcome=on_outcome, **subscriber_options
+            broker, consumer, RECORDS_RAW, INFERENCE, FEEDBACK, TRAINING, on_outcome=on_outcome, **subscriber_options
         )
 
     async def begin(self) -> None:

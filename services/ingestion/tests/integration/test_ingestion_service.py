@@ -6,7 +6,9 @@ import asyncio
 import json
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -14,7 +16,14 @@ from ingestion_harness import LABELS, RunningIngestion, read_topic, start_ingest
 
 from llmops_events import ContentMode, Envelope, KafkaRecord, encode
 from llmops_events.topics import DATASETS, RECORDS_DLQ, RECORDS_RAW
-from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted
+from llmops_events.v1 import (
+    DatasetSnapshotted,
+    FeedbackSubmitted,
+    InferenceLogged,
+    RecordSubmitted,
+    TrainingReason,
+    TrainingRequested,
+)
 from llmops_ingestion.domain.snapshot import content_hash
 from llmops_messaging import Outcome
 
@@ -247,3 +256,25 @@ async def test_redelivery_after_a_crash_between_store_and_commit_adds_no_row(
         assert running.runtime.metrics.snapshots.labels("policy")._value.get() >= 1
     finally:
         await stop_ingestion(running, broker)
+
+
+async def test_a_drift_retraining_request_gets_a_fresh_snapshot(ingestion: RunningIngestion, tenant: str) -> None:
+    for index in range(6):
+        await ingestion.publisher.publish(
+            RecordSubmitted(tenant=tenant, source="crm", text=f"drifted question {index}", label=LABELS[index % 3])
+        )
+    await ingestion.wait_for_rows(tenant, 6)
+    before = await ingestion.service.cut_snapshot()
+    requested_at = datetime.now(UTC)
+    await ingestion.publisher.publish(TrainingRequested(model_name="m", reason=TrainingReason.DRIFT))
+    await ingestion.publisher.publish(TrainingRequested(model_name="m", reason=TrainingReason.MANUAL))
+
+    def fresh(message: Any) -> bool:
+        event = DatasetSnapshotted.model_validate_json(message.value)
+        return event.created_at >= requested_at
+
+    announced = await read_topic(ingestion.settings.platform, DATASETS, until=1, accept=fresh)
+    assert announced, "a drift retraining request must get a snapshot cut after it"
+    snapshot = DatasetSnapshotted.model_validate_json(announced[0].value)
+    assert snapshot.dataset_id != before.dataset_id and snapshot.row_count >= before.row_count
+    assert ingestion.runtime.metrics.snapshots.labels("retraining")._value.get() >= 1
