@@ -9,9 +9,6 @@ import grpc
 
 from llmops_config import PlatformSettings
 
-if TYPE_CHECKING:
-    pass
-
 
 class OpsUnavailable(Exception):
     """The deployment service did not answer (not running, or still starting)."""
