@@ -256,3 +256,58 @@ async def test_a_restarted_service_reconciles_triton_with_the_topic(harness: Har
                 await asyncio.sleep(0.5)
     finally:
         await triton.close()
+
+
+async def test_live_versions_come_back_after_triton_restarts(
+    kafka_settings: PlatformSettings, tiny_model: Any, tmp_path: Path
+) -> None:
+    """A Triton of its own (the session's is shared), stopped and started again under the running
+    service: the reconciler loads the champion back."""
+    from llmops_cli.stack.paths import repo_paths
+    from llmops_cli.stack.processes import NullProgress
+    from llmops_cli.stack.stack import TritonComponent
+    from llmops_cli.stack.triton import TritonServer
+
+    def free_port() -> int:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    platform = kafka_settings.model_copy(
+        update={
+            "var_dir": tmp_path,
+            "artifact_store_uri": kafka_settings.resolved_artifact_store_uri,
+            "triton_http_port": free_port(),
+            "triton_grpc_port": free_port(),
+            "triton_metrics_port": free_port(),
+            "ops_port": free_port(),
+        }
+    )
+    paths = repo_paths()
+    triton = TritonComponent(TritonServer(platform, paths.triton_venv, paths.triton_backend_dir))
+    model = f"restart-{uuid.uuid4().hex[:6]}"
+    store = ArtifactStore(platform.resolved_artifact_store_uri)
+    _copy_version(store, f"models/{tiny_model.model_name}/{tiny_model.model_version}", model, 1)
+    await asyncio.to_thread(triton.ensure_up, NullProgress())
+    harness = Harness(platform, model)
+    reader = asyncio.get_running_loop().create_task(harness.read())
+    await harness.start()
+    client = None
+    try:
+        await harness.approve(1)
+        await harness.wait_for(DeploymentPromoted, 1)
+        await asyncio.to_thread(triton.stop)
+        await asyncio.to_thread(triton.ensure_up, NullProgress())  # explicit mode starts with nothing loaded
+        client = grpcclient.InferenceServerClient(platform.triton_grpc_url)
+        async with asyncio.timeout(180):
+            while not await client.is_model_ready(triton_name(model, 1)):
+                await asyncio.sleep(0.5)
+    finally:
+        if client is not None:
+            await client.close()
+        await harness.stop()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await asyncio.to_thread(triton.stop)
