@@ -158,7 +158,13 @@ class TritonComponent:
         return f"ready at {self.endpoint} in {time.monotonic() - started:.1f}s"
 
     def stop(self) -> bool:
-        return self.server.stop(self.stop_timeout)
+        stopped = self.server.stop(self.stop_timeout)
+        # Wait until the endpoint is really closed, so a start right after (restart, `make up`)
+        # cannot mistake the old server, still shutting down, for the new one being ready.
+        deadline = time.monotonic() + self.stop_timeout
+        while self.server.is_ready(timeout=0.5) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return stopped
 
     def status(self) -> ComponentStatus:
         ours = self.server.process.is_running()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from aiokafka import AIOKafkaConsumer
+from tritonclient.utils import InferenceServerException
 
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
@@ -302,7 +303,7 @@ async def test_live_versions_come_back_after_triton_restarts(
         await asyncio.to_thread(triton.ensure_up, NullProgress())  # explicit mode starts with nothing loaded
         client = grpcclient.InferenceServerClient(platform.triton_grpc_url)
         async with asyncio.timeout(180):
-            while not await client.is_model_ready(triton_name(model, 1)):
+            while not await _ready(client, triton_name(model, 1)):
                 await asyncio.sleep(0.5)
     finally:
         if client is not None:
@@ -311,3 +312,11 @@ async def test_live_versions_come_back_after_triton_restarts(
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await asyncio.to_thread(triton.stop)
+
+
+async def _ready(client: grpcclient.InferenceServerClient, name: str) -> bool:
+    """Ready, or not yet (the restarted server may still be opening its gRPC port)."""
+    try:
+        return bool(await client.is_model_ready(name))
+    except InferenceServerException:
+        return False
