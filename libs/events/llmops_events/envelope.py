@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any, Generic, Literal, TypeVar
 from uuid import uuid4
 
@@ -78,7 +79,7 @@ class Envelope(BaseModel, Generic[DataT]):
         fields.update(subject=subject, correlationid=correlationid, traceparent=traceparent)
         if id is not None:
             fields["id"] = id
-        return Envelope[type(data)](**fields)  # type: ignore[misc,operator]
+        return envelope_of(type(data))(**fields)
 
     @property
     def key(self) -> str:
@@ -87,6 +88,13 @@ class Envelope(BaseModel, Generic[DataT]):
     @property
     def topic(self) -> str:
         return self.data.topic
+
+
+@cache
+def envelope_of(model: type[DataT]) -> type[Envelope[DataT]]:
+    """``Envelope[model]``, looked up once: pydantic's own lookup of a parametrised model costs
+    more than validating a small event, and consumers build one envelope per message."""
+    return Envelope[model]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +199,7 @@ def _decode_plain_binary(record: KafkaRecord, expected: type[EventData] | None) 
             return None
     try:
         payload = model.model_validate_json(record.value)
-        return Envelope[model](**fields, data=payload)  # type: ignore[valid-type]
+        return envelope_of(model)(**fields, data=payload)
     except ValidationError:
         return None
 
@@ -214,7 +222,7 @@ def _decode_with_sdk(record: KafkaRecord, expected: type[DataT] | None = None) -
         raise DecodeError("schema_violation", _summarise(error)) from error
     envelope_fields = {k: v for k, v in attributes.items() if k in Envelope.model_fields and k != "data"}
     try:
-        return Envelope[model](**envelope_fields, data=payload)  # type: ignore[valid-type,return-value]
+        return envelope_of(model)(**envelope_fields, data=payload)  # type: ignore[return-value]
     except ValidationError as error:
         raise DecodeError("invalid_envelope", _summarise(error)) from error
 

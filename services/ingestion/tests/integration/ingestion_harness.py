@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -39,14 +38,12 @@ class RunningIngestion:
         return self.settings.platform.var_dir
 
     def offline_rows(self, tenant: str) -> pd.DataFrame:
-        """Rows of ``tenant`` in Feast's offline Parquet file (duplicates included)."""
-        path = self.settings.feast_repo_dir / "data" / "curated_records.parquet"
-        for _ in range(20):
-            try:
-                frame = pd.read_parquet(path)
-                break
-            except (OSError, ValueError):  # Feast rewrites the file in place; read again after the write
-                time.sleep(0.05)
+        """Rows of ``tenant`` in Feast's offline Parquet parts (duplicates included)."""
+        from llmops_ingestion.adapters.feast_local import PartDirectory
+
+        parts = PartDirectory(self.settings.feast_repo_dir / "data" / "curated_records")
+        with parts.reading():  # no merge deletes a part while it is read
+            frame = pd.concat([pd.read_parquet(part) for part in parts.parts()], ignore_index=True)
         return frame[frame["tenant"] == tenant]
 
     async def wait_for_rows(self, tenant: str, count: int, timeout: float = 30) -> pd.DataFrame:

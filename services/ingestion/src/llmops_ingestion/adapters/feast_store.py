@@ -1,13 +1,13 @@
-"""Curated records in Feast: a generated repository under ``var/`` with the SQLite online store
-and the file offline store, fed through the push source (offline and online together)."""
+"""Curated records in Feast: a generated repository under ``var/`` with the local stores of
+``feast_local`` (SQLite online store, one row per record; Parquet parts offline), fed through the
+push source."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from llmops_ingestion.adapters.feast_repo import (
 
 logger = logging.getLogger(__name__)
 
-OFFLINE_FILE = "curated_records.parquet"
+OFFLINE_DIR = "curated_records"
+LEGACY_OFFLINE_FILE = "curated_records.parquet"  # Feast's file store layout, before the parts
 ONLINE_FILE = "online_store.db"
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 
@@ -42,18 +43,26 @@ class FeastCuratedStore:
         self._repo_dir = repo_dir.resolve()
         self._project = project
         self._store: Any = None
-        self._online: SqliteOnlineWriter | None = None
+        self._online: Any = None  # a feast_local.RecordRowWriter once open
         self._worker: Any = None  # a ProcessPoolExecutor once start_push_worker() ran
 
     @property
     def offline_path(self) -> Path:
-        return self._repo_dir / "data" / OFFLINE_FILE
+        """The offline source: a directory of Parquet parts (``feast_local.PartDirectory``)."""
+        return self._repo_dir / "data" / OFFLINE_DIR
 
     def open(self, *, apply: bool = True) -> None:
-        """Write the repository configuration, create the offline file, apply the definitions
+        """Write the repository configuration, create the offline directory, apply the definitions
         (``apply=False``: a second handle on a repository another one applied)."""
-        import pyarrow.parquet as pq
         from feast import FeatureStore
+
+        from llmops_ingestion.adapters.feast_local import (
+            OFFLINE_STORE_TYPE,
+            ONLINE_STORE_TYPE,
+            PartDirectory,
+            RecordRowWriter,
+            record_table,
+        )
 
         data = self._repo_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -61,22 +70,32 @@ class FeastCuratedStore:
             "project": self._project,
             "provider": "local",
             "registry": str(data / "registry.db"),
-            "online_store": {"type": "sqlite", "path": str(data / ONLINE_FILE)},
-            "offline_store": {"type": "file"},
+            "online_store": {"type": ONLINE_STORE_TYPE, "path": str(data / ONLINE_FILE)},
+            "offline_store": {"type": OFFLINE_STORE_TYPE},
             "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
         }
         if apply:
             # Written as a file (not only passed as a RepoConfig) so `feast -c var/feast ...` works
             # for an operator inspecting the store.
             (self._repo_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            if not self.offline_path.exists():  # Feast needs the file before apply and the first push
-                pq.write_table(offline_schema().empty_table(), self.offline_path)
+            parts = PartDirectory(self.offline_path)
+            parts.initialise(offline_schema())
+            legacy = data / LEGACY_OFFLINE_FILE
+            if legacy.exists():  # a repository written before the parts: its rows become a part
+                legacy.replace(self.offline_path / "part-00-00000000000000000000-legacy.parquet")
         self._store = FeatureStore(repo_path=str(self._repo_dir))
         if apply:
             self._store.apply(feature_definitions(self.offline_path))
-        self._online = SqliteOnlineWriter.open(data / ONLINE_FILE, table=f"{self._project}_{FEATURE_VIEW}")
-        if self._online is None:
-            logger.warning("unexpected Feast online-store table layout; pushing through Feast (slower)")
+        self._online = RecordRowWriter(
+            sqlite3.connect(str(data / ONLINE_FILE), check_same_thread=False),
+            record_table(self._project, FEATURE_VIEW),
+            entity=ENTITY,
+            string_features=STRING_FEATURES,
+            int_features=INT_FEATURES,
+            float_features=FLOAT_FEATURES,
+            timestamp_field=TIMESTAMP_FIELD,
+            created_field=CREATED_FIELD,
+        )
         logger.info("feast repository ready", extra={"repo": str(self._repo_dir)})
 
     def push(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -122,10 +141,9 @@ class FeastCuratedStore:
         from feast.data_source import PushMode
 
         store = self._require_open()
-        if self._online is None:
-            store.push(PUSH_SOURCE, to_frame(rows), to=PushMode.ONLINE_AND_OFFLINE)
-            return
-        self._online.write(rows)
+        # Online through the direct writer (Feast's DataFrame-to-proto conversion would cost
+        # more than the rest of ingestion), offline through Feast's push.
+        self._online.write(rows, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
         store.push(PUSH_SOURCE, to_frame(rows), to=PushMode.OFFLINE)
 
     def historical(self, record_ids: Sequence[str], *, as_of: datetime) -> Any:
@@ -135,7 +153,10 @@ class FeastCuratedStore:
 
         entity_df = pd.DataFrame({ENTITY: list(record_ids), TIMESTAMP_FIELD: pd.Timestamp(as_of)})
         features = [f"{FEATURE_VIEW}:{name}" for name in FEATURES]
-        return self._require_open().get_historical_features(entity_df=entity_df, features=features).to_df()
+        from llmops_ingestion.adapters.feast_local import PartDirectory
+
+        with PartDirectory(self.offline_path).reading():
+            return self._require_open().get_historical_features(entity_df=entity_df, features=features).to_df()
 
     def online(self, record_ids: Sequence[str]) -> dict[str, list[Any]]:
         features = [f"{FEATURE_VIEW}:{name}" for name in FEATURES]
@@ -178,92 +199,3 @@ def _push_in_worker(rows: list[dict[str, Any]]) -> None:
         raise RuntimeError("the push worker has no Feast store")
     if rows:
         _WORKER_STORE._push_here(rows)
-
-
-class SqliteOnlineWriter:
-    """Upserts curated rows into the table of Feast's SQLite online store, as Feast does, ~20x faster.
-
-    Feast's own write converts the DataFrame to protobuf values column by column through generic
-    type dispatch and then runs one ``INSERT ... ON CONFLICT`` per feature of each row (about
-    1.5 ms a row here): at thousands of records a second it would need more than the whole
-    machine. This writer serialises the same ``ValueProto``s and entity keys with Feast's own
-    functions and upserts the same rows with one ``executemany`` per push. Feast still owns the
-    table (created by ``apply``) and reads it (``get_online_features``); a unit test checks that
-    both writers leave identical rows, and ``open`` returns None (so the service falls back to
-    Feast's write) when the table's columns are not the ones this writer knows.
-    """
-
-    COLUMNS = ("entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts")
-    TABLE_LAYOUT = ("entity_key", "feature_name", "value", "value_text", "vector_value", "event_ts", "created_ts")
-    """The table Feast 0.67 creates; ``vector_value`` stays NULL, as Feast leaves it without vector search."""
-
-    def __init__(self, connection: sqlite3.Connection, table: str) -> None:
-        self._connection = connection
-        quoted = '"' + table.replace('"', '""') + '"'
-        self._upsert = (
-            f"INSERT INTO {quoted} ({', '.join(self.COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
-            "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"
-        )
-
-    @classmethod
-    def open(cls, path: Path, *, table: str) -> SqliteOnlineWriter | None:
-        # Feast's SQLite store registers how datetimes are stored (process-wide); timestamps are
-        # handed over as Feast hands them over, so they are stored the same way.
-        import feast.infra.online_stores.sqlite  # noqa: F401
-
-        connection = sqlite3.connect(str(path), check_same_thread=False)
-        columns = tuple(row[0] for row in connection.execute("SELECT name FROM pragma_table_info(?)", (table,)))
-        if columns != cls.TABLE_LAYOUT:
-            connection.close()
-            return None
-        return cls(connection, table)
-
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        # Feast stores a datetime through the adapter its SQLite module registers; applied here once
-        # per row rather than by sqlite3 once per feature value.
-        adapt = sqlite3.adapters.get((datetime, sqlite3.PrepareProtocol), lambda moment: moment)
-        values: list[tuple[Any, ...]] = []
-        for row in rows:
-            key = serialize_entity_key(
-                EntityKey(join_keys=[ENTITY], entity_values=[Value(string_val=row[ENTITY])]),
-                entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
-            )
-            event_ts = adapt(_naive_utc(row[TIMESTAMP_FIELD]))
-            created_ts = adapt(_naive_utc(row[CREATED_FIELD]))
-            for name in STRING_FEATURES:
-                text = row[name]
-                if text is None:  # Feast stores a null as an empty value without text
-                    values.append((key, name, b"", None, event_ts, created_ts))
-                else:
-                    values.append((key, name, Value(string_val=text).SerializeToString(), text, event_ts, created_ts))
-            for name in INT_FEATURES:
-                serialized, text = _int_value(int(row[name]))
-                values.append((key, name, serialized, text, event_ts, created_ts))
-            for name in FLOAT_FEATURES:
-                value = Value(float_val=float(row[name]))
-                values.append((key, name, value.SerializeToString(), str(value.float_val), event_ts, created_ts))
-        with self._connection:
-            self._connection.executemany(self._upsert, values)
-
-    def close(self) -> None:
-        self._connection.close()
-
-
-@lru_cache(maxsize=16384)
-def _int_value(number: int) -> tuple[bytes, str]:
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    return Value(int64_val=number).SerializeToString(), str(number)
-
-
-def _naive_utc(stamp: str | datetime) -> datetime:
-    """A row's timestamp (ISO 8601 from the outbox, or a datetime) as the naive UTC datetime Feast stores."""
-    moment = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(stamp)
-    if hasattr(moment, "to_pydatetime"):  # a pandas Timestamp (rows read back from the offline store)
-        moment = moment.to_pydatetime()
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

@@ -1,4 +1,5 @@
-"""The fast online-store writer leaves exactly the rows Feast's own push leaves (real Feast, no broker)."""
+"""The local Feast stores (real Feast, no broker): the direct online writer leaves exactly the rows
+Feast's own push leaves, and the offline store appends Parquet parts and merges them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from llmops_ingestion.adapters.feast_local import FANOUT, PartDirectory, record_table
 from llmops_ingestion.adapters.feast_repo import FEATURE_VIEW
-from llmops_ingestion.adapters.feast_store import FeastCuratedStore, SqliteOnlineWriter
+from llmops_ingestion.adapters.feast_store import FeastCuratedStore
 from llmops_ingestion.domain.curation import curate
 from llmops_ingestion.handlers import feature_row
 from llmops_privacy.redaction import Redactor
@@ -39,7 +41,8 @@ def _rows(redactor: Redactor) -> list[dict[str, object]]:
 
 def _table(path: Path) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as connection:
-        return connection.execute(f"SELECT * FROM llmops_{FEATURE_VIEW} ORDER BY entity_key, feature_name").fetchall()
+        table = record_table("llmops", FEATURE_VIEW)
+        return connection.execute(f'SELECT * FROM "{table}" ORDER BY entity_key').fetchall()
 
 
 def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: Redactor) -> None:
@@ -54,10 +57,9 @@ def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: R
     by_feast._require_open().push(PUSH_SOURCE, to_frame(rows), to=PushMode.ONLINE)
     ours = FeastCuratedStore(tmp_path / "ours")
     ours.open()
-    assert ours._online is not None
     ours.push(rows)
     expected = _table(tmp_path / "feast" / "data" / "online_store.db")
-    assert len(expected) == len(rows) * 16
+    assert len(expected) == len(rows)  # one row per record
     assert _table(tmp_path / "ours" / "data" / "online_store.db") == expected
     # And Feast reads what the writer wrote.
     online = ours.online([str(row["record_id"]) for row in rows])
@@ -66,13 +68,6 @@ def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: R
     # Pushing again (the outbox is at-least-once) upserts, it does not add rows.
     ours.push(rows)
     assert _table(tmp_path / "ours" / "data" / "online_store.db") == expected
-
-
-def test_unknown_table_layout_falls_back_to_feast(tmp_path: Path) -> None:
-    path = tmp_path / "online.db"
-    with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE t (entity_key BLOB, feature_name TEXT, value BLOB)")
-    assert SqliteOnlineWriter.open(path, table="t") is None
 
 
 def test_rows_read_back_from_the_offline_store_can_be_pushed_again(tmp_path: Path, redactor: Redactor) -> None:
@@ -84,5 +79,40 @@ def test_rows_read_back_from_the_offline_store_can_be_pushed_again(tmp_path: Pat
     store.push(rows)
     before = _table(tmp_path / "feast" / "data" / "online_store.db")
     again = pd.read_parquet(store.offline_path).to_dict("records")  # timestamps as pandas Timestamps
+    assert len(again) == len(rows)
     store.push(again)
     assert _table(tmp_path / "feast" / "data" / "online_store.db") == before
+
+
+def test_offline_pushes_append_parts_that_merge_by_tiers(tmp_path: Path, redactor: Redactor) -> None:
+    store = FeastCuratedStore(tmp_path / "feast")
+    store.open()
+    parts = PartDirectory(store.offline_path)
+    rows = _rows(redactor)
+    assert len(parts.parts(0)) == 1  # the empty part written at open: Feast reads the schema from it
+    for push in range(2 * FANOUT):  # rows repeat across pushes: the outbox is at-least-once
+        store.push([rows[push % len(rows)]])
+    # 2 * FANOUT + 1 parts were written at tier 0; each FANOUT of them became one at tier 1.
+    assert (len(parts.parts(0)), len(parts.parts(1))) == (1, 2)
+    frame = store.historical([str(row["record_id"]) for row in rows], as_of=datetime.now(UTC))
+    assert frame["record_id"].tolist() == [row["record_id"] for row in rows]
+    assert frame["text"].tolist() == [row["text"] for row in rows]
+
+
+def test_a_file_offline_store_written_before_the_parts_is_kept(tmp_path: Path, redactor: Redactor) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llmops_ingestion.adapters.feast_repo import offline_schema
+    from llmops_ingestion.adapters.feast_store import LEGACY_OFFLINE_FILE, to_frame
+
+    rows = _rows(redactor)
+    legacy = tmp_path / "feast" / "data" / LEGACY_OFFLINE_FILE
+    legacy.parent.mkdir(parents=True)
+    frame = to_frame(rows)
+    pq.write_table(pa.Table.from_pandas(frame, schema=offline_schema(), preserve_index=False), legacy)
+    store = FeastCuratedStore(tmp_path / "feast")
+    store.open()
+    assert not legacy.exists()
+    read = store.historical([str(row["record_id"]) for row in rows], as_of=datetime.now(UTC))
+    assert read["text"].tolist() == [row["text"] for row in rows]
