@@ -247,6 +247,7 @@ async def ingestion_service(
     from llmops_ingestion.main import IngestionRuntime
     from llmops_ingestion.settings import IngestionSettings
     from llmops_messaging import Outcome, create_broker
+    from llmops_messaging.app import freeze_startup_heap
 
     settings = IngestionSettings(
         platform=platform.model_copy(update={"var_dir": context.scratch("ingestion-var"), "artifact_store_uri": ""}),
@@ -257,6 +258,7 @@ async def ingestion_service(
     runtime = IngestionRuntime(settings)
     status("loading the redactor and opening Feast (untimed)")
     await runtime.open()
+    freeze_startup_heap()  # as service_app does once a service is open
     pushes = _instrument_feast_push(runtime, cProfile.Profile() if profile_to else None)
     # FastStream's per-batch "Received/Processed" lines at DEBUG: they would flood the progress display.
     broker = create_broker(settings.platform, service="ingestion-bench", log_level=logging.DEBUG)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Protocol
 
 from faststream import FastStream
@@ -41,6 +42,7 @@ def service_app(*, service: str, platform: PlatformSettings, runtime: ServiceRun
         configure_logging(service=service, level=platform.log_level, log_format=platform.log_format)
         configure_tracing(service)
         await runtime.open()
+        freeze_startup_heap()
         runtime.attach(broker)
 
     @app.after_startup
@@ -59,3 +61,16 @@ def service_app(*, service: str, platform: PlatformSettings, runtime: ServiceRun
         await runtime.close()
 
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Take everything loaded at start-up (libraries, models, stores) out of the garbage
+    collector's view, once the service is open.
+
+    A service allocates per message, so the collector runs often, and each full collection
+    walked the whole start-up heap (pandas, Feast, Presidio, pydantic models: millions of
+    objects) to find nothing to free: a quarter of ingestion's time at thousands of records a
+    second. Frozen objects are never collected, and these live as long as the process anyway.
+    """
+    gc.collect()
+    gc.freeze()

@@ -231,8 +231,13 @@ class EventConsumer:
                 record, origin=origin, stage=verdict.stage, reason=verdict.reason, detail=verdict.detail
             )
             outcomes[index] = Outcome.DEAD_LETTERED
-        with self._processed.transaction():  # idempotent when the handler marked them itself
-            self._processed.mark_processed_many(applied)
+        # A handler whose effect lives in this database marks its events in its own transaction
+        # (exactly-once in effect): only the events it left unmarked are marked here.
+        marked = self._processed.processed_among(applied)
+        unmarked = [event_id for event_id in applied if event_id not in marked]
+        if unmarked:
+            with self._processed.transaction():
+                self._processed.mark_processed_many(unmarked)
 
     async def _call_batch(self, handler: BatchHandler, deliveries: list[Delivery]) -> Sequence[Rejected | None]:
         first = deliveries[0].origin

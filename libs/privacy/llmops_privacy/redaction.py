@@ -78,6 +78,13 @@ _NAME_PATTERN = re.compile(
     r"|\b(?:Mr|Mrs|Ms|Miss|Dr|Prof|Herr|Frau|Mme|M)\.?)"
     r"[ \t]+(?P<name>[A-Z][a-z'\-]+(?:[ \t]+[A-Z][a-z'\-]+){0,2})"
 )
+# Texts that exercise every recognizer once at start-up: Presidio and phonenumbers import their
+# data lazily (region metadata, compiled patterns), which would otherwise stall the first records.
+_WARM_UP = (
+    "Mail jane.doe@example.com or call +44 20 7946 0958 or (212) 555-0142; card 4111 1111 1111 1111, "
+    "IBAN GB82 WEST 1234 5698 7654 32, from 192.168.0.1 or 2001:db8::1. My name is Jane Doe.",
+)
+
 # Capitalised words after "I am" / "This is" are often not names ("This is The third time");
 # a name never starts with one of these.
 _NOT_NAMES = frozenset(
@@ -161,6 +168,8 @@ class Redactor:
         self._ip = IpRecognizer()
         self._detect_names = detect_names
         self._min_score = min_score
+        for text in _WARM_UP:
+            self.find(text)
 
     def find(self, text: str) -> list[Finding]:
         """Every PII span in ``text``, non-overlapping, in text order."""

@@ -465,9 +465,13 @@ def feature_row(curated: CuratedRecord, ingested_at: datetime, *, stamp: str | N
         TIMESTAMP_FIELD: stamp,
         CREATED_FIELD: stamp,
     }
-    for kind in PiiKind:
-        row[f"pii_{kind.value}"] = curated.pii_counts.get(kind, 0)
+    counts = curated.pii_counts
+    for kind, column in _PII_COLUMNS:
+        row[column] = counts.get(kind, 0)
     return row
+
+
+_PII_COLUMNS = tuple((kind, f"pii_{kind.value}") for kind in PiiKind)
 
 
 def _position(origin: Origin) -> Position:

@@ -12,7 +12,6 @@ Tables:
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from llmops_ingestion.domain.feedback import ServedRequest
 from llmops_ingestion.domain.snapshot import Position
@@ -100,6 +101,11 @@ class CuratedRow:
 
 _CHUNK = 500  # values per IN (...) query
 
+# The outbox holds each feature row as JSON (UTF-8 bytes); msgspec encodes a row ~5x faster than
+# the standard library, which mattered at thousands of records a second.
+_encode_outbox = msgspec.json.Encoder().encode
+_decode_outbox = msgspec.json.Decoder(dict[str, Any]).decode
+
 
 def _existing_ids(connection: sqlite3.Connection, record_ids: Sequence[str]) -> set[str]:
     """The ids of ``record_ids`` already stored."""
@@ -168,7 +174,7 @@ class IngestionState:
                 position.partition,
                 position.offset,
                 ingested_at.isoformat(),
-                json.dumps(feature_row, ensure_ascii=False),
+                _encode_outbox(feature_row),
             ),
         )
         return StoreOutcome.ACCEPTED
@@ -204,7 +210,7 @@ class IngestionState:
                     record.position.partition,
                     record.position.offset,
                     stamp,
-                    json.dumps(record.feature_row, ensure_ascii=False),
+                    _encode_outbox(record.feature_row),
                 )
             )
         connection.executemany(
@@ -220,7 +226,7 @@ class IngestionState:
         rows = self._connection.execute(
             "SELECT seq, outbox FROM curated WHERE outbox IS NOT NULL ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
-        return [(seq, json.loads(payload)) for seq, payload in rows]
+        return [(seq, _decode_outbox(payload)) for seq, payload in rows]
 
     def outbox_size(self) -> int:
         return int(self._connection.execute("SELECT count(*) FROM curated WHERE outbox IS NOT NULL").fetchone()[0])
