@@ -307,7 +307,7 @@ def subscribe(
     consumer: EventConsumer,
     *topics: str,
     on_outcome: Callable[[Outcome], None] | None = None,
-    max_records: int = 500,
+    max_records: int = 2000,
     **subscriber_options: Any,
 ) -> Any:
     """Attach ``consumer`` to ``broker`` for ``topics``; offsets are committed after processing.

@@ -30,10 +30,18 @@ class ProcessedEvents:
         # needs, since offsets are committed after it); only a power cut can lose the last few.
         # FULL would cost an fsync per event, the slowest step of ingestion.
         self._connection.execute("PRAGMA synchronous=NORMAL")
+        # Up to 64 MiB of pages in memory (SQLite's default is 2 MiB): the unique indexes that
+        # de-duplicate are probed at random keys, and re-reading evicted pages was a visible cost.
+        self._connection.execute("PRAGMA cache_size=-65536")
+        # Checkpoint the WAL every ~40 MiB rather than every 4 MiB: each checkpoint syncs the
+        # database file inside some writer's COMMIT (~20 ms here), and a page written several
+        # times between two checkpoints (an outbox row inserted, then cleared) is copied once.
+        self._connection.execute("PRAGMA wal_autocheckpoint=10000")
+        # WITHOUT ROWID: the key is the table, one B-tree to update per event instead of two.
         self._connection.execute(
             "CREATE TABLE IF NOT EXISTS processed_events ("
             " consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at TEXT NOT NULL,"
-            " PRIMARY KEY (consumer, event_id))"
+            " PRIMARY KEY (consumer, event_id)) WITHOUT ROWID"
         )
         self._lock = threading.Lock()
 

@@ -85,7 +85,6 @@ class IngestionService:
         *,
         config: CurationConfig,
         redact: Callable[[str], RedactionResult],
-        detect_language: Callable[[str], str] | None,
         processed: ProcessedEvents,
         state: IngestionState,
         features: FeatureStore,
@@ -95,16 +94,6 @@ class IngestionService:
     ) -> None:
         self._config = config
         self._redact = redact
-        self._detect_language = detect_language
-        # A detector with a vectorised ``many`` (adapters.language) detects a whole batch at once.
-        many = getattr(detect_language, "many", None)
-        self._detect_languages: Callable[[Sequence[str]], Sequence[str]] | None = (
-            many
-            if many is not None
-            else (lambda texts: [detect_language(text) for text in texts])
-            if detect_language is not None
-            else None
-        )
         self._processed = processed
         self._state = state
         self._features = features
@@ -135,7 +124,6 @@ class IngestionService:
             metadata=record.metadata,
             occurred_at=record.occurred_at,
             redact=self._redact,
-            detect_language=self._detect_language,
         )
         self._store(curated, event_id=envelope.id, position=current_position())
 
@@ -169,7 +157,7 @@ class IngestionService:
             )
             for record in (deliveries[index].envelope.data for index in valid)
         ]
-        curated = curate_batch(inputs, redact=self._redact, detect_languages=self._detect_languages)
+        curated = curate_batch(inputs, redact=self._redact)
         now = datetime.now(UTC)
         stamp = now.isoformat()
         rows = [
@@ -268,7 +256,6 @@ class IngestionService:
             metadata=derived.metadata,
             occurred_at=None,
             redact=self._redact,
-            detect_language=self._detect_language,
         )
         self._store(curated, event_id=event_id, position=position, served=served if remember else None)
 
@@ -447,7 +434,8 @@ class IngestionService:
 
 
 def feature_row(curated: CuratedRecord, ingested_at: datetime, *, stamp: str | None = None) -> dict[str, Any]:
-    """The Feast row of a curated record (JSON-serialisable: it waits in the outbox).
+    """The Feast row of a curated record (JSON-serialisable: it waits in the outbox), less the
+    descriptors, which the Feast store adds when it writes the row (``describe_many``).
     ``stamp``: ``ingested_at.isoformat()``, when the caller has it for a whole batch."""
     stamp = stamp or ingested_at.isoformat()
     row: dict[str, Any] = {
@@ -456,12 +444,8 @@ def feature_row(curated: CuratedRecord, ingested_at: datetime, *, stamp: str | N
         "source": curated.source,
         "text": curated.text,
         "label": curated.label,
-        "language": curated.descriptors.language,
         "metadata_json": json.dumps(dict(curated.metadata), sort_keys=True, ensure_ascii=False),
         "occurred_at": curated.occurred_at.isoformat() if curated.occurred_at else None,
-        "length": curated.descriptors.length,
-        "token_count": curated.descriptors.token_count,
-        "non_alpha_share": curated.descriptors.non_alpha_share,
         TIMESTAMP_FIELD: stamp,
         CREATED_FIELD: stamp,
     }

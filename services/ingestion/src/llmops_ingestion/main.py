@@ -16,7 +16,6 @@ from llmops_events.topics import FEEDBACK, INFERENCE, RECORDS_RAW, TRAINING
 from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted, TrainingRequested
 from llmops_ingestion.adapters.consumer import MeteredConsumer, MeteredDeadLetterQueue
 from llmops_ingestion.adapters.feast_store import FeastCuratedStore
-from llmops_ingestion.adapters.language import language_detector
 from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.state import IngestionState
 from llmops_ingestion.domain.snapshot import SplitRatios
@@ -51,10 +50,11 @@ class IngestionRuntime:
         redactor = await asyncio.to_thread(
             Redactor, phone_regions=settings.phone_regions, detect_names=settings.redact_names
         )
-        detect = language_detector(settings.languages) if settings.detect_language else None
         self._processed = ProcessedEvents(settings.state_path, consumer=settings.consumer_group)
         state = IngestionState(self._processed)
-        features = FeastCuratedStore(settings.feast_repo_dir)
+        features = FeastCuratedStore(
+            settings.feast_repo_dir, languages=settings.languages if settings.detect_language else None
+        )
         await asyncio.to_thread(features.open)
         if settings.feast_push_in_worker_process:
             await asyncio.to_thread(features.start_push_worker)
@@ -75,7 +75,6 @@ class IngestionRuntime:
                 flywheel_retention=timedelta(days=settings.flywheel_retention_days),
             ),
             redact=redactor.redact,
-            detect_language=detect,
             processed=self._processed,
             state=state,
             features=features,

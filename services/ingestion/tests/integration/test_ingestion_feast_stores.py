@@ -33,7 +33,6 @@ def _rows(redactor: Redactor) -> list[dict[str, object]]:
             metadata={"channel": "chat"},
             occurred_at=now if index == 1 else None,
             redact=redactor.redact,
-            detect_language=lambda text: "en",
         )
         rows.append(feature_row(curated, now))
     return rows
@@ -49,12 +48,14 @@ def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: R
     from feast.data_source import PushMode
 
     from llmops_ingestion.adapters.feast_repo import PUSH_SOURCE
-    from llmops_ingestion.adapters.feast_store import to_frame
+    from llmops_ingestion.adapters.feast_store import to_frame, with_descriptors
+    from llmops_ingestion.adapters.language import language_detector
 
     rows = _rows(redactor)
     by_feast = FeastCuratedStore(tmp_path / "feast")
     by_feast.open()
-    by_feast._require_open().push(PUSH_SOURCE, to_frame(rows), to=PushMode.ONLINE)
+    described = with_descriptors(rows, detect_languages=language_detector().many)
+    by_feast._require_open().push(PUSH_SOURCE, to_frame(described), to=PushMode.ONLINE)
     ours = FeastCuratedStore(tmp_path / "ours")
     ours.open()
     ours.push(rows)
@@ -65,6 +66,8 @@ def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: R
     online = ours.online([str(row["record_id"]) for row in rows])
     assert online["text"] == [row["text"] for row in rows]
     assert online["pii_email"] == [row["pii_email"] for row in rows]
+    # Descriptors are added as the rows are written.
+    assert online["language"] == [row["language"] for row in described] and online["language"][0] == "en"
     # Pushing again (the outbox is at-least-once) upserts, it does not add rows.
     ours.push(rows)
     assert _table(tmp_path / "ours" / "data" / "online_store.db") == expected
@@ -104,12 +107,12 @@ def test_a_file_offline_store_written_before_the_parts_is_kept(tmp_path: Path, r
     import pyarrow.parquet as pq
 
     from llmops_ingestion.adapters.feast_repo import offline_schema
-    from llmops_ingestion.adapters.feast_store import LEGACY_OFFLINE_FILE, to_frame
+    from llmops_ingestion.adapters.feast_store import LEGACY_OFFLINE_FILE, to_frame, with_descriptors
 
     rows = _rows(redactor)
     legacy = tmp_path / "feast" / "data" / LEGACY_OFFLINE_FILE
     legacy.parent.mkdir(parents=True)
-    frame = to_frame(rows)
+    frame = to_frame(with_descriptors(rows, detect_languages=None))
     pq.write_table(pa.Table.from_pandas(frame, schema=offline_schema(), preserve_index=False), legacy)
     store = FeastCuratedStore(tmp_path / "feast")
     store.open()

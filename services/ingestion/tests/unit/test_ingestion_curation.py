@@ -68,16 +68,6 @@ def test_curating_a_batch_equals_curating_each_record(redactor: Redactor) -> Non
         RecordInput(tenant="beta", source="chat", text="Où est ma carte ?", label=None, record_id=None),
         RecordInput(tenant="beta", source="chat", text="plain", label="y", record_id="r-2", metadata={"m": "v"}),
     ]
-
-    def detect(text: str) -> str:
-        return f"lang-{len(text)}"
-
-    batch_calls: list[list[str]] = []
-
-    def detect_many(texts: Sequence[str]) -> list[str]:
-        batch_calls.append(list(texts))
-        return [detect(text) for text in texts]
-
     one_by_one = [
         curate(
             tenant=r.tenant,
@@ -88,13 +78,31 @@ def test_curating_a_batch_equals_curating_each_record(redactor: Redactor) -> Non
             metadata=r.metadata,
             occurred_at=r.occurred_at,
             redact=redactor.redact,
-            detect_language=detect,
         )
         for r in records
     ]
-    assert curate_batch(records, redact=redactor.redact, detect_languages=detect_many) == one_by_one
+    assert curate_batch(records, redact=redactor.redact) == one_by_one
+
+
+def test_describing_many_texts_equals_describing_each_with_one_detector_call() -> None:
+    from llmops_ingestion.domain.curation import describe_many
+
+    texts = ["Mail me at <EMAIL>", "", "Où est ma carte ?", "plain"]
+
+    def detect(text: str) -> str:
+        return f"lang-{len(text)}"
+
+    batch_calls: list[list[str]] = []
+
+    def detect_many(texts: Sequence[str]) -> list[str]:
+        batch_calls.append(list(texts))
+        return [detect(text) for text in texts]
+
+    described = describe_many(texts, detect_languages=detect_many)
+    assert described == [describe(text, detect_language=detect) for text in texts]
     assert len(batch_calls) == 1 and "" not in batch_calls[0]  # empty text: "und" without asking
-    assert one_by_one[1].descriptors.language == "und"
+    assert described[1].language == "und"
+    assert {d.language for d in describe_many(texts, detect_languages=None)} == {"und"}
 
 
 def test_vectorised_language_detection_agrees_with_the_model_text_for_text() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from llmops_ingestion.adapters.feast_repo import (
     feature_definitions,
     offline_schema,
 )
+from llmops_ingestion.adapters.language import language_detector
+from llmops_ingestion.domain.curation import describe_many
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +41,13 @@ class FeastCuratedStore:
     """Pushes feature rows and reads them back point-in-time. Every method blocks: call it
     from a worker thread (``asyncio.to_thread``), never on the event loop."""
 
-    def __init__(self, repo_dir: Path, *, project: str = "llmops") -> None:
+    def __init__(self, repo_dir: Path, *, project: str = "llmops", languages: Sequence[str] | None = ()) -> None:
+        """``languages``: the candidates of language detection (empty: all the model knows;
+        None: no detection, every language ``und``)."""
         self._repo_dir = repo_dir.resolve()
         self._project = project
+        self._languages = None if languages is None else tuple(languages)
+        self._detect_languages: Any = None
         self._store: Any = None
         self._online: Any = None  # a feast_local.RecordRowWriter once open
         self._worker: Any = None  # a ProcessPoolExecutor once start_push_worker() ran
@@ -96,10 +102,13 @@ class FeastCuratedStore:
             timestamp_field=TIMESTAMP_FIELD,
             created_field=CREATED_FIELD,
         )
+        if self._languages is not None:
+            self._detect_languages = language_detector(self._languages).many
         logger.info("feast repository ready", extra={"repo": str(self._repo_dir)})
 
     def push(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Append rows to the offline store and upsert them in the online store."""
+        """Add the descriptors to the rows, append them to the offline store and upsert them in
+        the online store."""
         if not rows:
             return
         if self._worker is not None:
@@ -125,7 +134,7 @@ class FeastCuratedStore:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_open_worker_store,
-            initargs=(str(self._repo_dir), self._project),
+            initargs=(str(self._repo_dir), self._project, self._languages),
         )
         self._worker.submit(_push_in_worker, []).result()  # opens Feast there before the first push
 
@@ -141,6 +150,7 @@ class FeastCuratedStore:
         from feast.data_source import PushMode
 
         store = self._require_open()
+        rows = with_descriptors(rows, detect_languages=self._detect_languages)
         # Online through the direct writer (Feast's DataFrame-to-proto conversion would cost
         # more than the rest of ingestion), offline through Feast's push.
         self._online.write(rows, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
@@ -169,6 +179,26 @@ class FeastCuratedStore:
         return self._store
 
 
+def with_descriptors(
+    rows: Sequence[dict[str, Any]], *, detect_languages: Callable[[Sequence[str]], Sequence[str]] | None
+) -> list[dict[str, Any]]:
+    """The rows with their text's descriptors (language, length, token count, non-alphabetic
+    share) as feature columns. Computed here, in the process that writes Feast, rather than in
+    the consuming loop: they are derived from the stored (redacted) text and nothing before
+    Feast needs them."""
+    descriptors = describe_many([row["text"] for row in rows], detect_languages=detect_languages)
+    return [
+        {
+            **row,
+            "language": described.language,
+            "length": described.length,
+            "token_count": described.token_count,
+            "non_alpha_share": described.non_alpha_share,
+        }
+        for row, described in zip(rows, descriptors, strict=True)
+    ]
+
+
 def to_frame(rows: Sequence[dict[str, Any]]) -> Any:
     """A push DataFrame with the dtypes the feature view declares (Feast checks them)."""
     import numpy as np
@@ -187,10 +217,10 @@ def to_frame(rows: Sequence[dict[str, Any]]) -> Any:
 _WORKER_STORE: FeastCuratedStore | None = None
 
 
-def _open_worker_store(repo_dir: str, project: str) -> None:
+def _open_worker_store(repo_dir: str, project: str, languages: tuple[str, ...] | None) -> None:
     global _WORKER_STORE
     logging.getLogger("feast").setLevel(logging.WARNING)
-    _WORKER_STORE = FeastCuratedStore(Path(repo_dir), project=project)
+    _WORKER_STORE = FeastCuratedStore(Path(repo_dir), project=project, languages=languages)
     _WORKER_STORE.open(apply=False)
 
 

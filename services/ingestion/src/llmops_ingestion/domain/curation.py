@@ -1,6 +1,12 @@
-"""From a submitted record to a curated one: normalise, redact, identify, describe.
+"""From a submitted record to a curated one: normalise, redact, identify; and the descriptors of
+a curated text.
 
-Everything here is a pure function of its inputs; the redactor is passed in.
+Curation decides what is stored (redacted text, id, de-duplication key) and runs before the
+record is stored; descriptors are features derived from the stored text, computed where the
+features are written (``describe_many``), so the consuming loop does not pay for them.
+
+Everything here is a pure function of its inputs; the redactor and the language detector are
+passed in.
 """
 
 from __future__ import annotations
@@ -61,6 +67,19 @@ def describe(text: str, *, detect_language: Callable[[str], str] | None = None) 
     return _describe(text, language)
 
 
+def describe_many(
+    texts: Sequence[str], *, detect_languages: Callable[[Sequence[str]], Sequence[str]] | None = None
+) -> list[Descriptors]:
+    """``describe`` for many texts, in order, with the language of all of them detected in one
+    call (a vectorised detector is ~10x cheaper per text); an empty text is ``und`` unasked."""
+    with_text = [index for index, text in enumerate(texts) if text]
+    languages = ["und"] * len(texts)
+    if detect_languages is not None and with_text:
+        for index, language in zip(with_text, detect_languages([texts[i] for i in with_text]), strict=True):
+            languages[index] = language
+    return [_describe(text, language) for text, language in zip(texts, languages, strict=True)]
+
+
 def _describe(text: str, language: str) -> Descriptors:
     # Counted with map() over str methods: a generator over the characters costs 4x more.
     visible = len(text) - sum(map(str.isspace, text))
@@ -75,7 +94,7 @@ def _describe(text: str, language: str) -> Descriptors:
 
 @dataclass(frozen=True, slots=True)
 class CuratedRecord:
-    """A record that is safe to keep: redacted text, scoped id, descriptors and PII counts."""
+    """A record that is safe to keep: redacted text, scoped id, de-duplication key and PII counts."""
 
     record_id: str
     tenant: str
@@ -83,7 +102,6 @@ class CuratedRecord:
     text: str
     label: str | None
     dedup_key: str
-    descriptors: Descriptors
     pii_counts: Mapping[PiiKind, int] = field(default_factory=dict)
     metadata: Mapping[str, str] = field(default_factory=dict)
     occurred_at: datetime | None = None
@@ -116,39 +134,22 @@ def curate(
     metadata: Mapping[str, str],
     occurred_at: datetime | None,
     redact: Callable[[str], RedactionResult],
-    detect_language: Callable[[str], str] | None = None,
 ) -> CuratedRecord:
-    """Normalise, redact, identify and describe one record.
+    """Normalise, redact and identify one record.
 
     Normalisation comes first so PII written with odd Unicode is still found; the record id
     and de-duplication key are taken from the *redacted* text, because nothing derived from
     raw PII (not even a hash) may be stored. Metadata values are redacted too.
     """
     record = RecordInput(tenant, source, text, label, record_id, metadata, occurred_at)
-
-    def detect_languages(texts: Sequence[str]) -> list[str]:
-        return [detect_language(text) for text in texts] if detect_language is not None else ["und"] * len(texts)
-
-    return curate_batch([record], redact=redact, detect_languages=detect_languages)[0]
+    return curate_batch([record], redact=redact)[0]
 
 
-def curate_batch(
-    records: Sequence[RecordInput],
-    *,
-    redact: Callable[[str], RedactionResult],
-    detect_languages: Callable[[Sequence[str]], Sequence[str]] | None = None,
-) -> list[CuratedRecord]:
-    """``curate`` for many records at once, in order: the same results, with the language of
-    the whole batch detected in one call (a vectorised detector is ~10x cheaper per text)."""
-    redacted = [_redact_record(record, redact) for record in records]
-    texts = [text for text, _, _, _ in redacted]
-    with_text = [index for index, text in enumerate(texts) if text]
-    languages = ["und"] * len(records)
-    if detect_languages is not None and with_text:
-        for index, language in zip(with_text, detect_languages([texts[i] for i in with_text]), strict=True):
-            languages[index] = language
+def curate_batch(records: Sequence[RecordInput], *, redact: Callable[[str], RedactionResult]) -> list[CuratedRecord]:
+    """``curate`` for many records at once, in order."""
     curated = []
-    for record, (text, key, counts, clean_metadata), language in zip(records, redacted, languages, strict=True):
+    for record in records:
+        text, key, counts, clean_metadata = _redact_record(record, redact)
         curated.append(
             CuratedRecord(
                 record_id=record_id_for(tenant=record.tenant, record_id=record.record_id, text_key=key),
@@ -157,7 +158,6 @@ def curate_batch(
                 text=text,
                 label=record.label,
                 dedup_key=key,
-                descriptors=_describe(text, language),
                 pii_counts=counts,
                 metadata=clean_metadata,
                 occurred_at=record.occurred_at,
