@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,16 +19,11 @@ import pytest
 
 from llmops_cli.stack.kafka import KafkaBroker
 from llmops_cli.stack.paths import repo_paths
+from llmops_cli.stack.ports import free_port
 from llmops_cli.stack.stack import KafkaComponent, TritonComponent, running
 from llmops_cli.stack.triton import TritonServer
 from llmops_config import PlatformSettings
 from llmops_privacy import Redactor
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +31,13 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> PlatformSettings
     """Platform settings for this test session: free ports, a temporary var/ directory."""
     var_dir = tmp_path_factory.mktemp("var")
     return PlatformSettings(
-        kafka_bootstrap_servers=f"127.0.0.1:{_free_port()}",
-        kafka_controller_port=_free_port(),
-        triton_http_port=_free_port(),
-        triton_grpc_port=_free_port(),
-        triton_metrics_port=_free_port(),
-        gateway_port=_free_port(),
-        ops_port=_free_port(),
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        triton_http_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_metrics_port=free_port(),
+        gateway_port=free_port(),
+        ops_port=free_port(),
         var_dir=var_dir,
         log_format="text",
     )

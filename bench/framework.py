@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.results import BenchResult, Figure
+from llmops_cli.stack.ports import free_port
 
 if TYPE_CHECKING:
     from llmops_config import PlatformSettings
@@ -30,12 +30,6 @@ class Unmeasurable(Exception):
 def shared_data_dir() -> Path:
     """``$LLMOPS_SHARED_DATA``, else ``<repo>/../shared/data`` (the same rule as the tests)."""
     return Path(os.environ.get(SHARED_DATA_ENV, REPO_ROOT / ".." / "shared" / "data")).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Reporter:

@@ -6,7 +6,6 @@ event of the retraining chain present and correlated by ``correlationid``."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from llmops_cli import stack
 from llmops_cli.demo import DemoOptions, EventLog, run_demo
+from llmops_cli.stack.ports import free_port
 from llmops_config import PlatformSettings
 from llmops_events.v1 import (
     DeploymentCanaryStarted,
@@ -38,25 +38,19 @@ max_latency_p95_ms: 2000
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
     var_dir = tmp_path_factory.mktemp("e2e-var")
     policies = tmp_path_factory.mktemp("e2e-policies")
     (policies / "default.yaml").write_text(POLICY)
     environment = {
-        "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
-        "LLMOPS_KAFKA_CONTROLLER_PORT": str(_free_port()),
-        "LLMOPS_TRITON_HTTP_PORT": str(_free_port()),
-        "LLMOPS_TRITON_GRPC_PORT": str(_free_port()),
-        "LLMOPS_TRITON_METRICS_PORT": str(_free_port()),
-        "LLMOPS_GATEWAY_PORT": str(_free_port()),
-        "LLMOPS_OPS_PORT": str(_free_port()),
+        "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "LLMOPS_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "LLMOPS_TRITON_HTTP_PORT": str(free_port()),
+        "LLMOPS_TRITON_GRPC_PORT": str(free_port()),
+        "LLMOPS_TRITON_METRICS_PORT": str(free_port()),
+        "LLMOPS_GATEWAY_PORT": str(free_port()),
+        "LLMOPS_OPS_PORT": str(free_port()),
         "LLMOPS_VAR_DIR": str(var_dir),
         "LLMOPS_LOG_FORMAT": "text",
         "LLMOPS_GATEWAY_API_KEYS": "e2e-key",
@@ -72,7 +66,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
         "LLMOPS_FINE_TUNING_PROGRESS_INTERVAL_S": "10",
     }
     for name in ("ingestion", "fine_tuning", "evaluation", "deployment", "gateway", "monitoring"):
-        environment[f"LLMOPS_{name.upper()}_METRICS_PORT"] = str(_free_port())
+        environment[f"LLMOPS_{name.upper()}_METRICS_PORT"] = str(free_port())
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)  # the services are child processes: they read the environment
     settings = PlatformSettings()

@@ -4,7 +4,6 @@ healthy from down. Uses its own broker (own ports, own var/) so the session brok
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from llmops_cli.stack.kafka import KafkaBroker
 from llmops_cli.stack.paths import repo_paths
+from llmops_cli.stack.ports import free_port
 from llmops_cli.stack.processes import NullProgress
 from llmops_cli.stack.stack import KafkaComponent
 from llmops_config import PlatformSettings
@@ -21,12 +21,6 @@ from llmops_events.v1 import RecordSubmitted
 from llmops_messaging import EventPublisher
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _first_message(settings: PlatformSettings) -> bytes | None:
@@ -46,7 +40,7 @@ async def _first_message(settings: PlatformSettings) -> bytes | None:
 
 def test_broker_restart_keeps_accepted_messages_and_status_follows(tmp_path: Path) -> None:
     settings = PlatformSettings(
-        kafka_bootstrap_servers=f"127.0.0.1:{_free_port()}", kafka_controller_port=_free_port(), var_dir=tmp_path
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(), var_dir=tmp_path
     )
     paths = repo_paths()
     component = KafkaComponent(KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config))

@@ -23,7 +23,6 @@ from llmops_events.v1 import (
     DatasetSnapshotted,
     FeedbackSubmitted,
     InferenceLogged,
-    RecordSubmitted,
     TrainingReason,
     TrainingRequested,
 )
@@ -107,25 +106,6 @@ class IngestionService:
         self._labelled_pending: int | None = None  # labelled records since the last snapshot
 
     # --- handlers -------------------------------------------------------------------------
-
-    async def on_record(self, envelope: Envelope[RecordSubmitted]) -> None:
-        """A record from an enterprise system: validate, curate, store once."""
-        record = envelope.data
-        self._metrics.records_in.labels("records").inc()
-        violation = check_record(text=record.text, label=record.label, rules=self._config.rules)
-        if violation is not None:
-            raise Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
-        curated = curate(
-            tenant=record.tenant,
-            source=record.source,
-            text=record.text,
-            label=record.label,
-            record_id=record.record_id,
-            metadata=record.metadata,
-            occurred_at=record.occurred_at,
-            redact=self._redact,
-        )
-        self._store(curated, event_id=envelope.id, position=current_position())
 
     async def on_records(self, deliveries: Sequence[Delivery]) -> list[Rejected | None]:
         """A batch of records: validate each, curate all, store them in one transaction.
