@@ -312,3 +312,50 @@ def splice_into(document: str, table: str) -> str | None:
     if start < 0 or end < start:
         return None
     return f"{document[: start + len(README_START)]}\n{table}{document[end:]}"
+
+
+def kept_rows(document: str, figure_names: Iterable[str]) -> tuple[list[str], str | None]:
+    """The table lines of ``document``'s bench block whose figure is one of ``figure_names``,
+    verbatim, and that block's heading (its date and machine).
+
+    For ``--only`` without an earlier ``results.json`` (a fresh checkout): the rows of the
+    benchmarks not re-run stay as they were measured instead of vanishing from the README.
+    """
+    start, end = document.find(README_START), document.find(README_END)
+    if start < 0 or end < start:
+        return [], None
+    names = set(figure_names)
+    block = document[start + len(README_START) : end].splitlines()
+    heading = next((line.removeprefix("#### ").strip() for line in block if line.startswith("#### ")), None)
+    rows = [line for line in block if line.startswith("| ") and line.split("|")[1].strip() in names]
+    return rows, heading
+
+
+def with_kept_rows(table: str, rows: Sequence[str], heading: str | None) -> str:
+    """``table`` (``render_markdown``'s) with earlier ``rows`` appended, said where they come
+    from, and the count of figures that met their target recounted."""
+    if not rows:
+        return table
+    lines = table.rstrip("\n").splitlines()
+    count_line = lines.pop()  # "N of M figures met their target ..."
+    while lines and not lines[-1]:
+        lines.pop()
+    fresh = [line for line in lines if line.startswith("| ") and not line.startswith("| Figure ")]
+    met = sum(line.rstrip().rstrip("|").rsplit("|", 3)[-2].strip() == "yes" for line in [*fresh, *rows])
+    total = len(fresh) + len(rows)
+    origin = f", headed “{heading}”" if heading else ""
+    tail = count_line.split(" figures met their target", 1)[1]
+    return (
+        "\n".join(
+            [
+                *lines,
+                *rows,
+                "",
+                f"The last {len(rows)} rows were kept from the README's previous table{origin}: "
+                "their benchmarks did not run this time.",
+                "",
+                f"{met} of {total} figures met their target{tail}",
+            ]
+        )
+        + "\n"
+    )

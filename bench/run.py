@@ -24,9 +24,11 @@ from bench.results import (
     BenchResult,
     detect_machine,
     format_number,
+    kept_rows,
     load_results,
     merge_results,
     splice_into,
+    with_kept_rows,
     write_results,
 )
 
@@ -120,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path, md_path = write_results(rows, args.out, machine=machine)
     table = md_path.read_text(encoding="utf-8")
     if args.readme is not None:
-        spliced = splice_into(args.readme.read_text(encoding="utf-8"), table)
+        document = args.readme.read_text(encoding="utf-8")
+        shown = {row.benchmark for row in rows}
+        missing = [figure.name for b in known if b.name not in shown for figure in b.figures]
+        earlier, heading = kept_rows(document, missing)
+        spliced = splice_into(document, with_kept_rows(table, earlier, heading))
         if spliced is None:
             print(
                 f"{args.readme} has no <!-- bench:start --> / <!-- bench:end --> markers; left as is", file=sys.stderr

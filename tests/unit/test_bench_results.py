@@ -225,3 +225,28 @@ def test_fine_tuning_skip_line_becomes_the_reason() -> None:
         parse_summary("SKIP: BANKING77 not found at /x (set LLMOPS_SHARED_DATA ...)\n")
     with pytest.raises(ValueError):
         parse_summary("Traceback ...\n")
+
+
+def test_rows_of_benchmarks_that_did_not_run_are_kept_from_the_readme() -> None:
+    from bench.results import kept_rows, with_kept_rows
+
+    earlier = (
+        "intro\n<!-- bench:start -->\n#### Benchmark results: 2026-11-28 17:20 UTC, 2 cores\n\n"
+        "| Figure | Value | Reference (same run) | Ratio | Target | Met | Anchor |\n|---|---:|---|---:|---|:---:|---|\n"
+        "| old ingestion | 1 records/s |  |  | ≥ 5 records/s | **no** |  |\n"
+        "| accuracy | 0.93 |  | 0.99x | ≥ 0.92 | yes | 0.94 (paper) |\n"
+        "| p50 | 25 ms |  |  | informational (no target) | yes |  |\n\n"
+        "2 of 3 figures met their target (`make bench`, `var/bench/results.json`).\n<!-- bench:end -->\noutro\n"
+    )
+    rows, heading = kept_rows(earlier, ["accuracy", "p50"])
+    assert heading == "Benchmark results: 2026-11-28 17:20 UTC, 2 cores"
+    assert [row.split("|")[1].strip() for row in rows] == ["accuracy", "p50"]
+
+    fresh = BenchResult(benchmark="ingestion", name="old ingestion", value=9.0, unit="records/s")
+    table = render_markdown([fresh], machine=MACHINE, when=datetime.now(UTC))
+    merged = with_kept_rows(table, rows, heading)
+    assert "| old ingestion | 9 records/s |" in merged and rows[0] in merged and rows[1] in merged
+    assert "kept from the README's previous table, headed “Benchmark results: 2026-11-28 17:20 UTC, 2 cores”" in merged
+    assert merged.endswith("3 of 3 figures met their target (`make bench`, `var/bench/results.json`).\n")
+    assert with_kept_rows(table, [], None) == table
+    assert kept_rows("no markers", ["accuracy"]) == ([], None)
