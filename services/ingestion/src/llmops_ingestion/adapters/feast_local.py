@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,7 +139,7 @@ class RecordRowSqliteOnlineStore(SqliteOnlineStore):  # type: ignore[misc]
                 continue
             features, event_ts = found[key]
             stored = MapProto.FromString(features)
-            values = {name: stored.val[name] for name in (requested_features or stored.val.keys())}
+            values = {feature: stored.val[feature] for feature in (requested_features or stored.val.keys())}
             result.append((_as_utc(event_ts), values))
         return result
 
@@ -164,8 +164,6 @@ class RecordRowSqliteOnlineStore(SqliteOnlineStore):  # type: ignore[misc]
 
 
 def _as_utc(moment: datetime | str | None) -> datetime | None:
-    from datetime import UTC
-
     if moment is None:
         return None
     if isinstance(moment, str):  # a connection without PARSE_DECLTYPES
