@@ -8,6 +8,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,6 @@ class FeastCuratedStore:
         self._repo_dir = repo_dir.resolve()
         self._project = project
         self._languages = None if languages is None else tuple(languages)
-        self._detect_languages: Any = None
         self._store: Any = None
         self._online: Any = None  # a feast_local.RecordRowWriter once open
         self._worker: Any = None  # a ProcessPoolExecutor once start_push_worker() ran
@@ -102,8 +102,6 @@ class FeastCuratedStore:
             timestamp_field=TIMESTAMP_FIELD,
             created_field=CREATED_FIELD,
         )
-        if self._languages is not None:
-            self._detect_languages = language_detector(self._languages).many
         logger.info("feast repository ready", extra={"repo": str(self._repo_dir)})
 
     def push(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -155,6 +153,16 @@ class FeastCuratedStore:
         # more than the rest of ingestion), offline through Feast's push.
         self._online.write(rows, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
         store.push(PUSH_SOURCE, to_frame(rows), to=PushMode.OFFLINE)
+
+    @cached_property
+    def _detect_languages(self) -> Callable[[Sequence[str]], Sequence[str]] | None:
+        """Loaded on the first push (~60 MB of model tables): with the push worker, only the
+        worker pushes, so the consuming process never needs it."""
+        return None if self._languages is None else language_detector(self._languages).many
+
+    def load_language_model(self) -> None:
+        """Load it now rather than on the first push."""
+        _ = self._detect_languages
 
     def historical(self, record_ids: Sequence[str], *, as_of: datetime) -> Any:
         """The feature values of ``record_ids`` as known at ``as_of`` (point-in-time join): one
@@ -222,6 +230,7 @@ def _open_worker_store(repo_dir: str, project: str, languages: tuple[str, ...] |
     logging.getLogger("feast").setLevel(logging.WARNING)
     _WORKER_STORE = FeastCuratedStore(Path(repo_dir), project=project, languages=languages)
     _WORKER_STORE.open(apply=False)
+    _WORKER_STORE.load_language_model()  # here, so the first push does not wait for it
 
 
 def _push_in_worker(rows: list[dict[str, Any]]) -> None:
