@@ -119,3 +119,15 @@ def test_a_file_offline_store_written_before_the_parts_is_kept(tmp_path: Path, r
     assert not legacy.exists()
     read = store.historical([str(row["record_id"]) for row in rows], as_of=datetime.now(UTC))
     assert read["text"].tolist() == [row["text"] for row in rows]
+
+
+def test_a_part_with_other_columns_is_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from llmops_ingestion.adapters.feast_repo import offline_schema
+
+    parts = PartDirectory(tmp_path / "parts")
+    parts.initialise(offline_schema())
+    with pytest.raises(ValueError, match="expected"):
+        parts.append(pa.table({"record_id": ["a"], "text": ["b"]}))
+    assert len(parts.parts()) == 1  # nothing written

@@ -40,7 +40,6 @@ from feast.feature_view import FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.offline_stores.dask import DaskOfflineStore, DaskOfflineStoreConfig
 from feast.infra.offline_stores.file_source import FileSource
-from feast.infra.offline_stores.offline_utils import get_pyarrow_schema_from_batch_source
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Map as MapProto
@@ -163,11 +162,10 @@ class RecordRowSqliteOnlineStore(SqliteOnlineStore):  # type: ignore[misc]
         return []  # no infra objects of Feast's own SQLite layout
 
 
-def _as_utc(moment: datetime | str | None) -> datetime | None:
+def _as_utc(moment: datetime | None) -> datetime | None:
+    """A stored timestamp (Feast's connection parses it to a naive UTC datetime) made aware."""
     if moment is None:
         return None
-    if isinstance(moment, str):  # a connection without PARSE_DECLTYPES
-        moment = datetime.fromisoformat(moment)
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -261,9 +259,6 @@ class PartitionedFileOfflineStore(DaskOfflineStore):  # type: ignore[misc]
         source = feature_view.batch_source
         if not isinstance(source, FileSource):
             raise TypeError(f"{feature_view.name}: the partitioned offline store needs a FileSource")
-        _, columns = get_pyarrow_schema_from_batch_source(config, source)
-        if columns != table.column_names:
-            raise ValueError(f"{feature_view.name}: columns {table.column_names}, expected {columns} in this order")
         directory = Path(FileSource.get_uri_for_file_path(repo_path=config.repo_path, uri=source.file_options.uri))
         PartDirectory(directory).append(table)
         if progress:
@@ -289,8 +284,11 @@ class PartDirectory:
 
     def append(self, table: pa.Table) -> None:
         """Add ``table`` as a part (cast to the parts' schema, as Feast's file store casts to its
-        file's), then merge any tier that has ``FANOUT`` parts."""
+        file's), then merge any tier that has ``FANOUT`` parts. Its columns must be the parts'
+        columns, in order, as Feast's file store requires of a push."""
         schema = pq.read_schema(self.parts()[0])
+        if schema.names != table.column_names:
+            raise ValueError(f"{self.path}: columns {table.column_names}, expected {schema.names} in this order")
         self._write(table if table.schema == schema else table.cast(schema), tier=0)
         for tier in range(0, 16):
             if len(self.parts(tier)) < FANOUT:
