@@ -235,8 +235,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(results: Sequence[BenchResult], *, machine: Machine, when: datetime) -> str:
-    """The results as a Markdown table under a heading line with the date and the machine."""
+def render_markdown(
+    results: Sequence[BenchResult],
+    *,
+    machine: Machine,
+    when: datetime,
+    kept: Sequence[str] = (),
+    kept_from: str | None = None,
+) -> str:
+    """The results as a Markdown table under a heading line with the date and the machine.
+
+    ``kept``: table lines of an earlier table (``kept_rows``) appended after the results, said
+    to come from the table headed ``kept_from``, and counted with them."""
     lines = [
         f"#### Benchmark results: {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {_cell(machine.describe())}",
         "",
@@ -260,8 +270,17 @@ def render_markdown(results: Sequence[BenchResult], *, machine: Machine, when: d
         met = "yes" if result.met else "**no**"
         cells = [result.name, value, reference, ratio, result.target, met, anchor]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
-    met_count = sum(result.met for result in results)
-    lines += ["", f"{met_count} of {len(results)} figures met their target (`make bench`, `var/bench/results.json`)."]
+    lines += kept
+    if kept:
+        origin = f", headed “{kept_from}”" if kept_from else ""
+        lines += [
+            "",
+            f"The last {len(kept)} rows were kept from the README's previous table{origin}: "
+            "their benchmarks did not run this time.",
+        ]
+    met_count = sum(result.met for result in results) + sum(_cells(line)[5] == "yes" for line in kept)
+    total = len(results) + len(kept)
+    lines += ["", f"{met_count} of {total} figures met their target (`make bench`, `var/bench/results.json`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -314,12 +333,18 @@ def splice_into(document: str, table: str) -> str | None:
     return f"{document[: start + len(README_START)]}\n{table}{document[end:]}"
 
 
+def _cells(line: str) -> list[str]:
+    """The cells of a table line (Figure, Value, Reference, Ratio, Target, Met, Anchor)."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
 def kept_rows(document: str, figure_names: Iterable[str]) -> tuple[list[str], str | None]:
     """The table lines of ``document``'s bench block whose figure is one of ``figure_names``,
     verbatim, and that block's heading (its date and machine).
 
     For ``--only`` without an earlier ``results.json`` (a fresh checkout): the rows of the
-    benchmarks not re-run stay as they were measured instead of vanishing from the README.
+    benchmarks not re-run stay as they were measured instead of vanishing from the README
+    (``render_markdown(kept=...)``).
     """
     start, end = document.find(README_START), document.find(README_END)
     if start < 0 or end < start:
@@ -327,35 +352,5 @@ def kept_rows(document: str, figure_names: Iterable[str]) -> tuple[list[str], st
     names = set(figure_names)
     block = document[start + len(README_START) : end].splitlines()
     heading = next((line.removeprefix("#### ").strip() for line in block if line.startswith("#### ")), None)
-    rows = [line for line in block if line.startswith("| ") and line.split("|")[1].strip() in names]
+    rows = [line for line in block if line.startswith("| ") and _cells(line)[0] in names]
     return rows, heading
-
-
-def with_kept_rows(table: str, rows: Sequence[str], heading: str | None) -> str:
-    """``table`` (``render_markdown``'s) with earlier ``rows`` appended, said where they come
-    from, and the count of figures that met their target recounted."""
-    if not rows:
-        return table
-    lines = table.rstrip("\n").splitlines()
-    count_line = lines.pop()  # "N of M figures met their target ..."
-    while lines and not lines[-1]:
-        lines.pop()
-    fresh = [line for line in lines if line.startswith("| ") and not line.startswith("| Figure ")]
-    met = sum(line.rstrip().rstrip("|").rsplit("|", 3)[-2].strip() == "yes" for line in [*fresh, *rows])
-    total = len(fresh) + len(rows)
-    origin = f", headed “{heading}”" if heading else ""
-    tail = count_line.split(" figures met their target", 1)[1]
-    return (
-        "\n".join(
-            [
-                *lines,
-                *rows,
-                "",
-                f"The last {len(rows)} rows were kept from the README's previous table{origin}: "
-                "their benchmarks did not run this time.",
-                "",
-                f"{met} of {total} figures met their target{tail}",
-            ]
-        )
-        + "\n"
-    )

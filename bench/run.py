@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # ``python bench/run.py``
@@ -27,8 +28,8 @@ from bench.results import (
     kept_rows,
     load_results,
     merge_results,
+    render_markdown,
     splice_into,
-    with_kept_rows,
     write_results,
 )
 
@@ -118,15 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             rows = merge_results(load_results(json_path), rows, [b.name for b in selected])
         except ValueError as error:
             print(f"earlier {json_path} unreadable ({error}); writing this run's rows only", file=sys.stderr)
-    machine = detect_machine()
-    json_path, md_path = write_results(rows, args.out, machine=machine)
+    machine, when = detect_machine(), datetime.now(UTC)
+    json_path, md_path = write_results(rows, args.out, machine=machine, when=when)
     table = md_path.read_text(encoding="utf-8")
     if args.readme is not None:
         document = args.readme.read_text(encoding="utf-8")
         shown = {row.benchmark for row in rows}
         missing = [figure.name for b in known if b.name not in shown for figure in b.figures]
         earlier, heading = kept_rows(document, missing)
-        spliced = splice_into(document, with_kept_rows(table, earlier, heading))
+        readme_table = render_markdown(rows, machine=machine, when=when, kept=earlier, kept_from=heading)
+        spliced = splice_into(document, readme_table)
         if spliced is None:
             print(
                 f"{args.readme} has no <!-- bench:start --> / <!-- bench:end --> markers; left as is", file=sys.stderr

@@ -228,7 +228,7 @@ def test_fine_tuning_skip_line_becomes_the_reason() -> None:
 
 
 def test_rows_of_benchmarks_that_did_not_run_are_kept_from_the_readme() -> None:
-    from bench.results import kept_rows, with_kept_rows
+    from bench.results import kept_rows
 
     earlier = (
         "intro\n<!-- bench:start -->\n#### Benchmark results: 2026-11-28 17:20 UTC, 2 cores\n\n"
@@ -243,10 +243,12 @@ def test_rows_of_benchmarks_that_did_not_run_are_kept_from_the_readme() -> None:
     assert [row.split("|")[1].strip() for row in rows] == ["accuracy", "p50"]
 
     fresh = BenchResult(benchmark="ingestion", name="old ingestion", value=9.0, unit="records/s")
-    table = render_markdown([fresh], machine=MACHINE, when=datetime.now(UTC))
-    merged = with_kept_rows(table, rows, heading)
+    table = render_markdown([fresh], machine=MACHINE, when=WHEN)
+    merged = render_markdown([fresh], machine=MACHINE, when=WHEN, kept=rows, kept_from=heading)
     assert "| old ingestion | 9 records/s |" in merged and rows[0] in merged and rows[1] in merged
     assert "kept from the README's previous table, headed “Benchmark results: 2026-11-28 17:20 UTC, 2 cores”" in merged
     assert merged.endswith("3 of 3 figures met their target (`make bench`, `var/bench/results.json`).\n")
-    assert with_kept_rows(table, [], None) == table
+    assert "kept from" not in table and table.endswith(
+        "1 of 1 figures met their target (`make bench`, `var/bench/results.json`).\n"
+    )
     assert kept_rows("no markers", ["accuracy"]) == ([], None)
