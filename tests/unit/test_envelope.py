@@ -175,3 +175,75 @@ def test_binary_fast_path_decodes_exactly_as_the_cloudevents_sdk() -> None:
     ]
     for record in unusual:
         assert verdict(decode, record) == verdict(_decode_with_sdk, record), record
+
+
+REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
+
+
+def _without_attribute(mode: ContentMode, attribute: str, *, empty: bool) -> KafkaRecord:
+    """A valid event of ``mode`` whose ``attribute`` is missing (or present but empty)."""
+    record = encode(Envelope.wrap(_record(), source="/tests"), mode)
+    if mode is ContentMode.STRUCTURED:
+        document = json.loads(record.value)
+        if empty:
+            document[attribute] = ""
+        else:
+            del document[attribute]
+        return KafkaRecord(record.key, json.dumps(document).encode(), record.headers)
+    header = f"ce_{attribute}"
+    headers = tuple(
+        (name, b"" if empty and name == header else value)
+        for name, value in record.headers
+        if empty or name != header
+    )
+    return KafkaRecord(record.key, record.value, headers)
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["missing", "empty"])
+@pytest.mark.parametrize("attribute", REQUIRED_ATTRIBUTES)
+@pytest.mark.parametrize("mode", list(ContentMode))
+def test_every_required_attribute_is_required_in_both_modes(mode: ContentMode, attribute: str, empty: bool) -> None:
+    """The CloudEvents SDK fills a missing ``id`` (a fresh UUID) and ``specversion`` (1.0) in:
+    such an event would be stored under an id no redelivery can match. It is refused instead."""
+    record = _without_attribute(mode, attribute, empty=empty)
+    with pytest.raises(DecodeError) as caught:
+        decode(record)
+    assert caught.value.reason == "invalid_envelope"
+    assert attribute in caught.value.detail
+
+
+@pytest.mark.parametrize("mode", list(ContentMode))
+def test_the_fast_path_refuses_a_missing_attribute_too(mode: ContentMode) -> None:
+    from llmops_events.envelope import _decode_plain_binary
+
+    for attribute in REQUIRED_ATTRIBUTES:
+        assert _decode_plain_binary(_without_attribute(mode, attribute, empty=False), None) is None
+
+
+@pytest.mark.parametrize("value", [b"[]", b'"text"', b"5", b"null"])
+def test_a_structured_value_that_is_not_a_json_object_is_not_an_envelope(value: bytes) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(KafkaRecord(key=None, value=value))
+    assert caught.value.reason == "invalid_envelope"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"[" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000],
+    ids=["array bomb", "object bomb"],
+)
+@pytest.mark.parametrize("mode", list(ContentMode))
+def test_deeply_nested_json_is_invalid_json_not_a_crash(mode: ContentMode, value: bytes) -> None:
+    headers: tuple[tuple[str, bytes], ...] = ()
+    if mode is ContentMode.BINARY:
+        headers = (
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"1"),
+            ("ce_source", b"x"),
+            ("ce_type", b"llmops.record.submitted.v1"),
+            ("content-type", b"application/json"),
+        )
+    with pytest.raises(DecodeError) as caught:
+        decode(KafkaRecord(key=None, value=value, headers=headers))
+    assert caught.value.reason == "invalid_json"
+    assert "nested" in caught.value.detail

@@ -2,9 +2,11 @@
 
 from llmops_events.base import EventData, event_types, model_for
 from llmops_events.envelope import ContentMode, DecodeError, Envelope, KafkaRecord, decode, encode
+from llmops_events.reasons import DeadLetterReason
 
 __all__ = [
     "ContentMode",
+    "DeadLetterReason",
     "DecodeError",
     "Envelope",
     "EventData",

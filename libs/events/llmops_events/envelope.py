@@ -22,11 +22,14 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmops_events.base import EventData, model_for
+from llmops_events.reasons import DeadLetterReason as Reason
 
 DataT = TypeVar("DataT", bound=EventData)
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 _JSON = JSONFormat()
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
+"""Required by CloudEvents 1.0 and by this platform, in both content modes: non-empty strings."""
 
 
 class ContentMode(StrEnum):
@@ -144,7 +147,8 @@ def decode(record: KafkaRecord, expected: type[DataT] | None = None) -> Envelope
 
     Raises ``DecodeError`` with one of the reasons ``undecodable_bytes``, ``invalid_json``,
     ``invalid_envelope``, ``unknown_event_type``, ``unexpected_event_type`` or
-    ``schema_violation``.
+    ``schema_violation`` (``DeadLetterReason``). Anything else it raises is a bug of the decoder,
+    which a consumer dead-letters as ``undecodable``.
     """
     envelope = _decode_plain_binary(record, expected)
     if envelope is not None:
@@ -186,8 +190,8 @@ def _decode_plain_binary(record: KafkaRecord, expected: type[EventData] | None) 
         record.value.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if attributes.get("specversion") != "1.0":
-        return None
+    if attributes.get("specversion") != "1.0" or not all(attributes.get(name) for name in REQUIRED_ATTRIBUTES):
+        return None  # a missing id would get a fresh UUID from Envelope's default: the SDK path refuses it
     model = model_for(attributes.get("type", ""))
     if model is None or (expected is not None and model is not expected):
         return None
@@ -207,24 +211,21 @@ def _decode_plain_binary(record: KafkaRecord, expected: type[EventData] | None) 
 def _decode_with_sdk(record: KafkaRecord, expected: type[DataT] | None = None) -> Envelope[DataT]:
     """``decode`` through the CloudEvents SDK: every content mode and every failure reason."""
     attributes, data = _read_cloudevent(record)
-    missing = [name for name in ("specversion", "id", "source", "type") if not attributes.get(name)]
-    if missing:
-        raise DecodeError("invalid_envelope", f"required CloudEvents attributes missing: {', '.join(missing)}")
     event_type = attributes.get("type")
     model = model_for(str(event_type)) if event_type else None
     if model is None:
-        raise DecodeError("unknown_event_type", f"no event model for type {event_type!r}")
+        raise DecodeError(Reason.UNKNOWN_EVENT_TYPE, f"no event model for type {event_type!r}")
     if expected is not None and model is not expected:
-        raise DecodeError("unexpected_event_type", f"expected {expected.event_type!r}, got {event_type!r}")
+        raise DecodeError(Reason.UNEXPECTED_EVENT_TYPE, f"expected {expected.event_type!r}, got {event_type!r}")
     try:
         payload = model.model_validate(data)
     except ValidationError as error:
-        raise DecodeError("schema_violation", _summarise(error)) from error
+        raise DecodeError(Reason.SCHEMA_VIOLATION, _summarise(error)) from error
     envelope_fields = {k: v for k, v in attributes.items() if k in Envelope.model_fields and k != "data"}
     try:
         return envelope_of(model)(**envelope_fields, data=payload)  # type: ignore[return-value]
     except ValidationError as error:
-        raise DecodeError("invalid_envelope", _summarise(error)) from error
+        raise DecodeError(Reason.INVALID_ENVELOPE, _summarise(error)) from error
 
 
 def _read_cloudevent(record: KafkaRecord) -> tuple[dict[str, Any], Any]:
@@ -235,25 +236,40 @@ def _read_cloudevent(record: KafkaRecord) -> tuple[dict[str, Any], Any]:
         for value in (record.value, *headers.values()):
             value.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DecodeError("undecodable_bytes", f"message is not UTF-8: {error}") from error
+        raise DecodeError(Reason.UNDECODABLE_BYTES, f"message is not UTF-8: {error}") from error
     if not binary:
-        try:
-            json.loads(record.value)
-        except json.JSONDecodeError as error:
-            raise DecodeError("invalid_json", f"value is not JSON: {error}") from error
-    elif _declares_json(headers):
-        try:
-            json.loads(record.value)
-        except json.JSONDecodeError as error:
-            raise DecodeError("invalid_json", f"binary-mode data is not JSON: {error}") from error
+        document = _parse_json(record.value, "value")
+        if not isinstance(document, dict):
+            raise DecodeError(Reason.INVALID_ENVELOPE, f"not a CloudEvent: a JSON {type(document).__name__}")
+        present = {name: document.get(name) for name in REQUIRED_ATTRIBUTES}
+    else:
+        if _declares_json(headers):
+            _parse_json(record.value, "binary-mode data")
+        present = {name: headers.get(f"ce_{name}") for name in REQUIRED_ATTRIBUTES}
+    # Checked on the message itself: the SDK fills a missing ``id`` (a fresh UUID) and
+    # ``specversion`` in, which would accept an event no redelivery could be matched with.
+    missing = [name for name, value in present.items() if value is None or value in ("", b"")]
+    if missing:
+        raise DecodeError(
+            Reason.INVALID_ENVELOPE, f"required CloudEvents attributes missing or empty: {', '.join(missing)}"
+        )
     message = ce_kafka.KafkaMessage(headers=headers, key=record.key, value=record.value)
     try:
         event = ce_kafka.from_kafka(message, _JSON)
     except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as error:
-        raise DecodeError("invalid_envelope", f"not a CloudEvent: {error}") from error
+        raise DecodeError(Reason.INVALID_ENVELOPE, f"not a CloudEvent: {error}") from error
     attributes = dict(event.get_attributes())
     attributes.pop("partitionkey", None)  # added by the SDK from the message key
     return attributes, event.get_data()
+
+
+def _parse_json(value: bytes, what: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise DecodeError(Reason.INVALID_JSON, f"{what} is not JSON: {error}") from error
+    except RecursionError as error:  # '[[[[...' thousands deep: the parser gives up, the message is refused
+        raise DecodeError(Reason.INVALID_JSON, f"{what} is JSON nested too deeply to parse") from error
 
 
 def _declares_json(headers: dict[str, bytes]) -> bool:
