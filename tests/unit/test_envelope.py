@@ -192,9 +192,7 @@ def _without_attribute(mode: ContentMode, attribute: str, *, empty: bool) -> Kaf
         return KafkaRecord(record.key, json.dumps(document).encode(), record.headers)
     header = f"ce_{attribute}"
     headers = tuple(
-        (name, b"" if empty and name == header else value)
-        for name, value in record.headers
-        if empty or name != header
+        (name, b"" if empty and name == header else value) for name, value in record.headers if empty or name != header
     )
     return KafkaRecord(record.key, record.value, headers)
 

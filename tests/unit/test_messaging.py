@@ -76,6 +76,7 @@ def _consumer(handler: Any, dlq: RecordingDeadLetterQueue, max_attempts: int = 3
         dlq=dlq,  # type: ignore[arg-type]
         processed=ProcessedEvents(":memory:", consumer="g"),
         max_attempts=max_attempts,
+        retry=_fast_retry(),
     )
 
 
@@ -180,6 +181,7 @@ def _batch_consumer(
         dlq=dlq,  # type: ignore[arg-type]
         processed=ProcessedEvents(":memory:", consumer="g"),
         max_attempts=max_attempts,
+        retry=_fast_retry(),
     )
 
 
@@ -287,3 +289,363 @@ async def test_per_event_consumers_process_batches_one_by_one() -> None:
     consumer = _consumer(handle, RecordingDeadLetterQueue())
     assert await consumer.process_batch(_records(2)) == [Outcome.HANDLED, Outcome.HANDLED]
     assert seen == ["text 0", "text 1"]
+
+
+# --- a message that cannot be decoded never halts its partition (issue 20) --------------------
+
+
+def _fast_retry(**overrides: Any) -> Any:
+    """A retry policy of milliseconds, for tests."""
+    from llmops_messaging import RetryPolicy
+
+    options: dict[str, Any] = {"max_attempts": 100, "base_delay_s": 0.01, "max_delay_s": 0.05, "budget_s": 5.0}
+    return RetryPolicy(**{**options, **overrides})
+
+
+def _bomb() -> KafkaRecord:
+    return KafkaRecord(b"bomb", b'{"a":' * 5000 + b"1" + b"}" * 5000)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batch handler", "per-event handler"])
+async def test_a_message_the_decoder_chokes_on_is_dead_lettered_alone(monkeypatch, batched: bool) -> None:
+    """Whatever the decoder raises (here a RecursionError it did not expect), that message goes to
+    the DLQ as ``undecodable`` with the exception's type, and the messages around it are applied."""
+    import llmops_messaging.consumer as consumer_module
+
+    real_decode = consumer_module.decode
+
+    def fragile_decode(record: KafkaRecord) -> Any:
+        if record.key == b"bomb":
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON object")
+        return real_decode(record)
+
+    monkeypatch.setattr(consumer_module, "decode", fragile_decode)
+    applied: list[str] = []
+
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        applied.extend(d.envelope.data.text for d in deliveries)
+        return [None] * len(deliveries)
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        applied.append(envelope.data.text)
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = _batch_consumer(handle_batch, dlq) if batched else _consumer(handle, dlq)
+    records = _records(3)
+    batch = [records[0], (_bomb(), _origin(10)), (KafkaRecord(None, b"{oops"), _origin(11)), records[1], records[2]]
+    outcomes = await consumer.process_batch(batch)
+    assert outcomes == [Outcome.HANDLED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED, Outcome.HANDLED, Outcome.HANDLED]
+    assert applied == ["text 0", "text 1", "text 2"]
+    assert [(sent["stage"], sent["reason"]) for sent in dlq.sent] == [
+        ("decode", "undecodable"),
+        ("decode", "invalid_json"),
+    ]
+    assert "RecursionError" in dlq.sent[0]["detail"]
+
+
+async def test_a_json_bomb_is_dead_lettered_as_invalid_json() -> None:
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        return [None] * len(deliveries)
+
+    dlq = RecordingDeadLetterQueue()
+    outcomes = await _batch_consumer(handle_batch, dlq).process_batch([(_bomb(), _origin(0)), *_records(1)])
+    assert outcomes == [Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert dlq.sent[0]["reason"] == "invalid_json"
+
+
+async def test_a_redelivered_batch_dead_letters_nothing_twice(tmp_path: Path) -> None:
+    """The DLQ copy is sent before the batch's offsets are committed; when the batch comes again
+    (a later message failed, the process crashed), what is already on the DLQ is skipped."""
+    store = {"up": False}
+    applied: list[str] = []
+
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        if not store["up"]:
+            raise ConnectionError("store down")
+        applied.extend(d.envelope.data.text for d in deliveries)
+        return [None] * len(deliveries)
+
+    dlq = RecordingDeadLetterQueue()
+    processed = ProcessedEvents(tmp_path / "state.db", consumer="g")
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={},
+        batch_handlers={RecordSubmitted: handle_batch},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=processed,
+        retry=_fast_retry(),
+    )
+    records = _records(2)
+    batch = [(KafkaRecord(b"bad-1", b"{oops"), _origin(0)), records[0], (_bomb(), _origin(2)), records[1]]
+    with pytest.raises(ConnectionError):
+        await consumer.process_batch(batch)
+    assert len(dlq.sent) == 2  # both bad messages were dead-lettered before the handler failed
+    store["up"] = True
+    assert await consumer.process_batch(batch) == [
+        Outcome.DUPLICATE,  # on the DLQ already: skipped
+        Outcome.HANDLED,
+        Outcome.DUPLICATE,
+        Outcome.HANDLED,
+    ]
+    # A crash before the commit: a new process reads the batch again from the same store.
+    restarted = EventConsumer(
+        group_id="g",
+        handlers={},
+        batch_handlers={RecordSubmitted: handle_batch},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(tmp_path / "state.db", consumer="g"),
+        retry=_fast_retry(),
+    )
+    assert await restarted.process_batch(batch) == [Outcome.DUPLICATE] * 4
+    assert [sent["record"].key for sent in dlq.sent] == [b"bad-1", b"bomb"]
+    assert applied == ["text 0", "text 1"]
+    # Another message at a dead-lettered position (the topic was recreated) is not skipped.
+    other = (KafkaRecord(b"bad-2", b"{other"), _origin(0))
+    assert await restarted.process_batch([other]) == [Outcome.DEAD_LETTERED]
+
+
+async def test_a_per_event_handler_failing_for_good_is_dead_lettered_once(tmp_path: Path) -> None:
+    async def crash(envelope: Envelope[Any]) -> None:
+        raise ConnectionError("down for good")
+
+    dlq = RecordingDeadLetterQueue()
+    processed = ProcessedEvents(tmp_path / "state.db", consumer="g")
+    consumer = EventConsumer(
+        group_id="g", handlers={RecordSubmitted: crash}, dlq=dlq, processed=processed, retry=_fast_retry(max_attempts=2)
+    )  # type: ignore[arg-type]
+    record = _submitted()
+    with pytest.raises(ConnectionError):
+        await consumer.process(record, ORIGIN)
+    assert await consumer.process(record, ORIGIN) is Outcome.DEAD_LETTERED
+    # Redelivered before the offset was committed: not retried, not dead-lettered again.
+    assert await consumer.process(record, ORIGIN) is Outcome.DUPLICATE
+    assert len(dlq.sent) == 1
+
+
+# --- redelivery with backoff and jitter (issue 13) ----------------------------------------------
+
+
+async def _until_settled(consumer: EventConsumer, batch: list[tuple[KafkaRecord, Origin]]) -> list[Outcome]:
+    """What Kafka does for the subscriber: deliver the batch again until processing returns."""
+    for _ in range(1000):
+        try:
+            return await consumer.process_batch(batch)
+        except ConnectionError:
+            continue
+    raise AssertionError("never settled")
+
+
+class FlakyStore:
+    """An artifact store that is down for ``outage_s`` from its first use, then up again."""
+
+    def __init__(self, outage_s: float) -> None:
+        self.outage_s = outage_s
+        self.down_since: float | None = None
+        self.calls = 0
+        self.written: list[str] = []
+
+    def write(self, text: str) -> None:
+        import time
+
+        self.calls += 1
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+        if now - self.down_since < self.outage_s:
+            raise ConnectionError("artifact store unavailable")
+        self.written.append(text)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batch handler", "per-event handler"])
+async def test_an_outage_longer_than_immediate_retries_sends_nothing_to_the_dlq(batched: bool) -> None:
+    import time
+
+    store = FlakyStore(outage_s=0.5)
+
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        for delivery in deliveries:
+            store.write(delivery.envelope.data.text)
+        return [None] * len(deliveries)
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        store.write(envelope.data.text)
+
+    dlq = RecordingDeadLetterQueue()
+    # 5 attempts, as before, but spaced out: immediate redelivery would have spent them in
+    # microseconds and dead-lettered a good message.
+    retry = _fast_retry(max_attempts=5, base_delay_s=0.05, max_delay_s=1.0, budget_s=5.0, jitter=0.0)
+    options: dict[str, Any] = {"group_id": "g", "dlq": dlq, "processed": ProcessedEvents(":memory:", consumer="g")}
+    if batched:
+        consumer = EventConsumer(handlers={}, batch_handlers={RecordSubmitted: handle_batch}, retry=retry, **options)
+    else:
+        consumer = EventConsumer(handlers={RecordSubmitted: handle}, retry=retry, **options)
+    started = time.monotonic()
+    outcomes = await _until_settled(consumer, _records(3))
+    assert time.monotonic() - started >= 0.5
+    assert outcomes == [Outcome.HANDLED] * 3
+    assert dlq.sent == []
+    assert store.written == ["text 0", "text 1", "text 2"]  # each effect once, in order
+
+
+async def test_a_message_that_always_fails_is_dead_lettered_after_the_bounded_budget() -> None:
+    import time
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        raise ConnectionError("down for good")
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=_fast_retry(max_attempts=1000, base_delay_s=0.01, max_delay_s=0.05, budget_s=0.3),
+    )
+    started = time.monotonic()
+    outcomes = await _until_settled(consumer, _records(2))
+    elapsed = time.monotonic() - started
+    # (the last delivery skips the first message: it went to the DLQ in an earlier one)
+    assert outcomes == [Outcome.DUPLICATE, Outcome.DEAD_LETTERED]
+    assert 0.6 <= elapsed < 3  # each message had its whole budget, and no more
+    assert [sent["reason"] for sent in dlq.sent] == ["handler_failed", "handler_failed"]
+    assert "ConnectionError('down for good')" in dlq.sent[0]["detail"]
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    import random
+
+    from llmops_messaging import RetryPolicy
+
+    policy = RetryPolicy(max_attempts=20, base_delay_s=0.5, max_delay_s=30.0, jitter=1.0, budget_s=120.0)
+    rng = random.Random(7)
+    for attempt, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 30.0), (50, 30.0), (5000, 30.0)]:
+        delays = [policy.backoff(attempt, rng) for _ in range(500)]
+        assert all(0 <= delay <= cap for delay in delays)
+        assert min(delays) < cap * 0.05 and max(delays) > cap * 0.95  # full jitter: anywhere in [0, cap]
+    no_jitter = policy.model_copy(update={"jitter": 0.0})
+    assert [no_jitter.backoff(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    # The last wait is cut to what is left of the budget, so a retry happens at its very end.
+    assert no_jitter.delay(7, elapsed_s=110.0) == 10.0
+    assert policy.exhausted(attempts=20, elapsed_s=1.0) and policy.exhausted(attempts=2, elapsed_s=120.0)
+    assert not policy.exhausted(attempts=19, elapsed_s=119.0)
+
+
+def test_the_default_policy_rides_out_a_minute_long_outage() -> None:
+    from llmops_messaging import RetryPolicy
+
+    policy = RetryPolicy()
+    assert policy.budget_s >= 60 + policy.max_delay_s
+    # Even with every jittered wait at its longest, the attempts last longer than the budget:
+    # it is time, not the count of attempts, that ends the retries of a message during an outage.
+    # The expected (full jitter: half the cap) wait grows past the budget within max_attempts.
+    expected = sum(min(policy.max_delay_s, policy.base_delay_s * 2**n) / 2 for n in range(policy.max_attempts - 1))
+    assert expected > policy.budget_s
+    # A wait never holds a partition near max.poll.interval.ms (aiokafka's default: 300 s).
+    assert policy.max_delay_s <= 120
+
+
+# --- health: a consumer that makes no progress is reported ---------------------------------------
+
+
+class BrokenDeadLetterQueue(RecordingDeadLetterQueue):
+    """A DLQ that cannot be written while ``down``: every delivery with a bad message fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    async def send(self, record: KafkaRecord, *, origin: Origin, stage: str, reason: str, detail: str) -> None:
+        if self.down:
+            raise ConnectionError("DLQ topic unavailable")
+        await super().send(record, origin=origin, stage=stage, reason=reason, detail=detail)
+
+
+async def test_a_consumer_whose_deliveries_keep_failing_reports_a_stall() -> None:
+    async def handle(envelope: Envelope[Any]) -> None:
+        pass
+
+    dlq = BrokenDeadLetterQueue()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=_fast_retry(),
+        stall_after_failures=3,
+    )
+    batch = [(KafkaRecord(None, b"{oops"), _origin(7)), *_records(1)]
+    assert consumer.health().healthy
+    for failures in range(1, 4):
+        with pytest.raises(ConnectionError):
+            await consumer.deliver(batch)
+        assert consumer.progress.consecutive_failures == failures
+    health = consumer.health()
+    assert not health.healthy
+    assert "3 failed deliveries in a row" in health.detail
+    assert "llmops.records.raw.v1[0]@7" in health.detail and "DLQ topic unavailable" in health.detail
+
+    dlq.down = False
+    seen: list[Outcome] = []
+    assert await consumer.deliver(batch, seen.append) == [Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert seen == [Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert consumer.health().healthy and consumer.progress.consecutive_failures == 0
+
+
+async def test_a_message_retried_by_the_policy_is_not_a_stall() -> None:
+    async def crash(envelope: Envelope[Any]) -> None:
+        raise ConnectionError("store down")
+
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: crash},
+        dlq=RecordingDeadLetterQueue(),  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=_fast_retry(),
+        stall_after_failures=2,
+    )
+    for _ in range(5):
+        with pytest.raises(ConnectionError):
+            await consumer.deliver(_records(1))
+    health = consumer.health()
+    assert health.healthy, health.detail
+    assert "retrying llmops.records.raw.v1[0]@0 (attempt 5)" in health.detail
+
+
+def test_progress_health_and_the_metric_that_status_reads() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmops_messaging import ConsumerHealthCollector, stall_reasons
+    from llmops_messaging.health import ConsumerProgress
+
+    now = [100.0]
+    progress = ConsumerProgress("ingestion", stall_after_failures=2, clock=lambda: now[0])
+    progress.delivered(10)
+    progress.failed(_origin(5), RuntimeError("boom"))
+    assert progress.health().healthy
+    now[0] += 42
+    progress.failed(_origin(5), RuntimeError("boom"))
+    stalled = progress.health()
+    assert not stalled.healthy
+    assert stalled.detail == (
+        "consumer group ingestion stalled: 2 failed deliveries in a row at llmops.records.raw.v1[0]@5,"
+        " no progress for 42s; last error: RuntimeError('boom')"
+    )
+
+    class Fake:
+        def __init__(self, group_id: str, progress: ConsumerProgress) -> None:
+            self.group_id = group_id
+            self.progress = progress
+
+        def health(self) -> Any:
+            return self.progress.health()
+
+    registry = CollectorRegistry()
+    registry.register(
+        ConsumerHealthCollector(lambda: [Fake("ingestion", progress), Fake("other", ConsumerProgress("other"))])
+    )
+    page = generate_latest(registry).decode()
+    assert "llmops_consumer_failed_deliveries" in page
+    assert stall_reasons(page) == [stalled.detail]
+    progress.delivered(1)
+    assert stall_reasons(generate_latest(registry).decode()) == []
+    assert stall_reasons("not a metrics page {") == []

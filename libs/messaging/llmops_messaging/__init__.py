@@ -11,11 +11,15 @@ from llmops_messaging.consumer import (
     subscribe,
 )
 from llmops_messaging.dlq import DeadLetterQueue, Origin, dead_letter, without_error_headers
+from llmops_messaging.health import ConsumerHealth, ConsumerHealthCollector, stall_reasons
 from llmops_messaging.idempotency import ProcessedEvents
 from llmops_messaging.producer import EventPublisher
+from llmops_messaging.retry import RetryPolicy
 
 __all__ = [
     "BatchHandler",
+    "ConsumerHealth",
+    "ConsumerHealthCollector",
     "DeadLetterQueue",
     "Delivery",
     "EventConsumer",
@@ -24,9 +28,11 @@ __all__ = [
     "Outcome",
     "ProcessedEvents",
     "Rejected",
+    "RetryPolicy",
     "create_broker",
     "current_origin",
     "dead_letter",
+    "stall_reasons",
     "subscribe",
     "without_error_headers",
 ]

@@ -3,14 +3,28 @@
 The orchestration (``EventConsumer.process``) knows nothing of FastStream, so it is tested
 without a broker; ``subscribe`` attaches it to a FastStream broker as a subscriber whose
 offsets are committed only after ``process`` returns, i.e. after the effect is durable.
+
+Retries. A handler that fails (anything but ``Rejected``) has its message retried under the
+``RetryPolicy``: the consumer waits the policy's backoff *while it holds the batch*, then raises,
+so FastStream rewinds each partition of the batch to its first message (NACK) and Kafka delivers
+it again — the events before the failing one are skipped as duplicates, the ones after it wait:
+the partition's order is kept. Why not retry inside one delivery: a batch may hold several
+failing messages, and their budgets one after the other could outlast ``max.poll.interval.ms``
+(aiokafka: 300 s), after which the group rebalances and the commit fails. Each delivery waits at
+most one backoff (``max_delay_s`` ≤ 120 s), so it stays far below that; the attempts and the
+time of the first failure of a message are remembered by its position across redeliveries.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -18,9 +32,11 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from llmops_events import DecodeError, Envelope, EventData, KafkaRecord, decode
+from llmops_events import DeadLetterReason, DecodeError, Envelope, EventData, KafkaRecord, decode
 from llmops_messaging.dlq import DeadLetterQueue, Origin
+from llmops_messaging.health import ConsumerHealth, ConsumerProgress, watch
 from llmops_messaging.idempotency import ProcessedEvents
+from llmops_messaging.retry import RetryPolicy
 from llmops_messaging.tracing import batch_consumer_span, consumer_span
 
 logger = logging.getLogger(__name__)
@@ -66,23 +82,42 @@ class Rejected(Exception):
 
 class Outcome(StrEnum):
     HANDLED = "handled"
-    DUPLICATE = "duplicate"
+    DUPLICATE = "duplicate"  # applied before, or sent to the DLQ before: a redelivery
     IGNORED = "ignored"
     DEAD_LETTERED = "dead_lettered"
+
+
+Position = tuple[str, int, int]
+
+
+@dataclass(slots=True)
+class _Failures:
+    """A message's failed attempts so far, kept across its redeliveries."""
+
+    first_at: float
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
 
 
 class EventConsumer:
     """Applies each event once through the handler registered for its type.
 
-    * undecodable or invalid messages go to the DLQ with the decoder's reason;
+    * a message that cannot be decoded goes to the DLQ with the decoder's reason, or as
+      ``undecodable`` when decoding raised anything else: one bad message never holds up the
+      others, and it is never dead-lettered twice (positions sent to the DLQ are remembered in
+      the processed-events store, and skipped when a batch is redelivered);
     * event types this consumer has no handler for are skipped (topics carry several types);
     * an event id already applied is skipped, so redelivery has no second effect;
-    * ``Rejected`` from a handler goes to the DLQ at once; any other error is retried by
-      redelivery up to ``max_attempts`` times and then dead-lettered, never retried forever.
+    * ``Rejected`` from a handler goes to the DLQ at once; any other error is retried with
+      backoff and jitter by redelivery under ``retry`` (a ``RetryPolicy``) and then dead-lettered
+      as ``handler_failed``, never retried forever.
 
     Event types with a *batch handler* are applied a run at a time by ``process_batch`` (one
     call, so the handler can write one transaction for hundreds of events); the others go
     through their per-event handler, in the order of the batch.
+
+    ``deliver`` processes one delivery of the broker and tracks ``progress``: deliveries that keep
+    failing outside the retry policy make ``health()`` unhealthy (see ``llmops_messaging.health``).
     """
 
     def __init__(
@@ -92,25 +127,72 @@ class EventConsumer:
         handlers: Mapping[type[EventData], Handler],
         dlq: DeadLetterQueue,
         processed: ProcessedEvents,
-        max_attempts: int = 5,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
         batch_handlers: Mapping[type[EventData], BatchHandler] | None = None,
+        stall_after_failures: int = 3,
     ) -> None:
+        """``retry`` defaults to ``RetryPolicy()`` (``LLMOPS_RETRY_*``); ``max_attempts``, when
+        given, overrides its number of attempts."""
         self.group_id = group_id
         self._handlers = {model.event_type: handler for model, handler in handlers.items()}
         self._batch_handlers = {model.event_type: handler for model, handler in (batch_handlers or {}).items()}
         self._dlq = dlq
         self._processed = processed
-        self._max_attempts = max_attempts
-        self._attempts: dict[tuple[str, int, int], int] = {}
+        policy = retry if retry is not None else RetryPolicy()
+        if max_attempts is not None:
+            policy = policy.model_copy(update={"max_attempts": max_attempts})
+        self.retry = policy
+        self.progress = ConsumerProgress(group_id, stall_after_failures=stall_after_failures)
+        self._failures: dict[Position, _Failures] = {}
+        self._retry_raised: BaseException | None = None
 
     @property
     def handles_batches(self) -> bool:
         return bool(self._batch_handlers)
 
+    def health(self) -> ConsumerHealth:
+        return self.progress.health()
+
+    async def deliver(
+        self, batch: Sequence[tuple[KafkaRecord, Origin]], on_outcome: Callable[[Outcome], None] | None = None
+    ) -> list[Outcome]:
+        """Process one delivery of the broker (what ``subscribe`` calls); raising makes the broker
+        deliver the batch again. A failure outside the retry policy is counted in ``progress`` and
+        waited out with the policy's backoff before it is raised, so a delivery that keeps failing
+        is neither a busy loop nor unnoticed."""
+        outcomes: list[Outcome] = []
+        try:
+            if self.handles_batches:
+                outcomes = await self.process_batch(batch)
+                for outcome in outcomes:
+                    if on_outcome is not None:
+                        on_outcome(outcome)
+            else:
+                for record, origin in batch:
+                    outcome = await self.process(record, origin)
+                    outcomes.append(outcome)
+                    if on_outcome is not None:
+                        on_outcome(outcome)
+        except Exception as error:
+            retried, self._retry_raised = self._retry_raised, None
+            if error is not retried:  # the policy's own redelivery is counted (and waited) already
+                self.progress.failed(batch[0][1] if batch else None, error)
+                logger.warning(
+                    "delivery failed; it will be redelivered",
+                    extra={
+                        "consumer_group": self.group_id,
+                        "failures_in_a_row": self.progress.consecutive_failures,
+                        "error": repr(error),
+                    },
+                )
+                await asyncio.sleep(self.retry.backoff(self.progress.consecutive_failures))
+            raise
+        self.progress.delivered(len(batch))
+        return outcomes
+
     async def process(self, record: KafkaRecord, origin: Origin) -> Outcome:
-        if self._batch_handlers:  # a batch of one, so batch-handled types are not ignored
-            return (await self._process_batch([(record, origin)]))[0]
-        return await self._process_one(record, origin)
+        return (await self._process_batch([(record, origin)]))[0]
 
     async def _process_one(self, record: KafkaRecord, origin: Origin) -> Outcome:
         token = _CURRENT_ORIGIN.set(origin)
@@ -126,25 +208,33 @@ class EventConsumer:
         one call; runs and per-event messages keep their order. A handler's ``Rejected`` verdict
         dead-letters that event alone. If the batch handler raises, the run is retried one event
         at a time, so the event that fails is isolated: it is redelivered (the exception
-        propagates, the batch's offsets are not committed) up to ``max_attempts`` times and then
-        dead-lettered, while the events before it stay applied and are skipped on redelivery.
+        propagates after the retry policy's backoff, the batch's offsets are not committed) until
+        the policy gives up and then dead-lettered, while the events before it stay applied and
+        are skipped on redelivery.
         """
         return await self._process_batch(batch)
 
     async def _process_batch(self, batch: Sequence[tuple[KafkaRecord, Origin]]) -> list[Outcome]:
-        if not self._batch_handlers:
-            return [await self._process_one(record, origin) for record, origin in batch]
         outcomes: list[Outcome | None] = [None] * len(batch)
+        for index in self._dead_lettered_before(batch):
+            outcomes[index] = Outcome.DUPLICATE
+        if not self._batch_handlers:
+            for index, (record, origin) in enumerate(batch):
+                if outcomes[index] is None:
+                    outcomes[index] = await self._process_one(record, origin)
+            return [outcome if outcome is not None else Outcome.IGNORED for outcome in outcomes]
         decoded: list[tuple[int, Envelope[Any]]] = []
         for index, (record, origin) in enumerate(batch):
+            if outcomes[index] is not None:
+                continue
             peeked = _peek_type(record) or ""
             if peeked in self._handlers and peeked not in self._batch_handlers:
                 continue  # a per-event type: decoded (and de-duplicated) by _process in its turn
-            try:
-                decoded.append((index, decode(record)))
-            except DecodeError as error:
-                await self._dlq.send(record, origin=origin, stage="decode", reason=error.reason, detail=error.detail)
+            envelope = await self._decode(record, origin)
+            if envelope is None:
                 outcomes[index] = Outcome.DEAD_LETTERED
+            else:
+                decoded.append((index, envelope))
         done = self._processed.processed_among([envelope.id for _, envelope in decoded])
         envelopes: dict[int, Envelope[Any]] = {}
         for index, envelope in decoded:
@@ -196,41 +286,22 @@ class EventConsumer:
                 for index in run:
                     await self._apply_run(batch, [index], envelopes, outcomes)
                 return
-            index = run[0]
-            record, origin = batch[index]
-            position = (origin.topic, origin.partition, origin.offset)
-            attempts = self._attempts.get(position, 0) + 1
-            if attempts < self._max_attempts:
-                self._attempts[position] = attempts
-                logger.warning(
-                    "handler failed, message will be redelivered",
-                    extra={"event_id": envelopes[index].id, "attempt": attempts, "error": repr(error)},
-                )
-                raise
-            self._attempts.pop(position, None)
-            await self._dlq.send(
-                record,
-                origin=origin,
-                stage="handle",
-                reason="handler_failed",
-                detail=f"failed {attempts} times; last error: {error!r}",
-            )
-            outcomes[index] = Outcome.DEAD_LETTERED
+            record, origin = batch[run[0]]
+            outcomes[run[0]] = await self._handler_failed(record, origin, envelopes[run[0]].id, error)
             return
         if len(verdicts) != len(run):
             raise RuntimeError(f"batch handler returned {len(verdicts)} verdicts for {len(run)} events")
         applied: list[str] = []
         for index, verdict in zip(run, verdicts, strict=True):
             record, origin = batch[index]
-            self._attempts.pop((origin.topic, origin.partition, origin.offset), None)
+            self._failures.pop(_position(origin), None)
             if verdict is None:
                 applied.append(envelopes[index].id)
                 outcomes[index] = Outcome.HANDLED
                 continue
-            await self._dlq.send(
-                record, origin=origin, stage=verdict.stage, reason=verdict.reason, detail=verdict.detail
+            outcomes[index] = await self._dead_letter(
+                record, origin, stage=verdict.stage, reason=verdict.reason, detail=verdict.detail
             )
-            outcomes[index] = Outcome.DEAD_LETTERED
         # A handler whose effect lives in this database marks its events in its own transaction
         # (exactly-once in effect): only the events it left unmarked are marked here.
         marked = self._processed.processed_among(applied)
@@ -252,10 +323,8 @@ class EventConsumer:
             return await handler(deliveries)
 
     async def _process(self, record: KafkaRecord, origin: Origin) -> Outcome:
-        try:
-            envelope: Envelope[Any] = decode(record)
-        except DecodeError as error:
-            await self._dlq.send(record, origin=origin, stage="decode", reason=error.reason, detail=error.detail)
+        envelope = await self._decode(record, origin)
+        if envelope is None:
             return Outcome.DEAD_LETTERED
 
         handler = self._handlers.get(envelope.type)
@@ -265,7 +334,6 @@ class EventConsumer:
             logger.info("duplicate event skipped", extra={"event_id": envelope.id, "event_type": envelope.type})
             return Outcome.DUPLICATE
 
-        position = (origin.topic, origin.partition, origin.offset)
         with consumer_span(
             f"{origin.topic} process",
             traceparent=envelope.traceparent,
@@ -274,32 +342,93 @@ class EventConsumer:
             try:
                 await handler(envelope)
             except Rejected as rejection:
-                self._attempts.pop(position, None)
-                await self._dlq.send(
-                    record, origin=origin, stage=rejection.stage, reason=rejection.reason, detail=rejection.detail
+                return await self._dead_letter(
+                    record, origin, stage=rejection.stage, reason=rejection.reason, detail=rejection.detail
                 )
-                return Outcome.DEAD_LETTERED
             except Exception as error:
-                attempts = self._attempts.get(position, 0) + 1
-                if attempts < self._max_attempts:
-                    self._attempts[position] = attempts
-                    logger.warning(
-                        "handler failed, message will be redelivered",
-                        extra={"event_id": envelope.id, "attempt": attempts, "error": repr(error)},
-                    )
-                    raise
-                self._attempts.pop(position, None)
-                await self._dlq.send(
-                    record,
-                    origin=origin,
-                    stage="handle",
-                    reason="handler_failed",
-                    detail=f"failed {attempts} times; last error: {error!r}",
-                )
-                return Outcome.DEAD_LETTERED
-        self._attempts.pop(position, None)
+                return await self._handler_failed(record, origin, envelope.id, error)
+        self._failures.pop(_position(origin), None)
         self._processed.mark_processed(envelope.id)
         return Outcome.HANDLED
+
+    async def _decode(self, record: KafkaRecord, origin: Origin) -> Envelope[Any] | None:
+        """The message's envelope, or None once it is on the DLQ. Whatever decoding raises, it is
+        this message's fault alone (a JSON bomb, a bug of a library on odd input): it never fails
+        the batch, which would be redelivered forever."""
+        try:
+            return decode(record)
+        except DecodeError as error:
+            await self._dead_letter(record, origin, stage="decode", reason=error.reason, detail=error.detail)
+        except Exception as error:
+            logger.exception("decoding raised an unexpected error", extra={"offset": origin.offset})
+            await self._dead_letter(
+                record,
+                origin,
+                stage="decode",
+                reason=DeadLetterReason.UNDECODABLE,
+                detail=f"decoding raised {type(error).__name__}: {error}",
+            )
+        return None
+
+    async def _handler_failed(self, record: KafkaRecord, origin: Origin, event_id: str, error: Exception) -> Outcome:
+        """The one place a handler's failure is decided: wait the policy's backoff and raise (the
+        batch is redelivered from its first message), or, once the policy gives up, dead-letter."""
+        position = _position(origin)
+        now = time.monotonic()
+        failures = self._failures.get(position) or _Failures(first_at=now)
+        failures.attempts += 1
+        elapsed = now - failures.first_at
+        if self.retry.exhausted(failures.attempts, elapsed):
+            return await self._dead_letter(
+                record,
+                origin,
+                stage="handle",
+                reason=DeadLetterReason.HANDLER_FAILED,
+                detail=f"failed {failures.attempts} times in {elapsed:.1f}s; last error: {error!r}",
+            )
+        self._failures[position] = failures
+        delay = self.retry.delay(failures.attempts, elapsed)
+        logger.warning(
+            "handler failed, message will be redelivered",
+            extra={
+                "event_id": event_id,
+                "attempt": failures.attempts,
+                "retry_in_s": round(delay, 3),
+                "error": repr(error),
+            },
+        )
+        self.progress.retrying(origin, failures.attempts, error)
+        await asyncio.sleep(delay)
+        self._retry_raised = error
+        raise error
+
+    async def _dead_letter(
+        self, record: KafkaRecord, origin: Origin, *, stage: str, reason: str, detail: str
+    ) -> Outcome:
+        """Send the message to the DLQ, then remember its position so a redelivery skips it."""
+        await self._dlq.send(record, origin=origin, stage=stage, reason=reason, detail=detail)
+        self._processed.mark_dead_lettered(
+            origin.topic, origin.partition, origin.offset, fingerprint=_fingerprint(record), reason=reason
+        )
+        self._failures.pop(_position(origin), None)
+        return Outcome.DEAD_LETTERED
+
+    def _dead_lettered_before(self, batch: Sequence[tuple[KafkaRecord, Origin]]) -> set[int]:
+        """Indices of the messages of ``batch`` this group has sent to the DLQ already."""
+        by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for index, (_, origin) in enumerate(batch):
+            by_partition[(origin.topic, origin.partition)].append(index)
+        found: set[int] = set()
+        for (topic, partition), indices in by_partition.items():
+            offsets = [batch[index][1].offset for index in indices]
+            marks = self._processed.dead_lettered_between(topic, partition, min(offsets), max(offsets))
+            if not marks:
+                continue
+            for index in indices:
+                record, origin = batch[index]
+                if marks.get(origin.offset) == _fingerprint(record):
+                    found.add(index)
+        return found
 
 
 def subscribe(
@@ -335,25 +464,30 @@ def subscribe(
     async def on_messages(message: KafkaMessage) -> None:
         raw = message.raw_message
         items = raw if isinstance(raw, tuple) else (raw,)
-        if consumer.handles_batches:
-            batch = [
-                (
-                    KafkaRecord(key=item.key, value=item.value or b"", headers=tuple(item.headers or ())),
-                    Origin(item.topic, item.partition, item.offset, consumer.group_id),
-                )
-                for item in items
-            ]
-            for outcome in await consumer.process_batch(batch):
-                if on_outcome is not None:
-                    on_outcome(outcome)
-            return
-        for item in items:
-            record = KafkaRecord(key=item.key, value=item.value or b"", headers=tuple(item.headers or ()))
-            outcome = await consumer.process(record, Origin(item.topic, item.partition, item.offset, consumer.group_id))
-            if on_outcome is not None:
-                on_outcome(outcome)
+        batch = [
+            (
+                KafkaRecord(key=item.key, value=item.value or b"", headers=tuple(item.headers or ())),
+                Origin(item.topic, item.partition, item.offset, consumer.group_id),
+            )
+            for item in items
+        ]
+        await consumer.deliver(batch, on_outcome)
 
+    watch(consumer)
     return subscriber
+
+
+def _position(origin: Origin) -> Position:
+    return (origin.topic, origin.partition, origin.offset)
+
+
+def _fingerprint(record: KafkaRecord) -> str:
+    """Tells two messages at one position apart (a topic deleted and created again)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (record.key or b"", record.value):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def _peek_type(record: KafkaRecord) -> str | None:

@@ -43,6 +43,16 @@ class ProcessedEvents:
             " consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at TEXT NOT NULL,"
             " PRIMARY KEY (consumer, event_id)) WITHOUT ROWID"
         )
+        # Positions this consumer group sent to the DLQ: the DLQ copy is written before the batch's
+        # offsets are committed, so a redelivered batch must not send it again. The fingerprint
+        # (of key and value) tells a recreated topic's new message at an old offset apart.
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS dead_lettered ("
+            " consumer TEXT NOT NULL, topic TEXT NOT NULL, topic_partition INTEGER NOT NULL,"
+            " message_offset INTEGER NOT NULL, fingerprint TEXT NOT NULL, reason TEXT NOT NULL,"
+            " dead_lettered_at TEXT NOT NULL,"
+            " PRIMARY KEY (consumer, topic, topic_partition, message_offset)) WITHOUT ROWID"
+        )
         self._lock = threading.Lock()
 
     @property
@@ -83,6 +93,25 @@ class ProcessedEvents:
             (self._consumer, event_id, datetime.now(UTC).isoformat()),
         )
         return cursor.rowcount == 1
+
+    def mark_dead_lettered(self, topic: str, partition: int, offset: int, *, fingerprint: str, reason: str) -> None:
+        """Record that the message at this position went to the DLQ (after the DLQ has it)."""
+        with self.transaction():
+            self._connection.execute(
+                "INSERT OR REPLACE INTO dead_lettered (consumer, topic, topic_partition, message_offset, fingerprint,"
+                " reason, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self._consumer, topic, partition, offset, fingerprint, reason, datetime.now(UTC).isoformat()),
+            )
+
+    def dead_lettered_between(self, topic: str, partition: int, first: int, last: int) -> dict[int, str]:
+        """Offset → fingerprint of the messages of ``[first, last]`` in this partition already dead-lettered
+        (one range query per partition of a batch; nearly always empty)."""
+        rows = self._connection.execute(
+            "SELECT message_offset, fingerprint FROM dead_lettered WHERE consumer = ? AND topic = ?"
+            " AND topic_partition = ? AND message_offset BETWEEN ? AND ?",
+            (self._consumer, topic, partition, first, last),
+        ).fetchall()
+        return {offset: fingerprint for offset, fingerprint in rows}
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

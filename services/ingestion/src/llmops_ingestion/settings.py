@@ -65,8 +65,9 @@ class IngestionSettings(BaseSettings):
     flywheel_retention_days: float = Field(default=7.0, gt=0)
     """How long a served request waits for feedback (and feedback for its request)."""
 
-    max_attempts: int = Field(default=5, ge=1)
-    """Deliveries of a message whose handler keeps failing before it is dead-lettered."""
+    max_attempts: int | None = Field(default=None, ge=1)
+    """Attempts at a message whose handler keeps failing before it is dead-lettered; unset, the
+    platform's retry policy decides (``LLMOPS_RETRY_*``: backoff with jitter for up to 120 s)."""
 
     metrics_port: int = Field(default=9101, ge=0)
     """Port of the Prometheus ``/metrics`` endpoint (0 disables it)."""
