@@ -7,6 +7,7 @@ UV_VERSION ?= 0.13.9
 VENV       := .venv
 LLMOPS     := $(VENV)/bin/llmops
 PYTEST     := $(VENV)/bin/pytest
+BUF        := build/go/bin/buf
 export UV_PYTHON ?= 3.11
 
 ##@ Stack
@@ -64,9 +65,12 @@ test-unit: setup ## Run the fast tests only (no broker, no Triton)
 bench: setup ## Run every benchmark (ingestion, fine-tuning, gateway, monitoring) into var/bench/results.{json,md} and README (~12 min; ONLY=name)
 	@$(VENV)/bin/python -m bench.run --readme README.md $(if $(ONLY),--only $(ONLY))
 
-lint: setup ## Lint and type-check (ruff, mypy)
+lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf)
 	@$(VENV)/bin/ruff check libs services tests bench conftest.py
 	@$(VENV)/bin/mypy libs services/*/src bench
+	@test -x $(BUF) || { echo "$(BUF) is missing: make setup installs it (needs Go)"; exit 1; }
+	@$(BUF) lint proto
+	@$(BUF) breaking proto --against tests/contract/snapshots/proto.binpb
 
 generate: ## Regenerate protobuf stubs, JSON Schemas and the AsyncAPI document
 	@$(LLMOPS) generate

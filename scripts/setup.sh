@@ -38,20 +38,26 @@ step 5 "Triton backend folder (build/triton/backends/python)"
 step 6 "generated code: protobuf/gRPC stubs, JSON Schemas, AsyncAPI (gen/)"
 .venv/bin/llmops generate
 
-step 7 "optional Go clients: grpcurl and ghz (build/go/bin; for the gateway's tests and bench)"
+step 7 "Go tools (build/go/bin): buf for make lint; optional grpcurl and ghz for the gateway's tests and bench"
+BUF_VERSION="v1.75.0"
 GRPCURL_VERSION="v1.9.4"
 GHZ_VERSION="v0.93.0"
 if ! command -v go >/dev/null; then
-  echo "skipped: go is not installed (the grpcurl test skips; the gateway bench uses its own asyncio client)"
+  echo "skipped: go is not installed (make lint needs buf and will say so; the grpcurl test skips;" \
+       "the gateway bench uses its own asyncio client)"
 else
-  for tool in "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" \
-              "ghz github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"; do
-    name=${tool%% *}; module=${tool#* }
+  # name, module, required: buf is needed by `make lint`; the other two are optional.
+  for tool in "buf github.com/bufbuild/buf/cmd/buf@$BUF_VERSION required" \
+              "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION optional" \
+              "ghz github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION optional"; do
+    read -r name module need <<< "$tool"
     stamp="build/go/.$name.version"
     if [ -x "build/go/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$module" ]; then
       echo "$name: up to date (${module##*@})"
     elif GOBIN="$PWD/build/go/bin" go install "$module"; then
       echo "$module" > "$stamp"; echo "$name: installed ${module##*@}"
+    elif [ "$need" = required ]; then
+      echo "error: could not install $name (make lint needs it)" >&2; exit 1
     else
       echo "warning: could not install $name (optional; its test skips)" >&2
     fi
