@@ -161,9 +161,10 @@ async def _train_and_deploy(context: BenchContext, platform: Any, status: Callab
     """Train, write the two serving configurations, load both; returns the artifact folder."""
     import tritonclient.grpc as grpcclient
 
-    from llmops_deployment.adapters.repository import ModelRepository, ServingOptions
     from llmops_events.v1.training import Hyperparameters
     from llmops_fine_tuning.testing import train_model
+    from llmops_models.kinds import ServingOptions
+    from llmops_models.triton_repository import ModelRepository
     from llmops_serving import triton_name
     from llmops_storage import ArtifactStore
 
@@ -445,12 +446,10 @@ async def _stop_process(process: asyncio.subprocess.Process) -> None:
 
 async def run(context: BenchContext) -> list[BenchResult]:
     from bench.framework import _ProgressAdapter
-    from llmops_cli.stack.paths import repo_paths
-    from llmops_cli.stack.stack import TritonComponent
-    from llmops_cli.stack.triton import TritonServer
     from llmops_events.v1 import DeploymentPromoted
     from llmops_messaging import EventPublisher
     from llmops_serving import triton_name
+    from llmops_stack import TritonComponent, TritonServer, repo_paths
 
     reporter = context.reporter
     requests = int(os.environ.get(REQUESTS_ENV, "300"))

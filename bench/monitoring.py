@@ -84,14 +84,19 @@ class RecordingPublisher:
 def _service(context: BenchContext, window: int) -> tuple[Any, Any, Any, Any, Any]:
     from llmops_config import PlatformSettings
     from llmops_messaging import ProcessedEvents
-    from llmops_monitoring.adapters.encoder import MiniLMEncoder
-    from llmops_monitoring.adapters.metrics import MonitoringMetrics
-    from llmops_monitoring.adapters.policy_state import PolicyStateStore
-    from llmops_monitoring.adapters.reference import ArtifactReferences
-    from llmops_monitoring.domain.policy import load_policy
-    from llmops_monitoring.handlers import ChampionTable, MonitoringService
-    from llmops_monitoring.settings import MonitoringSettings
-    from llmops_monitoring.testing import StandInClassifier, banking77, snapshot_frame
+    from llmops_monitoring import (
+        ArtifactReferences,
+        ChampionTable,
+        MiniLMEncoder,
+        MonitoringMetrics,
+        MonitoringService,
+        MonitoringSettings,
+        PolicyStateStore,
+        StandInClassifier,
+        banking77,
+        load_policy,
+        snapshot_frame,
+    )
     from llmops_storage import ArtifactStore
 
     shared = context.require_shared("banking77/train.csv").parents[1]
@@ -106,7 +111,7 @@ def _service(context: BenchContext, window: int) -> tuple[Any, Any, Any, Any, An
     store = ArtifactStore(settings.platform.resolved_artifact_store_uri)
     train, test = banking77(shared)
     frame = snapshot_frame(train, test)
-    from llmops_fine_tuning.testing import write_snapshot
+    from llmops_models.snapshots import write_snapshot
 
     write_snapshot(store, frame, dataset_id="banking77-bench")
     train_split = frame[frame["split"] == "train"]
@@ -138,13 +143,15 @@ def _service(context: BenchContext, window: int) -> tuple[Any, Any, Any, Any, An
 
 
 def _new_model(store: Any) -> str:
+    from llmops_models import manifest_path
+
     name = f"bench-{uuid.uuid4().hex[:6]}"
-    store.write_json(f"models/{name}/1/manifest.json", {"lineage": {"dataset_id": "banking77-bench"}})
+    store.write_json(manifest_path(name, 1), {"lineage": {"dataset_id": "banking77-bench"}})
     return name
 
 
 def _observations(model: Any, texts: list[str]) -> list[Any]:
-    from llmops_monitoring.domain.windows import Observation
+    from llmops_monitoring import Observation
 
     labels, confidences = model.predict(texts)
     now = datetime.now(UTC)
@@ -180,9 +187,7 @@ def _requests(publisher: RecordingPublisher, model_name: str) -> int:
 
 
 async def run(context: BenchContext) -> list[BenchResult]:
-    from llmops_monitoring.domain.analysis import embedding_sample_rows, embedding_stride
-    from llmops_monitoring.domain.windows import WindowKey
-    from llmops_monitoring.testing import sample_texts, shifted_texts
+    from llmops_monitoring import WindowKey, embedding_sample_rows, embedding_stride, sample_texts, shifted_texts
 
     reporter = context.reporter
     window = int(os.environ.get(WINDOW_ENV, DEFAULT_WINDOW))

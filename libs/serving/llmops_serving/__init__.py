@@ -1,25 +1,12 @@
 """What serving needs to agree on: deployment state folded from the deployments topic, sticky
-canary routing, and the Triton names and tensors of a deployed classifier."""
+canary routing, and the Triton names of deployed versions."""
 
 from llmops_serving.feed import DeploymentFeed
 from llmops_serving.routing import Route, choose_route, request_bucket
 from llmops_serving.state import DeploymentBook, ModelDeployment
-from llmops_serving.triton import (
-    CONFIDENCE_OUTPUT,
-    LABEL_OUTPUT,
-    LABELS_PARAMETER,
-    SCORES_OUTPUT,
-    TEXT_INPUT,
-    parse_triton_name,
-    triton_name,
-)
+from llmops_serving.triton import parse_triton_name, triton_name
 
 __all__ = [
-    "CONFIDENCE_OUTPUT",
-    "LABELS_PARAMETER",
-    "LABEL_OUTPUT",
-    "SCORES_OUTPUT",
-    "TEXT_INPUT",
     "DeploymentBook",
     "DeploymentFeed",
     "ModelDeployment",

@@ -1,21 +1,10 @@
-"""How a deployed model version is named and called on Triton.
+"""How a deployed model version is named on Triton (its tensors belong to its kind: ``llmops_models.kinds``).
 
 Each platform version is its own Triton model (``<model>__v<version>``), so loading a canary or
 unloading a retired version never reloads the champion that is serving.
 """
 
 from __future__ import annotations
-
-TEXT_INPUT = "TEXT"
-"""BYTES, shape [batch, 1]: UTF-8 request texts."""
-LABEL_OUTPUT = "LABEL"
-"""BYTES, shape [batch, 1]: the predicted label."""
-CONFIDENCE_OUTPUT = "CONFIDENCE"
-"""FP32, shape [batch, 1]: the predicted label's probability."""
-SCORES_OUTPUT = "SCORES"
-"""FP32, shape [batch, n_labels]: probability per label, in the order of the ``labels`` parameter."""
-LABELS_PARAMETER = "labels"
-"""Model config parameter holding the JSON list of labels (index → label)."""
 
 _SEPARATOR = "__v"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import tempfile
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from llmops_deployment.adapters.metrics import DeploymentMetrics
-from llmops_deployment.adapters.repository import ModelRepository
 from llmops_deployment.adapters.traffic import ConfidenceTracker
 from llmops_deployment.adapters.triton import Counts, Prediction, TritonControl
 from llmops_deployment.domain.canary import VersionTraffic, judge
@@ -33,10 +31,10 @@ from llmops_events.v1 import (
     DeploymentRolledBack,
     EvaluationCompleted,
 )
-from llmops_fine_tuning.adapters.registry import ArtifactModelRegistry
-from llmops_fine_tuning.classifier import MANIFEST_FILE
-from llmops_fine_tuning.domain.manifest import hash_folder
 from llmops_messaging import EventPublisher
+from llmops_models import ArtifactMissing, ManifestMismatch, ModelRegistry
+from llmops_models.snapshots import SnapshotReader
+from llmops_models.triton_repository import ModelRepository
 from llmops_serving import DeploymentBook, ModelDeployment, triton_name
 from llmops_storage import ArtifactStore
 
@@ -85,7 +83,7 @@ class DeploymentService:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._registry = ArtifactModelRegistry(store)
+        self._registry = ModelRegistry(store)
         self._repository = repository
         self._triton = triton
         self._publisher = publisher
@@ -437,29 +435,21 @@ class DeploymentService:
             raise _GoLiveFailed("smoke_test_failed", "; ".join(problems))
 
     def _write(self, model_name: str, version: int) -> None:
-        path = f"models/{model_name}/{version}"
-        if not self._store.is_complete(path):
-            raise _GoLiveFailed("artifact_missing", f"no complete artifact at {self._store.uri(path)}")
         with tempfile.TemporaryDirectory(prefix="deploy-") as scratch:
-            folder = self._store.download_folder(path, Path(scratch) / "model")
+            folder = Path(scratch) / "model"
             try:
-                expected = dict(json.loads((folder / MANIFEST_FILE).read_text())["files"])
-            except (OSError, ValueError, KeyError) as error:
-                raise _GoLiveFailed("artifact_corrupt", f"unreadable manifest: {error}") from error
-            actual = hash_folder(folder)
-            mismatched = sorted(f for f in expected if actual.get(f) != expected[f])
-            if mismatched:
-                raise _GoLiveFailed("artifact_corrupt", f"sha256 mismatch for {', '.join(mismatched[:3])}")
+                self._registry.download_verified(model_name, version, folder)
+            except ArtifactMissing as error:
+                raise _GoLiveFailed("artifact_missing", str(error)) from error
+            except ManifestMismatch as error:
+                raise _GoLiveFailed("artifact_corrupt", error.detail) from error
             self._repository.write(model_name, version, folder, self._settings.serving_options)
 
     def _sample_texts(self, model_name: str, version: int) -> list[str]:
         """A few validation texts of the version's own dataset (else generic ones) for the smoke test."""
         try:
-            manifest = self._store.read_json(f"models/{model_name}/{version}/{MANIFEST_FILE}")
-            dataset_id = manifest["lineage"]["dataset_id"]
-            import pandas as pd
-
-            frame = pd.read_parquet(self._store.uri(f"datasets/{dataset_id}/validation.parquet"), columns=["text"])
+            dataset_id = self._registry.manifest(model_name, version)["lineage"]["dataset_id"]
+            frame = SnapshotReader(self._store).labelled(dataset_id, "validation")
             texts = [str(t) for t in frame["text"].head(8)]
         except Exception:
             texts = []

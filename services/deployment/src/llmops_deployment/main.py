@@ -13,7 +13,6 @@ from faststream.kafka import KafkaBroker
 
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.ops_server import start_ops_server
-from llmops_deployment.adapters.repository import ModelRepository
 from llmops_deployment.adapters.traffic import ConfidenceTracker
 from llmops_deployment.adapters.triton import TritonControl
 from llmops_deployment.handlers import DeploymentService
@@ -22,6 +21,7 @@ from llmops_events.topics import EVALUATIONS
 from llmops_events.v1 import EvaluationCompleted
 from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, ProcessedEvents, subscribe
 from llmops_messaging.app import service_app
+from llmops_models.triton_repository import ModelRepository
 from llmops_serving import DeploymentFeed
 from llmops_storage import open_store
 

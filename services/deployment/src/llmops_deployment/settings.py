@@ -8,8 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops_config import PlatformSettings
-from llmops_deployment.adapters.repository import ServingOptions
 from llmops_deployment.domain.canary import CanaryPolicy
+from llmops_models.kinds import ServingOptions
 
 
 class DeploymentSettings(BaseSettings):

@@ -34,10 +34,11 @@ from llmops_events.v1 import (
     DeploymentRolledBack,
     EvaluationCompleted,
 )
-from llmops_fine_tuning.classifier import MANIFEST_FILE, TRAINING_CONFIG_FILE
-from llmops_fine_tuning.domain.manifest import hash_folder
 from llmops_messaging import EventPublisher, create_broker
-from llmops_serving import TEXT_INPUT, triton_name
+from llmops_models import MANIFEST_FILE, hash_folder
+from llmops_models.kinds.classifier.network import TRAINING_CONFIG_FILE
+from llmops_models.kinds.classifier.serving import TEXT_INPUT
+from llmops_serving import triton_name
 from llmops_storage import ArtifactStore
 
 pytestmark = pytest.mark.integration
@@ -264,10 +265,7 @@ async def test_live_versions_come_back_after_triton_restarts(
 ) -> None:
     """A Triton of its own (the session's is shared), stopped and started again under the running
     service: the reconciler loads the champion back."""
-    from llmops_cli.stack.paths import repo_paths
-    from llmops_cli.stack.processes import NullProgress
-    from llmops_cli.stack.stack import TritonComponent
-    from llmops_cli.stack.triton import TritonServer
+    from llmops_stack import NullProgress, TritonComponent, TritonServer, repo_paths
 
     def free_port() -> int:
         import socket

@@ -14,8 +14,15 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from llmops_config import PlatformSettings
-from llmops_deployment.adapters.repository import ModelRepository, ServingOptions
-from llmops_serving import CONFIDENCE_OUTPUT, LABEL_OUTPUT, LABELS_PARAMETER, SCORES_OUTPUT, TEXT_INPUT
+from llmops_models.kinds import ServingOptions
+from llmops_models.kinds.classifier.serving import (
+    CONFIDENCE_OUTPUT,
+    LABEL_OUTPUT,
+    LABELS_PARAMETER,
+    SCORES_OUTPUT,
+    TEXT_INPUT,
+)
+from llmops_models.triton_repository import ModelRepository
 from llmops_storage import ArtifactStore
 
 pytestmark = pytest.mark.integration

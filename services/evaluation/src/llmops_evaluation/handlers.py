@@ -29,6 +29,7 @@ from llmops_events.v1 import (
     TrainingCompleted,
 )
 from llmops_messaging import EventPublisher
+from llmops_models import model_path
 from llmops_storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class EvaluationService:
         base = dict(
             model_name=model_name,
             model_version=version,
-            candidate_artifact_uri=artifact_uri or self._store.uri(f"models/{model_name}/{version}"),
+            candidate_artifact_uri=artifact_uri or self._store.uri(model_path(model_name, version)),
             champion_version=champion_version,
         )
         try:

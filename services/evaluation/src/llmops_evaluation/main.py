@@ -22,6 +22,7 @@ from llmops_messaging import (
     subscribe,
 )
 from llmops_messaging.app import service_app
+from llmops_models import ModelRegistry
 from llmops_storage import open_store
 
 SERVICE = "evaluation"
@@ -90,7 +91,7 @@ async def evaluate_by_hand(
     try:
         store = open_store(runtime.settings.platform.resolved_artifact_store_uri)
         if dataset_id is None:
-            manifest = store.read_json(f"models/{model_name}/{version}/manifest.json")
+            manifest = ModelRegistry(store).manifest(model_name, version)
             dataset_id = str(manifest.get("lineage", {}).get("dataset_id", ""))
         completed = await asyncio.to_thread(service.evaluate_version, model_name, version, dataset_id=dataset_id)
         await runtime.publisher.publish(completed)

@@ -18,7 +18,6 @@ request is redelivered and trained again from scratch under the same version num
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 from concurrent.futures import Future
@@ -36,8 +35,7 @@ from llmops_events.v1.training import (
     TrainingStarted,
 )
 from llmops_fine_tuning.adapters.metrics import FineTuningMetrics
-from llmops_fine_tuning.classifier import MANIFEST_FILE
-from llmops_fine_tuning.domain.manifest import build_lineage, build_manifest, hash_folder
+from llmops_fine_tuning.domain.lineage import build_lineage
 from llmops_fine_tuning.domain.ports import (
     DatasetReader,
     ModelRegistry,
@@ -48,6 +46,8 @@ from llmops_fine_tuning.domain.ports import (
 from llmops_fine_tuning.domain.request import TrainingDefaults, TrainingJob, resolve_job
 from llmops_fine_tuning.domain.validation import DatasetSummary, check_dataset, check_task
 from llmops_fine_tuning.errors import FineTuningError, TrainingRejected, TransientFailure
+from llmops_models import build_manifest, hash_folder, write_manifest
+from llmops_models.kinds import kind_for_task
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,7 @@ class FineTuningService:
                 manifest = build_manifest(
                     model_name=job.model_name,
                     version=version,
+                    kind=kind_for_task(job.task.value).name,
                     files=files,
                     lineage=lineage,
                     metrics=result.metrics,
@@ -257,7 +258,7 @@ class FineTuningService:
                     trainable_parameter_share=result.trainable_parameter_share,
                     wall_time_seconds=result.wall_time_seconds,
                 )
-                (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                write_manifest(folder, manifest)
                 try:
                     uri = self._registry.publish(job.model_name, version, folder)
                     return _Published(version=version, uri=uri, result=result, lineage=lineage)

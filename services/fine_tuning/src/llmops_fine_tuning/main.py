@@ -29,7 +29,6 @@ from llmops_fine_tuning.adapters.code_version import code_version
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
 from llmops_fine_tuning.adapters.metrics import FineTuningMetrics
-from llmops_fine_tuning.adapters.registry import ArtifactModelRegistry
 from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
 from llmops_fine_tuning.handlers import FineTuningService, ServiceConfig
 from llmops_fine_tuning.settings import FineTuningSettings
@@ -42,6 +41,7 @@ from llmops_messaging import (
     subscribe,
 )
 from llmops_messaging.app import service_app
+from llmops_models import ModelRegistry
 from llmops_storage import open_store
 
 SERVICE = "fine-tuning"
@@ -75,7 +75,7 @@ class FineTuningRuntime:
                 fresh_snapshot_wait_s=settings.fresh_snapshot_wait_s,
             ),
             datasets=ArtifactDatasetReader(store),
-            registry=ArtifactModelRegistry(store),
+            registry=ModelRegistry(store),
             trainer=LoraSequenceClassificationTrainer(
                 num_threads=settings.num_threads, progress_interval_s=settings.progress_interval_s
             ),

@@ -24,14 +24,13 @@ from llmops_events.v1.training import (
     TrainingProgressed,
     TrainingStarted,
 )
-from llmops_fine_tuning.adapters.registry import ArtifactModelRegistry, model_path
-from llmops_fine_tuning.classifier import MANIFEST_FILE, load_classifier
-from llmops_fine_tuning.domain.manifest import hash_folder
 from llmops_fine_tuning.main import FineTuningRuntime
 from llmops_fine_tuning.settings import FineTuningSettings
 from llmops_fine_tuning.starter import request_training
-from llmops_fine_tuning.testing import write_snapshot
 from llmops_messaging import EventPublisher, Outcome, create_broker
+from llmops_models import MANIFEST_FILE, ModelRegistry, hash_folder, model_path
+from llmops_models.kinds.classifier.network import load_classifier
+from llmops_models.snapshots import write_snapshot
 from llmops_storage import ArtifactStore
 
 pytestmark = pytest.mark.integration
@@ -176,7 +175,7 @@ async def test_request_is_trained_reported_and_published_as_a_loadable_version(s
     async with EventPublisher(service.settings.platform, service="tests") as publisher:
         await publisher.publish(request)
     await service.wait_for(lambda: service.outcomes.count(Outcome.DUPLICATE) > handled_before, timeout=30)
-    assert ArtifactModelRegistry(service.store).published_versions(model) == [1]
+    assert ModelRegistry(service.store).published_versions(model) == [1]
     assert len(service.of(request.id, TrainingStarted)) == 1
 
 

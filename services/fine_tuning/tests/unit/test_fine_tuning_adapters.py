@@ -11,12 +11,12 @@ import pytest
 
 from llmops_events.v1.training import TrainingRequested
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
-from llmops_fine_tuning.adapters.registry import ArtifactModelRegistry
 from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer, bucketed_batches
-from llmops_fine_tuning.classifier import load_classifier
 from llmops_fine_tuning.domain.ports import TrainingProgress
 from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, resolve_job
-from llmops_fine_tuning.testing import write_snapshot
+from llmops_models import ModelRegistry
+from llmops_models.kinds.classifier.network import load_classifier
+from llmops_models.snapshots import write_snapshot
 from llmops_storage import ArtifactStore
 
 TEXTS = {
@@ -54,7 +54,7 @@ def test_latest_snapshot_is_the_newest_complete_one(tmp_path: Path) -> None:
 
 def test_versions_count_only_published_folders(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path))
-    registry = ArtifactModelRegistry(store)
+    registry = ModelRegistry(store)
     assert registry.next_version("intents") == 1
     folder = tmp_path / "local"
     folder.mkdir()

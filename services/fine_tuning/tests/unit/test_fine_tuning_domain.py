@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from llmops_events.v1.training import Hyperparameters, TrainingRequested, TrainingTask
 from llmops_fine_tuning.adapters.defaults import load_defaults
-from llmops_fine_tuning.domain.manifest import build_lineage, build_manifest, combined_hash, hash_folder
+from llmops_fine_tuning.domain.lineage import build_lineage
 from llmops_fine_tuning.domain.metrics import classification_metrics
 from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, resolve_job
 from llmops_fine_tuning.domain.validation import DatasetSummary, check_dataset, check_task
-from llmops_fine_tuning.domain.versions import next_version
 from llmops_fine_tuning.errors import TrainingRejected
 from llmops_fine_tuning.settings import FineTuningSettings
+from llmops_models import build_manifest
 
 DEFAULTS = TrainingDefaults(
     base_model="sentence-transformers/all-MiniLM-L6-v2",
@@ -93,13 +92,6 @@ def test_causal_lm_is_refused_until_implemented() -> None:
         check_task(TrainingTask.CAUSAL_LM)
 
 
-def test_next_version_is_one_more_than_the_highest_published() -> None:
-    assert next_version([]) == 1
-    assert next_version(["1", "2", "10", "3"]) == 11
-    # A crashed publish leaves a hidden staging folder: it never takes a number.
-    assert next_version(["1", ".staging-3f2a", "notes.txt"]) == 2
-
-
 def test_labels_are_sorted_union_of_splits() -> None:
     assert _summary({"b": 1, "a": 1}, {"c": 1}).labels() == ["a", "b", "c"]
 
@@ -109,17 +101,6 @@ def test_metrics_accuracy_and_macro_f1() -> None:
     assert metrics["accuracy"] == 0.75
     # F1(a) = 2*1/(2+1) = 2/3; F1(b) = 2*2/(2+3) = 4/5; c absent on both sides: not counted.
     assert metrics["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
-
-
-def test_manifest_hashes_every_file_but_itself(tmp_path: Path) -> None:
-    (tmp_path / "adapter").mkdir()
-    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
-    (tmp_path / "label_map.json").write_text("{}")
-    (tmp_path / "manifest.json").write_text("{}")
-    files = hash_folder(tmp_path)
-    assert set(files) == {"adapter/adapter_model.safetensors", "label_map.json"}
-    assert files["label_map.json"] == "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-    assert combined_hash(files) == combined_hash(dict(reversed(files.items())))
 
 
 def test_lineage_pins_data_model_code_and_hyperparameters() -> None:
@@ -134,6 +115,7 @@ def test_lineage_pins_data_model_code_and_hyperparameters() -> None:
     manifest = build_manifest(
         model_name="intents",
         version=3,
+        kind="classifier",
         files={"b": "h2", "a": "h1"},
         lineage=lineage,
         metrics={"accuracy": 0.9},

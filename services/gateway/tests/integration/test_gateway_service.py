@@ -22,7 +22,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
-from llmops_deployment.adapters.repository import ModelRepository, ServingOptions
 from llmops_events import KafkaRecord, decode
 from llmops_events.topics import INFERENCE
 from llmops_events.v1 import DeploymentCanaryStarted, DeploymentPromoted, DeploymentRolledBack, InferenceLogged
@@ -31,6 +30,8 @@ from llmops_gateway.main import GatewayRuntime
 from llmops_gateway.settings import GatewaySettings
 from llmops_messaging import EventPublisher
 from llmops_messaging.admin import topic_partitions
+from llmops_models.kinds import ServingOptions
+from llmops_models.triton_repository import ModelRepository
 from llmops_privacy import Redactor
 from llmops_serving import choose_route
 from llmops_storage import ArtifactStore

@@ -1,1 +1,81 @@
-"""Monitoring: windowed drift and quality reports over live traffic that ask for retraining."""
+"""Monitoring: windowed drift and quality reports over live traffic that ask for retraining.
+
+The package's public API (what the ``llmops`` CLI and the benchmarks may use) is ``__all__``;
+everything else is internal. Names are imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .adapters.encoder import MiniLMEncoder
+    from .adapters.metrics import MonitoringMetrics
+    from .adapters.policy_state import PolicyStateStore
+    from .adapters.reference import ArtifactReferences
+    from .domain.analysis import embedding_sample_rows, embedding_stride
+    from .domain.policy import load_policy
+    from .domain.windows import Observation, WindowKey
+    from .handlers import ChampionTable, MonitoringService
+    from .main import drift_report_by_hand
+    from .settings import MonitoringSettings
+    from .testing import StandInClassifier, banking77, sample_texts, shifted_texts, snapshot_frame
+
+__all__ = [
+    "ArtifactReferences",
+    "ChampionTable",
+    "MiniLMEncoder",
+    "MonitoringMetrics",
+    "MonitoringService",
+    "MonitoringSettings",
+    "Observation",
+    "PolicyStateStore",
+    "StandInClassifier",
+    "WindowKey",
+    "banking77",
+    "drift_report_by_hand",
+    "embedding_sample_rows",
+    "embedding_stride",
+    "load_policy",
+    "sample_texts",
+    "shifted_texts",
+    "snapshot_frame",
+]
+
+_EXPORTS: dict[str, str] = {
+    # settings and operator actions (`llmops drift-report`, the demo)
+    "MonitoringSettings": ".settings",
+    "drift_report_by_hand": ".main",
+    # the service's parts, for benchmarks that assemble it in-process
+    "ArtifactReferences": ".adapters.reference",
+    "ChampionTable": ".handlers",
+    "MiniLMEncoder": ".adapters.encoder",
+    "MonitoringMetrics": ".adapters.metrics",
+    "MonitoringService": ".handlers",
+    "Observation": ".domain.windows",
+    "PolicyStateStore": ".adapters.policy_state",
+    "WindowKey": ".domain.windows",
+    "embedding_sample_rows": ".domain.analysis",
+    "embedding_stride": ".domain.analysis",
+    "load_policy": ".domain.policy",
+    # test and benchmark data: BANKING77 snapshots, a stand-in model, in- and out-of-domain samples
+    "StandInClassifier": ".testing",
+    "banking77": ".testing",
+    "sample_texts": ".testing",
+    "shifted_texts": ".testing",
+    "snapshot_frame": ".testing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so ``import llmops_monitoring`` (and ``python -m llmops_monitoring``) stays cheap.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

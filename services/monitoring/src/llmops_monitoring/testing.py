@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmops_fine_tuning.testing import write_snapshot
+from llmops_models.snapshots import write_snapshot
 from llmops_storage import ArtifactStore
 
 

@@ -28,8 +28,8 @@ from llmops_events.v1 import (
     TrainingReason,
     TrainingRequested,
 )
-from llmops_fine_tuning.testing import write_snapshot
 from llmops_messaging import EventPublisher, create_broker
+from llmops_models.snapshots import write_snapshot
 from llmops_monitoring.adapters.encoder import MiniLMEncoder
 from llmops_monitoring.domain.policy import DriftPolicy, load_policy
 from llmops_monitoring.main import MonitoringRuntime, drift_report_by_hand

@@ -270,3 +270,10 @@ def test_the_champion_is_remembered_across_restarts_and_rollbacks(tmp_path: Path
     restarted.apply(DeploymentRolledBack(model_name="m", model_version=3, restored_version=2))
     assert restarted.champion("m") == 2
     assert restarted.champion("other") is None
+
+
+def test_monitoring_computes_exactly_the_signals_the_classifier_kind_declares() -> None:
+    from llmops_models.kinds import CLASSIFIER
+    from llmops_monitoring.domain.policy import DRIFT_SIGNALS, QUALITY_SIGNALS
+
+    assert set(DRIFT_SIGNALS) | set(QUALITY_SIGNALS) == set(CLASSIFIER.monitoring_signals)

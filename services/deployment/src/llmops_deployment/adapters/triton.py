@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import httpx
-import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from llmops_serving import CONFIDENCE_OUTPUT, LABEL_OUTPUT, LABELS_PARAMETER, SCORES_OUTPUT, TEXT_INPUT
+from llmops_models.kinds.classifier import serving as classifier_serving
+from llmops_models.kinds.classifier.serving import ClassOutput
 
 FAILURES_METRIC = "llmops_model_request_failures_total"
-"""Must match ``triton_model/model.py``."""
+"""Must match the kinds' Triton ``model.py``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +27,7 @@ class Counts:
     success_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    label: str
-    confidence: float
-    scores: dict[str, float]
+Prediction = ClassOutput
 
 
 class TritonControl:
@@ -96,23 +91,12 @@ class TritonControl:
         return Counts(success=max(success - failure, 0), failure=failure, success_ns=success_ns)
 
     async def labels(self, name: str) -> list[str]:
-        config = (await self._client.get_model_config(name, as_json=True))["config"]
-        return list(json.loads(config["parameters"][LABELS_PARAMETER]["string_value"]))
+        return classifier_serving.labels_from_config(await self._client.get_model_config(name, as_json=True))
 
-    async def predict(self, name: str, texts: list[str], *, timeout_s: float = 30.0) -> list[Prediction]:
+    async def predict(self, name: str, texts: list[str], *, timeout_s: float = 30.0) -> list[ClassOutput]:
         labels = await self.labels(name)
-        text = grpcclient.InferInput(TEXT_INPUT, [len(texts), 1], "BYTES")
-        text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
-        outputs = [grpcclient.InferRequestedOutput(n) for n in (LABEL_OUTPUT, CONFIDENCE_OUTPUT, SCORES_OUTPUT)]
+        text = grpcclient.InferInput(classifier_serving.TEXT_INPUT, [len(texts), 1], "BYTES")
+        text.set_data_from_numpy(classifier_serving.text_batch(texts))
+        outputs = [grpcclient.InferRequestedOutput(n) for n in classifier_serving.OUTPUTS]
         result = await self._client.infer(name, [text], outputs=outputs, client_timeout=timeout_s)
-        scores = result.as_numpy(SCORES_OUTPUT)
-        return [
-            Prediction(
-                label=label.decode(),
-                confidence=float(confidence),
-                scores={labels[i]: float(s) for i, s in enumerate(row)},
-            )
-            for label, confidence, row in zip(
-                result.as_numpy(LABEL_OUTPUT).ravel(), result.as_numpy(CONFIDENCE_OUTPUT).ravel(), scores, strict=True
-            )
-        ]
+        return classifier_serving.read_outputs(result.as_numpy, labels)

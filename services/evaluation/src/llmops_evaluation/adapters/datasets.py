@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
 
 from llmops_evaluation.domain.ports import ModelUnavailable, TestSet
+from llmops_models.snapshots import SnapshotReader
 from llmops_storage import ArtifactStore
 
 SLICE_COLUMNS = ("tenant", "source")
@@ -17,15 +17,10 @@ def load_test_set(
     store: ArtifactStore, dataset_id: str, *, max_examples: int, seed: int, golden_csv: Path | None = None
 ) -> TestSet:
     """The test split of ``datasets/<dataset_id>/`` (seeded sample above ``max_examples``) and the golden set."""
-    path = f"datasets/{dataset_id}"
-    if not store.is_complete(path):
-        raise ModelUnavailable("dataset_missing", f"snapshot {store.uri(path)} does not exist")
-    frames = [
-        pd.read_parquet(io.BytesIO(store.read_bytes(f"{path}/{name}")))
-        for name in store.list(path)
-        if name.endswith(".parquet")
-    ]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["text", "label", "split"])
+    snapshots = SnapshotReader(store)
+    if not snapshots.is_complete(dataset_id):
+        raise ModelUnavailable("dataset_missing", f"snapshot {dataset_id!r} does not exist")
+    frame = snapshots.frame(dataset_id)
     test = frame[(frame["split"] == "test") & frame["label"].notna()]
     sort_key = "record_id" if "record_id" in test.columns else "text"
     test = test.sort_values(sort_key, kind="stable")

@@ -11,12 +11,8 @@ import pandas as pd
 
 from llmops_evaluation.domain.evaluation import Verdict
 from llmops_evaluation.domain.ports import TestSet
+from llmops_models import evaluation_path
 from llmops_storage import ArtifactStore
-
-
-def evaluation_path(model_name: str, version: int) -> str:
-    # Beside models/<name>/<version>/, not inside it: a published model folder is immutable.
-    return f"evaluations/{model_name}/{version}"
 
 
 def _frame(test_set: TestSet, predictions: list[str], confidences: list[float]) -> pd.DataFrame:

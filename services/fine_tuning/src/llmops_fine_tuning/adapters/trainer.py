@@ -2,7 +2,7 @@
 
 Why it is fast enough on two CPU cores:
 
-* **mean pooling** head (``classifier.MeanPoolingClassifier``): the pooled vector is already a good
+* **mean pooling** head (``MeanPoolingClassifier`` of the classifier kind): the pooled vector is already a good
   sentence embedding, so the head and the adapters start from a useful place;
 * **length-bucketed batches**: examples are shuffled, cut into windows of ``bucket_batches``
   batches, sorted by token length inside each window and batched; the batches are shuffled again.
@@ -34,7 +34,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmops_fine_tuning.classifier import (
+from llmops_fine_tuning.domain.metrics import classification_metrics
+from llmops_fine_tuning.domain.ports import ProgressCallback, TrainingData, TrainingProgress, TrainingResult
+from llmops_fine_tuning.domain.request import TrainingJob
+from llmops_fine_tuning.errors import TrainingRejected
+from llmops_models import combined_hash, sha256_file
+from llmops_models.kinds.classifier.network import (
     ADAPTER_DIR,
     HEAD_FILE,
     LABEL_MAP_FILE,
@@ -46,11 +51,6 @@ from llmops_fine_tuning.classifier import (
     load_encoder,
     resolve_base_model,
 )
-from llmops_fine_tuning.domain.manifest import combined_hash, sha256_file
-from llmops_fine_tuning.domain.metrics import classification_metrics
-from llmops_fine_tuning.domain.ports import ProgressCallback, TrainingData, TrainingProgress, TrainingResult
-from llmops_fine_tuning.domain.request import TrainingJob
-from llmops_fine_tuning.errors import TrainingRejected
 
 logger = logging.getLogger(__name__)
 

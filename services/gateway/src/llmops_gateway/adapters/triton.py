@@ -6,12 +6,10 @@ model config's ``labels`` parameter and cached.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
@@ -19,9 +17,9 @@ from tritonclient.utils import InferenceServerException
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.domain.models import Prediction
 from llmops_gateway.errors import BackendError, DeadlineExceeded, GatewayError, ModelNotLoaded, ModelUnavailable
-from llmops_serving import CONFIDENCE_OUTPUT, LABEL_OUTPUT, LABELS_PARAMETER, SCORES_OUTPUT, TEXT_INPUT, triton_name
+from llmops_models.kinds.classifier import serving as classifier_serving
+from llmops_serving import triton_name
 
-_OUTPUTS = (LABEL_OUTPUT, CONFIDENCE_OUTPUT, SCORES_OUTPUT)
 # How Triton says it does not have a model (unloaded, never loaded, still loading).
 _NOT_LOADED_HINTS = ("unknown model", "not found", "no available versions", "not ready", "is not loaded")
 
@@ -48,7 +46,7 @@ class TritonPredictor:
         self._metrics = metrics
         self._client: grpcaio.InferenceServerClient | None = None
         self._labels: dict[str, list[str]] = {}
-        self._outputs = [grpcclient.InferRequestedOutput(name) for name in _OUTPUTS]
+        self._outputs = [grpcclient.InferRequestedOutput(name) for name in classifier_serving.OUTPUTS]
 
     async def start(self) -> None:
         # Created here, not in __init__: the aio channel binds to the running event loop.
@@ -66,8 +64,8 @@ class TritonPredictor:
             raise RuntimeError("TritonPredictor.start() was not called")
         name = triton_name(model_name, version)
         started = time.perf_counter()
-        text = grpcclient.InferInput(TEXT_INPUT, [len(texts), 1], "BYTES")
-        text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
+        text = grpcclient.InferInput(classifier_serving.TEXT_INPUT, [len(texts), 1], "BYTES")
+        text.set_data_from_numpy(classifier_serving.text_batch(texts))
         try:
             labels = await self._labels_of(name, timeout=timeout)
             remaining = None if timeout is None else timeout - (time.perf_counter() - started)
@@ -87,24 +85,13 @@ class TritonPredictor:
         if labels is None:
             assert self._client is not None
             config: Any = await self._client.get_model_config(name, as_json=True, client_timeout=timeout)
-            parameters = config.get("config", {}).get("parameters", {})
-            labels = list(json.loads(parameters.get(LABELS_PARAMETER, {}).get("string_value", "[]")))
+            labels = classifier_serving.labels_from_config(config)
             self._labels[name] = labels
         return labels
 
 
 def _predictions(result: Any, labels: list[str]) -> list[Prediction]:
-    label_values = result.as_numpy(LABEL_OUTPUT).reshape(-1)
-    confidences = result.as_numpy(CONFIDENCE_OUTPUT).reshape(-1)
-    scores = result.as_numpy(SCORES_OUTPUT)
-    predictions = []
-    for row, label in enumerate(label_values):
-        names = labels if len(labels) == scores.shape[1] else [str(i) for i in range(scores.shape[1])]
-        predictions.append(
-            Prediction(
-                label=label.decode() if isinstance(label, bytes) else str(label),
-                confidence=float(confidences[row]),
-                scores={names[i]: float(scores[row, i]) for i in range(scores.shape[1])},
-            )
-        )
-    return predictions
+    return [
+        Prediction(label=output.label, confidence=output.confidence, scores=output.scores)
+        for output in classifier_serving.read_outputs(result.as_numpy, labels)
+    ]

@@ -33,7 +33,7 @@ class MiniLMEncoder:
     def _load(self) -> None:
         from transformers import AutoTokenizer
 
-        from llmops_fine_tuning.classifier import load_encoder, resolve_base_model
+        from llmops_models.kinds.classifier.network import load_encoder, resolve_base_model
 
         self._model = load_encoder(self._base_model).eval()
         self._tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(self._base_model))
@@ -45,7 +45,7 @@ class MiniLMEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        from llmops_fine_tuning.classifier import mean_pool
+        from llmops_models.kinds.classifier.network import mean_pool
 
         with self._lock:
             if self._model is None:

@@ -10,18 +10,20 @@ the training split. Building one costs a model load, a prediction pass and an em
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from llmops_models import ArtifactMissing, ModelRegistry, manifest_path
+from llmops_models.kinds import kind_of
+from llmops_models.snapshots import SnapshotReader
 from llmops_monitoring.domain.analysis import vocabulary_of
 from llmops_monitoring.domain.ports import Encoder, Predictor, Reference, ReferenceUnavailable
 from llmops_storage import ArtifactStore
@@ -31,38 +33,21 @@ logger = logging.getLogger(__name__)
 PredictorLoader = Callable[[str, int], Predictor]
 
 
-class ClassifierPredictor:
-    """A trained classifier version behind the ``Predictor`` interface."""
-
-    def __init__(self, classifier: object) -> None:
-        self._classifier = classifier
-
-    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
-        if not texts:
-            return [], []
-        probabilities = self._classifier.predict_proba(texts)  # type: ignore[attr-defined]
-        confidences, indices = probabilities.max(dim=-1)
-        labels = self._classifier.labels  # type: ignore[attr-defined]
-        return [labels[i] for i in indices.tolist()], confidences.tolist()
-
-
 def artifact_predictor_loader(store: ArtifactStore) -> PredictorLoader:
-    """Loads ``models/<name>/<version>/`` with the fine-tuning service's loader."""
+    """Loads ``models/<name>/<version>/`` (checked against its manifest) as its kind says."""
+    registry = ModelRegistry(store)
 
     def load(model_name: str, version: int) -> Predictor:
-        from llmops_fine_tuning.classifier import load_classifier
-
-        path = f"models/{model_name}/{version}"
-        if not store.is_complete(path):
-            raise ReferenceUnavailable("artifact_missing", f"{store.uri(path)} does not exist")
         folder = Path(tempfile.mkdtemp(prefix=f"monitoring-{model_name}-{version}-"))
         try:
-            store.download_folder(path, folder)
-            return ClassifierPredictor(load_classifier(folder, device="cpu"))
-        except ReferenceUnavailable:
-            raise
+            manifest = registry.download_verified(model_name, version, folder)
+            return kind_of(manifest).load_predictor(folder, device="cpu")
+        except ArtifactMissing as error:
+            raise ReferenceUnavailable("artifact_missing", str(error)) from error
         except Exception as error:
-            raise ReferenceUnavailable("artifact_corrupt", f"{store.uri(path)} cannot be loaded: {error!r}") from error
+            raise ReferenceUnavailable(
+                "artifact_corrupt", f"{registry.uri(model_name, version)} cannot be loaded: {error!r}"
+            ) from error
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -99,13 +84,14 @@ class ArtifactReferences:
             return self._memory[key]
 
     def dataset_id(self, model_name: str, version: int) -> str:
-        path = f"models/{model_name}/{version}/manifest.json"
-        if not self._store.exists(path):
-            raise ReferenceUnavailable("artifact_missing", f"{self._store.uri(path)} does not exist")
-        manifest = self._store.read_json(path)
+        try:
+            manifest = ModelRegistry(self._store).manifest(model_name, version)
+        except ArtifactMissing as error:
+            raise ReferenceUnavailable("artifact_missing", str(error)) from error
         dataset_id = str(manifest.get("lineage", {}).get("dataset_id") or "")
         if not dataset_id:
-            raise ReferenceUnavailable("lineage_missing", f"{self._store.uri(path)} names no lineage.dataset_id")
+            where = self._store.uri(manifest_path(model_name, version))
+            raise ReferenceUnavailable("lineage_missing", f"{where} names no lineage.dataset_id")
         return dataset_id
 
     def _folder(self, model_name: str, version: int) -> Path:
@@ -132,15 +118,10 @@ class ArtifactReferences:
 
     def _build(self, model_name: str, version: int) -> Reference:
         dataset_id = self.dataset_id(model_name, version)
-        path = f"datasets/{dataset_id}"
-        if not self._store.is_complete(path):
-            raise ReferenceUnavailable("dataset_missing", f"snapshot {self._store.uri(path)} does not exist")
-        frames = [
-            pd.read_parquet(io.BytesIO(self._store.read_bytes(f"{path}/{name}")))
-            for name in self._store.list(path)
-            if name.endswith(".parquet")
-        ]
-        snapshot = pd.concat(frames, ignore_index=True)
+        snapshots = SnapshotReader(self._store)
+        if not snapshots.is_complete(dataset_id):
+            raise ReferenceUnavailable("dataset_missing", f"snapshot {dataset_id!r} does not exist")
+        snapshot = snapshots.frame(dataset_id)
         snapshot = snapshot[snapshot["label"].notna()]
         held_out = snapshot[snapshot["split"] == "validation"]
         if held_out.empty:

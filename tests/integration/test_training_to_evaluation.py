@@ -22,21 +22,21 @@ import torch
 from aiokafka import AIOKafkaConsumer
 from safetensors.torch import load_file, save_file
 
-from llmops_cli.codegen import event_schemas
 from llmops_config import PlatformSettings
 from llmops_evaluation.main import EvaluationRuntime
 from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import ContentMode, Envelope, KafkaRecord, decode, encode
+from llmops_events.schemas import event_schemas
 from llmops_events.topics import EVALUATIONS, TRAINING
 from llmops_events.v1 import DeploymentPromoted, EvaluationCompleted, TrainingCompleted
 from llmops_events.v1.training import Hyperparameters
-from llmops_fine_tuning.classifier import HEAD_FILE, MANIFEST_FILE
-from llmops_fine_tuning.domain.manifest import hash_folder
 from llmops_fine_tuning.main import FineTuningRuntime
 from llmops_fine_tuning.settings import FineTuningSettings
 from llmops_fine_tuning.starter import request_training
-from llmops_fine_tuning.testing import write_snapshot
 from llmops_messaging import EventPublisher, create_broker
+from llmops_models import MANIFEST_FILE, hash_folder
+from llmops_models.kinds.classifier.network import HEAD_FILE
+from llmops_models.snapshots import write_snapshot
 from llmops_storage import ArtifactStore
 
 pytestmark = pytest.mark.integration

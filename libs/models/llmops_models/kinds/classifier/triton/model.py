@@ -1,10 +1,9 @@
 """Triton Python-backend model serving one trained classifier version.
 
 Runs inside Triton's own environment (``.venv-triton``: numpy<2, torch, transformers, peft), not
-the platform's. The deployment service copies this file, the fine-tuning service's
-``classifier.py`` and the artifact folder into ``<model>/1/``, so the version folder is
-self-contained. The base encoder and the LoRA adapter are loaded once and merged, so a request
-costs what the base model costs.
+the platform's. The classifier kind writes this file, its ``network.py`` and the artifact folder
+into ``<model>/1/``, so the version folder is self-contained. The base encoder and the LoRA
+adapter are loaded once and merged, so a request costs what the base model costs.
 
 Input ``TEXT`` (BYTES [batch, 1]); outputs ``LABEL`` (BYTES [batch, 1]), ``CONFIDENCE``
 (FP32 [batch, 1]) and ``SCORES`` (FP32 [batch, n_labels], in the order of the ``labels``
@@ -32,7 +31,7 @@ class TritonPythonModel:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         sys.path.insert(0, str(HERE))
         import torch
-        from classifier import load_classifier  # copied beside this file by the deployment service
+        from network import load_classifier  # copied beside this file when the Triton model is written
 
         config = json.loads(args["model_config"])
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}

@@ -1,4 +1,4 @@
-"""The sequence classifier this service trains, and the loader every consumer of its artifacts uses.
+"""The classifier kind's network: what fine-tuning trains, and the loader of its artifacts.
 
 The model is a transformer encoder with LoRA adapters, **mean pooling** over the tokens the
 attention mask keeps, dropout and one linear head. Mean pooling is how sentence encoders such as
@@ -16,9 +16,9 @@ Artifact folder layout (``models/<model_name>/<version>/`` in the artifact store
     metrics.json                         validation metrics
     manifest.json                        sha256 of every file above, lineage
 
-This module imports only torch, transformers, peft, safetensors and the standard library, so the
-evaluation service and Triton's ``model.py`` (a different Python environment) can import it
-without the service's settings or the platform's libraries.
+This module imports only torch, transformers, peft, safetensors and the standard library, so
+Triton's ``model.py`` (a different Python environment, where it is copied beside it) can import
+it without the platform's libraries.
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""Where things live in the artifact store: the one spelling of its layout.
+
+::
+
+    datasets/<dataset_id>/            a dataset snapshot (Parquet per split + manifest.json)
+    models/<model_name>/<version>/    a model version (the kind's files + manifest.json)
+    evaluations/<model_name>/<version>/  the evaluation gate's report of that version (beside the
+                                      model folder, not inside it: a published model is immutable)
+
+Every name that becomes part of a path (model name, dataset id) must match ``NAME_PATTERN``:
+a name from an event can never climb out of its folder (``../x``) or hide (``.x``).
+"""
+
+from __future__ import annotations
+
+import re
+
+DATASETS_PREFIX = "datasets"
+MODELS_PREFIX = "models"
+EVALUATIONS_PREFIX = "evaluations"
+MANIFEST_FILE = "manifest.json"
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""Model names and dataset ids: letters, digits, ``.``, ``_``, ``-``; no leading dot, at most 128."""
+
+
+class InvalidName(ValueError):
+    """A model name or dataset id that cannot be part of an artifact path."""
+
+
+def check_name(name: str, *, what: str = "name") -> str:
+    """``name`` unchanged when it is a safe path segment, else ``InvalidName``."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise InvalidName(f"{what} {name!r} must match {NAME_PATTERN.pattern} (and contain no '..')")
+    return name
+
+
+def is_valid_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidName:
+        return False
+    return True
+
+
+def dataset_path(dataset_id: str) -> str:
+    return f"{DATASETS_PREFIX}/{check_name(dataset_id, what='dataset id')}"
+
+
+def dataset_file(dataset_id: str, file_name: str) -> str:
+    return f"{dataset_path(dataset_id)}/{file_name}"
+
+
+def model_path(model_name: str, version: int | None = None) -> str:
+    """``models/<model_name>`` or, with a version, ``models/<model_name>/<version>``."""
+    path = f"{MODELS_PREFIX}/{check_name(model_name, what='model name')}"
+    if version is None:
+        return path
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidName(f"model version {version!r} must be an integer >= 1")
+    return f"{path}/{version}"
+
+
+def model_file(model_name: str, version: int, file_name: str) -> str:
+    return f"{model_path(model_name, version)}/{file_name}"
+
+
+def manifest_path(model_name: str, version: int) -> str:
+    return model_file(model_name, version, MANIFEST_FILE)
+
+
+def evaluation_path(model_name: str, version: int) -> str:
+    return model_path(model_name, version).replace(MODELS_PREFIX, EVALUATIONS_PREFIX, 1)
