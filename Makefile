@@ -66,8 +66,8 @@ bench: setup ## Run every benchmark (ingestion, fine-tuning, gateway, monitoring
 	@$(VENV)/bin/python -m bench.run --readme README.md $(if $(ONLY),--only $(ONLY))
 
 lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf)
-	@$(VENV)/bin/ruff check libs services tests bench conftest.py
-	@$(VENV)/bin/mypy libs services/*/src bench
+	@$(VENV)/bin/ruff check libs services tools tests bench conftest.py
+	@$(VENV)/bin/mypy libs services/*/src tools bench
 	@test -x $(BUF) || { echo "$(BUF) is missing: make setup installs it (needs Go)"; exit 1; }
 	@$(BUF) lint proto
 	@$(BUF) breaking proto --against tests/contract/snapshots/proto.binpb

@@ -17,13 +17,9 @@ from typing import Any
 
 import pytest
 
-from llmops_cli.stack.kafka import KafkaBroker
-from llmops_cli.stack.paths import repo_paths
-from llmops_cli.stack.ports import free_port
-from llmops_cli.stack.stack import KafkaComponent, TritonComponent, running
-from llmops_cli.stack.triton import TritonServer
 from llmops_config import PlatformSettings
 from llmops_privacy import Redactor
+from llmops_stack import KafkaBroker, KafkaComponent, TritonComponent, TritonServer, free_port, repo_paths, running
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.results import BenchResult, Figure
-from llmops_cli.stack.ports import free_port
+from llmops_stack import free_port
 
 if TYPE_CHECKING:
     from llmops_config import PlatformSettings
@@ -159,10 +159,8 @@ class BenchContext:
         every platform topic created (as the test fixtures start it)."""
         async with self._kafka_lock:
             if self._kafka_settings is None:
-                from llmops_cli.stack.kafka import KafkaBroker
-                from llmops_cli.stack.paths import repo_paths
-                from llmops_cli.stack.stack import KafkaComponent
                 from llmops_config import PlatformSettings
+                from llmops_stack import KafkaBroker, KafkaComponent, repo_paths
 
                 settings = PlatformSettings(
                     kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",

@@ -244,8 +244,7 @@ async def ingestion_service(
 ) -> tuple[Phase, float | None, dict[str, float]]:
     """The real service in-process until ``count`` messages are processed; also returns the
     seconds until the Feast outbox drained (None if it did not within the limit) and counters."""
-    from llmops_ingestion.main import IngestionRuntime
-    from llmops_ingestion.settings import IngestionSettings
+    from llmops_ingestion import IngestionRuntime, IngestionSettings
     from llmops_messaging import Outcome, create_broker
     from llmops_messaging.app import freeze_startup_heap
 

@@ -8,9 +8,9 @@ import json
 import jsonschema
 import pytest
 
-from llmops_cli.codegen import asyncapi_document, event_schemas
 from llmops_events import ContentMode, Envelope, encode, event_types
 from llmops_events.base import EVENT_TYPE_PATTERN
+from llmops_events.schemas import asyncapi_document, event_schemas
 from llmops_events.topics import TOPICS_BY_NAME
 from llmops_events.v1 import RecordSubmitted, TrainingRequested
 

@@ -14,7 +14,6 @@ import pytest
 
 from llmops_cli import stack
 from llmops_cli.demo import DemoOptions, EventLog, run_demo
-from llmops_cli.stack.ports import free_port
 from llmops_config import PlatformSettings
 from llmops_events.v1 import (
     DeploymentCanaryStarted,
@@ -27,6 +26,7 @@ from llmops_events.v1 import (
     TrainingRequested,
     TrainingStarted,
 )
+from llmops_stack import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 

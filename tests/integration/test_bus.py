@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from llmops_cli.stack.topics import ensure_topics
 from llmops_config import PlatformSettings
 from llmops_events import ContentMode, Envelope, KafkaRecord, encode
 from llmops_events.topics import RECORDS_DLQ, RECORDS_RAW, TOPICS, TopicSpec
@@ -27,6 +26,7 @@ from llmops_messaging import (
     create_broker,
     subscribe,
 )
+from llmops_stack import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -10,15 +10,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from llmops_cli.stack.kafka import KafkaBroker
-from llmops_cli.stack.paths import repo_paths
-from llmops_cli.stack.ports import free_port
-from llmops_cli.stack.processes import NullProgress
-from llmops_cli.stack.stack import KafkaComponent
 from llmops_config import PlatformSettings
 from llmops_events.topics import RECORDS_RAW
 from llmops_events.v1 import RecordSubmitted
 from llmops_messaging import EventPublisher
+from llmops_stack import KafkaBroker, KafkaComponent, NullProgress, free_port, repo_paths
 
 pytestmark = pytest.mark.integration
 

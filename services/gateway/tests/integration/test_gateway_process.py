@@ -15,8 +15,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmops_cli.stack.ports import free_port
 from llmops_config import PlatformSettings
+from llmops_stack import free_port
 
 pytestmark = pytest.mark.integration
 

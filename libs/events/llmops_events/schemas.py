@@ -1,47 +1,18 @@
-"""Generated artefacts: protobuf/gRPC stubs, JSON Schemas and the AsyncAPI document.
+"""The machine-readable contracts of the platform's events, derived from the pydantic models in
+``llmops_events`` and the topic table: a JSON Schema per event type and an AsyncAPI document.
 
-All are derived from their sources (``proto/``, the pydantic models in ``llmops_events``,
-the topic table) by ``make setup`` and never committed or edited by hand.
+Pure functions (no files written): ``llmops generate`` writes them under ``gen/``; contract tests
+and services validate against them directly.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from llmops_events import Envelope, event_types
 from llmops_events.topics import TOPICS
 
 SCHEMA_BASE_URI = "https://llmops.dev/schemas"
-
-
-def generate_protobuf(proto_root: Path, out_dir: Path) -> list[Path]:
-    """Compile every ``.proto`` under ``proto_root`` into Python message and gRPC stubs."""
-    from grpc_tools import protoc  # imported here: only set-up needs the compiler
-
-    protos = sorted(proto_root.rglob("*.proto"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    include = Path(protoc.__file__).parent / "_proto"
-    arguments = [
-        "grpc_tools.protoc",
-        f"-I{proto_root}",
-        f"-I{include}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *(str(path) for path in protos),
-    ]
-    if protoc.main(arguments) != 0:
-        raise RuntimeError(f"protoc failed on {', '.join(map(str, protos))}")
-    # protoc writes no __init__.py; regular packages keep mypy and importlib predictable.
-    for folder in {path.parent for path in out_dir.rglob("*_pb2.py")}:
-        while folder != out_dir:
-            (folder / "__init__.py").touch()
-            folder = folder.parent
-    return sorted(out_dir.rglob("*_pb2*.py"))
 
 
 def event_schemas() -> dict[str, dict[str, Any]]:
@@ -112,18 +83,3 @@ def asyncapi_document() -> dict[str, Any]:
         "channels": channels,
         "components": components,
     }
-
-
-def generate_contracts(out_dir: Path) -> list[Path]:
-    """Write ``schemas/<event type>.json`` and ``asyncapi.yaml`` under ``out_dir``."""
-    written = []
-    schema_dir = out_dir / "schemas"
-    schema_dir.mkdir(parents=True, exist_ok=True)
-    for event_type, schema in event_schemas().items():
-        path = schema_dir / f"{event_type}.json"
-        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
-        written.append(path)
-    asyncapi = out_dir / "asyncapi.yaml"
-    asyncapi.write_text(yaml.safe_dump(asyncapi_document(), sort_keys=False, allow_unicode=True))
-    written.append(asyncapi)
-    return written

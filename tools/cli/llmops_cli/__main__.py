@@ -72,9 +72,7 @@ def _settings() -> PlatformSettings:
 def _guard(action: Callable[[], T]) -> T:
     """Run ``action``; turn the stack's expected failures into a readable message and exit code 1."""
     from llmops_cli.ops import OpsUnavailable
-    from llmops_cli.stack import StackError
-    from llmops_cli.stack.paths import RepositoryNotFoundError
-    from llmops_cli.stack.topics import TopicCreationError
+    from llmops_stack import RepositoryNotFoundError, StackError, TopicCreationError
 
     try:
         return action()
@@ -142,7 +140,7 @@ def stack_status() -> None:
 @stack_app.command("build-triton-backend")
 def stack_build_triton_backend() -> None:
     """Create build/triton/backends/python: symlinks to the wheel's Python backend and its stub."""
-    from llmops_cli.stack import build_backend_dir, inspect_runtime, repo_paths
+    from llmops_stack import build_backend_dir, inspect_runtime, repo_paths
 
     def build() -> Path:
         paths = repo_paths()
@@ -172,8 +170,8 @@ def topics_create(
     replication_factor: Annotated[int, typer.Option(help="Replicas per partition (1 on the embedded broker).")] = 1,
 ) -> None:
     """Create every platform topic the broker lacks (existing topics are left as they are)."""
-    from llmops_cli.stack import ensure_topics
     from llmops_events.topics import TOPICS
+    from llmops_stack import ensure_topics
 
     settings = _settings()
     console = _console()
@@ -181,9 +179,9 @@ def topics_create(
     def create() -> Any:
         from aiokafka.errors import KafkaError
 
-        from llmops_cli.stack import StackError
-        from llmops_cli.stack.kafka import parse_address
-        from llmops_cli.stack.processes import port_open
+        from llmops_stack import StackError
+        from llmops_stack.kafka import parse_address
+        from llmops_stack.processes import port_open
 
         # Checked first: aiokafka would also log its own connection errors to stderr.
         if not port_open(*parse_address(settings.kafka_bootstrap_servers)):
@@ -218,7 +216,7 @@ def topics_create(
 def generate() -> None:
     """Regenerate gen/python (protobuf and gRPC stubs), gen/schemas and gen/asyncapi.yaml."""
     from llmops_cli.codegen import generate_contracts, generate_protobuf
-    from llmops_cli.stack import repo_paths
+    from llmops_stack import repo_paths
 
     root = _guard(repo_paths).root
     stubs = generate_protobuf(root / "proto", root / "gen" / "python")
@@ -255,7 +253,7 @@ def demo(
 ) -> None:
     """The lifecycle on the embedded default, as a timeline (the stack must be up: `make demo` does it)."""
     from llmops_cli.demo import DemoOptions, run_demo
-    from llmops_cli.stack import repo_paths
+    from llmops_stack import repo_paths
 
     if data_dir is None:
         configured = os.environ.get("LLMOPS_SHARED_DATA")
@@ -267,7 +265,7 @@ def demo(
 @app.command("snapshot")
 def snapshot() -> None:
     """Cut a dataset snapshot now from every labelled record ingested so far."""
-    from llmops_ingestion.main import cut_snapshot
+    from llmops_ingestion import cut_snapshot
 
     event = asyncio.run(cut_snapshot())
     _console().print(f"snapshot {event.dataset_id}: {event.row_count} rows, splits {event.split_counts}\n  {event.uri}")
@@ -279,8 +277,7 @@ def retrain(
     dataset: Annotated[str | None, typer.Option(help="Dataset id (default: the latest snapshot).")] = None,
 ) -> None:
     """Publish a manual training request; the fine-tuning service picks it up."""
-    from llmops_fine_tuning.settings import FineTuningSettings
-    from llmops_fine_tuning.starter import request_training
+    from llmops_fine_tuning import FineTuningSettings, request_training
 
     envelope = asyncio.run(request_training(FineTuningSettings(), model, dataset))
     _console().print(f"requested training of {model} on {dataset or 'the latest snapshot'} (request {envelope.id})")
@@ -292,7 +289,7 @@ def evaluate_command(
     version: Annotated[int, typer.Option(help="Model version to (re-)evaluate.")],
 ) -> None:
     """Re-run the evaluation gate on a version (e.g. after a policy change) and publish the decision."""
-    from llmops_evaluation.main import evaluate_by_hand
+    from llmops_evaluation import evaluate_by_hand
 
     completed = asyncio.run(evaluate_by_hand(model, version))
     console = _console()
@@ -338,7 +335,7 @@ def drift_report(
     version: Annotated[int | None, typer.Option(help="Only this model version (default: every version seen).")] = None,
 ) -> None:
     """Write a drift/quality report now from the model's latest traffic on the inference topic (publishes nothing)."""
-    from llmops_monitoring.main import drift_report_by_hand
+    from llmops_monitoring import drift_report_by_hand
 
     reports = asyncio.run(drift_report_by_hand(model, last=last, version=version))
     console = _console()

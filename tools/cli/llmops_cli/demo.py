@@ -152,7 +152,7 @@ class EventLog:
 
 
 def _snapshot_threshold() -> int:
-    from llmops_ingestion.settings import IngestionSettings
+    from llmops_ingestion import IngestionSettings
 
     return IngestionSettings().snapshot_every_n_labelled
 
@@ -340,7 +340,7 @@ async def _lifecycle(
 
     serving = _serving_records(options, records)
     window = _monitoring_window_size()
-    from llmops_cli.stack.keys import local_api_key
+    from llmops_stack.keys import local_api_key
 
     async with (
         GatewayClient(settings, local_api_key(settings), tenant=tenant) as client,
@@ -437,7 +437,7 @@ def _serving_records(options: DemoOptions, training: list[DemoRecord]) -> list[D
 
 
 def _monitoring_window_size() -> int:
-    from llmops_monitoring.settings import MonitoringSettings
+    from llmops_monitoring import MonitoringSettings
 
     return MonitoringSettings().window_size
 

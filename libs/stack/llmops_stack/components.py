@@ -1,0 +1,194 @@
+"""Kafka and Triton as stack components: something ``up`` starts, ``down`` stops and ``status`` asks,
+plus :func:`running` (a component up for the duration of a block) for tests and benchmarks.
+
+The platform's services join these in the CLI's stack (``llmops stack up``); nothing here names a service.
+A component found answering on its ports without a pid file of ours (a broker someone else runs, or
+the production endpoints) counts as *external*: ``ensure_up`` uses it and ``stop`` leaves it alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from llmops_events.topics import TOPICS, TopicSpec
+
+from .kafka import KafkaBroker
+from .processes import NullProgress, Progress, run_sync
+from .topics import TopicsReport, ensure_topics
+from .triton import TritonServer
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    """One line of ``llmops stack status``."""
+
+    name: str
+    healthy: bool
+    detail: str
+
+
+class Component(Protocol):
+    """Something ``up`` starts and ``down`` stops."""
+
+    name: str
+
+    def preflight(self) -> None:
+        """Raise StackError if the component cannot start (missing build output); starts nothing."""
+        ...
+
+    def ensure_up(self, progress: Progress) -> str:
+        """Start unless already running and healthy; wait until healthy; return a one-line summary."""
+        ...
+
+    def stop(self) -> bool:
+        """Stop what ``ensure_up`` started (pid file); False if nothing of ours was running."""
+        ...
+
+    def status(self) -> ComponentStatus:
+        """Process and live health."""
+        ...
+
+
+@dataclass
+class KafkaComponent:
+    """The embedded broker plus the platform's topics."""
+
+    broker: KafkaBroker
+    topics: Sequence[TopicSpec] = TOPICS
+    replication_factor: int = 1
+    ready_timeout: float = 90.0
+    stop_timeout: float = 30.0
+    name: str = "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        host, port = self.broker.address
+        return f"{host}:{port}"
+
+    def preflight(self) -> None:
+        self.broker.preflight()
+
+    def ensure_up(self, progress: Progress) -> str:
+        note = self._ensure_broker(progress)
+        report = self.create_topics()
+        for line in report.drift:
+            progress.step(f"kafka: topic drift (left as is): {line}")
+        created = f", created {len(report.created)} topics" if report.created else ""
+        return f"{note}{created}"
+
+    def _ensure_broker(self, progress: Progress) -> str:
+        if self.broker.process.is_running():
+            self.broker.wait_ready(self.ready_timeout, progress)
+            return f"already running at {self.bootstrap}"
+        if self.broker.topics() is not None:
+            return f"external broker at {self.bootstrap} (not started by llmops)"
+        progress.step(f"kafka: starting KRaft broker on {self.bootstrap} (log {self.broker.process.log_file})")
+        started = time.monotonic()
+        self.broker.start()
+        self.broker.wait_ready(self.ready_timeout, progress)
+        return f"ready at {self.bootstrap} in {time.monotonic() - started:.1f}s"
+
+    def create_topics(self) -> TopicsReport:
+        """Create the missing platform topics (idempotent)."""
+        return run_sync(
+            ensure_topics(
+                self.bootstrap,
+                self.topics,
+                replication_factor=self.replication_factor,
+                client_id=f"{self.broker.settings.kafka_client_id_prefix}-stack",
+            )
+        )
+
+    def stop(self) -> bool:
+        return self.broker.stop(self.stop_timeout)
+
+    def status(self) -> ComponentStatus:
+        ours = self.broker.process.is_running()
+        topics = self.broker.topics()
+        if topics is None:
+            why = "not answering" if ours else not_running(self.broker.process.pid_file)
+            return ComponentStatus(self.name, False, f"{self.bootstrap} {why}")
+        user_topics = [name for name in topics if not name.startswith("__")]
+        missing = [spec.name for spec in self.topics if spec.name not in topics]
+        detail = f"{self.bootstrap} ({len(user_topics)} topics)" + ("" if ours else " external")
+        if missing:
+            return ComponentStatus(self.name, False, f"{detail}; missing topics: {', '.join(missing)}")
+        return ComponentStatus(self.name, True, detail)
+
+
+@dataclass
+class TritonComponent:
+    """The Triton Inference Server (explicit model control)."""
+
+    server: TritonServer
+    ready_timeout: float = 60.0
+    stop_timeout: float = 30.0
+    name: str = "triton"
+
+    @property
+    def endpoint(self) -> str:
+        s = self.server.settings
+        return f"{s.triton_host}:{s.triton_http_port}/{s.triton_grpc_port}"
+
+    def preflight(self) -> None:
+        self.server.preflight()
+
+    def ensure_up(self, progress: Progress) -> str:
+        if self.server.process.is_running():
+            self.server.wait_ready(self.ready_timeout, progress)
+            return f"already running at {self.endpoint}"
+        if self.server.is_ready():
+            return f"external server at {self.endpoint} (not started by llmops)"
+        progress.step(f"triton: starting tritonserver on {self.endpoint} (log {self.server.process.log_file})")
+        started = time.monotonic()
+        self.server.start()
+        self.server.wait_ready(self.ready_timeout, progress)
+        return f"ready at {self.endpoint} in {time.monotonic() - started:.1f}s"
+
+    def stop(self) -> bool:
+        stopped = self.server.stop(self.stop_timeout)
+        # Wait until the endpoint is really closed, so a start right after (restart, `make up`)
+        # cannot mistake the old server, still shutting down, for the new one being ready.
+        deadline = time.monotonic() + self.stop_timeout
+        while self.server.is_ready(timeout=0.5) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return stopped
+
+    def status(self) -> ComponentStatus:
+        ours = self.server.process.is_running()
+        if not self.server.is_ready():
+            why = "not ready" if ours else not_running(self.server.process.pid_file)
+            return ComponentStatus(self.name, False, f"{self.endpoint} {why}")
+        models = self.server.loaded_models()
+        return ComponentStatus(self.name, True, f"{self.endpoint} ({_models(models)})" + ("" if ours else " external"))
+
+
+@contextmanager
+def running(component: Component, progress: Progress | None = None) -> Iterator[Component]:
+    """``component`` up for the duration of the block, stopped after it (tests, benchmarks)."""
+    component.preflight()
+    try:
+        component.ensure_up(progress or NullProgress())
+        yield component
+    finally:
+        component.stop()
+
+
+def _models(names: list[str] | None) -> str:
+    if names is None:
+        return "models unknown"
+    if not names:
+        return "no models loaded"
+    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    return f"{len(names)} model{'s' if len(names) != 1 else ''} loaded: {shown}"
+
+
+def not_running(pid_file: Path) -> str:
+    """Why a component whose pid file is ``pid_file`` is down, in a few words."""
+    # A pid file without its process means it died (or was killed) instead of being stopped by `down`.
+    return "not running (no pid file)" if not pid_file.exists() else f"not running (stale {pid_file.name}; see logs)"
