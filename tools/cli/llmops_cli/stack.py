@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from llmops_config import PlatformSettings
+from llmops_messaging import stall_reasons
 from llmops_stack import (
     Component,
     ComponentStatus,
@@ -40,7 +41,8 @@ from llmops_stack.keys import export_gateway_keys
 @dataclass
 class ServiceComponent:
     """A platform service (``python -m <module>``) as a background process, healthy when its
-    Prometheus endpoint answers (it opens only after the service has started)."""
+    Prometheus endpoint answers (it opens only after the service has started) and reports no
+    stalled consumer (``llmops_consumer_stalled``: deliveries failing again and again)."""
 
     name: str
     module: str
@@ -57,11 +59,16 @@ class ServiceComponent:
         if importlib.util.find_spec(self.module) is None:
             raise StackError(f"{self.name}: module {self.module} is not installed (run `make setup`)")
 
-    def _answers(self) -> bool:
+    def _scrape(self) -> str | None:
+        """The service's ``/metrics`` page; None when it does not answer."""
         try:
-            return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).status_code == 200
+            response = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2)
         except httpx.HTTPError:
-            return False
+            return None
+        return response.text if response.status_code == 200 else None
+
+    def _answers(self) -> bool:
+        return self._scrape() is not None
 
     def ensure_up(self, progress: Progress) -> str:
         if self.process.is_running() and self._answers():
@@ -87,9 +94,14 @@ class ServiceComponent:
     def status(self) -> ComponentStatus:
         if not self.process.is_running():
             return ComponentStatus(self.name, False, not_running(self.process.pid_file))
-        if not self._answers():
+        page = self._scrape()
+        if page is None:
             return ComponentStatus(self.name, False, f"running but metrics :{self.metrics_port} not answering")
-        return ComponentStatus(self.name, True, f"pid {self.process.pid()}, metrics :{self.metrics_port}")
+        detail = f"pid {self.process.pid()}, metrics :{self.metrics_port}"
+        stalls = stall_reasons(page)
+        if stalls:
+            return ComponentStatus(self.name, False, f"{detail}; {'; '.join(stalls)}")
+        return ComponentStatus(self.name, True, detail)
 
 
 # The services `up` starts after Kafka and Triton: (name, module, environment variable of its metrics port, default).
