@@ -84,7 +84,7 @@ def tiny_model(stack_settings: PlatformSettings, tmp_path_factory: pytest.TempPa
     import pandas as pd
 
     from llmops_events.v1.training import Hyperparameters
-    from llmops_fine_tuning.testing import train_model
+    from llmops_fine_tuning import train_model
     from llmops_storage import ArtifactStore
 
     rows = [

@@ -161,8 +161,9 @@ async def _train_and_deploy(context: BenchContext, platform: Any, status: Callab
     """Train, write the two serving configurations, load both; returns the artifact folder."""
     import tritonclient.grpc as grpcclient
 
+    from llmops_cli.training import train_on_frame
     from llmops_events.v1.training import Hyperparameters
-    from llmops_fine_tuning.testing import train_model
+    from llmops_models import model_path
     from llmops_models.kinds import ServingOptions
     from llmops_models.triton_repository import ModelRepository
     from llmops_serving import triton_name
@@ -172,11 +173,11 @@ async def _train_and_deploy(context: BenchContext, platform: Any, status: Callab
     status(f"training a MiniLM classifier on {len(frame)} rows of {described} (untimed)")
     store = ArtifactStore(platform.resolved_artifact_store_uri)
     fast = Hyperparameters(epochs=1, batch_size=16, max_length=64, lora_rank=4, target_modules=["query", "value"])
-    completed = await train_model(
+    completed = await train_on_frame(
         store, frame, model_name=MODEL, hyperparameters=fast, work_dir=context.scratch("gateway-training")
     )
     folder = context.scratch("gateway-artifact") / "model"
-    store.download_folder(f"models/{MODEL}/{completed.model_version}", folder)
+    store.download_folder(model_path(MODEL, completed.model_version), folder)
     repository = ModelRepository(platform.model_repository)
     batched = repository.write(MODEL, 1, folder, ServingOptions(dynamic_batching=True), name=triton_name(MODEL, 1))
     unbatched = repository.write(MODEL, 1, folder, ServingOptions(dynamic_batching=False), name=f"{MODEL}-unbatched")

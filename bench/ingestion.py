@@ -250,7 +250,7 @@ async def ingestion_service(
 
     settings = IngestionSettings(
         platform=platform.model_copy(update={"var_dir": context.scratch("ingestion-var"), "artifact_store_uri": ""}),
-        consumer_group=f"ingestion-bench-{uuid.uuid4().hex[:8]}",
+        group_id=f"ingestion-bench-{uuid.uuid4().hex[:8]}",
         snapshot_every_n_labelled=0,
         metrics_port=0,
     )

@@ -86,7 +86,6 @@ def _service(context: BenchContext, window: int) -> tuple[Any, Any, Any, Any, An
     from llmops_messaging import ProcessedEvents
     from llmops_monitoring import (
         ArtifactReferences,
-        ChampionTable,
         MiniLMEncoder,
         MonitoringMetrics,
         MonitoringService,
@@ -97,6 +96,7 @@ def _service(context: BenchContext, window: int) -> tuple[Any, Any, Any, Any, An
         load_policy,
         snapshot_frame,
     )
+    from llmops_serving import ChampionTable
     from llmops_storage import ArtifactStore
 
     shared = context.require_shared("banking77/train.csv").parents[1]

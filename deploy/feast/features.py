@@ -1,6 +1,6 @@
 """Feature repository entry for `feast plan` / `feast apply` in a deployed environment.
 
-The definitions live in the service (``llmops_ingestion.adapters.feast_repo``) so the service
+The definitions live in the ``llmops_features`` library so the ingestion service
 and this repository can never disagree. The embedded default does not use this folder: the
 service writes its own repository under ``$LLMOPS_VAR_DIR/feast`` at start-up and applies the
 same definitions there. ``CURATED_RECORDS_PATH`` is the offline Parquet location (any fsspec
@@ -9,7 +9,7 @@ URI Feast's file offline store accepts, e.g. ``s3://bucket/feast/curated_records
 
 import os
 
-from llmops_ingestion.adapters.feast_repo import feature_definitions
+from llmops_features import feature_definitions
 
 entity, file_source, push_source, curated_records = feature_definitions(
     os.environ.get("CURATED_RECORDS_PATH", "data/curated_records.parquet")

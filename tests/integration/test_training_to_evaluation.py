@@ -99,7 +99,7 @@ class Loop:
         suffix = uuid.uuid4().hex[:8]
         self.training = FineTuningSettings(
             platform=platform,
-            consumer_group=f"fine-tuning-{suffix}",
+            group_id=f"fine-tuning-{suffix}",
             min_examples_per_label=8,
             metrics_port=0,
             progress_interval_s=1,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +24,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIPPED_DIRS = {"__pycache__", ".venv", "gen", "build", "var", "node_modules"}
-
-# Imports that break the rules today. Each entry is "<file> -> <imported module or name>".
-KNOWN_VIOLATIONS: set[str] = {
-    # Being removed by the model-kernel work: the benchmark trains through fine-tuning's test helper.
-    "bench/gateway.py -> llmops_fine_tuning.testing",
-    # Being removed by the model-kernel work too: Feast's repository definition reads ingestion's
-    # feature definitions from the service's insides.
-    "deploy/feast/features.py -> llmops_ingestion.adapters.feast_repo",
-}
-
 
 def _packages(pattern: str) -> dict[str, Path]:
     """``llmops_*`` package name -> its folder, for the folders matching ``pattern`` under the root."""
@@ -176,16 +165,7 @@ def test_the_layers_are_where_the_rules_expect_them() -> None:
 
 def test_imports_follow_the_layers() -> None:
     found = _violations()
-    new = {key: why for key, why in found.items() if key not in KNOWN_VIOLATIONS}
-    assert not new, "imports across layers:\n" + "\n".join(sorted(new.values()))
-
-
-def test_known_violations_are_still_there() -> None:
-    """Once an import is fixed its entry goes too, so the list only shrinks. A warning, not a failure,
-    while the model-kernel work lands in steps (an entry may be gone before its commit is)."""
-    fixed = KNOWN_VIOLATIONS - set(_violations())
-    if fixed:
-        warnings.warn("fixed, remove from KNOWN_VIOLATIONS:\n" + "\n".join(sorted(fixed)), stacklevel=1)
+    assert not found, "imports across layers:\n" + "\n".join(sorted(found.values()))
 
 
 def test_every_service_declares_a_public_api_that_exists() -> None:

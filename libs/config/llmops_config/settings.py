@@ -51,6 +51,9 @@ class PlatformSettings(BaseSettings):
     artifact_store_uri: str = ""
     """fsspec URI of the artifact store; empty means ``<var_dir>/artifacts``. ``s3://bucket/prefix`` in production."""
 
+    metrics_host: str = "127.0.0.1"
+    """Where every service's ``/metrics`` listens (each on its own port). Loopback on a laptop; set
+    ``LLMOPS_METRICS_HOST=0.0.0.0`` in a container so Prometheus can scrape it."""
     log_level: str = "INFO"
     """Log level of every service."""
 

@@ -61,7 +61,7 @@ def service_app(*, service: str, platform: PlatformSettings, runtime: ServiceRun
         if metrics is not None:
             if getattr(metrics, "up", None) is not None:
                 metrics.up.set(1)
-            metrics.serve(metrics_port)
+            metrics.serve(metrics_port, host=platform.metrics_host)
 
     @app.after_shutdown
     async def _close() -> None:

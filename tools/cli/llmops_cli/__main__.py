@@ -283,6 +283,43 @@ def retrain(
     _console().print(f"requested training of {model} on {dataset or 'the latest snapshot'} (request {envelope.id})")
 
 
+@app.command("train")
+def train_command(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset id (default: the latest snapshot).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (default: deploy/training/defaults.yaml).")] = None,
+) -> None:
+    """Train one version here, without the bus (no fine-tuning service needed); it is published to the
+    artifact store like any other, and evaluated when deployed through the loop."""
+    import tempfile
+
+    from llmops_cli.training import train_on_snapshot
+    from llmops_events.v1.training import Hyperparameters
+    from llmops_models.snapshots import SnapshotReader
+    from llmops_storage import open_store
+
+    store = open_store(_settings().resolved_artifact_store_uri)
+    dataset_id = dataset or SnapshotReader(store).latest_dataset_id()
+    if dataset_id is None:
+        raise typer.BadParameter("no dataset snapshot exists yet: run `make snapshot` first", param_hint="--dataset")
+    with tempfile.TemporaryDirectory(prefix="llmops-train-") as work_dir:
+        completed = _guard(
+            lambda: asyncio.run(
+                train_on_snapshot(
+                    store,
+                    model_name=model,
+                    dataset_id=dataset_id,
+                    hyperparameters=Hyperparameters(epochs=epochs),
+                    work_dir=Path(work_dir),
+                )
+            )
+        )
+    metrics = ", ".join(f"{name} {value:.4f}" for name, value in sorted(completed.metrics.items()))
+    console = _console()
+    console.print(f"{model} v{completed.model_version} trained on {dataset_id}: {metrics}")
+    console.print(f"  {completed.artifact_uri}")
+
+
 @app.command("evaluate")
 def evaluate_command(
     model: Annotated[str, typer.Option(help="Model name.")],

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmops_evaluation.adapters.champions import ChampionRegistry
 from llmops_evaluation.adapters.datasets import load_test_set
 from llmops_evaluation.adapters.metrics import EvaluationMetrics
 from llmops_evaluation.adapters.models import load_scorer
@@ -22,14 +21,13 @@ from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import Envelope
 from llmops_events.v1 import (
     Decision,
-    DeploymentPromoted,
-    DeploymentRolledBack,
     EvaluationCompleted,
     RuleFailure,
     TrainingCompleted,
 )
 from llmops_messaging import EventPublisher
 from llmops_models import model_path
+from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -44,7 +42,7 @@ class EvaluationService:
         settings: EvaluationSettings,
         store: ArtifactStore,
         publisher: EventPublisher,
-        champions: ChampionRegistry,
+        champions: ChampionTable,
         metrics: EvaluationMetrics,
     ) -> None:
         self._settings = settings
@@ -68,13 +66,10 @@ class EvaluationService:
         await self._publisher.publish(completed, correlationid=envelope.correlationid)
 
     async def on_promoted(self, envelope: Envelope[Any]) -> None:
-        event: DeploymentPromoted = envelope.data
-        self._champions.set_champion(event.model_name, event.model_version)
+        self._champions.apply(envelope.data)
 
     async def on_rolled_back(self, envelope: Envelope[Any]) -> None:
-        event: DeploymentRolledBack = envelope.data
-        if self._champions.champion(event.model_name) == event.model_version:
-            self._champions.set_champion(event.model_name, event.restored_version)
+        self._champions.apply(envelope.data)
 
     def evaluate_version(
         self, model_name: str, version: int, *, dataset_id: str, artifact_uri: str | None = None

@@ -8,7 +8,6 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from llmops_evaluation.adapters.champions import ChampionRegistry
 from llmops_evaluation.adapters.metrics import EvaluationMetrics
 from llmops_evaluation.handlers import EvaluationService
 from llmops_evaluation.settings import EvaluationSettings
@@ -23,6 +22,7 @@ from llmops_messaging import (
 )
 from llmops_messaging.app import service_app
 from llmops_models import ModelRegistry
+from llmops_serving import ChampionTable
 from llmops_storage import open_store
 
 SERVICE = "evaluation"
@@ -45,7 +45,7 @@ class EvaluationRuntime:
             settings=self.settings,
             store=open_store(self.settings.platform.resolved_artifact_store_uri),
             publisher=self.publisher,
-            champions=ChampionRegistry(self.processed.connection),
+            champions=ChampionTable(self.processed.connection),
             metrics=self.metrics,
         )
         return self.service

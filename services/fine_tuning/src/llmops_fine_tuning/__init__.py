@@ -9,18 +9,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .offline import train_model, train_offline
     from .settings import FineTuningSettings
     from .starter import request_training
 
 __all__ = [
     "FineTuningSettings",
     "request_training",
+    "train_model",
+    "train_offline",
 ]
 
 _EXPORTS: dict[str, str] = {
     # operator actions (`llmops retrain`)
     "FineTuningSettings": ".settings",
     "request_training": ".starter",
+    # training without the bus (`llmops train`, tests and benchmarks)
+    "train_model": ".offline",
+    "train_offline": ".offline",
 }
 
 

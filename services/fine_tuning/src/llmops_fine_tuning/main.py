@@ -62,7 +62,7 @@ class FineTuningRuntime:
         settings = self.settings
         defaults = load_defaults(settings.defaults_file)
         store = open_store(settings.platform.resolved_artifact_store_uri)
-        self._processed = ProcessedEvents(settings.state_path, consumer=settings.consumer_group)
+        self._processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
         self._publisher = EventPublisher(settings.platform, service=SERVICE)
         await self._publisher.start()
         self.service = FineTuningService(
@@ -91,7 +91,7 @@ class FineTuningRuntime:
         if self.service is None or self._publisher is None or self._processed is None:
             raise RuntimeError("open() first")
         consumer = EventConsumer(
-            group_id=self.settings.consumer_group,
+            group_id=self.settings.group_id,
             handlers={TrainingRequested: self.service.on_training_requested},
             dlq=DeadLetterQueue(self._publisher),
             processed=self._processed,

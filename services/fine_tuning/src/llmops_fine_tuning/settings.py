@@ -22,7 +22,7 @@ class FineTuningSettings(BaseSettings):
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     """Shared settings (Kafka, var dir, artifact store), read from ``LLMOPS_*``."""
 
-    consumer_group: str = "fine-tuning"
+    group_id: str = "fine-tuning"
     """Kafka consumer group; replicas in the same group share the training requests."""
 
     defaults_file: Path = _REPO_ROOT / "deploy" / "training" / "defaults.yaml"
@@ -58,7 +58,7 @@ class FineTuningSettings(BaseSettings):
         return self.platform.var_dir / "fine_tuning"
 
     @property
-    def state_path(self) -> Path:
+    def state_db(self) -> Path:
         """SQLite file of the request ids this consumer group has handled."""
         return self.state_dir / "processed_events.db"
 

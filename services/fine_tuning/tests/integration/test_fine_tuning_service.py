@@ -114,7 +114,7 @@ async def service(kafka_settings: PlatformSettings, tmp_path_factory: pytest.Tem
     platform = kafka_settings.model_copy(update={"var_dir": var_dir, "artifact_store_uri": str(var_dir / "artifacts")})
     settings = FineTuningSettings(
         platform=platform,
-        consumer_group=f"fine-tuning-{uuid.uuid4().hex[:8]}",
+        group_id=f"fine-tuning-{uuid.uuid4().hex[:8]}",
         progress_interval_s=0.5,
         min_examples_per_label=8,
         metrics_port=0,

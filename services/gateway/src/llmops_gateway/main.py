@@ -102,7 +102,7 @@ class GatewayRuntime:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.metrics.up.set(1)
         if self._serve_metrics:
-            self.metrics.serve(settings.metrics_port)
+            self.metrics.serve(settings.metrics_port, host=settings.platform.metrics_host)
         logger.info("gateway serving", extra={"port": self.port, "models": len(self.feed.book.models())})
 
     async def _build_redactor(self) -> TextRedactor:

@@ -26,14 +26,14 @@ from llmops_events.v1 import (
     TrainingReason,
     TrainingRequested,
 )
-from llmops_ingestion.adapters.consumer import current_position
-from llmops_ingestion.adapters.feast_repo import (
+from llmops_features import (
     CREATED_FIELD,
     ENTITY,
     FEATURE_VIEW,
     INT_FEATURES,
     TIMESTAMP_FIELD,
 )
+from llmops_ingestion.adapters.consumer import current_position
 from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.snapshots import publish_snapshot, split_files
 from llmops_ingestion.adapters.state import CuratedRow, IngestionState, PendingFeedback, StoreOutcome

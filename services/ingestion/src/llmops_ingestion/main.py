@@ -50,7 +50,7 @@ class IngestionRuntime:
         redactor = await asyncio.to_thread(
             Redactor, phone_regions=settings.phone_regions, detect_names=settings.redact_names
         )
-        self._processed = ProcessedEvents(settings.state_path, consumer=settings.consumer_group)
+        self._processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
         state = IngestionState(self._processed)
         features = FeastCuratedStore(
             settings.feast_repo_dir, languages=settings.languages if settings.detect_language else None
@@ -93,7 +93,7 @@ class IngestionRuntime:
             raise RuntimeError("open() first")
         consumer = MeteredConsumer(
             metrics=self.metrics,
-            group_id=self.settings.consumer_group,
+            group_id=self.settings.group_id,
             handlers={
                 InferenceLogged: self.service.on_inference,
                 FeedbackSubmitted: self.service.on_feedback,

@@ -19,7 +19,7 @@ class IngestionSettings(BaseSettings):
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     """Shared settings (Kafka, var dir, artifact store), read from ``LLMOPS_*``."""
 
-    consumer_group: str = "ingestion"
+    group_id: str = "ingestion"
     """Kafka consumer group of the service."""
 
     max_text_length: int = Field(default=8000, gt=0)
@@ -73,7 +73,7 @@ class IngestionSettings(BaseSettings):
     """Port of the Prometheus ``/metrics`` endpoint (0 disables it)."""
 
     @property
-    def state_path(self) -> Path:
+    def state_db(self) -> Path:
         """SQLite database of processed events, curated-record index, outbox and snapshots."""
         return self.platform.var_dir / "state" / "ingestion.db"
 

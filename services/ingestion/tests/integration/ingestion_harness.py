@@ -85,7 +85,7 @@ async def start_ingestion(
     kafka_settings: PlatformSettings, var_dir: Path, *, fail_after_store: int = 0, **overrides: Any
 ) -> tuple[RunningIngestion, Any]:
     options: dict[str, Any] = {
-        "consumer_group": f"ingestion-test-{uuid.uuid4().hex[:8]}",
+        "group_id": f"ingestion-test-{uuid.uuid4().hex[:8]}",
         "allowed_labels": LABELS,
         "max_text_length": 500,
         "snapshot_every_n_labelled": 0,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from llmops_features import FEATURE_VIEW
 from llmops_ingestion.adapters.feast_local import FANOUT, PartDirectory, record_table
-from llmops_ingestion.adapters.feast_repo import FEATURE_VIEW
 from llmops_ingestion.adapters.feast_store import FeastCuratedStore
 from llmops_ingestion.domain.curation import curate
 from llmops_ingestion.handlers import feature_row
@@ -47,7 +47,7 @@ def _table(path: Path) -> list[tuple[object, ...]]:
 def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: Redactor) -> None:
     from feast.data_source import PushMode
 
-    from llmops_ingestion.adapters.feast_repo import PUSH_SOURCE
+    from llmops_features import PUSH_SOURCE
     from llmops_ingestion.adapters.feast_store import to_frame, with_descriptors
     from llmops_ingestion.adapters.language import language_detector
 
@@ -106,7 +106,7 @@ def test_a_file_offline_store_written_before_the_parts_is_kept(tmp_path: Path, r
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from llmops_ingestion.adapters.feast_repo import offline_schema
+    from llmops_features import offline_schema
     from llmops_ingestion.adapters.feast_store import LEGACY_OFFLINE_FILE, to_frame, with_descriptors
 
     rows = _rows(redactor)
@@ -124,7 +124,7 @@ def test_a_file_offline_store_written_before_the_parts_is_kept(tmp_path: Path, r
 def test_a_part_with_other_columns_is_refused(tmp_path: Path) -> None:
     import pyarrow as pa
 
-    from llmops_ingestion.adapters.feast_repo import offline_schema
+    from llmops_features import offline_schema
 
     parts = PartDirectory(tmp_path / "parts")
     parts.initialise(offline_schema())

@@ -113,7 +113,7 @@ async def test_every_bad_input_reaches_the_dlq_with_its_reason(ingestion: Runnin
         keyed = KafkaRecord(f"{tenant}-{reason}".encode(), message.value, message.headers)
         await ingestion.publisher.publish_record(RECORDS_RAW, keyed)
 
-    group = ingestion.settings.consumer_group.encode()
+    group = ingestion.settings.group_id.encode()
     letters = await read_topic(
         ingestion.settings.platform,
         RECORDS_DLQ,

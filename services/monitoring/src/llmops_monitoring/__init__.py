@@ -9,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+
     from .adapters.encoder import MiniLMEncoder
     from .adapters.metrics import MonitoringMetrics
     from .adapters.policy_state import PolicyStateStore
@@ -16,14 +17,13 @@ if TYPE_CHECKING:
     from .domain.analysis import embedding_sample_rows, embedding_stride
     from .domain.policy import load_policy
     from .domain.windows import Observation, WindowKey
-    from .handlers import ChampionTable, MonitoringService
+    from .handlers import MonitoringService
     from .main import drift_report_by_hand
     from .settings import MonitoringSettings
     from .testing import StandInClassifier, banking77, sample_texts, shifted_texts, snapshot_frame
 
 __all__ = [
     "ArtifactReferences",
-    "ChampionTable",
     "MiniLMEncoder",
     "MonitoringMetrics",
     "MonitoringService",
@@ -48,7 +48,6 @@ _EXPORTS: dict[str, str] = {
     "drift_report_by_hand": ".main",
     # the service's parts, for benchmarks that assemble it in-process
     "ArtifactReferences": ".adapters.reference",
-    "ChampionTable": ".handlers",
     "MiniLMEncoder": ".adapters.encoder",
     "MonitoringMetrics": ".adapters.metrics",
     "MonitoringService": ".handlers",

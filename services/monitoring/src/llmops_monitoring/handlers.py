@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,7 +14,6 @@ from typing import Any
 
 from llmops_events import Envelope
 from llmops_events.v1 import (
-    DeploymentRolledBack,
     FeedbackSubmitted,
     InferenceLogged,
     MonitoringDriftDetected,
@@ -33,7 +31,7 @@ from llmops_monitoring.domain.policy import DRIFT_SIGNALS, QUALITY_SIGNALS, Deci
 from llmops_monitoring.domain.ports import Encoder, ReferenceUnavailable
 from llmops_monitoring.domain.windows import LabelJoin, Observation, Window, WindowBook, WindowKey
 from llmops_monitoring.settings import MonitoringSettings
-from llmops_serving import DeploymentBook
+from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -50,31 +48,6 @@ class WindowReport:
     analysis: Analysis
     html_uri: str
     json_uri: str
-
-
-class ChampionTable:
-    """The champion per model, folded from the deployments topic and kept in SQLite (the consumer
-    group's offsets move on, so the fold alone would be empty after a restart)."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-        self._book = DeploymentBook()
-        connection.execute("CREATE TABLE IF NOT EXISTS champions (model_name TEXT PRIMARY KEY, version INTEGER)")
-
-    def apply(self, event: Any) -> None:
-        state = self._book.apply(event)
-        # After a restart the in-memory fold starts empty: an event that does not name the champion
-        # must not erase the one remembered (only a rollback to nothing may).
-        if state is not None and (state.champion_version is not None or isinstance(event, DeploymentRolledBack)):
-            self._connection.execute(
-                "INSERT INTO champions (model_name, version) VALUES (?, ?) "
-                "ON CONFLICT(model_name) DO UPDATE SET version = excluded.version",
-                (state.model_name, state.champion_version),
-            )
-
-    def champion(self, model_name: str) -> int | None:
-        row = self._connection.execute("SELECT version FROM champions WHERE model_name = ?", (model_name,)).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
 
 
 def signal_table(policy: DriftPolicy, analysis: Analysis) -> dict[str, dict[str, Any]]:

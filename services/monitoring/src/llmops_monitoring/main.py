@@ -27,8 +27,9 @@ from llmops_monitoring.adapters.policy_state import PolicyStateStore
 from llmops_monitoring.adapters.reference import ArtifactReferences, PredictorLoader
 from llmops_monitoring.domain.policy import DriftPolicy, load_policy
 from llmops_monitoring.domain.ports import Encoder
-from llmops_monitoring.handlers import SERVICE, ChampionTable, MonitoringService, WindowReport
+from llmops_monitoring.handlers import SERVICE, MonitoringService, WindowReport
 from llmops_monitoring.settings import MonitoringSettings
+from llmops_serving import ChampionTable
 from llmops_storage import open_store
 
 logger = logging.getLogger(__name__)

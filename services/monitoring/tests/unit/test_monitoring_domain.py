@@ -260,7 +260,7 @@ def test_the_champion_is_remembered_across_restarts_and_rollbacks(tmp_path: Path
     import sqlite3
 
     from llmops_events.v1 import DeploymentPromoted, DeploymentRequested, DeploymentRolledBack
-    from llmops_monitoring.handlers import ChampionTable
+    from llmops_serving import ChampionTable
 
     connection = sqlite3.connect(tmp_path / "state.db")
     ChampionTable(connection).apply(DeploymentPromoted(model_name="m", model_version=3))

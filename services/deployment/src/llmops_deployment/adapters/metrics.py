@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from llmops_config.metrics import serve_metrics
 from llmops_serving import ModelDeployment
 
 
@@ -51,6 +52,6 @@ class DeploymentMetrics:
         self.live_version.labels(model=state.model_name, role="canary").set(state.canary_version or 0)
         self.canary_share.labels(model=state.model_name).set(state.canary_share if state.canary_version else 0)
 
-    def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, *, host: str) -> None:
+        """Expose ``/metrics`` on ``host:port`` (port 0 disables it)."""
+        serve_metrics(self.registry, port=port, host=host)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from llmops_config.metrics import serve_metrics
 
 
 class EvaluationMetrics:
@@ -21,6 +23,6 @@ class EvaluationMetrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, *, host: str) -> None:
+        """Expose ``/metrics`` on ``host:port`` (port 0 disables it)."""
+        serve_metrics(self.registry, port=port, host=host)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llmops_config.metrics import serve_metrics
 
 
 class FineTuningMetrics:
@@ -28,7 +30,6 @@ class FineTuningMetrics:
         self.step = Gauge(f"{prefix}_step", "Optimizer step of the current job.", registry=self.registry)
         self.up = Gauge(f"{prefix}_up", "1 while the service is consuming.", registry=self.registry)
 
-    def serve(self, port: int) -> None:
-        """Expose ``/metrics`` on ``port`` (0 disables it)."""
-        if port:
-            start_http_server(port, registry=self.registry)
+    def serve(self, port: int, *, host: str) -> None:
+        """Expose ``/metrics`` on ``host:port`` (port 0 disables it)."""
+        serve_metrics(self.registry, port=port, host=host)

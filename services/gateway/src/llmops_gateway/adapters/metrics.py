@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llmops_config.metrics import serve_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -66,6 +68,6 @@ class GatewayMetrics:
         )
         self.up = Gauge("llmops_gateway_up", "1 while the gateway serves", registry=self.registry)
 
-    def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, *, host: str) -> None:
+        """Expose ``/metrics`` on ``host:port`` (port 0 disables it)."""
+        serve_metrics(self.registry, port=port, host=host)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from llmops_ingestion.adapters.feast_repo import (
+from llmops_features import (
     CREATED_FIELD,
     ENTITY,
     FEATURE_VIEW,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from llmops_config.metrics import serve_metrics
 
 
 class IngestionMetrics:
@@ -53,7 +55,6 @@ class IngestionMetrics:
         )
         self.up = Gauge(f"{prefix}_up", "1 while the service is consuming.", registry=self.registry)
 
-    def serve(self, port: int) -> None:
-        """Expose ``/metrics`` on ``port`` (0 disables it)."""
-        if port:
-            start_http_server(port, registry=self.registry)
+    def serve(self, port: int, *, host: str) -> None:
+        """Expose ``/metrics`` on ``host:port`` (port 0 disables it)."""
+        serve_metrics(self.registry, port=port, host=host)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llmops_config.metrics import serve_metrics
 
 
 class MonitoringMetrics:
@@ -55,6 +57,6 @@ class MonitoringMetrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, *, host: str) -> None:
+        """Expose ``/metrics`` on ``host:port`` (port 0 disables it)."""
+        serve_metrics(self.registry, port=port, host=host)

@@ -1,5 +1,5 @@
-"""Train a model version in-process (no broker), for the tests and tools that need a real one:
-the same service, trainer and registry as on the bus, with the events collected instead."""
+"""Train a model version in-process, without the bus (``llmops train``, tests, benchmarks): the
+same service, trainer and registry as on the bus, with the events collected instead of published."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from llmops_events import Envelope
 from llmops_events.base import EventData
 from llmops_events.v1.training import Hyperparameters, TrainingCompleted, TrainingRequested
+from llmops_fine_tuning.adapters.code_version import code_version
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
 from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
@@ -28,7 +29,39 @@ class _CollectedEvents:
 
     async def publish(self, data: EventData, *, correlationid: str | None = None) -> Envelope[Any]:
         self.published.append(data)
-        return Envelope.wrap(data, source="/llmops/testing")
+        return Envelope.wrap(data, source="/llmops/offline")
+
+
+async def train_offline(
+    store: ArtifactStore,
+    *,
+    model_name: str,
+    dataset_id: str,
+    hyperparameters: Hyperparameters,
+    work_dir: Path,
+) -> TrainingCompleted:
+    """Train one version of ``model_name`` on the snapshot ``dataset_id`` with the real trainer and
+    publish it to ``store``; raises if training did not complete (``llmops train``, tests, benchmarks)."""
+    events = _CollectedEvents()
+    service = FineTuningService(
+        config=ServiceConfig(
+            defaults=load_defaults(FineTuningSettings.model_fields["defaults_file"].default),
+            min_examples_per_label=1,
+            worker_name="offline",
+            work_dir=work_dir,
+            code_version=code_version(),
+        ),
+        datasets=ArtifactDatasetReader(store),
+        registry=ModelRegistry(store),
+        trainer=LoraSequenceClassificationTrainer(progress_interval_s=60),
+        events=events,
+    )
+    request = TrainingRequested(model_name=model_name, dataset_id=dataset_id, hyperparameters=hyperparameters)
+    await service.on_training_requested(Envelope.wrap(request, source="/llmops/offline"))
+    completed = [event for event in events.published if isinstance(event, TrainingCompleted)]
+    if not completed:
+        raise RuntimeError(f"training did not complete: {events.published[-1]!r}")
+    return completed[-1]
 
 
 async def train_model(
@@ -40,27 +73,9 @@ async def train_model(
     work_dir: Path,
     dataset_id: str | None = None,
 ) -> TrainingCompleted:
-    """Snapshot ``frame`` and train one version of ``model_name`` on it with the real trainer,
-    publishing the artifact to ``store``; raises if training did not complete."""
+    """Snapshot ``frame`` (columns ``text``, ``label``, ``split``) and train one version on it."""
     dataset_id = dataset_id or f"{model_name}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     write_snapshot(store, frame, dataset_id=dataset_id)
-    events = _CollectedEvents()
-    service = FineTuningService(
-        config=ServiceConfig(
-            defaults=load_defaults(FineTuningSettings.model_fields["defaults_file"].default),
-            min_examples_per_label=1,
-            worker_name="testing",
-            work_dir=work_dir,
-            code_version="testing",
-        ),
-        datasets=ArtifactDatasetReader(store),
-        registry=ModelRegistry(store),
-        trainer=LoraSequenceClassificationTrainer(progress_interval_s=60),
-        events=events,
+    return await train_offline(
+        store, model_name=model_name, dataset_id=dataset_id, hyperparameters=hyperparameters, work_dir=work_dir
     )
-    request = TrainingRequested(model_name=model_name, dataset_id=dataset_id, hyperparameters=hyperparameters)
-    await service.on_training_requested(Envelope.wrap(request, source="/llmops/testing"))
-    completed = [event for event in events.published if isinstance(event, TrainingCompleted)]
-    if not completed:
-        raise RuntimeError(f"training did not complete: {events.published[-1]!r}")
-    return completed[-1]

@@ -1,6 +1,6 @@
 """The Feast objects of curated records: entity, file source, push source, feature view.
 
-Defined in code (not discovered by ``feast apply`` scanning a folder) so the service applies
+Defined in code (not discovered by ``feast apply`` scanning a folder) so the ingestion service applies
 them to a repository under ``var/`` at start-up, and ``deploy/feast/features.py`` re-exports
 them for a production feature repository.
 """
