@@ -245,3 +245,14 @@ def test_deeply_nested_json_is_invalid_json_not_a_crash(mode: ContentMode, value
         decode(KafkaRecord(key=None, value=value, headers=headers))
     assert caught.value.reason == "invalid_json"
     assert "nested" in caught.value.detail
+
+
+def test_the_readme_lists_every_dead_letter_reason_of_the_catalogue() -> None:
+    from pathlib import Path
+
+    from llmops_events import DeadLetterReason
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| DLQ `error.reason` | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
+    rows = [line for line in table if not line.startswith("| service-specific")]
+    assert rows == [f"| `{reason}` | {reason.meaning} |" for reason in DeadLetterReason]
