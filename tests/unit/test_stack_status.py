@@ -51,3 +51,45 @@ def test_a_service_with_a_stalled_consumer_is_unhealthy(tmp_path: Path, monkeypa
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+def test_a_service_app_exposes_its_consumers_health_on_its_registry() -> None:
+    from prometheus_client import generate_latest
+
+    from llmops_events.v1 import RecordSubmitted
+    from llmops_messaging import EventConsumer, ProcessedEvents, subscribe
+    from llmops_messaging.app import service_app
+
+    class Metrics:
+        def __init__(self) -> None:
+            self.registry = CollectorRegistry()
+
+    class Runtime:
+        def __init__(self) -> None:
+            self.metrics = Metrics()
+
+    runtime = Runtime()
+    app = service_app(service="tests", platform=PlatformSettings(), runtime=runtime, metrics_port=0)  # type: ignore[arg-type]
+
+    async def handle(envelope: Any) -> None:
+        pass
+
+    group = f"health-{id(runtime)}"
+    consumer = EventConsumer(
+        group_id=group,
+        handlers={RecordSubmitted: handle},
+        dlq=None,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer=group),
+        stall_after_failures=1,
+    )
+    subscribe(app.broker, consumer, "llmops.records.raw.v1")  # type: ignore[arg-type]
+    page = generate_latest(runtime.metrics.registry).decode()
+    assert f'llmops_consumer_stalled{{consumer_group="{group}",reason=""}} 0.0' in page
+    consumer.progress.failed(None, RuntimeError("x"))
+    assert stall_reasons_of(generate_latest(runtime.metrics.registry).decode(), group)
+
+
+def stall_reasons_of(page: str, group: str) -> list[str]:
+    from llmops_messaging import stall_reasons
+
+    return [reason for reason in stall_reasons(page) if group in reason]
