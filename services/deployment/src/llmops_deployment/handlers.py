@@ -1,6 +1,9 @@
 """The deployment service: approved models go live on Triton through a canary, and operators
 promote or roll back. The deployments topic is the source of truth; this service is its only
-writer, so after replaying the topic on start it keeps the state by applying what it publishes.
+writer, so after replaying the topic on start it keeps the state by folding what it publishes.
+
+Every change is the same three steps: ask ``domain.lifecycle`` what a command does to a version
+(or be refused), perform the effects it names through the adapters, and fold what was published.
 """
 
 from __future__ import annotations
@@ -8,64 +11,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from llmops_deployment.adapters.artifacts import Artifacts
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.traffic import ConfidenceTracker
-from llmops_deployment.adapters.triton import Counts, Prediction, TritonControl
-from llmops_deployment.domain.canary import VersionTraffic, judge
-from llmops_deployment.domain.smoke import smoke_problems
+from llmops_deployment.adapters.triton import TritonControl
+from llmops_deployment.canary_watch import CanaryWatcher
+from llmops_deployment.domain.canary import Verdict
+from llmops_deployment.domain.lifecycle import (
+    Command,
+    Decision,
+    EffectKind,
+    ModelLifecycle,
+    VersionState,
+    command_for,
+    decide,
+)
+from llmops_deployment.errors import FailedPrecondition, GoLiveFailed, NotFound
+from llmops_deployment.golive import GoLive
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope
 from llmops_events.base import EventData
-from llmops_events.v1 import (
-    Decision,
-    DeploymentCanaryStarted,
-    DeploymentPromoted,
-    DeploymentRequested,
-    DeploymentRolledBack,
-    EvaluationCompleted,
-)
+from llmops_events.v1 import Decision as EvaluationDecision
+from llmops_events.v1 import EvaluationCompleted
 from llmops_messaging import EventPublisher
-from llmops_models import ArtifactMissing, ManifestMismatch, ModelRegistry
-from llmops_models.snapshots import SnapshotReader
-from llmops_models.triton_repository import ModelRepository
-from llmops_serving import DeploymentBook, ModelDeployment, triton_name
-from llmops_storage import ArtifactStore
+from llmops_serving import ModelDeployment, triton_name
 
 logger = logging.getLogger(__name__)
-
-_SMOKE_TEXTS = [
-    "I would like to know the status of my request.",
-    "hello",
-    "Can you help me with a problem? It started yesterday and I tried twice already.",
-]
-
-
-class DeploymentError(Exception):
-    """An operator request that cannot be carried out; ``code`` maps to a gRPC status."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class _GoLiveFailed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass
-class _Watch:
-    version: int
-    task: asyncio.Task[None]
 
 
 class DeploymentService:
@@ -73,8 +48,7 @@ class DeploymentService:
         self,
         *,
         settings: DeploymentSettings,
-        store: ArtifactStore,
-        repository: ModelRepository,
+        artifacts: Artifacts,
         triton: TritonControl,
         publisher: EventPublisher,
         confidence: ConfidenceTracker | None = None,
@@ -82,378 +56,201 @@ class DeploymentService:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._store = store
-        self._registry = ModelRegistry(store)
-        self._repository = repository
-        self._triton = triton
+        self._artifacts = artifacts
         self._publisher = publisher
-        self._confidence = confidence
         self._metrics = metrics or DeploymentMetrics()
         self._clock = clock
-        self.book = DeploymentBook()
-        self._history: dict[str, list[int]] = {}
-        """Champions of each model in the order they served, for ``rollback`` without a version."""
+        self.go_live = GoLive(settings=settings, triton=triton, artifacts=artifacts)
+        self.watcher = CanaryWatcher(
+            settings=settings,
+            triton=triton,
+            confidence=confidence,
+            metrics=self._metrics,
+            on_verdict=self._on_verdict,
+            clock=clock,
+        )
+        self._models: dict[str, ModelLifecycle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._watches: dict[str, _Watch] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- state -------------------------------------------------------------------------------
 
     def replay(self, event: EventData) -> None:
         """Fold one event of the deployments topic (at start-up, before anything is published)."""
-        before = self.book.get(getattr(event, "model_name", ""))
-        state = self.book.apply(event)
-        if state is not None:
-            self._remember(before, state)
+        name = getattr(event, "model_name", None)
+        if isinstance(name, str):
+            self._models[name] = self.lifecycle(name).apply(event)
 
     def manages(self, model_name: str) -> bool:
         return not self._settings.model_names or model_name in self._settings.model_names
 
+    def lifecycle(self, model_name: str) -> ModelLifecycle:
+        return self._models.get(model_name) or ModelLifecycle.empty(model_name)
+
     def state(self, model_name: str) -> ModelDeployment:
-        return self.book.get(model_name) or ModelDeployment(model_name)
+        return self.lifecycle(model_name).deployment
+
+    def models(self) -> list[ModelDeployment]:
+        return [self._models[name].deployment for name in sorted(self._models)]
 
     def available_versions(self, model_name: str) -> list[int]:
-        return self._registry.published_versions(model_name)
+        return self._artifacts.published_versions(model_name)
 
-    def _remember(self, before: ModelDeployment | None, after: ModelDeployment) -> None:
-        history = self._history.setdefault(after.model_name, [])
-        previous = before.champion_version if before else None
-        if after.champion_version == previous:
-            return
-        if previous is not None and after.champion_version is not None and after.champion_version in history:
-            # A rollback to an earlier champion: the version it replaced is no longer a way back.
-            history[:] = [v for v in history if v != previous]
-        if after.champion_version is not None:
-            history[:] = [v for v in history if v != after.champion_version] + [after.champion_version]
-
-    async def _publish(self, data: EventData, correlationid: str | None) -> None:
-        before = self.book.get(getattr(data, "model_name", ""))
-        await self._publisher.publish(data, correlationid=correlationid)
-        state = self.book.apply(data)
-        if state is not None:
-            self._remember(before, state)
-            self._metrics.observe(state)
-        logger.info(
-            "deployment event",
-            extra={"event": type(data).__name__, "model_name": getattr(data, "model_name", None), **_fields(data)},
-        )
-
-    def _lock(self, model_name: str) -> asyncio.Lock:
+    def lock(self, model_name: str) -> asyncio.Lock:
         return self._locks.setdefault(model_name, asyncio.Lock())
 
-    # ---- evaluation decisions ----------------------------------------------------------------
+    # ---- the one way the state changes ---------------------------------------------------------
 
-    async def on_evaluation_completed(self, envelope: Envelope[EvaluationCompleted]) -> None:
-        evaluation = envelope.data
-        if evaluation.decision != Decision.APPROVED or not self.manages(evaluation.model_name):
-            return
-        await self.deploy(
-            evaluation.model_name,
-            evaluation.model_version,
-            correlationid=envelope.correlationid,
-            requested_by="evaluation",
-        )
-
-    async def deploy(
+    async def _apply(
         self,
         model_name: str,
         version: int,
+        command: Command,
         *,
-        correlationid: str | None = None,
-        requested_by: str = "evaluation",
-        promote_now: bool = False,
+        by: str = "deployment",
         reason: str = "",
-    ) -> ModelDeployment:
-        """Write, load, warm up and smoke-test ``version``, then start its canary (or promote it
-        at once when there is no champion, or ``promote_now``). Idempotent for live versions."""
-        async with self._lock(model_name):
-            state = self.state(model_name)
-            if version in state.live_versions and not (promote_now and version != state.champion_version):
-                return state
-            if state.canary_version is not None and state.canary_version != version:
-                await self._end_canary(
-                    model_name, "rollback", f"superseded by version {version}", by=requested_by, corr=correlationid
-                )
-                state = self.state(model_name)
-            champion = state.champion_version
-            await self._publish(
-                DeploymentRequested(
-                    model_name=model_name,
-                    model_version=version,
-                    artifact_uri=self._registry.uri(model_name, version),
-                    champion_version=champion,
-                    requested_by=requested_by,
-                ),
-                correlationid,
-            )
-            started = self._clock()
-            try:
-                await self._go_live(model_name, version)
-            except _GoLiveFailed as failure:
-                self._metrics.deployments.labels(outcome=failure.reason).inc()
-                await self._publish(
-                    DeploymentRolledBack(
-                        model_name=model_name,
-                        model_version=version,
-                        restored_version=champion,
-                        reason=f"{failure.reason}: {failure.detail}",
-                        rolled_back_by="deployment",
-                    ),
-                    correlationid,
-                )
-                await self._retire(model_name, version, grace=False)
-                return self.state(model_name)
-            self._metrics.go_live_seconds.observe(self._clock() - started)
-            if champion is None or promote_now or version == champion:
-                self._metrics.deployments.labels(outcome="promoted").inc()
-                await self._publish(
-                    DeploymentPromoted(
-                        model_name=model_name,
-                        model_version=version,
-                        previous_version=champion,
-                        reason=reason or ("first version: nothing to compare with" if champion is None else ""),
-                        promoted_by=requested_by,
-                    ),
-                    correlationid,
-                )
-                if champion is not None and champion != version:
-                    self._retire_later(model_name, champion)
-            else:
-                self._metrics.deployments.labels(outcome="canary").inc()
-                await self._publish(
-                    DeploymentCanaryStarted(
-                        model_name=model_name,
-                        model_version=version,
-                        champion_version=champion,
-                        traffic_share=self._settings.canary_traffic_share,
-                    ),
-                    correlationid,
-                )
-                self._start_watch(model_name, version, correlationid)
-            return self.state(model_name)
+        corr: str | None = None,
+        promote_now: bool = False,
+    ) -> Decision:
+        """Ask the lifecycle, then perform its effects in order (the caller holds the model's lock).
+        A failing effect (``GoLiveFailed``) stops the rest."""
+        decision = decide(
+            self.lifecycle(model_name),
+            version,
+            command,
+            by=by,
+            reason=reason,
+            promote_now=promote_now,
+            artifact_uri=self._artifacts.uri(model_name, version),
+            traffic_share=self._settings.canary_traffic_share,
+        )
+        if decision.transition.source is VersionState.CANARY and command in (Command.PROMOTE, Command.ROLLBACK):
+            self._metrics.canary_decisions.labels(decision=str(command)).inc()
+        for effect in decision.effects:
+            match effect.kind:
+                case EffectKind.SUPERSEDE_CANARY:  # its rollback's effects follow
+                    self._metrics.canary_decisions.labels(decision=str(Command.ROLLBACK)).inc()
+                case EffectKind.GO_LIVE:
+                    started = self._clock()
+                    await self.go_live(model_name, effect.version)
+                    self._metrics.go_live_seconds.observe(self._clock() - started)
+                case EffectKind.WATCH_CANARY:
+                    champion = self.state(model_name).champion_version
+                    self.watcher.start(model_name, effect.version, champion, corr)
+                case EffectKind.STOP_WATCH:
+                    self.watcher.cancel(model_name)
+                case EffectKind.RETIRE_NOW:
+                    await self._retire(model_name, effect.version, grace=False)
+                case EffectKind.RETIRE_LATER | EffectKind.RETIRE_REPLACED:
+                    self._retire_later(model_name, effect.version)
+                case _:
+                    assert effect.event is not None, effect
+                    await self._publish(effect.event, corr)
+        return decision
 
-    # ---- operators ---------------------------------------------------------------------------
+    async def _publish(self, data: EventData, correlationid: str | None) -> None:
+        await self._publisher.publish(data, correlationid=correlationid)
+        self.replay(data)
+        self._metrics.observe(self.state(getattr(data, "model_name", "")))
+        fields = {k: v for k, v in data.model_dump().items() if k in _LOGGED}
+        logger.info("deployment event", extra={"event": type(data).__name__, **fields})
+
+    # ---- evaluation decisions and operators ----------------------------------------------------
+
+    async def on_evaluation_completed(self, envelope: Envelope[EvaluationCompleted]) -> None:
+        model, version = envelope.data.model_name, envelope.data.model_version
+        if envelope.data.decision != EvaluationDecision.APPROVED or not self.manages(model):
+            return
+        async with self.lock(model):
+            await self._deploy(model, version, Command.DEPLOY, by="evaluation", corr=envelope.correlationid)
+
+    async def _deploy(
+        self, model_name: str, version: int, command: Command, *, by: str, reason: str = "", corr: str | None = None
+    ) -> None:
+        """DEPLOY or PROMOTE ``version``; when that starts a deployment, finish it with the go-live's outcome."""
+        try:
+            decision = await self._apply(model_name, version, command, by=by, reason=reason, corr=corr)
+        except GoLiveFailed as failure:
+            self._metrics.deployments.labels(outcome=str(failure.reason)).inc()
+            await self._apply(model_name, version, Command.GO_LIVE_FAILED, reason=failure.summary, corr=corr)
+            return
+        if decision.transition.target is not VersionState.DEPLOYING:
+            return  # nothing to deploy: it was live already
+        passed = await self._apply(
+            model_name,
+            version,
+            Command.GO_LIVE_PASSED,
+            by=by,
+            reason=reason,
+            corr=corr,
+            promote_now=command is Command.PROMOTE,
+        )
+        outcome = "promoted" if passed.transition.target is VersionState.CHAMPION else "canary"
+        self._metrics.deployments.labels(outcome=outcome).inc()
 
     async def promote(self, model_name: str, version: int = 0, *, reason: str = "", by: str = "operator") -> Any:
-        state = self._known(model_name)
-        target = version or state.canary_version
-        if target is None:
-            raise DeploymentError("failed_precondition", f"{model_name} has no canary to promote; name a version")
-        if target == state.champion_version:
-            return state
-        if target == state.canary_version:
-            async with self._lock(model_name):
-                if self.state(model_name).canary_version == target:
-                    await self._end_canary(model_name, "promote", reason or "promoted by an operator", by=by, corr=None)
-            return self.state(model_name)
-        self._require_artifacts(model_name, target)
-        return await self.deploy(
-            model_name, target, requested_by=by, promote_now=True, reason=reason or "promoted by an operator"
-        )
-
-    async def rollback(self, model_name: str, version: int = 0, *, reason: str = "", by: str = "operator") -> Any:
-        state = self._known(model_name)
-        reason = reason or "rolled back by an operator"
-        if state.canary_version is not None and version in (0, state.canary_version):
-            async with self._lock(model_name):
-                if self.state(model_name).canary_version is not None:
-                    await self._end_canary(model_name, "rollback", reason, by=by, corr=None)
-            return self.state(model_name)
-        target = version or self._previous_champion(model_name)
-        if target is None:
-            raise DeploymentError("failed_precondition", f"{model_name} has no earlier version to roll back to")
-        if target == state.champion_version:
-            return state
-        self._require_artifacts(model_name, target)
-        async with self._lock(model_name):
-            current = self.state(model_name)
-            try:
-                await self._go_live(model_name, target)
-            except _GoLiveFailed as failure:
-                raise DeploymentError("unavailable", f"version {target} could not go live: {failure}") from failure
-            self._cancel_watch(model_name)
-            retired = [v for v in current.live_versions if v != target]
-            await self._publish(
-                DeploymentRolledBack(
-                    model_name=model_name,
-                    model_version=current.champion_version or target,
-                    restored_version=target,
-                    reason=reason,
-                    rolled_back_by=by,
-                ),
-                None,
-            )
-            for old in retired:
-                self._retire_later(model_name, old)
+        """Make the canary (or ``version``, deployed first if it is not live) the champion now."""
+        self._require_model(model_name)
+        async with self.lock(model_name):
+            life = self.lifecycle(model_name)
+            target = version or life.deployment.canary_version
+            if target is None:
+                raise FailedPrecondition(f"{model_name} has no canary to promote; name a version")
+            if not life.state_of(target).live:
+                self._require_artifacts(model_name, target)
+            await self._deploy(model_name, target, Command.PROMOTE, by=by, reason=reason or "promoted by an operator")
         return self.state(model_name)
 
-    def _known(self, model_name: str) -> ModelDeployment:
-        state = self.book.get(model_name)
-        if state is None and not self.available_versions(model_name):
-            raise DeploymentError("not_found", f"unknown model {model_name!r}")
-        return state or ModelDeployment(model_name)
+    async def rollback(self, model_name: str, version: int = 0, *, reason: str = "", by: str = "operator") -> Any:
+        """End the canary (no version, or the canary's); else restore ``version`` or the previous champion."""
+        self._require_model(model_name)
+        reason = reason or "rolled back by an operator"
+        async with self.lock(model_name):
+            life = self.lifecycle(model_name)
+            canary = life.deployment.canary_version
+            if canary is not None and version in (0, canary):
+                await self._apply(model_name, canary, Command.ROLLBACK, by=by, reason=reason)
+                return self.state(model_name)
+            target = version or life.previous_champion()
+            if target is None:
+                raise FailedPrecondition(f"{model_name} has no earlier version to roll back to")
+            if not life.state_of(target).live:
+                self._require_artifacts(model_name, target)
+            await self._apply(model_name, target, Command.RESTORE, by=by, reason=reason)
+        return self.state(model_name)
+
+    def _require_model(self, model_name: str) -> None:
+        if model_name not in self._models and not self.available_versions(model_name):
+            raise NotFound(f"unknown model {model_name!r}")
 
     def _require_artifacts(self, model_name: str, version: int) -> None:
         if version not in self.available_versions(model_name):
-            raise DeploymentError("not_found", f"{model_name} version {version} has no artifacts to deploy")
+            raise NotFound(f"{model_name} version {version} has no artifacts to deploy")
 
-    def _previous_champion(self, model_name: str) -> int | None:
-        champion = self.state(model_name).champion_version
-        earlier = [v for v in self._history.get(model_name, []) if v != champion]
-        return earlier[-1] if earlier else None
-
-    # ---- canary ------------------------------------------------------------------------------
-
-    def _start_watch(self, model_name: str, version: int, correlationid: str | None) -> None:
-        self._cancel_watch(model_name)
-        task = asyncio.get_running_loop().create_task(self._watch(model_name, version, correlationid))
-        self._watches[model_name] = _Watch(version, task)
-
-    def _cancel_watch(self, model_name: str) -> None:
-        watch = self._watches.pop(model_name, None)
-        if watch is not None and watch.task is not asyncio.current_task():
-            watch.task.cancel()
-
-    async def _watch(self, model_name: str, version: int, correlationid: str | None) -> None:
-        """Judge the canary every ``check_interval_s`` until it is promoted or rolled back."""
-        policy = self._settings.canary_policy
-        champion = self.state(model_name).champion_version
-        canary_name = triton_name(model_name, version)
-        champion_name = triton_name(model_name, champion) if champion is not None else None
-        base = await self._traffic_base(model_name, version, canary_name)
-        champion_base = await self._traffic_base(model_name, champion, champion_name) if champion_name else None
-        started = self._clock()
-        try:
-            while True:
-                await asyncio.sleep(self._settings.check_interval_s)
-                canary = await self._traffic_since(model_name, version, canary_name, base)
-                reference = (
-                    await self._traffic_since(model_name, champion, champion_name, champion_base)
-                    if champion is not None and champion_name is not None and champion_base is not None
-                    else VersionTraffic()
-                )
-                self._metrics.canary_requests.labels(model=model_name).set(canary.requests)
-                verdict = judge(policy, canary, reference, self._clock() - started)
-                if verdict.action == "wait":
-                    continue
-                async with self._lock(model_name):
-                    if self.state(model_name).canary_version != version:
-                        return  # an operator or a newer candidate acted meanwhile
-                    await self._end_canary(
-                        model_name, verdict.action, verdict.reason, by="deployment", corr=correlationid
-                    )
-                return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("canary watch failed; it restarts with the next reconciliation")
-            self._watches.pop(model_name, None)
-
-    async def _traffic_base(
-        self, model_name: str, version: int | None, name: str | None
-    ) -> tuple[Counts, tuple[int, float]]:
-        counts = await self._triton.counts(name) if name else Counts()
-        confidence = self._confidence.totals(model_name, version) if self._confidence and version else (0, 0.0)
-        return counts, confidence
-
-    async def _traffic_since(
-        self, model_name: str, version: int, name: str, base: tuple[Counts, tuple[int, float]]
-    ) -> VersionTraffic:
-        (start, (start_logged, start_sum)) = base
-        now, (logged, total) = await self._traffic_base(model_name, version, name)
-        success = now.success - start.success
-        failure = now.failure - start.failure
-        samples = logged - start_logged
-        return VersionTraffic(
-            requests=success + failure,
-            errors=failure,
-            mean_latency_ms=(now.success_ns - start.success_ns) / success / 1e6 if success > 0 else None,
-            mean_confidence=(total - start_sum) / samples if samples > 0 else None,
-            confidence_samples=samples,
-        )
-
-    async def _end_canary(self, model_name: str, action: str, reason: str, *, by: str, corr: str | None) -> None:
-        """Promote or roll back the current canary (the caller holds the model's lock)."""
-        state = self.state(model_name)
-        canary, champion = state.canary_version, state.champion_version
-        if canary is None:
-            return
-        self._cancel_watch(model_name)
-        self._metrics.canary_decisions.labels(decision=action).inc()
-        if action == "promote":
-            await self._publish(
-                DeploymentPromoted(
-                    model_name=model_name,
-                    model_version=canary,
-                    previous_version=champion,
-                    reason=reason,
-                    promoted_by=by,
-                ),
-                corr,
-            )
-            if champion is not None:
-                self._retire_later(model_name, champion)
-        else:
-            await self._publish(
-                DeploymentRolledBack(
-                    model_name=model_name,
-                    model_version=canary,
-                    restored_version=champion,
-                    reason=reason,
-                    rolled_back_by=by,
-                ),
-                corr,
-            )
-            self._retire_later(model_name, canary)
+    async def _on_verdict(self, model_name: str, version: int, verdict: Verdict, corr: str | None) -> None:
+        command = command_for(verdict.action)
+        async with self.lock(model_name):
+            if command is None or self.lifecycle(model_name).state_of(version) is not VersionState.CANARY:
+                return  # an operator or a newer candidate acted meanwhile
+            await self._apply(model_name, version, command, reason=verdict.reason, corr=corr)
 
     # ---- Triton ------------------------------------------------------------------------------
 
-    async def _go_live(self, model_name: str, version: int) -> None:
-        """Write the version into the model repository (if needed), load it, warm it up and
-        smoke-test it; raises ``_GoLiveFailed`` with a reason code."""
-        name = triton_name(model_name, version)
-        if not self._repository.has(model_name, version):
-            await asyncio.to_thread(self._write, model_name, version)
-        try:
-            async with asyncio.timeout(self._settings.load_timeout_s):
-                await self._triton.load(name)
-        except TimeoutError as error:
-            raise _GoLiveFailed(
-                "load_timeout", f"{name} did not load in {self._settings.load_timeout_s:g} s"
-            ) from error
-        except Exception as error:
-            raise _GoLiveFailed("load_failed", _first_line(error)) from error
-        texts = await asyncio.to_thread(self._sample_texts, model_name, version)
-        try:
-            for _ in range(self._settings.warmup_requests):
-                await self._triton.predict(name, texts[:1])
-            predictions: list[Prediction] = await self._triton.predict(name, texts)
-        except Exception as error:
-            raise _GoLiveFailed("smoke_test_failed", _first_line(error)) from error
-        problems = smoke_problems(texts, predictions, await self._triton.labels(name))
-        if problems:
-            raise _GoLiveFailed("smoke_test_failed", "; ".join(problems))
+    async def reload(self, model_name: str, version: int) -> bool:
+        """Load a live version Triton lost (False: it stopped being live meanwhile); ``GoLiveFailed``."""
+        async with self.lock(model_name):
+            if not self.lifecycle(model_name).state_of(version).live:
+                return False
+            await self._apply(model_name, version, Command.RELOAD)
+            return True
 
-    def _write(self, model_name: str, version: int) -> None:
-        with tempfile.TemporaryDirectory(prefix="deploy-") as scratch:
-            folder = Path(scratch) / "model"
-            try:
-                self._registry.download_verified(model_name, version, folder)
-            except ArtifactMissing as error:
-                raise _GoLiveFailed("artifact_missing", str(error)) from error
-            except ManifestMismatch as error:
-                raise _GoLiveFailed("artifact_corrupt", error.detail) from error
-            self._repository.write(model_name, version, folder, self._settings.serving_options)
-
-    def _sample_texts(self, model_name: str, version: int) -> list[str]:
-        """A few validation texts of the version's own dataset (else generic ones) for the smoke test."""
-        try:
-            dataset_id = self._registry.manifest(model_name, version)["lineage"]["dataset_id"]
-            frame = SnapshotReader(self._store).labelled(dataset_id, "validation")
-            texts = [str(t) for t in frame["text"].head(8)]
-        except Exception:
-            texts = []
-        return texts + _SMOKE_TEXTS
+    def resume_watch(self, model_name: str) -> int | None:
+        """Watch the model's canary again if nothing watches it (after a restart); its version."""
+        state = self.state(model_name)
+        if state.canary_version is None or self.watcher.watching(model_name):
+            return None
+        self.watcher.start(model_name, state.canary_version, state.champion_version, None)
+        return state.canary_version
 
     def _retire_later(self, model_name: str, version: int) -> None:
         task = asyncio.get_running_loop().create_task(self._retire(model_name, version, grace=True))
@@ -461,89 +258,23 @@ class DeploymentService:
         task.add_done_callback(self._background.discard)
 
     async def _retire(self, model_name: str, version: int, *, grace: bool) -> None:
-        """Unload a version that no longer serves and remove it from the repository."""
+        """Unload a version that no longer serves and remove it from the model repository; after
+        the grace period under the model's lock (a restore of it may be under way), else the
+        caller holds it."""
         if grace:
             await asyncio.sleep(self._settings.retire_grace_s)
-        if version in self.state(model_name).live_versions or version == self.state(model_name).pending_version:
-            return  # it came back meanwhile
-        name = triton_name(model_name, version)
-        with contextlib.suppress(Exception):
-            await self._triton.unload(name)
-        await asyncio.to_thread(self._repository.remove, name)
-        self._metrics.retired.inc()
-
-    async def reconcile(self) -> list[str]:
-        """Make Triton match the state: load what should be live, unload what should not.
-        Returns what it did (for logs and tests)."""
-        actions: list[str] = []
-        if not await self._triton.is_live():
-            return actions
-        ready = await self._triton.ready_models()
-        wanted: set[str] = set()
-        for state in self.book.models():
-            if not self.manages(state.model_name):
-                continue
-            for version in state.live_versions:
-                name = triton_name(state.model_name, version)
-                wanted.add(name)
-                if name in ready:
-                    continue
-                async with self._lock(state.model_name):
-                    if version not in self.state(state.model_name).live_versions:
-                        continue
-                    try:
-                        await self._go_live(state.model_name, version)
-                        actions.append(f"loaded {name}")
-                    except _GoLiveFailed as failure:
-                        logger.error("could not restore a live version", extra={"model": name, "error": str(failure)})
-                        actions.append(f"failed {name}: {failure.reason}")
-            if state.canary_version is not None and state.model_name not in self._watches:
-                self._start_watch(state.model_name, state.canary_version, None)
-                actions.append(f"watching canary {triton_name(state.model_name, state.canary_version)}")
-            if state.pending_version is not None:
-                wanted.add(triton_name(state.model_name, state.pending_version))
-        for name, (model_name, version) in self._repository.deployed().items():
-            if name in wanted or not self.manages(model_name) or self._lock(model_name).locked():
-                continue
-            state = self.state(model_name)
-            if version in state.live_versions or version == state.pending_version:
-                continue
-            with contextlib.suppress(Exception):
-                await self._triton.unload(name)
-            await asyncio.to_thread(self._repository.remove, name)
-            actions.append(f"unloaded {name}")
-        if actions:
-            logger.info("reconciled Triton with the deployments topic", extra={"actions": actions})
-        self._metrics.reconciliations.inc()
-        return actions
-
-    async def run_reconciler(self) -> None:
-        while True:
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("reconciliation failed; retrying")
-            await asyncio.sleep(self._settings.reconcile_interval_s)
+        async with self.lock(model_name) if grace else contextlib.nullcontext():
+            if self.lifecycle(model_name).state_of(version).loaded:
+                return  # it came back meanwhile
+            await self.go_live.take_down(triton_name(model_name, version))
+            self._metrics.retired.inc()
 
     async def stop(self) -> None:
-        for model_name in list(self._watches):
-            self._cancel_watch(model_name)
+        self.watcher.cancel_all()
         for task in list(self._background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:500]
-
-
-def _fields(data: EventData) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in data.model_dump().items()
-        if k in ("model_version", "champion_version", "restored_version", "traffic_share", "reason")
-    }
+_LOGGED = ("model_name", "model_version", "champion_version", "restored_version", "traffic_share", "reason")

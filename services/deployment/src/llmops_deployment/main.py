@@ -11,11 +11,13 @@ import grpc
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
+from llmops_deployment.adapters.artifacts import Artifacts
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.ops_server import start_ops_server
 from llmops_deployment.adapters.traffic import ConfidenceTracker
 from llmops_deployment.adapters.triton import TritonControl
 from llmops_deployment.handlers import DeploymentService
+from llmops_deployment.reconciler import Reconciler
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events.topics import EVALUATIONS
 from llmops_events.v1 import EvaluationCompleted
@@ -40,6 +42,7 @@ class DeploymentRuntime:
         self.confidence = ConfidenceTracker(settings.platform.kafka_bootstrap_servers, client_id=SERVICE)
         self.processed: ProcessedEvents | None = None
         self.service: DeploymentService | None = None
+        self.reconciler: Reconciler | None = None
         self.ops_server: grpc.aio.Server | None = None
         self._reconciler: asyncio.Task[None] | None = None
 
@@ -49,10 +52,13 @@ class DeploymentRuntime:
         # Created here, inside the running event loop: a grpc.aio channel belongs to one loop.
         self.triton = TritonControl(settings.platform.triton_grpc_url, settings.platform.triton_metrics_url)
         await self.publisher.start()
+        artifacts = Artifacts(
+            open_store(settings.platform.resolved_artifact_store_uri),
+            ModelRepository(settings.platform.model_repository),
+        )
         service = DeploymentService(
             settings=settings,
-            store=open_store(settings.platform.resolved_artifact_store_uri),
-            repository=ModelRepository(settings.platform.model_repository),
+            artifacts=artifacts,
             triton=self.triton,
             publisher=self.publisher,
             confidence=self.confidence,
@@ -65,6 +71,13 @@ class DeploymentRuntime:
         await feed.start(follow=False)
         await self.confidence.start()
         self.service = service
+        self.reconciler = Reconciler(
+            service,
+            triton=self.triton,
+            artifacts=artifacts,
+            metrics=self.metrics,
+            interval_s=settings.reconcile_interval_s,
+        )
         return service
 
     def attach(self, broker: KafkaBroker, **options: Any) -> None:
@@ -81,9 +94,9 @@ class DeploymentRuntime:
 
     async def begin(self) -> None:
         """After the broker started: repair Triton, then keep it repaired; serve the ops API."""
-        assert self.service is not None
-        await self.service.reconcile()
-        self._reconciler = asyncio.get_running_loop().create_task(self.service.run_reconciler())
+        assert self.service is not None and self.reconciler is not None, "open() first"
+        await self.reconciler.reconcile()
+        self._reconciler = asyncio.get_running_loop().create_task(self.reconciler.run())
         self.ops_server = await start_ops_server(self.service, self.settings.platform.ops_port)
 
     async def close(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +39,17 @@ class VersionTraffic:
         return self.errors / self.requests if self.requests else 0.0
 
 
+class CanaryAction(StrEnum):
+    """What a judgement asks for (its value labels ``llmops_deployment_canary_decisions_total``)."""
+
+    WAIT = "wait"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    action: Literal["wait", "promote", "rollback"]
+    action: CanaryAction
     reason: str
 
 
@@ -49,19 +57,19 @@ def judge(policy: CanaryPolicy, canary: VersionTraffic, champion: VersionTraffic
     """Roll back on the first breach; promote once enough requests (or time) passed without one."""
     if canary.errors >= policy.min_errors and canary.error_rate > policy.max_error_rate:
         return Verdict(
-            "rollback",
+            CanaryAction.ROLLBACK,
             f"error rate {canary.error_rate:.1%} ({canary.errors} of {canary.requests} requests) "
             f"is above the maximum {policy.max_error_rate:.1%}",
         )
     enough = canary.requests >= policy.min_requests
     timed_out = elapsed_s >= policy.max_seconds
     if not (enough or timed_out):
-        return Verdict("wait", f"{canary.requests} of {policy.min_requests} requests observed")
+        return Verdict(CanaryAction.WAIT, f"{canary.requests} of {policy.min_requests} requests observed")
     if canary.mean_latency_ms is not None and champion.mean_latency_ms is not None:
         limit = champion.mean_latency_ms * policy.max_latency_ratio + policy.latency_slack_ms
         if canary.mean_latency_ms > limit:
             return Verdict(
-                "rollback",
+                CanaryAction.ROLLBACK,
                 f"mean latency {canary.mean_latency_ms:.1f} ms is above {limit:.1f} ms "
                 f"({policy.max_latency_ratio:g}x the champion's {champion.mean_latency_ms:.1f} ms "
                 f"+ {policy.latency_slack_ms:g} ms)",
@@ -70,7 +78,7 @@ def judge(policy: CanaryPolicy, canary: VersionTraffic, champion: VersionTraffic
         drop = champion.mean_confidence - canary.mean_confidence
         if drop > policy.max_confidence_drop:
             return Verdict(
-                "rollback",
+                CanaryAction.ROLLBACK,
                 f"mean confidence {canary.mean_confidence:.3f} is {drop:.3f} below the champion's "
                 f"{champion.mean_confidence:.3f} (maximum drop {policy.max_confidence_drop:g})",
             )
@@ -79,4 +87,4 @@ def judge(policy: CanaryPolicy, canary: VersionTraffic, champion: VersionTraffic
     else:
         errors = "no errors"
     basis = f"{canary.requests} requests" + ("" if enough else f" in the {policy.max_seconds:g} s time limit")
-    return Verdict("promote", f"healthy over {basis}: {errors}")
+    return Verdict(CanaryAction.PROMOTE, f"healthy over {basis}: {errors}")

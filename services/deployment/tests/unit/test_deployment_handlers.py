@@ -1,0 +1,391 @@
+"""The service's orchestration and its ops API on fakes (no broker, no Triton): what is published,
+loaded and unloaded for each command, and the gRPC status of each error, mapped in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+
+from llmops.ops.v1 import ops_pb2
+from llmops_deployment.adapters.metrics import DeploymentMetrics
+from llmops_deployment.adapters.ops_server import STATUS, OpsServicer, grpc_status
+from llmops_deployment.adapters.triton import Counts
+from llmops_deployment.errors import (
+    DeploymentError,
+    ErrorCode,
+    FailedPrecondition,
+    FailureReason,
+    GoLiveFailed,
+    IllegalTransition,
+    InvalidRequest,
+    NotFound,
+)
+from llmops_deployment.handlers import DeploymentService
+from llmops_deployment.reconciler import Reconciler
+from llmops_deployment.settings import DeploymentSettings
+from llmops_events import Envelope
+from llmops_events.base import EventData
+from llmops_events.v1 import (
+    Decision,
+    DeploymentCanaryStarted,
+    DeploymentPromoted,
+    DeploymentRequested,
+    DeploymentRolledBack,
+    EvaluationCompleted,
+)
+from llmops_serving import triton_name
+
+MODEL = "intents"
+
+
+@dataclass
+class _Answer:
+    label: str
+    confidence: float
+    scores: dict[str, float]
+
+
+@dataclass
+class FakeTriton:
+    loaded: set[str] = field(default_factory=set)
+    broken: dict[str, Exception] = field(default_factory=dict)
+    """Triton name → what loading it raises."""
+    bad_answers: set[str] = field(default_factory=set)
+    busy: set[str] = field(default_factory=set)
+    """Triton names that serve one more request each time their statistics are read."""
+    served: dict[str, int] = field(default_factory=dict)
+
+    async def is_live(self) -> bool:
+        return True
+
+    async def ready_models(self) -> set[str]:
+        return set(self.loaded)
+
+    async def load(self, name: str) -> None:
+        if name in self.broken:
+            raise self.broken[name]
+        self.loaded.add(name)
+
+    async def unload(self, name: str) -> None:
+        self.loaded.discard(name)
+
+    async def labels(self, name: str) -> list[str]:
+        return ["a", "b"]
+
+    async def predict(self, name: str, texts: list[str]) -> list[_Answer]:
+        assert name in self.loaded
+        label = "zzz" if name in self.bad_answers else "a"
+        return [_Answer(label, 0.9, {"a": 0.9, "b": 0.1}) for _ in texts]
+
+    async def counts(self, name: str) -> Counts:
+        if name in self.busy:
+            self.served[name] = self.served.get(name, 0) + 1
+        n = self.served.get(name, 0)
+        return Counts(success=n, success_ns=n * 1_000_000)
+
+
+@dataclass
+class FakeArtifacts:
+    versions: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    corrupt: set[int] = field(default_factory=set)
+    repository: set[str] = field(default_factory=set)
+
+    def published_versions(self, model_name: str) -> list[int]:
+        return list(self.versions) if model_name == MODEL else []
+
+    def uri(self, model_name: str, version: int) -> str:
+        return f"store/models/{model_name}/{version}"
+
+    def installed(self, model_name: str, version: int) -> bool:
+        return triton_name(model_name, version) in self.repository
+
+    def install(self, model_name: str, version: int, options: Any) -> None:
+        if version in self.corrupt:
+            raise GoLiveFailed(FailureReason.ARTIFACT_CORRUPT, "model.safetensors: sha256 differs", version=version)
+        self.repository.add(triton_name(model_name, version))
+
+    def validation_texts(self, model_name: str, version: int, limit: int = 8) -> list[str]:
+        return ["where is my card"]
+
+    def installed_versions(self) -> dict[str, tuple[str, int]]:
+        return {name: (MODEL, int(name.rsplit("__v", 1)[1])) for name in self.repository}
+
+    def uninstall(self, name: str) -> None:
+        self.repository.discard(name)
+
+
+@dataclass
+class FakePublisher:
+    events: list[tuple[EventData, str | None]] = field(default_factory=list)
+
+    async def publish(self, data: EventData, correlationid: str | None = None) -> None:
+        self.events.append((data, correlationid))
+
+
+class Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
+
+
+class FakeContext:
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-operator", "ann"),)
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+@dataclass
+class World:
+    service: DeploymentService
+    triton: FakeTriton
+    artifacts: FakeArtifacts
+    publisher: FakePublisher
+
+    def published(self, since: int = 0) -> list[tuple[str, int, Any]]:
+        """(event type, version, the interesting field) of what was published."""
+        rows: list[tuple[str, int, Any]] = []
+        for data, _ in self.publisher.events[since:]:
+            match data:
+                case DeploymentRequested():
+                    rows.append(("requested", data.model_version, data.champion_version))
+                case DeploymentCanaryStarted():
+                    rows.append(("canary_started", data.model_version, data.champion_version))
+                case DeploymentPromoted():
+                    rows.append(("promoted", data.model_version, data.previous_version))
+                case DeploymentRolledBack():
+                    rows.append(("rolled_back", data.model_version, data.restored_version))
+        return rows
+
+    async def approve(self, version: int, correlationid: str = "corr") -> None:
+        await self.service.on_evaluation_completed(
+            Envelope(
+                data=EvaluationCompleted(
+                    model_name=MODEL, model_version=version, candidate_artifact_uri="x", decision=Decision.APPROVED
+                ),
+                correlationid=correlationid,
+                source="test",
+                type=EvaluationCompleted.event_type,
+            )
+        )
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    settings = DeploymentSettings(
+        canary_min_requests=3, check_interval_s=0.01, retire_grace_s=0, warmup_requests=1, metrics_port=0
+    )
+    triton, artifacts, publisher = FakeTriton(), FakeArtifacts(), FakePublisher()
+    service = DeploymentService(
+        settings=settings,
+        artifacts=artifacts,  # type: ignore[arg-type]
+        triton=triton,  # type: ignore[arg-type]
+        publisher=publisher,  # type: ignore[arg-type]
+    )
+    yield World(service, triton, artifacts, publisher)
+    await service.stop()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_first_version_then_a_canary_promoted_on_its_traffic_and_the_old_champion_retired(world: World) -> None:
+    await world.approve(1)
+    assert world.published() == [("requested", 1, None), ("promoted", 1, None)]
+    assert world.publisher.events[1][1] == "corr"
+    await world.approve(1)  # again: already live, nothing happens
+    assert len(world.publisher.events) == 2
+
+    await world.approve(2)
+    assert world.published(2) == [("requested", 2, 1), ("canary_started", 2, 1)]
+    assert world.service.state(MODEL).canary_version == 2
+    world.triton.busy.add(triton_name(MODEL, 2))
+    await _until(lambda: world.service.state(MODEL).champion_version == 2)
+    assert world.published(4) == [("promoted", 2, 1)]
+    assert "healthy over 3 requests: no errors" in world.publisher.events[4][0].reason  # type: ignore[attr-defined]
+    await _until(lambda: triton_name(MODEL, 1) not in world.triton.loaded)
+    assert triton_name(MODEL, 1) not in world.artifacts.repository
+    assert world.service.lifecycle(MODEL).state_of(1) == "retired"
+
+
+async def test_a_version_failing_its_smoke_test_is_rolled_back_and_removed_at_once(world: World) -> None:
+    await world.approve(1)
+    world.triton.bad_answers.add(triton_name(MODEL, 2))
+    await world.approve(2)
+    assert world.published(2) == [("requested", 2, 1), ("rolled_back", 2, 1)]
+    reason = world.publisher.events[-1][0].reason  # type: ignore[attr-defined]
+    assert reason.startswith("smoke_test_failed: text 0: label 'zzz' is not one of the model's labels")
+    assert triton_name(MODEL, 2) not in world.triton.loaded | world.artifacts.repository
+    assert world.service.state(MODEL).champion_version == 1
+
+
+async def test_a_new_candidate_supersedes_the_canary(world: World) -> None:
+    await world.approve(1)
+    await world.approve(2)
+    await world.approve(3)
+    assert world.published(2) == [
+        ("requested", 2, 1),
+        ("canary_started", 2, 1),
+        ("rolled_back", 2, 1),
+        ("requested", 3, 1),
+        ("canary_started", 3, 1),
+    ]
+    assert world.publisher.events[4][0].reason == "superseded by version 3"  # type: ignore[attr-defined]
+
+
+async def test_the_reconciler_reloads_what_triton_lost_and_unloads_strays(world: World) -> None:
+    reconciler = Reconciler(
+        world.service,
+        triton=world.triton,  # type: ignore[arg-type]
+        artifacts=world.artifacts,  # type: ignore[arg-type]
+        metrics=DeploymentMetrics(),
+        interval_s=1,
+    )
+    await world.approve(1)
+    await world.approve(2)
+    assert await reconciler.reconcile() == []
+    world.triton.loaded.clear()  # Triton restarted
+    world.artifacts.repository.add(triton_name(MODEL, 4))  # left behind by a crash
+    world.service.watcher.cancel(MODEL)  # as after a restart of the service
+    assert await reconciler.reconcile() == [
+        f"loaded {triton_name(MODEL, 1)}",
+        f"loaded {triton_name(MODEL, 2)}",
+        f"watching canary {triton_name(MODEL, 2)}",
+        f"unloaded {triton_name(MODEL, 4)}",
+    ]
+    assert world.triton.loaded == {triton_name(MODEL, 1), triton_name(MODEL, 2)}
+    assert world.service.watcher.watching(MODEL) and not world.published(4), "nothing published"
+
+
+async def _call(servicer: OpsServicer, method: str, request: Any) -> Any:
+    return await getattr(servicer, method)(request, FakeContext())
+
+
+async def _status(servicer: OpsServicer, method: str, request: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(Aborted) as aborted:
+        await _call(servicer, method, request)
+    return aborted.value.code, aborted.value.details
+
+
+async def test_operators_promote_and_roll_back_through_the_ops_api(world: World) -> None:
+    ops = OpsServicer(world.service)
+    await world.approve(1)
+    await world.approve(2)
+    rolled = await _call(ops, "Rollback", ops_pb2.RollbackRequest(model=MODEL))  # ends the canary
+    assert (rolled.status.champion_version, rolled.status.canary_version, rolled.status.state) == (1, 0, "serving")
+    assert world.publisher.events[-1][0].rolled_back_by == "operator:ann"  # type: ignore[attr-defined]
+
+    promoted = await _call(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL, version=3))  # skips the canary
+    assert promoted.status.champion_version == 3
+    assert world.published(5) == [("requested", 3, 1), ("promoted", 3, 1)]
+
+    back = await _call(ops, "Rollback", ops_pb2.RollbackRequest(model=MODEL, reason="drill"))
+    assert back.status.champion_version == 1 and world.published(7) == [("rolled_back", 3, 1)]
+    assert await _status(ops, "Rollback", ops_pb2.RollbackRequest(model=MODEL)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"{MODEL} has no earlier version to roll back to",
+    )
+    status = await _call(ops, "GetStatus", ops_pb2.GetStatusRequest())
+    assert [(m.model_name, m.champion_version, list(m.available_versions)) for m in status.models] == [
+        (MODEL, 1, [1, 2, 3, 4])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "code", "message"),
+    [
+        ("Promote", ops_pb2.PromoteRequest(), grpc.StatusCode.INVALID_ARGUMENT, "model is required"),
+        (
+            "Rollback",
+            ops_pb2.RollbackRequest(model=MODEL, version=-1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "version must be positive (or 0 for the default)",
+        ),
+        ("Promote", ops_pb2.PromoteRequest(model="nope"), grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"),
+        ("GetStatus", ops_pb2.GetStatusRequest(model="nope"), grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"),
+        (
+            "Promote",
+            ops_pb2.PromoteRequest(model=MODEL, version=9),
+            grpc.StatusCode.NOT_FOUND,
+            f"{MODEL} version 9 has no artifacts to deploy",
+        ),
+        (
+            "Rollback",
+            ops_pb2.RollbackRequest(model=MODEL, version=9),
+            grpc.StatusCode.NOT_FOUND,
+            f"{MODEL} version 9 has no artifacts to deploy",
+        ),
+        (
+            "Promote",
+            ops_pb2.PromoteRequest(model=MODEL),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"{MODEL} has no canary to promote; name a version",
+        ),
+    ],
+)
+async def test_ops_errors_have_one_status_each(
+    world: World, method: str, request_: Any, code: grpc.StatusCode, message: str
+) -> None:
+    await world.approve(1)
+    assert await _status(OpsServicer(world.service), method, request_) == (code, message)
+
+
+async def test_a_restore_that_cannot_go_live_publishes_nothing(world: World) -> None:
+    ops = OpsServicer(world.service)
+    await world.approve(1)
+    await world.approve(2)
+    await _call(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL))
+    before = len(world.publisher.events)
+    world.artifacts.repository.clear()
+    world.artifacts.corrupt.add(1)
+    code, message = await _status(ops, "Rollback", ops_pb2.RollbackRequest(model=MODEL))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert message == "version 1 could not go live: artifact_corrupt: model.safetensors: sha256 differs"
+    world.triton.broken[triton_name(MODEL, 4)] = RuntimeError("failed to load 'intents__v4'\nstack trace")
+    code, message = await _status(ops, "Rollback", ops_pb2.RollbackRequest(model=MODEL, version=4))
+    assert (code, message) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "version 4 could not go live: load_failed: failed to load 'intents__v4'",
+    )
+    assert len(world.publisher.events) == before and world.service.state(MODEL).champion_version == 2
+
+
+async def test_unexpected_errors_are_internal_and_name_only_their_type(world: World) -> None:
+    async def boom(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("secret")
+
+    world.service.promote = boom  # type: ignore[method-assign]
+    code, message = await _status(OpsServicer(world.service), "Promote", ops_pb2.PromoteRequest(model=MODEL))
+    assert (code, message) == (grpc.StatusCode.INTERNAL, "internal error: KeyError")
+
+
+def test_every_error_code_has_a_status_and_every_error_a_code() -> None:
+    assert set(STATUS) == set(ErrorCode)
+    assert {name for name in STATUS.values()} <= set(grpc.StatusCode)
+    cases: list[tuple[DeploymentError, grpc.StatusCode]] = [
+        (InvalidRequest("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (NotFound("x"), grpc.StatusCode.NOT_FOUND),
+        (FailedPrecondition("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (IllegalTransition("x", state="canary", command="restore"), grpc.StatusCode.FAILED_PRECONDITION),
+        (DeploymentError("x"), grpc.StatusCode.INTERNAL),
+    ]
+    cases += [
+        (
+            GoLiveFailed(reason, "x"),
+            grpc.StatusCode.UNAVAILABLE
+            if reason in (FailureReason.LOAD_FAILED, FailureReason.LOAD_TIMEOUT)
+            else grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        for reason in FailureReason
+    ]
+    for error, status in cases:
+        assert grpc_status(error) == status, error
