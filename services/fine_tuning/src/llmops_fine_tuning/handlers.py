@@ -5,11 +5,13 @@ Flow of one request (one at a time per replica):
 1. If a published version already names this request id in its manifest (a replica crashed after
    publishing but before reporting), report ``training.completed`` for it and stop: no second
    training, even when the request reaches another replica after a rebalance.
-2. Resolve the job (defaults + request), find the dataset (the latest snapshot when none is named),
-   validate it. A bad request → ``training.failed`` (retryable=false); the message is acked.
+2. Resolve the job (defaults + request, within the policy's ``limits``: base model, every
+   hyperparameter), find the dataset (the latest snapshot when none is named), validate it and its
+   size. A bad request → ``training.failed`` (retryable=false); the message is acked.
 3. Allocate the next version, report ``training.started``, train in a worker thread (the event
    loop stays free, so the consumer keeps heartbeating and progress events go out), write the
-   manifest and publish the folder atomically, report ``training.completed``.
+   manifest and publish the folder atomically, report ``training.completed``. A job that runs past
+   ``max_job_seconds`` is stopped by the trainer: ``training.failed`` (``time_limit_exceeded``).
 
 A crash anywhere before step 3's publish leaves nothing visible: the offset was not committed, the
 request is redelivered and trained again from scratch under the same version number.
@@ -44,7 +46,7 @@ from llmops_fine_tuning.domain.ports import (
     TrainingResult,
 )
 from llmops_fine_tuning.domain.request import TrainingDefaults, TrainingJob, resolve_job
-from llmops_fine_tuning.domain.validation import DatasetSummary, check_dataset, check_task
+from llmops_fine_tuning.domain.validation import DatasetSummary, check_dataset, check_dataset_size, check_task
 from llmops_fine_tuning.errors import FineTuningError, TrainingRejected, TransientFailure
 from llmops_models import build_manifest, hash_folder, write_manifest
 from llmops_models.kinds import kind_for_task
@@ -70,6 +72,8 @@ class ServiceConfig:
     fresh_snapshot_wait_s: float = 0.0
     """For a drift or quality retraining on "the latest snapshot": how long to wait for one cut
     after the request (ingestion cuts it when it sees the request) before using the latest."""
+    max_job_seconds: float | None = None
+    """Time limit of one job in the trainer (``time_limit_exceeded``); None: no limit."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,17 @@ class FineTuningService:
 
     async def on_training_requested(self, envelope: Envelope[TrainingRequested]) -> None:
         request = envelope.data
-        job = resolve_job(
-            request, request_id=envelope.id, correlation_id=envelope.correlationid, defaults=self._config.defaults
-        )
+        try:
+            job = resolve_job(
+                request,
+                request_id=envelope.id,
+                correlation_id=envelope.correlationid,
+                defaults=self._config.defaults,
+                time_limit_s=self._config.max_job_seconds,
+            )
+        except TrainingRejected as rejection:
+            await self._refuse(envelope, rejection)
+            return
         async with self._one_job:
             if job.dataset_id is None and job.reason in _FRESH_DATA_REASONS and self._config.fresh_snapshot_wait_s:
                 await self._wait_for_fresh_snapshot(envelope.time, self._config.fresh_snapshot_wait_s)
@@ -225,6 +237,7 @@ class FineTuningService:
         if summary is None:
             raise TrainingRejected("dataset_not_found", f"no complete dataset snapshot {dataset_id!r}")
         check_dataset(summary, min_examples_per_label=self._config.min_examples_per_label)
+        check_dataset_size(summary, self._config.defaults.limits)
         return job.model_copy(update={"dataset_id": dataset_id}), summary
 
     def _train_and_publish(
@@ -290,26 +303,47 @@ class FineTuningService:
         )
 
     async def _fail(self, job: TrainingJob, error: FineTuningError, *, version: int | None) -> None:
+        await self._report_failure(
+            model_name=job.model_name,
+            request_id=job.request_id,
+            correlation_id=job.correlation_id,
+            error=error,
+            version=version,
+        )
+
+    async def _refuse(self, envelope: Envelope[TrainingRequested], rejection: TrainingRejected) -> None:
+        """A request that does not resolve to a job within the policy: reported, never trained."""
+        await self._report_failure(
+            model_name=envelope.data.model_name,
+            request_id=envelope.id,
+            correlation_id=envelope.correlationid or envelope.id,
+            error=rejection,
+            version=None,
+        )
+
+    async def _report_failure(
+        self, *, model_name: str, request_id: str, correlation_id: str, error: FineTuningError, version: int | None
+    ) -> None:
         logger.warning(
             "training failed",
             extra={
-                "request_id": job.request_id,
+                "request_id": request_id,
                 "reason": error.reason,
                 "detail": error.detail,
                 "retryable": error.retryable,
             },
         )
         self._metrics.jobs.labels(error.reason).inc()
-        await self._publish(
+        await self._events.publish(
             TrainingFailed(
-                model_name=job.model_name,
-                request_id=job.request_id,
+                model_name=model_name,
+                request_id=request_id,
                 model_version=version,
                 reason=error.reason,
                 detail=error.detail[:2000],
                 retryable=error.retryable,
             ),
-            job,
+            correlationid=correlation_id,
         )
 
     async def _publish(self, data: EventData, job: TrainingJob) -> None:

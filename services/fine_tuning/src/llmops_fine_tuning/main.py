@@ -1,16 +1,23 @@
 """Composition root: settings → adapters → handlers → FastStream app. Nothing runs at import.
 
-The poll-interval decision: a job runs for minutes to hours while the consumer holds its message.
+The poll-interval decision: a job runs for minutes to an hour while the consumer holds its message.
 Training runs in a worker thread, so the event loop keeps aiokafka's background heartbeats going
-(the session never times out); but Kafka also evicts a member that does not *poll* within
-``max_poll_interval_ms``. Rather than pausing partitions or committing before the work is done
-(which would lose a job on a crash), the subscriber sets ``max_poll_interval_ms`` just above the
-longest expected job (``LLMOPS_FINE_TUNING_MAX_JOB_SECONDS``, 3 h by default) and fetches one record
-at a time, so an offset is committed only after the version is published and reported. The cost:
-a rebalance that needs this member waits for its current job; a request from a replica that dies
-mid-job is redelivered to another replica once the session times out and retrained from scratch.
-Should a job outlive the interval anyway, the group moves the request elsewhere, and the manifest
-check (request id → published version) keeps a finished request from being trained twice.
+(the session never times out); but aiokafka also leaves the group when the consumer does not
+*poll* (``getmany``) within ``max_poll_interval_ms``, and the time a delivery is being handled
+counts. Rather than pausing partitions or committing before the work is done (which would lose a
+job on a crash), the subscriber (``consumer_options``):
+
+* fetches **one record per poll** — ``max_records=1``: ``subscribe`` fetches with
+  ``getmany(max_records=...)`` (2,000 by default), which overrides ``max_poll_records`` — so each
+  job is committed on its own, right after its version is published and reported;
+* sets ``max_poll_interval_ms`` above the longest a delivery can take: the job's time limit
+  (``LLMOPS_FINE_TUNING_MAX_JOB_SECONDS``, 1 h, enforced by the trainer), the wait for a fresh
+  snapshot and a margin for loading data, publishing and one retry backoff.
+
+The cost: a rebalance that needs this member waits for its current job; a request from a replica
+that dies mid-job is redelivered to another replica once the session times out and retrained from
+scratch. The manifest check (request id → published version) keeps a finished request from being
+trained twice.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
 from llmops_fine_tuning.adapters.metrics import FineTuningMetrics
 from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
+from llmops_fine_tuning.domain.ports import Trainer
 from llmops_fine_tuning.handlers import FineTuningService, ServiceConfig
 from llmops_fine_tuning.settings import FineTuningSettings
 from llmops_messaging import (
@@ -45,15 +53,33 @@ from llmops_models import ModelRegistry
 from llmops_storage import open_store
 
 SERVICE = "fine-tuning"
+POLL_INTERVAL_MARGIN_S = 300.0
+"""Beyond the job's time limit and the snapshot wait: loading and checking the dataset, publishing
+the version, and at most one retry backoff of the consumer (≤ 120 s)."""
 logger = logging.getLogger(__name__)
+
+
+def consumer_options(settings: FineTuningSettings) -> dict[str, Any]:
+    """Subscriber options: one training request per poll and per commit, and a poll interval longer
+    than any delivery can take, so the member is not evicted during a long job."""
+    longest_delivery_s = settings.max_job_seconds + settings.fresh_snapshot_wait_s + POLL_INTERVAL_MARGIN_S
+    return {
+        "max_records": 1,
+        "max_poll_records": 1,
+        "max_poll_interval_ms": int(longest_delivery_s * 1000),
+    }
 
 
 class FineTuningRuntime:
     """Owns the service's resources for one run: built in ``open``, released in ``close``."""
 
-    def __init__(self, settings: FineTuningSettings, *, metrics: FineTuningMetrics | None = None) -> None:
+    def __init__(
+        self, settings: FineTuningSettings, *, metrics: FineTuningMetrics | None = None, trainer: Trainer | None = None
+    ) -> None:
+        """``trainer`` replaces the LoRA trainer (tests)."""
         self.settings = settings
         self.metrics = metrics or FineTuningMetrics()
+        self._trainer = trainer
         self.service: FineTuningService | None = None
         self._processed: ProcessedEvents | None = None
         self._publisher: EventPublisher | None = None
@@ -73,10 +99,12 @@ class FineTuningRuntime:
                 work_dir=settings.work_dir,
                 code_version=await asyncio.to_thread(code_version),
                 fresh_snapshot_wait_s=settings.fresh_snapshot_wait_s,
+                max_job_seconds=settings.max_job_seconds,
             ),
             datasets=ArtifactDatasetReader(store),
             registry=ModelRegistry(store),
-            trainer=LoraSequenceClassificationTrainer(
+            trainer=self._trainer
+            or LoraSequenceClassificationTrainer(
                 num_threads=settings.num_threads, progress_interval_s=settings.progress_interval_s
             ),
             events=self._publisher,
@@ -97,10 +125,7 @@ class FineTuningRuntime:
             processed=self._processed,
             max_attempts=self.settings.max_attempts,
         )
-        options: dict[str, Any] = {
-            "max_poll_interval_ms": (self.settings.max_job_seconds + 300) * 1000,
-            "max_poll_records": 1,
-        }
+        options = consumer_options(self.settings)
         options.update(subscriber_options)
         subscribe(broker, consumer, TRAINING, on_outcome=on_outcome, **options)
 

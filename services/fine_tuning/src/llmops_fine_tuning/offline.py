@@ -50,6 +50,7 @@ async def train_offline(
             worker_name="offline",
             work_dir=work_dir,
             code_version=code_version(),
+            max_job_seconds=FineTuningSettings.model_fields["max_job_seconds"].default,
         ),
         datasets=ArtifactDatasetReader(store),
         registry=ModelRegistry(store),

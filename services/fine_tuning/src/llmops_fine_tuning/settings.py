@@ -37,8 +37,9 @@ class FineTuningSettings(BaseSettings):
     progress_interval_s: float = Field(default=5.0, gt=0)
     """At most one ``training.progressed`` event per this many seconds (plus the first and last step)."""
 
-    max_job_seconds: int = Field(default=3 * 60 * 60, ge=60)
-    """Longest job this replica expects; the consumer's ``max_poll_interval_ms`` is set just above it."""
+    max_job_seconds: float = Field(default=3600, gt=0)
+    """Time limit of one job: the trainer stops a job that has run this long (``training.failed``,
+    ``time_limit_exceeded``, not retried). The consumer's ``max_poll_interval_ms`` is set above it."""
 
     fresh_snapshot_wait_s: float = Field(default=180.0, ge=0)
     """A drift or quality retraining without a dataset id first waits this long for a snapshot cut

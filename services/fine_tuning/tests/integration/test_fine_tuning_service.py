@@ -196,3 +196,32 @@ async def test_bad_request_fails_fast_with_reason_and_is_acknowledged(
     assert failed.correlationid == request.id
     assert not service.of(request.id, TrainingStarted)
     assert service.outcomes.count(Outcome.DEAD_LETTERED) == dead_lettered_before
+
+
+async def test_a_request_for_1e9_epochs_fails_fast_with_its_reason_and_the_next_request_is_trained(
+    service: Service,
+) -> None:
+    """Issue 20: ``epochs: 1e9`` used to train (in effect) forever and block the partition."""
+    dataset_id = f"bounds-{uuid.uuid4().hex[:6]}"
+    write_snapshot(service.store, snapshot_frame(train_per_label=12), dataset_id=dataset_id)
+    model = f"bounds-{uuid.uuid4().hex[:6]}"
+    dead_lettered_before = service.outcomes.count(Outcome.DEAD_LETTERED)
+
+    runaway = await request_training(
+        service.settings, model, dataset_id, hyperparameters=FAST.model_copy(update={"epochs": 1e9})
+    )
+    following = await request_training(service.settings, model, dataset_id, hyperparameters=FAST)
+    await service.wait_for(lambda: bool(service.of(runaway.id, TrainingFailed)), timeout=60)
+
+    [failed] = service.of(runaway.id, TrainingFailed)
+    assert failed.data.reason == "hyperparameter_out_of_bounds" and not failed.data.retryable
+    assert "epochs" in failed.data.detail and "max_epochs" in failed.data.detail
+    assert not service.of(runaway.id, TrainingStarted)
+
+    await service.wait_for(
+        lambda: bool(service.of(following.id, TrainingCompleted) or service.of(following.id, TrainingFailed))
+    )
+    assert not service.of(following.id, TrainingFailed), service.of(following.id, TrainingFailed)
+    [completed] = service.of(following.id, TrainingCompleted)
+    assert completed.data.model_version == 1
+    assert service.outcomes.count(Outcome.DEAD_LETTERED) == dead_lettered_before

@@ -10,7 +10,7 @@ from llmops_events.v1.training import Hyperparameters, TrainingRequested, Traini
 from llmops_fine_tuning.adapters.defaults import load_defaults
 from llmops_fine_tuning.domain.lineage import build_lineage
 from llmops_fine_tuning.domain.metrics import classification_metrics
-from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, resolve_job
+from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, TrainingLimits, resolve_job
 from llmops_fine_tuning.domain.validation import DatasetSummary, check_dataset, check_task
 from llmops_fine_tuning.errors import TrainingRejected
 from llmops_fine_tuning.settings import FineTuningSettings
@@ -29,6 +29,7 @@ DEFAULTS = TrainingDefaults(
         max_length=64,
         seed=42,
     ),
+    limits=TrainingLimits(base_models=["sentence-transformers/all-MiniLM-L6-v2", "/models/bert"]),
 )
 
 

@@ -10,6 +10,10 @@ Why it is fast enough on two CPU cores:
   on average, 64 at most) removes most of the padding a fixed-length batch would compute on;
 * only the LoRA weights and the head get gradients.
 
+Time limit: a job with ``time_limit_s`` is stopped between two steps (or two evaluation chunks)
+once it has run that long since ``train`` was called, with ``TrainingRejected("time_limit_exceeded")``;
+nothing is written. One step is bounded by the policy's limits on batch size and length.
+
 Determinism: one seed drives torch's generator (LoRA and head initialisation, dropout) and a
 separate ``torch.Generator`` drives the data order; deterministic algorithms are on. On CPU the same
 seed and thread count give the same weights and metrics. A GPU is used when there is one.
@@ -26,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,23 @@ def bucketed_batches(
     return [batches[i] for i in order]
 
 
+class _JobClock:
+    """The time a job has run, against its limit."""
+
+    def __init__(self, limit_s: float | None) -> None:
+        self.started = time.monotonic()
+        self.limit_s = limit_s
+
+    def check(self, where: str) -> None:
+        elapsed = time.monotonic() - self.started
+        if self.limit_s is not None and elapsed > self.limit_s:
+            raise TrainingRejected(
+                "time_limit_exceeded",
+                f"stopped {where} after {elapsed:.1f} s; the time limit is {self.limit_s:g} s "
+                "(LLMOPS_FINE_TUNING_MAX_JOB_SECONDS)",
+            )
+
+
 def _pad(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids in token_ids)
     input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
@@ -110,7 +131,8 @@ class LoraSequenceClassificationTrainer:
         from safetensors.torch import save_file
         from transformers import AutoTokenizer
 
-        started = time.monotonic()
+        clock = _JobClock(job.time_limit_s)
+        started = clock.started
         hp, policy = job.hyperparameters, job.trainer
         if self._num_threads > 0:
             torch.set_num_threads(self._num_threads)
@@ -194,6 +216,7 @@ class LoraSequenceClassificationTrainer:
         for step, batch in enumerate(batches(), start=1):
             if step > total_steps:
                 break
+            clock.check(f"at step {step}/{total_steps}")
             input_ids, attention_mask = _pad([token_ids[i] for i in batch], pad_id)
             logits = model(input_ids.to(self._device), attention_mask.to(self._device))
             loss = loss_function(logits, targets[batch].to(self._device))
@@ -225,7 +248,9 @@ class LoraSequenceClassificationTrainer:
         evaluator = LoadedClassifier(
             model=model, tokenizer=tokenizer, labels=list(data.labels), max_length=hp.max_length, device=self._device
         )
-        metrics = self._evaluate(evaluator, data.validation.texts, data.validation.labels, policy.eval_batch_size)
+        metrics = self._evaluate(
+            evaluator, data.validation.texts, data.validation.labels, policy.eval_batch_size, check_time=clock.check
+        )
         metrics.update(train_seconds=train_seconds, train_examples_per_second=seen / max(train_seconds, 1e-9))
 
         output.mkdir(parents=True, exist_ok=True)
@@ -260,12 +285,27 @@ class LoraSequenceClassificationTrainer:
 
     @staticmethod
     def _evaluate(
-        classifier: LoadedClassifier, texts: Sequence[str], labels: Sequence[str], batch_size: int
+        classifier: LoadedClassifier,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        batch_size: int,
+        *,
+        check_time: Callable[[str], None] = lambda _: None,
     ) -> dict[str, float]:
-        """Validation metrics computed exactly as ``load_classifier(...).predict`` would."""
+        """Validation metrics computed exactly as ``load_classifier(...).predict`` would.
+
+        In chunks of whole batches of the length-sorted order ``predict_proba`` uses, so the
+        batches (hence the numbers) are the same as one call's, with the time limit checked
+        between chunks."""
         if not texts:
             return {"accuracy": 0.0, "macro_f1": 0.0, "examples": 0.0}
-        probabilities = classifier.predict_proba(texts, batch_size=batch_size)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        probabilities = torch.zeros((len(texts), len(classifier.labels)), dtype=torch.float32)
+        chunk = batch_size * 16
+        for start in range(0, len(order), chunk):
+            check_time(f"evaluating ({start}/{len(order)} validation examples)")
+            indices = order[start : start + chunk]
+            probabilities[indices] = classifier.predict_proba([texts[i] for i in indices], batch_size=batch_size)
         predicted = [classifier.labels[i] for i in probabilities.argmax(dim=-1).tolist()]
         index = {label: i for i, label in enumerate(classifier.labels)}
         truth = torch.tensor([index[label] for label in labels])

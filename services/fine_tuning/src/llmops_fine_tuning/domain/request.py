@@ -1,12 +1,14 @@
-"""From a ``training.requested`` event and the configured defaults to one fully resolved job."""
+"""From a ``training.requested`` event and the configured defaults to one fully resolved job,
+within the policy's limits."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmops_events.v1.training import Hyperparameters, TrainingRequested, TrainingTask
+from llmops_fine_tuning.errors import TrainingRejected
 
 
 class ResolvedHyperparameters(BaseModel):
@@ -42,6 +44,69 @@ class TrainerPolicy(BaseModel):
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 
+PACKAGED_BASE_MODELS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "default")
+"""The names of the packaged MiniLM copy (``llmops_models``' ``resolve_base_model``)."""
+
+
+class TrainingLimits(BaseModel):
+    """What a request may ask for (``limits`` of the defaults file). A job beyond them is refused
+    before it starts, with ``training.failed`` (retryable=false): a request for ``epochs: 1e9``
+    would block the partition for ever, ``batch_size: 1e9`` would be killed for memory and
+    redelivered in a crash loop, a forged ``base_model`` path would load anything on the disk."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_models: list[str] = Field(default_factory=lambda: list(PACKAGED_BASE_MODELS), min_length=1)
+    """Allowed ``base_model`` values, compared as written (a Hugging Face id or a folder)."""
+    max_epochs: float = Field(default=20, gt=0)
+    max_batch_size: int = Field(default=256, ge=1)
+    max_length: int = Field(default=512, ge=8)
+    """Tokens per text; BERT-style encoders have 512 positions."""
+    max_lora_rank: int = Field(default=64, ge=1)
+    min_learning_rate: float = Field(default=1e-6, gt=0)
+    max_learning_rate: float = Field(default=0.1, gt=0)
+    max_train_examples: int = Field(default=200_000, ge=1)
+    """Training rows of the dataset snapshot (checked once the snapshot is known)."""
+    max_validation_examples: int = Field(default=50_000, ge=1)
+
+    def violations(self, hp: ResolvedHyperparameters) -> list[str]:
+        """One phrase per hyperparameter beyond the limits, naming the field, value and limit."""
+        found: list[str] = []
+
+        def above(field: str, value: float, limit: float, name: str) -> None:
+            if not value <= limit:  # also catches NaN
+                found.append(f"{field}={_number(value)} exceeds {name}={_number(limit)}")
+
+        above("epochs", hp.epochs, self.max_epochs, "max_epochs")
+        above("batch_size", hp.batch_size, self.max_batch_size, "max_batch_size")
+        above("max_length", hp.max_length, self.max_length, "max_length")
+        above("lora_rank", hp.lora_rank, self.max_lora_rank, "max_lora_rank")
+        above("learning_rate", hp.learning_rate, self.max_learning_rate, "max_learning_rate")
+        if not hp.learning_rate >= self.min_learning_rate:
+            found.append(
+                f"learning_rate={_number(hp.learning_rate)} is below "
+                f"min_learning_rate={_number(self.min_learning_rate)}"
+            )
+        return found
+
+    def check(self, hp: ResolvedHyperparameters, base_model: str) -> None:
+        """Raise ``TrainingRejected`` unless the job is within the limits."""
+        if base_model not in self.base_models:
+            raise TrainingRejected(
+                "base_model_not_allowed",
+                f"base_model {base_model!r} is not one of the allowed base models {self.base_models} "
+                "(limits.base_models in the defaults file)",
+            )
+        if violations := self.violations(hp):
+            raise TrainingRejected(
+                "hyperparameter_out_of_bounds", "; ".join(violations) + " (limits in the defaults file)"
+            )
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 class TrainingDefaults(BaseModel):
     """The defaults file (``deploy/training/defaults.yaml``)."""
 
@@ -51,6 +116,15 @@ class TrainingDefaults(BaseModel):
     task: TrainingTask = TrainingTask.SEQUENCE_CLASSIFICATION
     hyperparameters: ResolvedHyperparameters
     trainer: TrainerPolicy = Field(default_factory=TrainerPolicy)
+    limits: TrainingLimits = Field(default_factory=TrainingLimits)
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Self:
+        if self.base_model not in self.limits.base_models:
+            raise ValueError(f"base_model {self.base_model!r} is not in limits.base_models")
+        if violations := self.limits.violations(self.hyperparameters):
+            raise ValueError("default hyperparameters beyond the limits: " + "; ".join(violations))
+        return self
 
 
 class TrainingJob(BaseModel):
@@ -70,6 +144,8 @@ class TrainingJob(BaseModel):
     reason: str
     evidence: dict[str, Any] = Field(default_factory=dict)
     requested_by: str = "unknown"
+    time_limit_s: float | None = None
+    """The trainer stops the job (``time_limit_exceeded``) once it has run this long; None: no limit."""
 
 
 def merge_hyperparameters(defaults: ResolvedHyperparameters, requested: Hyperparameters) -> ResolvedHyperparameters:
@@ -79,19 +155,35 @@ def merge_hyperparameters(defaults: ResolvedHyperparameters, requested: Hyperpar
 
 
 def resolve_job(
-    request: TrainingRequested, *, request_id: str, correlation_id: str | None, defaults: TrainingDefaults
+    request: TrainingRequested,
+    *,
+    request_id: str,
+    correlation_id: str | None,
+    defaults: TrainingDefaults,
+    time_limit_s: float | None = None,
 ) -> TrainingJob:
-    """The job a request asks for, with every default filled in (dataset id may still be None)."""
+    """The job a request asks for, with every default filled in (dataset id may still be None).
+
+    Raises ``TrainingRejected`` (``base_model_not_allowed``, ``hyperparameter_out_of_bounds``,
+    ``invalid_hyperparameters``) for a job beyond ``defaults.limits``."""
+    try:
+        hyperparameters = merge_hyperparameters(defaults.hyperparameters, request.hyperparameters)
+    except ValidationError as error:  # valid as an event, not as a job (target_modules=[])
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise TrainingRejected("invalid_hyperparameters", problems) from error
+    base_model = request.base_model or defaults.base_model
+    defaults.limits.check(hyperparameters, base_model)
     return TrainingJob(
         request_id=request_id,
         correlation_id=correlation_id or request_id,
         model_name=request.model_name,
-        base_model=request.base_model or defaults.base_model,
+        base_model=base_model,
         dataset_id=request.dataset_id,
         task=request.task,
-        hyperparameters=merge_hyperparameters(defaults.hyperparameters, request.hyperparameters),
+        hyperparameters=hyperparameters,
         trainer=defaults.trainer,
         reason=str(request.reason),
         evidence=dict(request.evidence),
         requested_by=request.requested_by,
+        time_limit_s=time_limit_s,
     )

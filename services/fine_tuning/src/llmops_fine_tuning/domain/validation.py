@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict
 
 from llmops_events.v1.training import TrainingTask
+from llmops_fine_tuning.domain.request import TrainingLimits
 from llmops_fine_tuning.errors import TrainingRejected
 
 TRAIN = "train"
@@ -53,3 +54,19 @@ def check_dataset(summary: DatasetSummary, *, min_examples_per_label: int) -> No
         )
     if sum(summary.counts.get(VALIDATION, {}).values()) == 0:
         raise TrainingRejected("empty_validation_split", f"dataset {summary.dataset_id} has no validation rows")
+
+
+def check_dataset_size(summary: DatasetSummary, limits: TrainingLimits) -> None:
+    """Raise ``TrainingRejected`` (``dataset_too_large``) when a split has more rows than the
+    policy allows: loading, tokenizing and evaluating it would outgrow memory or the time limit."""
+    for split, limit, name in (
+        (TRAIN, limits.max_train_examples, "max_train_examples"),
+        (VALIDATION, limits.max_validation_examples, "max_validation_examples"),
+    ):
+        rows = sum(summary.counts.get(split, {}).values())
+        if rows > limit:
+            raise TrainingRejected(
+                "dataset_too_large",
+                f"dataset {summary.dataset_id}: the {split} split has {rows} examples, "
+                f"more than {name}={limit} (limits in the defaults file)",
+            )
