@@ -16,7 +16,7 @@ from llmops_evaluation.adapters.models import load_scorer
 from llmops_evaluation.adapters.report import write_report
 from llmops_evaluation.domain.evaluation import evaluate
 from llmops_evaluation.domain.policy import policy_for
-from llmops_evaluation.domain.ports import ModelUnavailable
+from llmops_evaluation.errors import ModelUnavailable
 from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import Envelope
 from llmops_events.v1 import (

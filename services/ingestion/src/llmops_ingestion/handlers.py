@@ -50,6 +50,7 @@ from llmops_ingestion.domain.snapshot import (
     split_of,
 )
 from llmops_ingestion.domain.validation import ValidationRules, check_label, check_record
+from llmops_ingestion.errors import NothingToSnapshot
 from llmops_messaging import Delivery, Origin, ProcessedEvents, Rejected
 from llmops_privacy.redaction import PiiKind, RedactionResult
 from llmops_storage import ArtifactStore
@@ -57,10 +58,6 @@ from llmops_storage import ArtifactStore
 logger = logging.getLogger(__name__)
 
 VALIDATE_STAGE = "validate"
-
-
-class NothingToSnapshot(Exception):
-    """No labelled record has been curated yet."""
 
 
 @dataclass(frozen=True, slots=True)

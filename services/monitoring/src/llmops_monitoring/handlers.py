@@ -1,5 +1,10 @@
 """The monitoring service's handlers: inference logs and feedback fill windows; a full window is
-analysed against its reference, reported, and judged by the drift policy."""
+analysed against its reference, reported, and judged by the drift policy.
+
+The policy's state (streak, cooldown) is recorded only after the window's events are published: a
+retraining request that failed to publish leaves no cooldown behind, so the next window decides
+again; one published but not recorded is decided again with the same event ids (see
+``PolicyStateStore.request_event_id``), so downstream recognises the duplicate."""
 
 from __future__ import annotations
 
@@ -27,9 +32,17 @@ from llmops_monitoring.adapters.policy_state import PolicyStateStore
 from llmops_monitoring.adapters.reference import ArtifactReferences
 from llmops_monitoring.adapters.report_store import write_report
 from llmops_monitoring.domain.analysis import Analysis, analyse, embedding_stride
-from llmops_monitoring.domain.policy import DRIFT_SIGNALS, QUALITY_SIGNALS, Decision, DriftPolicy, decide
-from llmops_monitoring.domain.ports import Encoder, ReferenceUnavailable
+from llmops_monitoring.domain.policy import (
+    DRIFT_SIGNALS,
+    QUALITY_SIGNALS,
+    Decision,
+    DriftPolicy,
+    PolicyState,
+    decide,
+)
+from llmops_monitoring.domain.ports import Encoder
 from llmops_monitoring.domain.windows import LabelJoin, Observation, Window, WindowBook, WindowKey
+from llmops_monitoring.errors import ReferenceUnavailable
 from llmops_monitoring.settings import MonitoringSettings
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
@@ -48,6 +61,8 @@ class WindowReport:
     analysis: Analysis
     html_uri: str
     json_uri: str
+    policy_state: PolicyState | None = None
+    """The model's policy state to record once the report's events are published (None: unchanged)."""
 
 
 def signal_table(policy: DriftPolicy, analysis: Analysis) -> dict[str, dict[str, Any]]:
@@ -179,7 +194,7 @@ class MonitoringService:
         late = self._labels.take_late(key)
         champion = self._champions.champion(key.model_name)
         actionable = champion is None or champion == key.model_version
-        async with self._lock:
+        async with self._lock:  # held until the state is recorded: the next window decides on it
             try:
                 report = await asyncio.to_thread(
                     self.build_report,
@@ -201,7 +216,19 @@ class MonitoringService:
                 logger.exception("window report failed", extra={"model": str(key), "size": window.size})
                 self._metrics.reports.labels(key.model_name, "failed:error").inc()
                 return None
-        await self._publish(report)
+            try:
+                await self._publish(report)
+                if report.policy_state is not None:
+                    # Only now that the request (if any) is on the bus: a cooldown for a request
+                    # nobody received would silence the model for a whole cooldown.
+                    self._policy_state.save(key.model_name, report.policy_state)
+            except Exception:
+                logger.exception(
+                    "publishing the window's report failed; the policy state is left as it was",
+                    extra={"model": str(key), "action": report.decision.action.value},
+                )
+                self._metrics.reports.labels(key.model_name, "failed:publish").inc()
+                return None
         self.last_report = report
         return report
 
@@ -216,8 +243,10 @@ class MonitoringService:
         stride: int | None = None,
     ) -> WindowReport:
         """The report of one window (blocking: run it in a thread). ``act=False`` (``make drift-report``)
-        decides for the record but leaves the policy state alone. ``stride``: the embedding sample's
-        step (the service's, whose sample was embedded while the window filled; None: fit to the window)."""
+        decides for the record but leaves the policy state alone; otherwise the new state is in the
+        report's ``policy_state``, for the caller to record once the report is published. ``stride``:
+        the embedding sample's step (the service's, whose sample was embedded while the window filled;
+        None: fit to the window)."""
         started = time.perf_counter()
         policy = self.policy
         reference = self._references.get(key.model_name, key.model_version)
@@ -240,8 +269,6 @@ class MonitoringService:
             now=self._wall_clock(),
             actionable=actionable and act,
         )
-        if act and decision.state != state:
-            self._policy_state.save(key.model_name, decision.state)
         report_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
         served = [o.served_at for o in observations]
         summary: dict[str, Any] = {
@@ -287,7 +314,14 @@ class MonitoringService:
                 "report": html_uri,
             },
         )
-        return WindowReport(summary=summary, decision=decision, analysis=analysis, html_uri=html_uri, json_uri=json_uri)
+        return WindowReport(
+            summary=summary,
+            decision=decision,
+            analysis=analysis,
+            html_uri=html_uri,
+            json_uri=json_uri,
+            policy_state=decision.state if act and decision.state != state else None,
+        )
 
     async def _publish(self, report: WindowReport) -> None:
         summary = report.summary
@@ -296,7 +330,6 @@ class MonitoringService:
             self._metrics.drift_score.labels(model, str(version), name).set(item["score"])
         self._metrics.window_size.labels(model, str(version)).set(summary["window"]["size"])
         self._metrics.last_report_time.labels(model).set(self._wall_clock())
-        self._metrics.reports.labels(model, report.decision.action.value).inc()
         window = summary["window"]
         await self._publisher.publish(
             MonitoringReportCreated(
@@ -313,12 +346,20 @@ class MonitoringService:
             )
         )
         decision = report.decision
-        if not decision.requested:
-            return
+        if decision.requested:
+            await self._request_retraining(report)
+        self._metrics.reports.labels(model, decision.action.value).inc()
+
+    async def _request_retraining(self, report: WindowReport) -> None:
+        summary, decision, window = report.summary, report.decision, report.summary["window"]
+        model, version = summary["model_name"], summary["model_version"]
         signals = {name: item["score"] for name, item in summary["signals"].items()}
         thresholds = {name: item["threshold"] for name, item in summary["signals"].items() if name in decision.breached}
-        detection_id = str(uuid.uuid4())
-        detection = Envelope.wrap(
+        # Named after the request's number, not drawn at random: decided again after a crash between
+        # publishing and recording, the request is re-published under the same ids.
+        number = decision.state.requests
+        detection_id = self._policy_state.request_event_id(model, number, "drift_detected")
+        await self._publisher.publish(
             MonitoringDriftDetected(
                 model_name=model,
                 model_version=version,
@@ -334,11 +375,9 @@ class MonitoringService:
                 },
                 report_uri=report.html_uri,
             ),
-            source=self._publisher.source,
             id=detection_id,
             correlationid=detection_id,
         )
-        await self._publisher.publish(detection)
         reason = TrainingReason.QUALITY if decision.kind == "quality" else TrainingReason.DRIFT
         await self._publisher.publish(
             TrainingRequested(
@@ -356,6 +395,7 @@ class MonitoringService:
                 },
                 requested_by=SERVICE,
             ),
+            id=self._policy_state.request_event_id(model, number, "training_requested"),
             correlationid=detection_id,
         )
         self._metrics.retrains_requested.labels(model, reason.value).inc()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmops_evaluation.domain.ports import ModelUnavailable, TestSet
+from llmops_evaluation.domain.ports import TestSet
+from llmops_evaluation.errors import ModelUnavailable
 from llmops_models.snapshots import SnapshotReader
 from llmops_storage import ArtifactStore
 

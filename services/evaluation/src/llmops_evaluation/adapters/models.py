@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmops_evaluation.domain.ports import ModelUnavailable
+from llmops_evaluation.errors import ModelUnavailable
 from llmops_models import ArtifactMissing, ManifestMismatch, ModelRegistry
 from llmops_models.kinds import Predictor, kind_of
 from llmops_storage import ArtifactStore

@@ -31,10 +31,3 @@ class Scorer(Protocol):
         ...
 
 
-class ModelUnavailable(Exception):
-    """A model's artifacts are missing or corrupt; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail

@@ -25,7 +25,8 @@ from llmops_models import ArtifactMissing, ModelRegistry, manifest_path
 from llmops_models.kinds import kind_of
 from llmops_models.snapshots import SnapshotReader
 from llmops_monitoring.domain.analysis import vocabulary_of
-from llmops_monitoring.domain.ports import Encoder, Predictor, Reference, ReferenceUnavailable
+from llmops_monitoring.domain.ports import Encoder, Predictor, Reference
+from llmops_monitoring.errors import ReferenceUnavailable
 from llmops_storage import ArtifactStore
 
 logger = logging.getLogger(__name__)

@@ -40,10 +40,3 @@ class Reference:
         return len(self.frame)
 
 
-class ReferenceUnavailable(Exception):
-    """No reference can be built (model or snapshot missing); ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
