@@ -64,11 +64,14 @@ class EventPublisher:
         mode: ContentMode = ContentMode.BINARY,
         correlationid: str | None = None,
         subject: str | None = None,
+        id: str | None = None,
     ) -> Envelope[Any]:
-        """Publish a payload (wrapped in a new envelope) or an envelope (``correlationid`` and
-        ``subject``, when given, replace its own); returns what was sent."""
+        """Publish a payload (wrapped in a new envelope) or an envelope (``correlationid``,
+        ``subject`` and ``id``, when given, replace its own); returns what was sent. ``id``: the
+        event's id when the caller derives it (a re-publish then carries the same id, which
+        consumers recognise as a duplicate); a new UUID by default."""
         if isinstance(data, Envelope):
-            updates = {"correlationid": correlationid, "subject": subject}
+            updates = {"correlationid": correlationid, "subject": subject, "id": id}
             envelope = data.model_copy(update={k: v for k, v in updates.items() if v is not None})
         else:
             envelope = Envelope.wrap(
@@ -77,6 +80,7 @@ class EventPublisher:
                 subject=subject,
                 correlationid=correlationid,
                 traceparent=current_traceparent(),
+                id=id,
             )
         await self.publish_record(envelope.topic, encode(envelope, mode))
         return envelope

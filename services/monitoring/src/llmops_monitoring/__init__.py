@@ -9,7 +9,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-
     from .adapters.encoder import MiniLMEncoder
     from .adapters.metrics import MonitoringMetrics
     from .adapters.policy_state import PolicyStateStore

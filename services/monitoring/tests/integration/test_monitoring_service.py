@@ -114,7 +114,9 @@ class World:
             await consumer.stop()
 
     def of(self, model_name: str, kind: type) -> list[Envelope[Any]]:
-        return [e for e in self.events if isinstance(e.data, kind) and e.data.model_name == model_name]
+        return [
+            e for e in self.events if isinstance(e.data, kind) and getattr(e.data, "model_name", None) == model_name
+        ]
 
     async def reports(self, model_name: str, count: int, timeout: float = 400) -> list[MonitoringReportCreated]:
         async with asyncio.timeout(timeout):

@@ -152,7 +152,7 @@ def test_consecutive_windows_debounce_then_request_with_the_evidence() -> None:
     assert second.action is Action.REQUEST and second.kind == "drift"
     assert second.breached == ["confidence", "embedding", "oov_share"]
     assert "embedding=0.750>0.6" in second.explanation
-    assert second.state == PolicyState(consecutive_breaches=0, request_times=(1100,))
+    assert second.state == PolicyState(consecutive_breaches=0, request_times=(1100,), requests=1)
 
 
 def test_a_calm_window_resets_the_streak() -> None:

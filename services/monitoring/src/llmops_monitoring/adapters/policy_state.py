@@ -1,12 +1,21 @@
-"""The drift policy's memory per model (breach streak, request times) in the service's SQLite
-state, so a restart neither forgets a cooldown nor starts a retraining storm."""
+"""The drift policy's memory per model (breach streak, request times, requests so far) in the
+service's SQLite state, so a restart neither forgets a cooldown nor starts a retraining storm.
+
+A retraining request's events are named after the state it was decided from (``request_event_id``):
+the database's epoch, the model and the request's number. A request published but not recorded
+(the process died in between) is decided again from the same state, so it is re-published under
+the same ids and downstream skips it as a duplicate. The epoch, drawn once per database, keeps a
+fresh database (``var/`` wiped) from reusing the ids of the old one's requests."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 
 from llmops_monitoring.domain.policy import PolicyState
+
+_NAMESPACE = uuid.UUID("0f6a3c1e-6d1b-5c8e-9b7a-2f4d8e1c7a53")
 
 
 class PolicyStateStore:
@@ -14,21 +23,41 @@ class PolicyStateStore:
         self._connection = connection
         connection.execute(
             "CREATE TABLE IF NOT EXISTS drift_policy_state ("
-            " model_name TEXT PRIMARY KEY, consecutive_breaches INTEGER NOT NULL, request_times TEXT NOT NULL)"
+            " model_name TEXT PRIMARY KEY, consecutive_breaches INTEGER NOT NULL, request_times TEXT NOT NULL,"
+            " requests INTEGER NOT NULL DEFAULT 0)"
         )
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(drift_policy_state)")}
+        if "requests" not in columns:  # a database of an earlier version
+            connection.execute("ALTER TABLE drift_policy_state ADD COLUMN requests INTEGER NOT NULL DEFAULT 0")
+        connection.execute("CREATE TABLE IF NOT EXISTS drift_policy_epoch (epoch TEXT NOT NULL)")
+        connection.execute(
+            "INSERT INTO drift_policy_epoch (epoch) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM drift_policy_epoch)",
+            (uuid.uuid4().hex,),
+        )
+        self.epoch: str = connection.execute("SELECT epoch FROM drift_policy_epoch").fetchone()[0]
 
     def load(self, model_name: str) -> PolicyState:
         row = self._connection.execute(
-            "SELECT consecutive_breaches, request_times FROM drift_policy_state WHERE model_name = ?", (model_name,)
+            "SELECT consecutive_breaches, request_times, requests FROM drift_policy_state WHERE model_name = ?",
+            (model_name,),
         ).fetchone()
         if row is None:
             return PolicyState()
-        return PolicyState(consecutive_breaches=int(row[0]), request_times=tuple(float(t) for t in json.loads(row[1])))
+        return PolicyState(
+            consecutive_breaches=int(row[0]),
+            request_times=tuple(float(t) for t in json.loads(row[1])),
+            requests=int(row[2]),
+        )
 
     def save(self, model_name: str, state: PolicyState) -> None:
         self._connection.execute(
-            "INSERT INTO drift_policy_state (model_name, consecutive_breaches, request_times) VALUES (?, ?, ?) "
-            "ON CONFLICT(model_name) DO UPDATE SET consecutive_breaches = excluded.consecutive_breaches,"
-            " request_times = excluded.request_times",
-            (model_name, state.consecutive_breaches, json.dumps(list(state.request_times))),
+            "INSERT INTO drift_policy_state (model_name, consecutive_breaches, request_times, requests)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(model_name) DO UPDATE SET"
+            " consecutive_breaches = excluded.consecutive_breaches, request_times = excluded.request_times,"
+            " requests = excluded.requests",
+            (model_name, state.consecutive_breaches, json.dumps(list(state.request_times)), state.requests),
         )
+
+    def request_event_id(self, model_name: str, number: int, event: str) -> str:
+        """The id of ``event`` (``drift_detected``, ``training_requested``) of the model's request ``number``."""
+        return str(uuid.uuid5(_NAMESPACE, f"{self.epoch}/{model_name}/{number}/{event}"))

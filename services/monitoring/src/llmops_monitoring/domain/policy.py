@@ -138,6 +138,9 @@ class PolicyState:
     consecutive_breaches: int = 0
     request_times: tuple[float, ...] = field(default_factory=tuple)
     """Epoch seconds of the requests of the last 24 hours."""
+    requests: int = 0
+    """Requests recorded for the model so far (never pruned): the next request is number ``requests + 1``,
+    which names its events (the same number after a request published but not recorded)."""
 
     @property
     def last_request_at(self) -> float | None:
@@ -241,5 +244,5 @@ def decide(
         kind,
         breached,
         f"breach ({listing}) in {streak} consecutive window(s): retraining requested (reason {kind})",
-        PolicyState(consecutive_breaches=0, request_times=(*recent, now)),
+        PolicyState(consecutive_breaches=0, request_times=(*recent, now), requests=state.requests + 1),
     )
