@@ -11,6 +11,7 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     INTERNAL = "INTERNAL"
 
 
@@ -40,6 +41,12 @@ class ModelUnavailable(GatewayError):
 
 class DeadlineExceeded(GatewayError):
     code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class Overloaded(GatewayError):
+    """The gateway already serves as many calls as it may; the caller should retry with backoff."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
 
 
 class BackendError(GatewayError):

@@ -24,6 +24,7 @@ from llmops_gateway.adapters.inference_log import InferenceLogBuffer, TextRedact
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.adapters.triton import TritonPredictor
 from llmops_gateway.core import InferenceCore
+from llmops_gateway.domain.admission import Admission
 from llmops_gateway.domain.auth import ApiKeys
 from llmops_gateway.domain.validation import Limits
 from llmops_gateway.settings import GatewaySettings
@@ -87,6 +88,11 @@ class GatewayRuntime:
             core=core,
             keys=ApiKeys(settings.api_keys),
             limits=Limits(max_text_chars=settings.max_text_chars, max_batch_items=settings.max_batch_items),
+            admission=Admission(
+                max_in_flight=settings.max_in_flight,
+                default_deadline_s=settings.default_deadline_s,
+                max_deadline_s=settings.max_deadline_s,
+            ),
             metrics=self.metrics,
         )
         self.server = grpc.aio.server()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmops_config import PlatformSettings
@@ -27,6 +27,16 @@ class GatewaySettings(BaseSettings):
 
     max_batch_items: int = Field(default=64, ge=1)
     """Most items accepted in one ``PredictBatch``."""
+
+    default_deadline_s: float = Field(default=10.0, gt=0)
+    """Deadline of a call whose client set none: a hung Triton answers it with DEADLINE_EXCEEDED after this."""
+
+    max_deadline_s: float = Field(default=30.0, gt=0)
+    """Longest a call may take: a longer client deadline is cut to it."""
+
+    max_in_flight: int = Field(default=256, ge=1)
+    """Inference calls served at once (waiting on Triton included); one more is refused at once
+    with RESOURCE_EXHAUSTED rather than queued."""
 
     metrics_port: int = 9105
     """Port of the Prometheus metrics endpoint (0 disables it)."""
@@ -55,6 +65,14 @@ class GatewaySettings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> GatewaySettings:
+        if self.default_deadline_s > self.max_deadline_s:
+            raise ValueError(
+                f"default_deadline_s ({self.default_deadline_s}) is longer than max_deadline_s ({self.max_deadline_s})"
+            )
+        return self
 
     @property
     def port(self) -> int:

@@ -101,7 +101,7 @@ async def test_a_just_unloaded_version_is_rerouted_with_the_current_state() -> N
         book["m"] = ModelDeployment("m", champion_version=2)  # the promotion arrives while v1 is called
         return await original(model, version, texts, timeout=timeout)
 
-    predictor.predict = promote_then_call  # type: ignore[method-assign]
+    predictor.predict = promote_then_call  # type: ignore[method-assign,assignment]
     served = await core.predict(_items(2), remaining=lambda: None)
     assert {s.model_version for s in served} == {2}
     assert _value(metrics, "llmops_gateway_reroutes_total") == 1

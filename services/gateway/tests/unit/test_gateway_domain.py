@@ -127,3 +127,30 @@ def test_unknown_and_unavailable_models() -> None:
         group_by_route(_items("serving", "nope"), default_model="", known=list(BOOK), lookup=BOOK.get)
     with pytest.raises(ModelUnavailable, match="no live version"):
         group_by_route(_items("gone"), default_model="", known=list(BOOK), lookup=BOOK.get)
+
+
+def test_every_call_gets_a_bounded_deadline() -> None:
+    from llmops_gateway.domain.admission import Admission
+
+    admission = Admission(max_in_flight=1, default_deadline_s=10, max_deadline_s=30)
+    assert admission.budget(None) == 10  # the client set none
+    assert admission.budget(2.5) == 2.5
+    assert admission.budget(3600) == 30  # cut to the maximum
+    with pytest.raises(ValueError, match="default_deadline_s <= max_deadline_s"):
+        Admission(max_in_flight=1, default_deadline_s=60, max_deadline_s=30)
+    with pytest.raises(ValueError, match="longer than max_deadline_s"):
+        GatewaySettings(default_deadline_s=60, max_deadline_s=30)
+
+
+def test_calls_beyond_the_bound_are_refused_and_slots_are_given_back() -> None:
+    from llmops_gateway.domain.admission import Admission
+    from llmops_gateway.errors import ErrorCode, Overloaded
+
+    admission = Admission(max_in_flight=2, default_deadline_s=1, max_deadline_s=1)
+    with admission.slot(), admission.slot():
+        with pytest.raises(Overloaded, match="2 calls in flight") as refused, admission.slot():
+            pass
+        assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    with pytest.raises(RuntimeError), admission.slot():
+        raise RuntimeError("the call failed")
+    assert admission.in_flight == 0

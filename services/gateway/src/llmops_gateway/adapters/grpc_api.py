@@ -13,11 +13,12 @@ import grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_gateway.adapters.metrics import GatewayMetrics
-from llmops_gateway.core import InferenceCore
+from llmops_gateway.core import InferenceCore, Remaining
+from llmops_gateway.domain.admission import Admission
 from llmops_gateway.domain.auth import ApiKeys
 from llmops_gateway.domain.models import ServedPrediction
 from llmops_gateway.domain.validation import Limits, RawItem, validate_batch, validate_item
-from llmops_gateway.errors import ErrorCode, GatewayError
+from llmops_gateway.errors import DeadlineExceeded, ErrorCode, GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -63,18 +65,21 @@ def _version_label(served: Sequence[ServedPrediction]) -> tuple[str, str]:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, *, core: InferenceCore, keys: ApiKeys, limits: Limits, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, *, core: InferenceCore, keys: ApiKeys, limits: Limits, admission: Admission, metrics: GatewayMetrics
+    ) -> None:
         self._core = core
         self._keys = keys
         self._limits = limits
+        self._admission = admission
         self._metrics = metrics
 
     async def Predict(
         self, request: inference_pb2.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> inference_pb2.PredictResponse:
-        async def serve() -> tuple[inference_pb2.PredictResponse, list[ServedPrediction]]:
+        async def serve(remaining: Remaining) -> tuple[inference_pb2.PredictResponse, list[ServedPrediction]]:
             item = validate_item(_raw(request), self._limits)
-            served = await self._core.predict([item], remaining=context.time_remaining)
+            served = await self._core.predict([item], remaining=remaining)
             return _response(served[0]), served
 
         return await self._call("Predict", context, serve)
@@ -82,9 +87,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def PredictBatch(
         self, request: inference_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> inference_pb2.PredictBatchResponse:
-        async def serve() -> tuple[inference_pb2.PredictBatchResponse, list[ServedPrediction]]:
+        async def serve(remaining: Remaining) -> tuple[inference_pb2.PredictBatchResponse, list[ServedPrediction]]:
             items = validate_batch([_raw(r) for r in request.items], self._limits)
-            served = await self._core.predict(items, remaining=context.time_remaining)
+            served = await self._core.predict(items, remaining=remaining)
             return inference_pb2.PredictBatchResponse(items=[_response(s) for s in served]), served
 
         return await self._call("PredictBatch", context, serve)
@@ -93,12 +98,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self,
         method: str,
         context: grpc.aio.ServicerContext[Any, Any],
-        serve: Callable[[], Awaitable[tuple[Response, list[ServedPrediction]]]],
+        serve: Callable[[Remaining], Awaitable[tuple[Response, list[ServedPrediction]]]],
     ) -> Response:
         started = time.perf_counter()
         try:
             self._keys.check(_authorization(context))  # before anything else: an unauthenticated call is never served
-            response, served = await serve()
+            with self._admission.slot():  # a call beyond the bound is refused at once (RESOURCE_EXHAUSTED)
+                self._metrics.in_flight.inc()
+                try:
+                    response, served = await self._within_deadline(context, serve)
+                finally:
+                    self._metrics.in_flight.dec()
         except GatewayError as error:
             status = grpc_status(error)
             # No model label from the request: a caller must not be able to mint metric series.
@@ -116,6 +126,26 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._metrics.requests.labels(method, model, version, grpc.StatusCode.OK.name).inc()
         self._metrics.latency.labels(method, model, version).observe(time.perf_counter() - started)
         return response
+
+    async def _within_deadline(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        serve: Callable[[Remaining], Awaitable[tuple[Response, list[ServedPrediction]]]],
+    ) -> tuple[Response, list[ServedPrediction]]:
+        """Serve under the call's budget: the client's deadline cut to the maximum, or the default when
+        it set none. Triton is called with what is left of it; the timeout here also bounds anything
+        that would not honour it, so no call outlives its budget."""
+        budget = self._admission.budget(context.time_remaining())
+        deadline = time.monotonic() + budget
+
+        def remaining() -> float:
+            return deadline - time.monotonic()
+
+        try:
+            async with asyncio.timeout(budget):
+                return await serve(remaining)
+        except TimeoutError as error:
+            raise DeadlineExceeded(f"the deadline ({budget:.3g} s) expired before the model answered") from error
 
 
 def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

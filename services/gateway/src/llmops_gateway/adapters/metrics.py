@@ -66,6 +66,11 @@ class GatewayMetrics:
             "Inference-log events waiting to be published",
             registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "llmops_gateway_in_flight",
+            "Inference calls being served (waiting on Triton included); bounded by LLMOPS_GATEWAY_MAX_IN_FLIGHT",
+            registry=self.registry,
+        )
         self.up = Gauge("llmops_gateway_up", "1 while the gateway serves", registry=self.registry)
 
     def serve(self, port: int, *, host: str) -> None:
