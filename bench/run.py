@@ -36,9 +36,15 @@ from bench.results import (
 
 def registry() -> list[Benchmark]:
     """Every benchmark of the service issues, in the order they run."""
-    from bench import fine_tuning, gateway, ingestion, monitoring
+    from bench import fine_tuning, gateway, ingestion, monitoring, redaction
 
-    return [ingestion.BENCHMARK, fine_tuning.BENCHMARK, gateway.BENCHMARK, monitoring.BENCHMARK]
+    return [
+        ingestion.BENCHMARK,
+        redaction.BENCHMARK,
+        fine_tuning.BENCHMARK,
+        gateway.BENCHMARK,
+        monitoring.BENCHMARK,
+    ]
 
 
 async def run_one(benchmark: Benchmark, context: BenchContext) -> list[BenchResult]:
