@@ -29,5 +29,3 @@ class Scorer(Protocol):
     def latencies_ms(self, texts: Sequence[str]) -> list[float]:
         """Wall time of one-by-one predictions (batch 1)."""
         ...
-
-

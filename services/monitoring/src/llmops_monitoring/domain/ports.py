@@ -38,5 +38,3 @@ class Reference:
     @property
     def size(self) -> int:
         return len(self.frame)
-
-
