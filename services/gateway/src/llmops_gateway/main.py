@@ -23,10 +23,10 @@ from llmops_gateway.adapters.grpc_api import SERVICE_NAME, InferenceServicer
 from llmops_gateway.adapters.inference_log import InferenceLogBuffer, TextRedactor
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.adapters.triton import TritonPredictor
-from llmops_gateway.handlers import InferenceCore
 from llmops_gateway.domain.admission import Admission
 from llmops_gateway.domain.auth import ApiKeys
 from llmops_gateway.domain.validation import Limits
+from llmops_gateway.handlers import InferenceCore
 from llmops_gateway.settings import GatewaySettings
 from llmops_messaging import EventPublisher
 from llmops_serving import DeploymentFeed

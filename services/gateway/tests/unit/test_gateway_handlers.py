@@ -11,9 +11,9 @@ import pytest
 from llmops_events.v1 import InferenceLogged
 from llmops_gateway.adapters.inference_log import InferenceLogBuffer
 from llmops_gateway.adapters.metrics import GatewayMetrics
-from llmops_gateway.handlers import InferenceCore
 from llmops_gateway.domain.models import Prediction, PredictItem, ServedPrediction
 from llmops_gateway.errors import BackendError, DeadlineExceeded, ModelNotLoaded
+from llmops_gateway.handlers import InferenceCore
 from llmops_serving import ModelDeployment, choose_route
 
 

@@ -13,12 +13,12 @@ import grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_gateway.adapters.metrics import GatewayMetrics
-from llmops_gateway.handlers import InferenceCore, Remaining
 from llmops_gateway.domain.admission import Admission
 from llmops_gateway.domain.auth import ApiKeys
 from llmops_gateway.domain.models import ServedPrediction
 from llmops_gateway.domain.validation import Limits, RawItem, validate_batch, validate_item
 from llmops_gateway.errors import DeadlineExceeded, ErrorCode, GatewayError
+from llmops_gateway.handlers import InferenceCore, Remaining
 
 logger = logging.getLogger(__name__)
 
