@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -649,3 +650,378 @@ def test_progress_health_and_the_metric_that_status_reads() -> None:
     progress.delivered(1)
     assert stall_reasons(generate_latest(registry).decode()) == []
     assert stall_reasons("not a metrics page {") == []
+
+
+# --- a message that kills or hangs its process is bounded too (issue 20) ------------------------
+
+
+class Crash(BaseException):
+    """What a dying process looks like to the code around the handler: nothing catches it."""
+
+
+async def _until_done(
+    consumer: EventConsumer, batch: list[tuple[KafkaRecord, Origin]], tries: int = 50
+) -> list[Outcome]:
+    """Deliver ``batch`` again until processing returns (any failure is a redelivery), boundedly."""
+    for _ in range(tries):
+        try:
+            return await consumer.process_batch(batch)
+        except Exception:
+            continue
+    raise AssertionError(f"not settled after {tries} deliveries")
+
+
+async def test_a_handler_that_hangs_is_dead_lettered_after_its_attempts_and_the_next_message_is_handled() -> None:
+    handled: list[str] = []
+    calls = {"text 0": 0}
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        if envelope.data.text == "text 0":
+            calls["text 0"] += 1
+            await asyncio.Event().wait()  # never returns
+        handled.append(envelope.data.text)
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=_fast_retry(max_attempts=3, handler_timeout_s=0.05),
+    )
+    outcomes = await asyncio.wait_for(_until_done(consumer, _records(2)), timeout=10)
+    assert outcomes == [Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert calls["text 0"] == 3 and handled == ["text 1"]
+    assert [sent["reason"] for sent in dlq.sent] == ["handler_failed"]
+    assert "did not finish within 0.05s" in dlq.sent[0]["detail"]
+
+
+async def test_a_hanging_batch_handler_is_timed_out_and_its_record_isolated() -> None:
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        if any(d.origin.offset == 1 for d in deliveries):
+            await asyncio.Event().wait()
+        return [None] * len(deliveries)
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={},
+        batch_handlers={RecordSubmitted: handle_batch},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=_fast_retry(max_attempts=2, handler_timeout_s=0.05),
+    )
+    outcomes = await asyncio.wait_for(_until_done(consumer, _records(3)), timeout=10)
+    assert outcomes[1:] == [Outcome.DEAD_LETTERED, Outcome.HANDLED]
+    assert [sent["reason"] for sent in dlq.sent] == ["handler_failed"]
+
+
+def _crash_consumer(handler: Any, dlq: RecordingDeadLetterQueue, db: Path, *, batched: bool = False) -> EventConsumer:
+    """A consumer as a freshly started process builds it: a new object on the same SQLite file."""
+    options: dict[str, Any] = {
+        "group_id": "g",
+        "dlq": dlq,
+        "processed": ProcessedEvents(db, consumer="g"),
+        "retry": _fast_retry(max_attempts=3),
+    }
+    if batched:
+        return EventConsumer(handlers={}, batch_handlers={RecordSubmitted: handler}, **options)
+    return EventConsumer(handlers={RecordSubmitted: handler}, **options)
+
+
+@pytest.mark.parametrize("death", [Crash, KeyboardInterrupt, SystemExit], ids=lambda kind: kind.__name__)
+async def test_attempts_that_kill_the_process_are_counted_across_restarts(tmp_path: Path, death: type) -> None:
+    """The attempt is written before the handler runs: a process that dies in it (out of memory,
+    killed) has still used one, and once they are spent the message goes to the DLQ unhandled."""
+    calls: list[str] = []
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        calls.append(envelope.id)
+        if len(calls) <= 3:  # (a fourth run would be the bug; it must not end the test session)
+            raise death("the process dies here")
+
+    dlq = RecordingDeadLetterQueue()
+    record = _submitted()
+    for _ in range(3):
+        with pytest.raises(death):
+            await _crash_consumer(handle, dlq, tmp_path / "state.db").process(record, ORIGIN)
+    restarted = _crash_consumer(handle, dlq, tmp_path / "state.db")
+    assert await restarted.process(record, ORIGIN) is Outcome.DEAD_LETTERED
+    assert len(calls) == 3  # not run a fourth time
+    assert [sent["reason"] for sent in dlq.sent] == ["attempts_exhausted"]
+    assert "3 attempts" in dlq.sent[0]["detail"]
+    assert await restarted.process(record, ORIGIN) is Outcome.DUPLICATE  # redelivered: skipped
+
+
+async def test_failures_and_crashes_share_one_persisted_count(tmp_path: Path) -> None:
+    """In-memory counting restarted at zero with each process; the count lives in SQLite now."""
+    script = iter([ConnectionError("down"), Crash("killed"), ConnectionError("down again")])
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        raise next(script)
+
+    dlq = RecordingDeadLetterQueue()
+    record = _submitted()
+    with pytest.raises(ConnectionError):
+        await _crash_consumer(handle, dlq, tmp_path / "state.db").process(record, ORIGIN)
+    with pytest.raises(Crash):
+        await _crash_consumer(handle, dlq, tmp_path / "state.db").process(record, ORIGIN)
+    outcome = await _crash_consumer(handle, dlq, tmp_path / "state.db").process(record, ORIGIN)
+    assert outcome is Outcome.DEAD_LETTERED
+    assert dlq.sent[0]["reason"] == "handler_failed" and "failed 3 times" in dlq.sent[0]["detail"]
+
+
+async def test_a_batch_that_kills_the_process_is_retried_one_record_at_a_time(tmp_path: Path) -> None:
+    """A run of records crashed: nobody knows which one did it, so after the restart they are applied
+    one by one; the poison record uses up its attempts alone and the others are applied once."""
+    applied: list[str] = []
+
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        if any(d.origin.offset == 2 for d in deliveries):
+            raise Crash("out of memory")
+        applied.extend(d.envelope.data.text for d in deliveries)
+        return [None] * len(deliveries)
+
+    dlq = RecordingDeadLetterQueue()
+    batch = _records(5)
+    outcomes: list[Outcome] | None = None
+    for _ in range(10):  # each pass is a new process reading the same batch again
+        try:
+            outcomes = await _crash_consumer(handle_batch, dlq, tmp_path / "state.db", batched=True).process_batch(
+                batch
+            )
+            break
+        except Crash:
+            continue
+    assert outcomes == [Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.DEAD_LETTERED, Outcome.HANDLED, Outcome.HANDLED]
+    assert applied == ["text 0", "text 1", "text 3", "text 4"]
+    assert [sent["reason"] for sent in dlq.sent] == ["attempts_exhausted"]
+
+
+async def test_a_batch_failure_alone_uses_no_attempt_of_its_good_records(tmp_path: Path) -> None:
+    """A run that raised (the process lives) is split at once; its records' attempts are not spent."""
+
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        if len(deliveries) > 1:
+            raise ValueError("one of these is bad")
+        return [None] * len(deliveries)
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={},
+        batch_handlers={RecordSubmitted: handle_batch},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(tmp_path / "state.db", consumer="g"),
+        retry=_fast_retry(max_attempts=1),
+    )
+    assert await consumer.process_batch(_records(3)) == [Outcome.HANDLED] * 3
+    assert dlq.sent == []
+
+
+async def test_a_stop_while_a_handler_runs_is_not_an_attempt(tmp_path: Path) -> None:
+    started = asyncio.Event()
+    block = {"on": True}
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        started.set()
+        if block["on"]:
+            await asyncio.Event().wait()
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(tmp_path / "state.db", consumer="g"),
+        retry=_fast_retry(max_attempts=1),
+    )
+    record = _submitted()
+    task = asyncio.create_task(consumer.process(record, ORIGIN))
+    await started.wait()
+    task.cancel()  # the service stops: the broker cancels the delivery
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    block["on"] = False
+    assert await consumer.process(record, ORIGIN) is Outcome.HANDLED
+    assert dlq.sent == []
+
+
+class _FakeBroker:
+    def __init__(self) -> None:
+        self.options: dict[str, Any] = {}
+
+    def subscriber(self, *topics: str, **options: Any) -> Any:
+        self.options = options
+        return lambda function: function
+
+
+def test_the_handler_time_limit_and_the_poll_interval_fit_together() -> None:
+    from llmops_messaging import subscribe
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        pass
+
+    retry = _fast_retry(handler_timeout_s=600.0, max_delay_s=30.0)
+    # Default: the poll interval leaves room for the longest handler and one backoff.
+    broker = _FakeBroker()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=RecordingDeadLetterQueue(),  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=retry,
+    )
+    subscribe(broker, consumer, "t")  # type: ignore[arg-type]
+    assert consumer.handler_timeout_s == 600.0
+    assert broker.options["max_poll_interval_ms"] >= (600 + 30) * 1000
+    # A service whose deliveries may take an hour (fine-tuning) raises the poll interval: its
+    # handlers get the time that allows, not the default limit.
+    long = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=RecordingDeadLetterQueue(),  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=retry,
+    )
+    subscribe(broker, long, "t", max_poll_interval_ms=3_600_000)  # type: ignore[arg-type]
+    assert 3000 < long.handler_timeout_s < 3600 - 30
+    assert broker.options["max_poll_interval_ms"] == 3_600_000
+    # An explicit limit per consumer wins, and the poll interval follows it.
+    explicit = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=RecordingDeadLetterQueue(),  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=retry,
+        handler_timeout_s=7200.0,
+    )
+    subscribe(broker, explicit, "t")  # type: ignore[arg-type]
+    assert explicit.handler_timeout_s == 7200.0
+    assert broker.options["max_poll_interval_ms"] >= (7200 + 30) * 1000
+
+
+# --- processed_events does not grow forever (issue 20) --------------------------------------------
+
+
+def test_state_older_than_the_retention_window_is_pruned(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 11, 1, tzinfo=UTC)]
+    store = ProcessedEvents(
+        tmp_path / "state.db", consumer="g", retention_s=3600, prune_interval_s=600, clock=lambda: now[0]
+    )
+    other = ProcessedEvents(tmp_path / "state.db", consumer="other", retention_s=3600, clock=lambda: now[0])
+    store.mark_processed("old")
+    other.mark_processed("old")
+    store.mark_dead_lettered("t", 0, 1, fingerprint="f", reason="invalid_json")
+    store.start_attempts([("t", 0, 2, "f")])
+    now[0] += timedelta(minutes=40)
+    store.mark_processed("recent")
+    store.start_attempts([("t", 0, 3, "f")])
+    now[0] += timedelta(minutes=30)  # "old" and its neighbours are 70 minutes old, the others 30
+
+    assert store.prune() == 3
+    assert not store.has_processed("old") and store.has_processed("recent")
+    assert other.has_processed("old")  # another consumer group's rows are its own business
+    assert store.dead_lettered_between("t", 0, 0, 10) == {}
+    assert set(store.attempts_between("t", 0, 0, 10)) == {3}
+
+    # Periodically: at most once per interval, from the consumer's deliveries.
+    now[0] += timedelta(hours=2)
+    assert store.maybe_prune() == 2  # a first call prunes at once
+    store.mark_processed("newer")
+    now[0] += timedelta(hours=2)
+    assert store.maybe_prune() == 1
+    store.mark_processed("newest")
+    now[0] += timedelta(minutes=5)
+    assert store.maybe_prune() is None  # within the interval of the last prune: not run
+    assert store.has_processed("newest")
+
+
+async def test_the_consumer_prunes_as_it_delivers(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 11, 1, tzinfo=UTC)]
+    processed = ProcessedEvents(tmp_path / "state.db", consumer="g", retention_s=60, clock=lambda: now[0])
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        pass
+
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=RecordingDeadLetterQueue(),  # type: ignore[arg-type]
+        processed=processed,
+        retry=_fast_retry(),
+    )
+    first = _records(1)
+    await consumer.deliver(first)
+    now[0] += timedelta(hours=1)
+    await consumer.deliver([(record, _origin(1)) for record, _ in _records(1)])
+    count = processed.connection.execute("SELECT count(*) FROM processed_events").fetchone()[0]
+    assert count == 1
+
+
+def test_the_default_retention_outlives_every_redelivery() -> None:
+    """A message can be read again as long as Kafka keeps it: a stream's retention, plus up to one
+    segment (Kafka deletes whole segments; ``segment.ms`` is 7 days by default), e.g. when a group's
+    committed offsets expired and it starts again from the earliest offset."""
+    from llmops_events.topics import TOPICS
+    from llmops_messaging.idempotency import KAFKA_DEFAULT_SEGMENT_S, ProcessedEventsSettings
+
+    settings = ProcessedEventsSettings()
+    longest_s = max(
+        int(spec.config["retention.ms"]) / 1000
+        for spec in TOPICS
+        if spec.config.get("cleanup.policy") == "delete"
+        and int(spec.config.get("retention.ms", "0")) > 0
+        and spec.name != "llmops.records.dlq.v1"  # nobody consumes the DLQ; a replay sends new messages
+    )
+    assert settings.retention_s > longest_s + KAFKA_DEFAULT_SEGMENT_S
+    assert settings.prune_interval_s < settings.retention_s
+
+
+# --- derived event ids (issue 20) ------------------------------------------------------------------
+
+
+def test_derived_ids_are_deterministic_uuids() -> None:
+    import uuid
+
+    from llmops_events import derived_id
+
+    first = derived_id("e-1", "llmops.evaluation.completed.v1")
+    assert first == derived_id("e-1", "llmops.evaluation.completed.v1")
+    assert uuid.UUID(first).version == 5
+    assert first != derived_id("e-2", "llmops.evaluation.completed.v1")
+    assert first != derived_id("e-1", "llmops.training.started.v1")
+    # The two parts cannot run into each other.
+    assert derived_id("a/b", "c") != derived_id("a", "b/c")
+
+
+async def test_a_published_event_can_carry_a_given_id_and_its_duplicate_is_skipped_downstream() -> None:
+    from llmops_config import PlatformSettings
+    from llmops_events import derived_id
+    from llmops_messaging import EventPublisher
+
+    sent: list[KafkaRecord] = []
+    publisher = EventPublisher(PlatformSettings(), service="tests")
+
+    async def publish_record(topic: str, record: KafkaRecord) -> None:
+        sent.append(record)
+
+    publisher.publish_record = publish_record  # type: ignore[method-assign]
+    event_id = derived_id("input-1", RecordSubmitted.event_type)
+    data = RecordSubmitted(tenant="a", source="b", text="c")
+    for _ in range(2):  # the handler ran twice (a crash before its offset was committed)
+        envelope = await publisher.publish(data, id=event_id, correlationid="c-1")
+        assert envelope.id == event_id and envelope.correlationid == "c-1"
+    applied: list[str] = []
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        applied.append(envelope.id)
+
+    consumer = _consumer(handle, RecordingDeadLetterQueue())
+    outcomes = [await consumer.process(record, _origin(offset)) for offset, record in enumerate(sent)]
+    assert outcomes == [Outcome.HANDLED, Outcome.DUPLICATE]
+    assert applied == [event_id]

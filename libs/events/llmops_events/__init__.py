@@ -2,6 +2,7 @@
 
 from llmops_events.base import EventData, event_types, model_for
 from llmops_events.envelope import ContentMode, DecodeError, Envelope, KafkaRecord, decode, encode
+from llmops_events.ids import derived_id
 from llmops_events.reasons import DeadLetterReason
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "EventData",
     "KafkaRecord",
     "decode",
+    "derived_id",
     "encode",
     "event_types",
     "model_for",

@@ -21,6 +21,7 @@ class DeadLetterReason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     UNDECODABLE = "undecodable"
     HANDLER_FAILED = "handler_failed"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
     @property
     def meaning(self) -> str:
@@ -44,5 +45,9 @@ _MEANINGS: dict[DeadLetterReason, str] = {
     ),
     DeadLetterReason.HANDLER_FAILED: (
         "the handler failed on every attempt of the retry policy; `error.detail` has the attempts and the last error"
+    ),
+    DeadLetterReason.ATTEMPTS_EXHAUSTED: (
+        "the handler was started as many times as the retry policy allows and never finished (the process died"
+        " or was killed in it each time); dead-lettered without running it again"
     ),
 }

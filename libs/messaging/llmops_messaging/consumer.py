@@ -13,6 +13,13 @@ failing messages, and their budgets one after the other could outlast ``max.poll
 (aiokafka: 300 s), after which the group rebalances and the commit fails. Each delivery waits at
 most one backoff (``max_delay_s`` ≤ 120 s), so it stays far below that; the attempts and the
 time of the first failure of a message are remembered by its position across redeliveries.
+
+Attempts are counted in the service's SQLite database (``ProcessedEvents``), *before* the handler
+runs: a message whose handler kills the process (out of memory, a segfault, ``kill -9``) has used
+an attempt all the same, and once a message has used them all it is dead-lettered as
+``attempts_exhausted`` without running the handler again, so it cannot crash the service forever
+and block its partition. An attempt is bounded in time as well (``RetryPolicy.handler_timeout_s``):
+a handler that hangs is cancelled and its attempt fails like any other.
 """
 
 from __future__ import annotations
@@ -22,11 +29,11 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -35,13 +42,19 @@ from faststream.kafka.annotations import KafkaMessage
 from llmops_events import DeadLetterReason, DecodeError, Envelope, EventData, KafkaRecord, decode
 from llmops_messaging.dlq import DeadLetterQueue, Origin
 from llmops_messaging.health import ConsumerHealth, ConsumerProgress, watch
-from llmops_messaging.idempotency import ProcessedEvents
+from llmops_messaging.idempotency import AttemptKey, ProcessedEvents, RunRange
 from llmops_messaging.retry import RetryPolicy
 from llmops_messaging.tracing import batch_consumer_span, consumer_span
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
+T = TypeVar("T")
+
+AIOKAFKA_MAX_POLL_INTERVAL_S = 300.0
+"""aiokafka's default ``max_poll_interval_ms``: a member that does not poll for this long leaves its group."""
+DELIVERY_MARGIN_S = 30.0
+"""Of a delivery's time, beyond its handlers and one backoff: decoding, the DLQ, the state database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,23 +93,15 @@ class Rejected(Exception):
         self.stage = stage
 
 
+class HandlerTimeout(TimeoutError):
+    """A handler did not finish within the consumer's time limit: the attempt failed."""
+
+
 class Outcome(StrEnum):
     HANDLED = "handled"
     DUPLICATE = "duplicate"  # applied before, or sent to the DLQ before: a redelivery
     IGNORED = "ignored"
     DEAD_LETTERED = "dead_lettered"
-
-
-Position = tuple[str, int, int]
-
-
-@dataclass(slots=True)
-class _Failures:
-    """A message's failed attempts so far, kept across its redeliveries."""
-
-    first_at: float
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 class EventConsumer:
@@ -108,9 +113,12 @@ class EventConsumer:
       the processed-events store, and skipped when a batch is redelivered);
     * event types this consumer has no handler for are skipped (topics carry several types);
     * an event id already applied is skipped, so redelivery has no second effect;
-    * ``Rejected`` from a handler goes to the DLQ at once; any other error is retried with
-      backoff and jitter by redelivery under ``retry`` (a ``RetryPolicy``) and then dead-lettered
-      as ``handler_failed``, never retried forever.
+    * ``Rejected`` from a handler goes to the DLQ at once; any other error, and a handler still
+      running after ``handler_timeout_s``, is retried with backoff and jitter by redelivery under
+      ``retry`` (a ``RetryPolicy``) and then dead-lettered as ``handler_failed``, never retried
+      forever;
+    * each attempt is counted in ``processed`` before the handler runs, so a message whose handler
+      kills the process is dead-lettered as ``attempts_exhausted`` once its attempts are used up.
 
     Event types with a *batch handler* are applied a run at a time by ``process_batch`` (one
     call, so the handler can write one transaction for hundreds of events); the others go
@@ -131,9 +139,13 @@ class EventConsumer:
         retry: RetryPolicy | None = None,
         batch_handlers: Mapping[type[EventData], BatchHandler] | None = None,
         stall_after_failures: int = 3,
+        handler_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``retry`` defaults to ``RetryPolicy()`` (``LLMOPS_RETRY_*``); ``max_attempts``, when
-        given, overrides its number of attempts."""
+        given, overrides its number of attempts. ``handler_timeout_s``: this consumer's limit on one
+        attempt, instead of the policy's (a service with long jobs); ``clock``: wall-clock seconds
+        (the time of a first failure outlives the process)."""
         self.group_id = group_id
         self._handlers = {model.event_type: handler for model, handler in handlers.items()}
         self._batch_handlers = {model.event_type: handler for model, handler in (batch_handlers or {}).items()}
@@ -143,8 +155,12 @@ class EventConsumer:
         if max_attempts is not None:
             policy = policy.model_copy(update={"max_attempts": max_attempts})
         self.retry = policy
+        if handler_timeout_s is not None and handler_timeout_s <= 0:
+            raise ValueError("handler_timeout_s must be positive")
+        self._timeout_given = handler_timeout_s is not None
+        self.handler_timeout_s = handler_timeout_s if handler_timeout_s is not None else policy.handler_timeout_s
+        self._clock = clock
         self.progress = ConsumerProgress(group_id, stall_after_failures=stall_after_failures)
-        self._failures: dict[Position, _Failures] = {}
         self._retry_raised: BaseException | None = None
 
     @property
@@ -153,6 +169,35 @@ class EventConsumer:
 
     def health(self) -> ConsumerHealth:
         return self.progress.health()
+
+    def fit_poll_interval(self, options: MutableMapping[str, Any]) -> None:
+        """Make the handler time limit and the subscriber's ``max_poll_interval_ms`` agree (``subscribe``
+        calls it). A delivery holds the poll loop for its handler, one backoff and a margin, and a
+        member that does not poll within the interval is evicted from its group, so:
+
+        * a subscriber that does not set the interval gets one that fits the time limit;
+        * one that raises it, because its deliveries may take long (fine-tuning's jobs), gives its
+          handlers the time that allows unless this consumer was given its own limit.
+        """
+        slack_s = self.retry.max_delay_s + DELIVERY_MARGIN_S
+        poll_ms = options.get("max_poll_interval_ms")
+        if poll_ms is None:
+            longest_s = max(AIOKAFKA_MAX_POLL_INTERVAL_S, self.handler_timeout_s + slack_s)
+            options["max_poll_interval_ms"] = int(longest_s * 1000)
+            return
+        allowed_s = poll_ms / 1000 - slack_s
+        if not self._timeout_given:
+            self.handler_timeout_s = max(self.handler_timeout_s, allowed_s)
+        elif self.handler_timeout_s > allowed_s:
+            logger.warning(
+                "the handler time limit is longer than the poll interval allows; a slow handler will"
+                " get this member evicted from its group before it times out",
+                extra={
+                    "consumer_group": self.group_id,
+                    "handler_timeout_s": self.handler_timeout_s,
+                    "max_poll_interval_ms": poll_ms,
+                },
+            )
 
     async def deliver(
         self, batch: Sequence[tuple[KafkaRecord, Origin]], on_outcome: Callable[[Outcome], None] | None = None
@@ -189,6 +234,10 @@ class EventConsumer:
                 await asyncio.sleep(self.retry.backoff(self.progress.consecutive_failures))
             raise
         self.progress.delivered(len(batch))
+        try:
+            self._processed.maybe_prune()
+        except Exception:  # housekeeping: never fail (and redeliver) a delivery that succeeded
+            logger.exception("pruning the processed-events state failed; it is tried again later")
         return outcomes
 
     async def process(self, record: KafkaRecord, origin: Origin) -> Outcome:
@@ -274,27 +323,55 @@ class EventConsumer:
         outcomes: list[Outcome | None],
     ) -> None:
         handler = self._batch_handlers[envelopes[run[0]].type]
+        if len(run) > 1:
+            # A run counts no attempt per message: it is marked as started (a row per partition, not
+            # per message, which would cost ingestion ~5% of its throughput) and cleared when done.
+            ranges = _run_ranges(batch[index][1] for index in run)
+            if self._attempted_before(run, batch, ranges):
+                # An earlier attempt at (part of) this run never finished: the process died in it.
+                # Which message did it is unknown, so each is applied alone and uses its own attempts.
+                logger.warning(
+                    "an attempt at these events never finished; applying them one at a time",
+                    extra={"events": len(run), "first_offset": batch[run[0]][1].offset},
+                )
+                await self._apply_one_by_one(batch, run, envelopes, outcomes, ranges)
+                return
+            self._processed.start_runs(ranges)
+            keys: list[AttemptKey] = []
+        else:
+            ranges = []
+            keys = [_attempt_key(*batch[run[0]])]
+            (before,) = self._processed.start_attempts(keys)  # durable before the handler runs
+            if before >= self.retry.max_attempts:
+                record, origin = batch[run[0]]
+                outcomes[run[0]] = await self._attempts_exhausted(record, origin, keys[0], before)
+                return
         deliveries = [Delivery(envelopes[index], batch[index][1]) for index in run]
         try:
-            verdicts = await self._call_batch(handler, deliveries)
+            verdicts = await self._timed(self._call_batch(handler, deliveries))
+        except asyncio.CancelledError:  # stopped, not failed
+            if keys:
+                self._processed.undo_attempts(keys)
+            else:
+                self._processed.end_runs(ranges)
+            raise
         except Exception as error:
             if len(run) > 1:
                 logger.warning(
                     "batch handler failed; applying its events one at a time",
                     extra={"events": len(run), "error": repr(error)},
                 )
-                for index in run:
-                    await self._apply_run(batch, [index], envelopes, outcomes)
+                self._processed.end_runs(ranges)  # it failed as a whole: no message used an attempt
+                await self._apply_one_by_one(batch, run, envelopes, outcomes, ranges)
                 return
             record, origin = batch[run[0]]
-            outcomes[run[0]] = await self._handler_failed(record, origin, envelopes[run[0]].id, error)
+            outcomes[run[0]] = await self._handler_failed(record, origin, envelopes[run[0]].id, error, keys[0])
             return
         if len(verdicts) != len(run):
             raise RuntimeError(f"batch handler returned {len(verdicts)} verdicts for {len(run)} events")
         applied: list[str] = []
         for index, verdict in zip(run, verdicts, strict=True):
             record, origin = batch[index]
-            self._failures.pop(_position(origin), None)
             if verdict is None:
                 applied.append(envelopes[index].id)
                 outcomes[index] = Outcome.HANDLED
@@ -306,9 +383,49 @@ class EventConsumer:
         # (exactly-once in effect): only the events it left unmarked are marked here.
         marked = self._processed.processed_among(applied)
         unmarked = [event_id for event_id in applied if event_id not in marked]
-        if unmarked:
-            with self._processed.transaction():
-                self._processed.mark_processed_many(unmarked)
+        self._processed.finish(unmarked, keys if applied else [], ranges)
+
+    async def _apply_one_by_one(
+        self,
+        batch: Sequence[tuple[KafkaRecord, Origin]],
+        run: list[int],
+        envelopes: Mapping[int, Envelope[Any]],
+        outcomes: list[Outcome | None],
+        ranges: Sequence[RunRange],
+    ) -> None:
+        for index in run:
+            await self._apply_run(batch, [index], envelopes, outcomes)
+        self._processed.end_runs(ranges)  # every message of the run is applied or dead-lettered
+
+    def _attempted_before(
+        self, run: Sequence[int], batch: Sequence[tuple[KafkaRecord, Origin]], ranges: Sequence[RunRange]
+    ) -> bool:
+        """Whether a run over these messages was started and never finished, or any of them has an
+        attempt on record (a couple of range queries per partition; nearly always nothing)."""
+        for topic, partition, first, last in ranges:
+            if self._processed.run_started_within(topic, partition, first, last):
+                return True
+            found = self._processed.attempts_between(topic, partition, first, last)
+            if not found:
+                continue
+            for index in run:
+                record, origin = batch[index]
+                if origin.topic == topic and origin.partition == partition and origin.offset in found:
+                    attempts, fingerprint = found[origin.offset]
+                    if attempts > 0 and fingerprint == _fingerprint(record):
+                        return True
+        return False
+
+    async def _timed(self, call: Awaitable[T]) -> T:
+        """Await ``call`` within the handler time limit; past it, ``HandlerTimeout``."""
+        scope = asyncio.timeout(self.handler_timeout_s)
+        try:
+            async with scope:
+                return await call
+        except TimeoutError as error:
+            if scope.expired():
+                raise HandlerTimeout(f"handler did not finish within {self.handler_timeout_s:g}s") from error
+            raise
 
     async def _call_batch(self, handler: BatchHandler, deliveries: list[Delivery]) -> Sequence[Rejected | None]:
         first = deliveries[0].origin
@@ -334,21 +451,27 @@ class EventConsumer:
             logger.info("duplicate event skipped", extra={"event_id": envelope.id, "event_type": envelope.type})
             return Outcome.DUPLICATE
 
+        key = _attempt_key(record, origin)
+        (before,) = self._processed.start_attempts([key])  # durable before the handler runs
+        if before >= self.retry.max_attempts:
+            return await self._attempts_exhausted(record, origin, key, before)
         with consumer_span(
             f"{origin.topic} process",
             traceparent=envelope.traceparent,
             attributes={"messaging.consumer.group.name": self.group_id, "cloudevents.event_id": envelope.id},
         ):
             try:
-                await handler(envelope)
+                await self._timed(handler(envelope))
             except Rejected as rejection:
                 return await self._dead_letter(
                     record, origin, stage=rejection.stage, reason=rejection.reason, detail=rejection.detail
                 )
+            except asyncio.CancelledError:
+                self._processed.undo_attempts([key])  # the service is stopping: not the message's fault
+                raise
             except Exception as error:
-                return await self._handler_failed(record, origin, envelope.id, error)
-        self._failures.pop(_position(origin), None)
-        self._processed.mark_processed(envelope.id)
+                return await self._handler_failed(record, origin, envelope.id, error, key)
+        self._processed.finish([envelope.id], [key])
         return Outcome.HANDLED
 
     async def _decode(self, record: KafkaRecord, origin: Origin) -> Envelope[Any] | None:
@@ -370,37 +493,64 @@ class EventConsumer:
             )
         return None
 
-    async def _handler_failed(self, record: KafkaRecord, origin: Origin, event_id: str, error: Exception) -> Outcome:
+    async def _handler_failed(
+        self, record: KafkaRecord, origin: Origin, event_id: str, error: Exception, key: AttemptKey
+    ) -> Outcome:
         """The one place a handler's failure is decided: wait the policy's backoff and raise (the
-        batch is redelivered from its first message), or, once the policy gives up, dead-letter."""
-        position = _position(origin)
-        now = time.monotonic()
-        failures = self._failures.get(position) or _Failures(first_at=now)
-        failures.attempts += 1
-        elapsed = now - failures.first_at
-        if self.retry.exhausted(failures.attempts, elapsed):
+        batch is redelivered from its first message), or, once the policy gives up, dead-letter.
+        The attempts (this one included) and the time of the first failure come from the state
+        database, so they count across restarts of the process."""
+        now = self._clock()
+        attempts = self._processed.record_failure(key, at=now, error=repr(error))
+        first_failed_at = attempts.first_failed_at if attempts.first_failed_at is not None else now
+        elapsed = max(0.0, now - first_failed_at)
+        if self.retry.exhausted(attempts.count, elapsed):
             return await self._dead_letter(
                 record,
                 origin,
                 stage="handle",
                 reason=DeadLetterReason.HANDLER_FAILED,
-                detail=f"failed {failures.attempts} times in {elapsed:.1f}s; last error: {error!r}",
+                detail=f"failed {attempts.count} times in {elapsed:.1f}s; last error: {error!r}",
             )
-        self._failures[position] = failures
-        delay = self.retry.delay(failures.attempts, elapsed)
+        delay = self.retry.delay(attempts.count, elapsed)
         logger.warning(
             "handler failed, message will be redelivered",
             extra={
                 "event_id": event_id,
-                "attempt": failures.attempts,
+                "attempt": attempts.count,
                 "retry_in_s": round(delay, 3),
                 "error": repr(error),
             },
         )
-        self.progress.retrying(origin, failures.attempts, error)
+        self.progress.retrying(origin, attempts.count, error)
         await asyncio.sleep(delay)
         self._retry_raised = error
         raise error
+
+    async def _attempts_exhausted(self, record: KafkaRecord, origin: Origin, key: AttemptKey, started: int) -> Outcome:
+        """The message's handler was started as often as the policy allows and did not come back
+        from the last attempt (it killed or hung the process): dead-letter it without a new one."""
+        known = self._processed.attempts(key)
+        last_error = f"; last error: {known.last_error}" if known is not None and known.last_error else ""
+        logger.error(
+            "a message's handler never finished in its attempts; dead-lettering it unhandled",
+            extra={
+                "consumer_group": self.group_id,
+                "topic": origin.topic,
+                "offset": origin.offset,
+                "attempts": started,
+            },
+        )
+        return await self._dead_letter(
+            record,
+            origin,
+            stage="handle",
+            reason=DeadLetterReason.ATTEMPTS_EXHAUSTED,
+            detail=(
+                f"the handler was started {started} attempts of {self.retry.max_attempts} and did not return"
+                f" from the last (the process died, was killed or hung){last_error}"
+            ),
+        )
 
     async def _dead_letter(
         self, record: KafkaRecord, origin: Origin, *, stage: str, reason: str, detail: str
@@ -410,7 +560,6 @@ class EventConsumer:
         self._processed.mark_dead_lettered(
             origin.topic, origin.partition, origin.offset, fingerprint=_fingerprint(record), reason=reason
         )
-        self._failures.pop(_position(origin), None)
         return Outcome.DEAD_LETTERED
 
     def _dead_lettered_before(self, batch: Sequence[tuple[KafkaRecord, Origin]]) -> set[int]:
@@ -458,6 +607,7 @@ def subscribe(
         # message object and json.loads every body of the batch, ~15% of a busy consumer's time.
         options["decoder"] = _undecoded_bodies
     options.update(subscriber_options)
+    consumer.fit_poll_interval(options)
     subscriber = broker.subscriber(*topics, group_id=consumer.group_id, **options)
 
     @subscriber
@@ -477,8 +627,18 @@ def subscribe(
     return subscriber
 
 
-def _position(origin: Origin) -> Position:
-    return (origin.topic, origin.partition, origin.offset)
+def _attempt_key(record: KafkaRecord, origin: Origin) -> AttemptKey:
+    return (origin.topic, origin.partition, origin.offset, _fingerprint(record))
+
+
+def _run_ranges(origins: Iterable[Origin]) -> list[RunRange]:
+    """The offsets a run covers, one range per partition."""
+    bounds: dict[tuple[str, int], tuple[int, int]] = {}
+    for origin in origins:
+        part = (origin.topic, origin.partition)
+        first, last = bounds.get(part, (origin.offset, origin.offset))
+        bounds[part] = (min(first, origin.offset), max(last, origin.offset))
+    return [(topic, partition, first, last) for (topic, partition), (first, last) in bounds.items()]
 
 
 def _fingerprint(record: KafkaRecord) -> str:

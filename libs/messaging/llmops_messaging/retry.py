@@ -8,6 +8,10 @@ comes first; the last wait is cut to what is left of the budget, so a message is
 at its very end. With the defaults, an outage shorter than 120 s is ridden out: the attempts
 (0-0.5 s, 0-1 s, 0-2 s, … then 0-30 s apart, ~15 s on average) would take ~210 s on average to
 reach 20, so the budget, not the count, ends the retries (a test checks the arithmetic).
+
+An attempt is also bounded in time (``handler_timeout_s``), and attempts are counted in the
+consumer's SQLite state before the handler runs, so a message whose handler hangs, or kills its
+process, is dead-lettered after ``max_attempts`` too (see ``EventConsumer``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ class RetryPolicy(BaseSettings):
 
     budget_s: float = Field(default=120.0, ge=0)
     """Time after a message's first failure until it is dead-lettered, attempts left or not."""
+
+    handler_timeout_s: float = Field(default=600.0, gt=0)
+    """Longest one attempt may run: a handler still running then is cancelled and the attempt counts
+    as failed (a hang is retried and dead-lettered like any failure). A consumer may set its own
+    (``EventConsumer(handler_timeout_s=...)``); one whose subscriber raises ``max_poll_interval_ms``
+    for long jobs gets what that allows (see ``EventConsumer.fit_poll_interval``)."""
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """The jittered wait after the ``attempt``-th failure (1 for the first)."""
