@@ -18,7 +18,7 @@ from llmops_evaluation.domain.evaluation import evaluate
 from llmops_evaluation.domain.policy import policy_for
 from llmops_evaluation.errors import ModelUnavailable
 from llmops_evaluation.settings import EvaluationSettings
-from llmops_events import Envelope
+from llmops_events import Envelope, derived_id
 from llmops_events.v1 import (
     Decision,
     EvaluationCompleted,
@@ -63,7 +63,13 @@ class EvaluationService:
                 dataset_id=str(event.lineage.get("dataset_id", "")),
                 artifact_uri=event.artifact_uri,
             )
-        await self._publisher.publish(completed, correlationid=envelope.correlationid)
+        # The id derives from the input's: a re-run (a crash before the offset was committed)
+        # publishes the same event again, and deployment skips the copy.
+        await self._publisher.publish(
+            completed,
+            correlationid=envelope.correlationid,
+            id=derived_id(envelope.id, EvaluationCompleted.event_type),
+        )
 
     async def on_promoted(self, envelope: Envelope[Any]) -> None:
         self._champions.apply(envelope.data)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmops_events import Envelope
+from llmops_events import Envelope, derived_id
 from llmops_events.v1 import (
     DatasetSnapshotted,
     FeedbackSubmitted,
@@ -322,7 +322,9 @@ class IngestionService:
         if request.dataset_id is not None or request.reason not in _FRESH_DATA_REASONS:
             return
         try:
-            event = await self.cut_snapshot(trigger="retraining", force=True)
+            # Cut once per request: handled again (a crash before the offset was committed), it
+            # finds this snapshot instead of cutting another, and announces it under the same id.
+            event = await self.cut_snapshot(trigger="retraining", force=True, cause=envelope.id)
         except NothingToSnapshot:
             logger.warning("retraining requested but no labelled record was ever curated")
             return
@@ -331,14 +333,20 @@ class IngestionService:
             extra={"dataset_id": event.dataset_id, "model_name": request.model_name, "reason": str(request.reason)},
         )
 
-    async def cut_snapshot(self, *, trigger: str = "on_demand", force: bool = False) -> DatasetSnapshotted:
+    async def cut_snapshot(
+        self, *, trigger: str = "on_demand", force: bool = False, cause: str | None = None
+    ) -> DatasetSnapshotted:
         """Cut a snapshot of every labelled record curated so far and announce it.
 
         When no labelled record arrived since the last snapshot, that snapshot is returned
         (unless ``force``: a retraining request gets a snapshot made after it, even if equal).
+        ``cause``: the id of the event the snapshot is cut for; a snapshot cut for it before is
+        returned (and announced, if it was not yet) instead of a new one.
         """
         async with self._snapshot_lock:
             await self.publish_pending_snapshots()
+            if cause is not None and (earlier := self._state.snapshot_caused_by(cause)) is not None:
+                return DatasetSnapshotted.model_validate_json(earlier)
             last = self._state.last_snapshot()
             if not force and last is not None and self._state.labelled_since_last_snapshot() == 0:
                 # Nothing new: the same records would make the same dataset, so it is the answer.
@@ -393,9 +401,13 @@ class IngestionService:
             )
             # Recorded before publishing, so a crash in between re-publishes on the next start.
             self._state.record_snapshot(
-                dataset_id=dataset_id, max_seq=up_to_seq, created_at=created_at, event_json=event.model_dump_json()
+                dataset_id=dataset_id,
+                max_seq=up_to_seq,
+                created_at=created_at,
+                event_json=event.model_dump_json(),
+                cause=cause,
             )
-            await self._events.publish(event)
+            await self._events.publish(event, id=snapshot_event_id(dataset_id))
             self._state.mark_snapshot_published(dataset_id)
             self._metrics.snapshots.labels(trigger).inc()
             logger.info(
@@ -406,8 +418,17 @@ class IngestionService:
     async def publish_pending_snapshots(self) -> None:
         """Announce snapshots that were written but whose event did not go out (crash)."""
         for dataset_id, event_json in self._state.unpublished_snapshots():
-            await self._events.publish(DatasetSnapshotted.model_validate_json(event_json))
+            # The same id as the first try: if that one reached the broker, consumers skip this copy.
+            await self._events.publish(
+                DatasetSnapshotted.model_validate_json(event_json), id=snapshot_event_id(dataset_id)
+            )
             self._state.mark_snapshot_published(dataset_id)
+
+
+def snapshot_event_id(dataset_id: str) -> str:
+    """The id of a snapshot's ``dataset.snapshotted`` event, however often it is published: derived
+    from the dataset id (a retraining request's snapshot is cut once per request, see ``cut_snapshot``)."""
+    return derived_id(dataset_id, DatasetSnapshotted.event_type)
 
 
 def feature_row(curated: CuratedRecord, ingested_at: datetime, *, stamp: str | None = None) -> dict[str, Any]:

@@ -7,7 +7,8 @@ Tables:
   feature row to push (a transactional outbox). Only redacted text is ever stored.
 * ``served_requests`` / ``pending_feedback``: the two halves of the feedback flywheel, which
   may arrive in either order since they travel on different topics.
-* ``snapshots``: which curated rows each snapshot covered and whether its event went out.
+* ``snapshots``: which curated rows each snapshot covered, whether its event went out, and the
+  event that caused it (a retraining request), so handling that event again finds the snapshot.
 """
 
 from __future__ import annotations
@@ -139,6 +140,12 @@ class IngestionState:
         self._processed = processed
         self._connection = processed.connection
         self._connection.executescript(_SCHEMA)
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(snapshots)")}
+        if "cause" not in columns:  # a database from before causes were recorded
+            self._connection.execute("ALTER TABLE snapshots ADD COLUMN cause TEXT")
+        self._connection.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_cause ON snapshots (cause) WHERE cause IS NOT NULL"
+        )
 
     # --- curated records ------------------------------------------------------------------
 
@@ -316,12 +323,20 @@ class IngestionState:
 
     # --- snapshots ------------------------------------------------------------------------
 
-    def record_snapshot(self, *, dataset_id: str, max_seq: int, created_at: datetime, event_json: str) -> None:
+    def record_snapshot(
+        self, *, dataset_id: str, max_seq: int, created_at: datetime, event_json: str, cause: str | None = None
+    ) -> None:
+        """``cause``: the id of the event the snapshot was cut for (a retraining request), if any."""
         with self._write() as connection:
             connection.execute(
-                "INSERT INTO snapshots (dataset_id, max_seq, created_at, event_json) VALUES (?, ?, ?, ?)",
-                (dataset_id, max_seq, created_at.isoformat(), event_json),
+                "INSERT INTO snapshots (dataset_id, max_seq, created_at, event_json, cause) VALUES (?, ?, ?, ?, ?)",
+                (dataset_id, max_seq, created_at.isoformat(), event_json, cause),
             )
+
+    def snapshot_caused_by(self, event_id: str) -> str | None:
+        """The event (JSON) of the snapshot cut for event ``event_id``, if one was."""
+        row = self._connection.execute("SELECT event_json FROM snapshots WHERE cause = ?", (event_id,)).fetchone()
+        return str(row[0]) if row else None
 
     def last_snapshot(self) -> str | None:
         """The event (JSON) of the latest snapshot, if any."""
