@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from llmops_events import Envelope, EventData
+from llmops_events import Envelope, EventData, derived_id
 from llmops_events.v1.training import (
     TrainingCompleted,
     TrainingFailed,
@@ -59,7 +59,9 @@ PUBLISH_ATTEMPTS = 3
 class EventSink(Protocol):
     """What the service needs of a publisher (``llmops_messaging.EventPublisher`` fits)."""
 
-    async def publish(self, data: EventData, *, correlationid: str | None = None) -> Envelope[Any]: ...
+    async def publish(
+        self, data: EventData, *, correlationid: str | None = None, id: str | None = None
+    ) -> Envelope[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -344,10 +346,11 @@ class FineTuningService:
                 retryable=error.retryable,
             ),
             correlationid=correlation_id,
+            id=derived_id(request_id, TrainingFailed.event_type),
         )
 
     async def _publish(self, data: EventData, job: TrainingJob) -> None:
-        await self._events.publish(data, correlationid=job.correlation_id)
+        await self._events.publish(data, correlationid=job.correlation_id, id=output_event_id(job.request_id, data))
 
     @staticmethod
     async def _drain(pending: list[Future[Any]]) -> None:
@@ -358,3 +361,13 @@ class FineTuningService:
             except Exception as error:  # progress is best effort; the outcome event is what counts
                 logger.warning("progress event not published", extra={"error": repr(error)})
         pending.clear()
+
+
+def output_event_id(request_id: str, data: EventData) -> str:
+    """The id of an event published for the request whose event id is ``request_id``: the same on
+    every run of that request (a redelivery after a crash), so consumers skip the copies; progress
+    events differ by step."""
+    step = data.event_type
+    if isinstance(data, TrainingProgressed):
+        step = f"{step}/step={data.step}"
+    return derived_id(request_id, step)

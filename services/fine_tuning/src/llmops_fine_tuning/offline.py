@@ -27,9 +27,11 @@ class _CollectedEvents:
     def __init__(self) -> None:
         self.published: list[EventData] = []
 
-    async def publish(self, data: EventData, *, correlationid: str | None = None) -> Envelope[Any]:
+    async def publish(
+        self, data: EventData, *, correlationid: str | None = None, id: str | None = None
+    ) -> Envelope[Any]:
         self.published.append(data)
-        return Envelope.wrap(data, source="/llmops/offline")
+        return Envelope.wrap(data, source="/llmops/offline", id=id)
 
 
 async def train_offline(

@@ -222,7 +222,9 @@ class _Collected:
     def __init__(self) -> None:
         self.published: list[EventData] = []
 
-    async def publish(self, data: EventData, *, correlationid: str | None = None) -> Envelope[Any]:
+    async def publish(
+        self, data: EventData, *, correlationid: str | None = None, id: str | None = None
+    ) -> Envelope[Any]:
         self.published.append(data)
         return Envelope.wrap(data, source="/tests")
 
