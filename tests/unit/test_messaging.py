@@ -1025,3 +1025,27 @@ async def test_a_published_event_can_carry_a_given_id_and_its_duplicate_is_skipp
     outcomes = [await consumer.process(record, _origin(offset)) for offset, record in enumerate(sent)]
     assert outcomes == [Outcome.HANDLED, Outcome.DUPLICATE]
     assert applied == [event_id]
+
+
+async def test_a_handler_knows_the_id_of_the_event_it_answers_but_its_background_tasks_do_not() -> None:
+    """What a handler publishes deep in its call stack can derive its id from the input's
+    (``current_event_id``); a task it starts may outlive it and answers no one event."""
+    from llmops_messaging import current_event_id
+
+    seen: dict[str, str | None] = {}
+    spawned: list[asyncio.Task[None]] = []
+
+    async def in_background() -> None:
+        seen["background"] = current_event_id()
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        seen["handler"] = current_event_id()
+        seen["input"] = envelope.id
+        seen["thread"] = await asyncio.to_thread(current_event_id)
+        spawned.append(asyncio.create_task(in_background()))
+
+    await _consumer(handle, RecordingDeadLetterQueue()).process(_submitted(), ORIGIN)
+    await spawned[0]
+    assert seen["handler"] == seen["input"]
+    assert seen["background"] is None and seen["thread"] is None
+    assert current_event_id() is None

@@ -7,6 +7,7 @@ from llmops_messaging.consumer import (
     EventConsumer,
     Outcome,
     Rejected,
+    current_event_id,
     current_origin,
     subscribe,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Rejected",
     "RetryPolicy",
     "create_broker",
+    "current_event_id",
     "current_origin",
     "dead_letter",
     "stall_reasons",

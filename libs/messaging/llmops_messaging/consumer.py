@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
@@ -70,6 +71,9 @@ BatchHandler = Callable[[Sequence[Delivery]], Awaitable[Sequence["Rejected | Non
 or the ``Rejected`` verdict for that one event. Raising fails the whole run (see ``process_batch``)."""
 
 _CURRENT_ORIGIN: ContextVar[Origin | None] = ContextVar("llmops_current_origin", default=None)
+_CURRENT_EVENT: ContextVar[tuple[str, weakref.ref[asyncio.Task[Any]]] | None] = ContextVar(
+    "llmops_current_event", default=None
+)
 
 
 def current_origin() -> Origin:
@@ -81,6 +85,21 @@ def current_origin() -> Origin:
     if origin is None:
         raise RuntimeError("no message is being processed in this context")
     return origin
+
+
+def current_event_id() -> str | None:
+    """The id of the event whose (per-event) handler is running in this task, or None: outside a
+    handler, and in a task or thread the handler started (it may outlive the handler and answers no
+    one event). What a handler publishes in answer derives its id from this one
+    (``llmops_events.derived_id``), so a handler run again publishes the same ids."""
+    current = _CURRENT_EVENT.get()
+    if current is None:
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop in this thread
+        return None
+    return current[0] if task is not None and task is current[1]() else None
 
 
 class Rejected(Exception):
@@ -460,6 +479,8 @@ class EventConsumer:
             traceparent=envelope.traceparent,
             attributes={"messaging.consumer.group.name": self.group_id, "cloudevents.event_id": envelope.id},
         ):
+            task = asyncio.current_task()
+            token = _CURRENT_EVENT.set((envelope.id, weakref.ref(task)) if task is not None else None)
             try:
                 await self._timed(handler(envelope))
             except Rejected as rejection:
@@ -471,6 +492,8 @@ class EventConsumer:
                 raise
             except Exception as error:
                 return await self._handler_failed(record, origin, envelope.id, error, key)
+            finally:
+                _CURRENT_EVENT.reset(token)
         self._processed.finish([envelope.id], [key])
         return Outcome.HANDLED
 

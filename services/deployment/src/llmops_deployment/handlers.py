@@ -33,11 +33,11 @@ from llmops_deployment.domain.lifecycle import (
 from llmops_deployment.errors import FailedPrecondition, GoLiveFailed, NotFound
 from llmops_deployment.golive import GoLive
 from llmops_deployment.settings import DeploymentSettings
-from llmops_events import Envelope
+from llmops_events import Envelope, derived_id
 from llmops_events.base import EventData
 from llmops_events.v1 import Decision as EvaluationDecision
 from llmops_events.v1 import EvaluationCompleted
-from llmops_messaging import EventPublisher
+from llmops_messaging import EventPublisher, current_event_id
 from llmops_serving import ModelDeployment, triton_name
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,14 @@ class DeploymentService:
         return decision
 
     async def _publish(self, data: EventData, correlationid: str | None) -> None:
-        await self._publisher.publish(data, correlationid=correlationid)
+        # In answer to an event (an approval), the id derives from it: the approval handled again
+        # publishes the same ids, and consumers skip the copies (issue 20). Otherwise a new one.
+        cause = current_event_id()
+        if cause is None:
+            await self._publisher.publish(data, correlationid=correlationid)
+        else:
+            step = f"{data.event_type}/{getattr(data, 'model_version', '')}"
+            await self._publisher.publish(data, correlationid=correlationid, id=derived_id(cause, step))
         self.replay(data)
         self._metrics.observe(self.state(getattr(data, "model_name", "")))
         fields = {k: v for k, v in data.model_dump().items() if k in _LOGGED}
