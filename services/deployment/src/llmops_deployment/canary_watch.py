@@ -1,6 +1,10 @@
 """The canary watch: every ``check_interval_s`` it measures what the canary and the champion served
 since the canary started (Triton's statistics and our failure counter, confidences from the
-inference log) and asks ``domain.canary.judge``; a verdict other than *wait* is handed back."""
+inference log) and asks ``domain.canary.judge``; a verdict other than *wait* is handed back.
+
+Every counter is read as a series that may reset (``domain.canary.CounterSeries``): a Triton
+restart, or the reconciler loading a version again, starts Triton's counters from zero, and what
+the version serves after it still counts. A reading that fails is skipped, not read as zeros."""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.traffic import ConfidenceTracker
-from llmops_deployment.adapters.triton import Counts, TritonControl
-from llmops_deployment.domain.canary import CanaryAction, Verdict, VersionTraffic, judge
+from llmops_deployment.adapters.triton import TritonControl
+from llmops_deployment.domain.canary import CanaryAction, CounterSeries, Verdict, VersionTraffic, judge, traffic_since
 from llmops_deployment.settings import DeploymentSettings
 from llmops_serving import triton_name
 
@@ -22,7 +26,13 @@ logger = logging.getLogger(__name__)
 OnVerdict = Callable[[str, int, Verdict, str | None], Awaitable[None]]
 """(model name, canary version, verdict, correlation id) → act on it."""
 
-_Base = tuple[Counts, tuple[int, float]]
+
+@dataclass
+class _Served:
+    """The counter series of one version since the canary started."""
+
+    triton: CounterSeries = field(default_factory=CounterSeries)
+    confidence: CounterSeries = field(default_factory=CounterSeries)
 
 
 @dataclass
@@ -69,16 +79,15 @@ class CanaryWatcher:
 
     async def _watch(self, model_name: str, version: int, champion: int | None, correlationid: str | None) -> None:
         """Judge the canary until a verdict other than *wait*, handed to ``on_verdict``."""
-        canary_name = triton_name(model_name, version)
-        champion_name = triton_name(model_name, champion) if champion is not None else None
-        base = await self._base(model_name, version, canary_name)
-        champion_base = await self._base(model_name, champion, champion_name)
+        canary_served, champion_served = _Served(), _Served()
         started = self._clock()
         try:
+            await self._read(model_name, version, canary_served)  # the baselines
+            await self._read(model_name, champion, champion_served)
             while True:
                 await asyncio.sleep(self._settings.check_interval_s)
-                canary = await self._since(model_name, version, canary_name, base)
-                reference = await self._since(model_name, champion, champion_name, champion_base)
+                canary = await self._read(model_name, version, canary_served)
+                reference = await self._read(model_name, champion, champion_served)
                 self._metrics.canary_requests.labels(model=model_name).set(canary.requests)
                 verdict = judge(self._settings.canary_policy, canary, reference, self._clock() - started)
                 if verdict.action is not CanaryAction.WAIT:
@@ -92,24 +101,14 @@ class CanaryWatcher:
         if watch is not None and watch.task is asyncio.current_task():
             del self._watches[model_name]
 
-    async def _base(self, model_name: str, version: int | None, name: str | None) -> _Base:
-        counts = await self._triton.counts(name) if name else Counts()
-        confidence = self._confidence.totals(model_name, version) if self._confidence and version else (0, 0.0)
-        return counts, confidence
-
-    async def _since(self, model_name: str, version: int | None, name: str | None, base: _Base) -> VersionTraffic:
-        """What ``version`` served since ``base`` (nothing for no version)."""
-        if version is None or name is None:
+    async def _read(self, model_name: str, version: int | None, served: _Served) -> VersionTraffic:
+        """Read ``version``'s counters into ``served``; what it served since the first reading
+        (nothing for no version)."""
+        if version is None:
             return VersionTraffic()
-        (start, (start_logged, start_sum)) = base
-        now, (logged, total) = await self._base(model_name, version, name)
-        success = now.success - start.success
-        failure = now.failure - start.failure
-        samples = logged - start_logged
-        return VersionTraffic(
-            requests=success + failure,
-            errors=failure,
-            mean_latency_ms=(now.success_ns - start.success_ns) / success / 1e6 if success > 0 else None,
-            mean_confidence=(total - start_sum) / samples if samples > 0 else None,
-            confidence_samples=samples,
-        )
+        counts = await self._triton.counts(triton_name(model_name, version))
+        if counts is not None:
+            served.triton = served.triton.observe(counts.sample)
+        if self._confidence is not None:
+            served.confidence = served.confidence.observe(self._confidence.totals(model_name, version))
+        return traffic_since(served.triton, served.confidence)

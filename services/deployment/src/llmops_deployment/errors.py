@@ -22,6 +22,9 @@ class FailureReason(StrEnum):
     LOAD_FAILED = "load_failed"
     LOAD_TIMEOUT = "load_timeout"
     SMOKE_TEST_FAILED = "smoke_test_failed"
+    RESUME_EXHAUSTED = "resume_exhausted"
+    """Left ``deploying`` (a crash, an I/O error, Triton unreachable) and the reconciler's
+    ``resume_max_attempts`` resumes failed too."""
 
 
 class DeploymentError(Exception):
@@ -78,3 +81,10 @@ class GoLiveFailed(DeploymentError):
     def summary(self) -> str:
         """The reason as ``deployment.rolled_back`` states it, e.g. ``smoke_test_failed: …``."""
         return f"{self.reason}: {self.detail}"
+
+
+class TritonUnavailable(DeploymentError):
+    """Triton could not be reached (nothing listens, the connection broke, no answer in time):
+    no verdict on the version, which is retried (and stays ``deploying``), never rolled back for it."""
+
+    code = ErrorCode.UNAVAILABLE

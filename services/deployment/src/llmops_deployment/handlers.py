@@ -30,8 +30,15 @@ from llmops_deployment.domain.lifecycle import (
     command_for,
     decide,
 )
-from llmops_deployment.errors import FailedPrecondition, GoLiveFailed, NotFound
-from llmops_deployment.golive import GoLive
+from llmops_deployment.errors import (
+    DeploymentError,
+    FailedPrecondition,
+    FailureReason,
+    GoLiveFailed,
+    NotFound,
+    TritonUnavailable,
+)
+from llmops_deployment.golive import GoLive, first_line
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, derived_id
 from llmops_events.base import EventData
@@ -60,7 +67,7 @@ class DeploymentService:
         self._publisher = publisher
         self._metrics = metrics or DeploymentMetrics()
         self._clock = clock
-        self.go_live = GoLive(settings=settings, triton=triton, artifacts=artifacts)
+        self.go_live = GoLive(settings=settings, triton=triton, artifacts=artifacts, clock=clock)
         self.watcher = CanaryWatcher(
             settings=settings,
             triton=triton,
@@ -71,6 +78,9 @@ class DeploymentService:
         )
         self._models: dict[str, ModelLifecycle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._resumes: dict[tuple[str, int], int] = {}
+        """(model, version) → times the reconciler resumed its deployment (in memory: a restart
+        of the service starts the count again)."""
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- state -------------------------------------------------------------------------------
@@ -174,26 +184,70 @@ class DeploymentService:
     async def _deploy(
         self, model_name: str, version: int, command: Command, *, by: str, reason: str = "", corr: str | None = None
     ) -> None:
-        """DEPLOY or PROMOTE ``version``; when that starts a deployment, finish it with the go-live's outcome."""
+        """DEPLOY or PROMOTE ``version``; when that starts a deployment, finish it with the go-live's
+        outcome. Once ``requested`` is on the topic the deployment is recorded: a go-live that ends
+        without a verdict on the version (Triton unreachable past the retry budget, an I/O error, a
+        publish that failed) leaves it ``deploying`` for the reconciler to resume, so an approval is
+        handled (not redelivered, not dead-lettered); an operator is told."""
+        self._resumes.pop((model_name, version), None)
+        try:
+            await self._go_live(
+                model_name, version, command, by=by, reason=reason, corr=corr, promote_now=command is Command.PROMOTE
+            )
+        except Exception as error:
+            if not self._left_deploying(model_name, version, error):
+                raise
+            if command is Command.PROMOTE and isinstance(error, TritonUnavailable):
+                raise TritonUnavailable(
+                    f"Triton is unreachable: {model_name} version {version} stays deploying, and the reconciler "
+                    f"resumes it once Triton answers (as a canary while a champion serves); {error.message}"
+                ) from error
+            if command is Command.PROMOTE:
+                raise
+
+    async def _go_live(
+        self,
+        model_name: str,
+        version: int,
+        command: Command,
+        *,
+        by: str = "deployment",
+        reason: str = "",
+        corr: str | None = None,
+        promote_now: bool = False,
+    ) -> str:
+        """``command`` (DEPLOY, PROMOTE or RESUME), then, if the version is deploying, the go-live's
+        outcome: passed, or failed on a verdict (rolled back). Returns the outcome: ``canary``,
+        ``champion``, the failure reason, or the state it was in already."""
         try:
             decision = await self._apply(model_name, version, command, by=by, reason=reason, corr=corr)
         except GoLiveFailed as failure:
             self._metrics.deployments.labels(outcome=str(failure.reason)).inc()
             await self._apply(model_name, version, Command.GO_LIVE_FAILED, reason=failure.summary, corr=corr)
-            return
+            return str(failure.reason)
         if decision.transition.target is not VersionState.DEPLOYING:
-            return  # nothing to deploy: it was live already
+            return str(decision.transition.target)  # nothing to deploy: it was live already
         passed = await self._apply(
-            model_name,
-            version,
-            Command.GO_LIVE_PASSED,
-            by=by,
-            reason=reason,
-            corr=corr,
-            promote_now=command is Command.PROMOTE,
+            model_name, version, Command.GO_LIVE_PASSED, by=by, reason=reason, corr=corr, promote_now=promote_now
         )
         outcome = "promoted" if passed.transition.target is VersionState.CHAMPION else "canary"
         self._metrics.deployments.labels(outcome=outcome).inc()
+        return str(passed.transition.target)
+
+    def _left_deploying(self, model_name: str, version: int, error: Exception) -> bool:
+        """Whether ``error`` ended a go-live without a verdict and left the version ``deploying``
+        (then it is logged and counted as deferred); an answer to the caller (``DeploymentError``
+        other than ``TritonUnavailable``) or an error before anything was requested is not."""
+        if isinstance(error, DeploymentError) and not isinstance(error, TritonUnavailable):
+            return False
+        if self.lifecycle(model_name).state_of(version) is not VersionState.DEPLOYING:
+            return False
+        self._metrics.deployments.labels(outcome="deferred").inc()
+        logger.warning(
+            "deployment left deploying for the reconciler to resume",
+            extra={"model": triton_name(model_name, version), "error": f"{type(error).__name__}: {first_line(error)}"},
+        )
+        return True
 
     async def promote(self, model_name: str, version: int = 0, *, reason: str = "", by: str = "operator") -> Any:
         """Make the canary (or ``version``, deployed first if it is not live) the champion now."""
@@ -250,6 +304,36 @@ class DeploymentService:
                 return False
             await self._apply(model_name, version, Command.RELOAD)
             return True
+
+    async def resume(self, model_name: str, version: int) -> str | None:
+        """Finish a deployment left ``deploying`` whose go-live is not running (a crash, an I/O
+        error, Triton unreachable past the retry budget): run the go-live again (through the canary
+        while a champion serves, whoever asked for it). After ``resume_max_attempts`` resumes
+        without a verdict it is rolled back (``resume_exhausted``). Returns what happened (None: it
+        is not deploying any more)."""
+        async with self.lock(model_name):
+            if self.lifecycle(model_name).state_of(version) is not VersionState.DEPLOYING:
+                return None
+            name, limit = triton_name(model_name, version), self._settings.resume_max_attempts
+            attempt = min(self._resumes.get((model_name, version), 0) + 1, limit)
+            self._resumes[(model_name, version)] = attempt
+            try:
+                outcome = await self._go_live(model_name, version, Command.RESUME)
+            except Exception as error:
+                if not self._left_deploying(model_name, version, error):
+                    raise
+                last = f"{type(error).__name__}: {first_line(error)}"
+                if attempt < limit:
+                    return f"resume of {name} failed (attempt {attempt} of {limit}): {last}"
+                reason = FailureReason.RESUME_EXHAUSTED
+                self._metrics.deployments.labels(outcome=str(reason)).inc()
+                why = f"{reason}: {attempt} attempts to resume the deployment failed; the last: {last}"
+                await self._apply(model_name, version, Command.GO_LIVE_FAILED, reason=why)
+                outcome = str(reason)
+            self._resumes.pop((model_name, version), None)
+            if self.lifecycle(model_name).state_of(version) is VersionState.ROLLED_BACK:
+                return f"rolled back {name}: {outcome}"
+            return f"resumed {name}: {outcome}"
 
     def resume_watch(self, model_name: str) -> int | None:
         """Watch the model's canary again if nothing watches it (after a restart); its version."""

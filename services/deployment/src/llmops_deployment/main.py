@@ -88,8 +88,11 @@ class DeploymentRuntime:
             dlq=DeadLetterQueue(self.publisher),
             processed=self.processed,
         )
-        # A deployment (load, warm-up, smoke test) may take minutes on a busy CPU.
-        options.setdefault("max_poll_interval_ms", int(self.settings.load_timeout_s * 1000) + 5 * 60 * 1000)
+        # A deployment (load, warm-up, smoke test) may take minutes on a busy CPU, after retries
+        # while Triton is unreachable (the last one may start just before the budget runs out).
+        s = self.settings
+        longest_s = s.load_timeout_s + s.triton_retry_budget_s + s.triton_retry_max_delay_s
+        options.setdefault("max_poll_interval_ms", int(longest_s * 1000) + 5 * 60 * 1000)
         subscribe(broker, consumer, EVALUATIONS, **options)
 
     async def begin(self) -> None:

@@ -1,5 +1,6 @@
 """Reconciliation: Triton made to match the deployments topic, on start and every
-``reconcile_interval_s`` (so a restarted Triton gets its models back)."""
+``reconcile_interval_s`` (so a restarted Triton gets its models back, and a deployment left
+``deploying`` is resumed, or rolled back after ``resume_max_attempts``, never left there)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 from llmops_deployment.adapters.artifacts import Artifacts
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.triton import TritonControl
-from llmops_deployment.errors import GoLiveFailed
+from llmops_deployment.errors import GoLiveFailed, TritonUnavailable
 from llmops_deployment.handlers import DeploymentService
 from llmops_serving import triton_name
 
@@ -33,8 +34,8 @@ class Reconciler:
         self._interval_s = interval_s
 
     async def reconcile(self) -> list[str]:
-        """Load what should be live, watch canaries nobody watches, unload what should not be on
-        Triton. Returns what it did (for logs and tests)."""
+        """Load what should be live, watch canaries nobody watches, resume deployments nobody
+        finishes, unload what should not be on Triton. Returns what it did (for logs and tests)."""
         service = self._service
         actions: list[str] = []
         if not await self._triton.is_live():
@@ -56,10 +57,17 @@ class Reconciler:
                 except GoLiveFailed as failure:
                     logger.error("could not restore a live version", extra={"model": name, "error": str(failure)})
                     actions.append(f"failed {name}: {failure.reason}")
+                except TritonUnavailable as error:
+                    logger.warning("Triton became unreachable", extra={"model": name, "error": error.message})
+                    actions.append(f"failed {name}: Triton unreachable")
             if (canary := service.resume_watch(model)) is not None:
                 actions.append(f"watching canary {triton_name(model, canary)}")
             if state.pending_version is not None:
                 wanted.add(triton_name(model, state.pending_version))
+                # Deploying with the model's lock free: no go-live runs (its holder finishes it).
+                locked = service.lock(model).locked()
+                if not locked and (resumed := await service.resume(model, state.pending_version)) is not None:
+                    actions.append(resumed)
         for name, (model, version) in self._artifacts.installed_versions().items():
             if name in wanted or not service.manages(model) or service.lock(model).locked():
                 continue

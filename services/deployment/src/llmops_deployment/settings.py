@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops_config import PlatformSettings
-from llmops_deployment.domain.canary import CanaryPolicy
+from llmops_deployment.domain.canary import CanaryPolicy, TooFewRequests
 from llmops_models.kinds import ServingOptions
 
 
@@ -36,6 +36,10 @@ class DeploymentSettings(BaseSettings):
 
     canary_max_seconds: float = Field(default=600.0, gt=0)
     """After this long a canary is judged on what it has seen."""
+
+    canary_on_too_few_requests: TooFewRequests = TooFewRequests.ROLLBACK
+    """What the time limit does to a canary that served fewer than ``canary_min_requests``:
+    ``rollback`` (the champion stays), ``extend`` (keep judging until it has), or ``promote``."""
 
     canary_max_error_rate: float = Field(default=0.05, ge=0, le=1)
     """A canary failing more requests than this is rolled back."""
@@ -80,6 +84,21 @@ class DeploymentSettings(BaseSettings):
     load_timeout_s: float = Field(default=300.0, gt=0)
     """Longest a model load may take."""
 
+    triton_retry_base_delay_s: float = Field(default=0.5, ge=0)
+    """While Triton cannot be reached, a go-live is tried again after a wait drawn in [0, cap]
+    (full jitter); the first cap is this, and each further one doubles …"""
+
+    triton_retry_max_delay_s: float = Field(default=10.0, ge=0)
+    """… up to this."""
+
+    triton_retry_budget_s: float = Field(default=60.0, ge=0)
+    """No new try starts this long after the first one failed; the version then stays
+    ``deploying`` and the reconciler resumes it once Triton answers."""
+
+    resume_max_attempts: int = Field(default=3, ge=1)
+    """Times the reconciler resumes a version left ``deploying`` before it rolls it back
+    (``resume_exhausted``)."""
+
     @property
     def state_db(self) -> Path:
         return self.platform.var_dir / "state" / "deployment.db"
@@ -89,6 +108,7 @@ class DeploymentSettings(BaseSettings):
         return CanaryPolicy(
             min_requests=self.canary_min_requests,
             max_seconds=self.canary_max_seconds,
+            on_too_few_requests=self.canary_on_too_few_requests,
             max_error_rate=self.canary_max_error_rate,
             max_latency_ratio=self.canary_max_latency_ratio,
             latency_slack_ms=self.canary_latency_slack_ms,

@@ -1,7 +1,8 @@
 """The deployment service on the real broker and the real tritonserver: an approved first version
 goes live; the next one canaries and is promoted on healthy traffic; a canary that errors is rolled
 back automatically; operators roll back and promote through the ops gRPC API; a restarted service
-reconciles Triton with the deployments topic."""
+reconciles Triton with the deployments topic; a Triton that restarts or is down during a deploy
+costs no version its deployment."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from llmops_events.v1 import (
     Decision,
     DeploymentCanaryStarted,
     DeploymentPromoted,
+    DeploymentRequested,
     DeploymentRolledBack,
     EvaluationCompleted,
 )
@@ -66,21 +68,21 @@ def _copy_version(
 
 
 class Harness:
-    def __init__(self, platform: PlatformSettings, model: str) -> None:
+    def __init__(self, platform: PlatformSettings, model: str, **overrides: Any) -> None:
         self.platform = platform
         self.model = model
-        self.settings = DeploymentSettings(
-            platform=platform,
-            group_id=f"deployment-{uuid.uuid4().hex[:8]}",
-            model_names=[model],
-            metrics_port=0,
-            canary_min_requests=12,
-            canary_max_seconds=120,
-            check_interval_s=0.5,
-            reconcile_interval_s=1.0,
-            retire_grace_s=0.5,
-            warmup_requests=1,
-        )
+        options: dict[str, Any] = {
+            "group_id": f"deployment-{uuid.uuid4().hex[:8]}",
+            "model_names": [model],
+            "metrics_port": 0,
+            "canary_min_requests": 12,
+            "canary_max_seconds": 120,
+            "check_interval_s": 0.5,
+            "reconcile_interval_s": 1.0,
+            "retire_grace_s": 0.5,
+            "warmup_requests": 1,
+        }
+        self.settings = DeploymentSettings(platform=platform, **(options | overrides))
         self.events: list[Envelope[Any]] = []
         self.runtime: DeploymentRuntime | None = None
         self.broker: Any = None
@@ -116,13 +118,16 @@ class Harness:
         finally:
             await consumer.stop()
 
+    def found(self, kind: type, version: int) -> list[Envelope[Any]]:
+        return [
+            e for e in self.events if isinstance(e.data, kind) and getattr(e.data, "model_version", None) == version
+        ]
+
     async def wait_for(self, kind: type, version: int, timeout: float = 240) -> Envelope[Any]:
         async with asyncio.timeout(timeout):
-            while True:
-                for envelope in self.events:
-                    if isinstance(envelope.data, kind) and envelope.data.model_version == version:
-                        return envelope
+            while not (found := self.found(kind, version)):
                 await asyncio.sleep(0.2)
+        return found[0]
 
     async def approve(self, version: int) -> str:
         correlation = f"corr-{uuid.uuid4().hex[:8]}"
@@ -260,19 +265,10 @@ async def test_a_restarted_service_reconciles_triton_with_the_topic(harness: Har
         await triton.close()
 
 
-async def test_live_versions_come_back_after_triton_restarts(
-    kafka_settings: PlatformSettings, tiny_model: Any, tmp_path: Path
-) -> None:
-    """A Triton of its own (the session's is shared), stopped and started again under the running
-    service: the reconciler loads the champion back."""
-    from llmops_stack import NullProgress, TritonComponent, TritonServer, repo_paths
-
-    def free_port() -> int:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return int(probe.getsockname()[1])
+def _own_triton(kafka_settings: PlatformSettings, tmp_path: Path) -> tuple[PlatformSettings, Any]:
+    """Platform settings for a Triton of the test's own (the session's is shared) on free ports, and
+    that Triton as a stack component (not started)."""
+    from llmops_stack import TritonComponent, TritonServer, free_port, repo_paths
 
     platform = kafka_settings.model_copy(
         update={
@@ -285,7 +281,17 @@ async def test_live_versions_come_back_after_triton_restarts(
         }
     )
     paths = repo_paths()
-    triton = TritonComponent(TritonServer(platform, paths.triton_venv, paths.triton_backend_dir))
+    return platform, TritonComponent(TritonServer(platform, paths.triton_venv, paths.triton_backend_dir))
+
+
+async def test_live_versions_come_back_after_triton_restarts(
+    kafka_settings: PlatformSettings, tiny_model: Any, tmp_path: Path
+) -> None:
+    """A Triton of its own (the session's is shared), stopped and started again under the running
+    service: the reconciler loads the champion back."""
+    from llmops_stack import NullProgress
+
+    platform, triton = _own_triton(kafka_settings, tmp_path)
     model = f"restart-{uuid.uuid4().hex[:6]}"
     store = ArtifactStore(platform.resolved_artifact_store_uri)
     _copy_version(store, f"models/{tiny_model.model_name}/{tiny_model.model_version}", model, 1)
@@ -318,3 +324,50 @@ async def _ready(client: grpcclient.InferenceServerClient, name: str) -> bool:
         return bool(await client.is_model_ready(name))
     except InferenceServerException:
         return False
+
+
+async def test_a_candidate_approved_while_triton_is_down_goes_live_once_it_is_back(
+    kafka_settings: PlatformSettings, tiny_model: Any, tmp_path: Path
+) -> None:
+    """Issue 20: Triton stopped, a candidate approved, Triton started again: the candidate goes live
+    (a canary behind the champion), it is not rolled back. The go-live retries while Triton is
+    unreachable, then (past its short budget here) leaves the version deploying for the
+    reconciler, which resumes it once Triton answers."""
+    from llmops_stack import NullProgress
+
+    platform, triton = _own_triton(kafka_settings, tmp_path)
+    model = f"down-{uuid.uuid4().hex[:6]}"
+    store = ArtifactStore(platform.resolved_artifact_store_uri)
+    for version in (1, 2):
+        _copy_version(store, f"models/{tiny_model.model_name}/{tiny_model.model_version}", model, version)
+    await asyncio.to_thread(triton.ensure_up, NullProgress())
+    harness = Harness(platform, model, triton_retry_budget_s=2.0, triton_retry_max_delay_s=0.5)
+    reader = asyncio.get_running_loop().create_task(harness.read())
+    await harness.start()
+    client = grpcclient.InferenceServerClient(platform.triton_grpc_url)
+    try:
+        await harness.approve(1)
+        await harness.wait_for(DeploymentPromoted, 1)
+        await asyncio.to_thread(triton.stop)
+
+        await harness.approve(2)
+        await harness.wait_for(DeploymentRequested, 2, timeout=60)
+        await asyncio.sleep(4)  # the go-live's retries, and their budget, run out against a stopped Triton
+        assert not harness.found(DeploymentRolledBack, 2), harness.found(DeploymentRolledBack, 2)[0].data.reason
+        assert harness.runtime is not None and harness.runtime.service is not None
+        assert harness.runtime.service.lifecycle(model).state_of(2) == "deploying"
+
+        await asyncio.to_thread(triton.ensure_up, NullProgress())
+        canary = (await harness.wait_for(DeploymentCanaryStarted, 2, timeout=180)).data
+        assert canary.champion_version == 1
+        assert not harness.found(DeploymentRolledBack, 2)
+        assert await _ready(client, triton_name(model, 2))
+        async with asyncio.timeout(120):  # and the champion Triton lost is loaded back
+            while not await _ready(client, triton_name(model, 1)):
+                await asyncio.sleep(0.5)
+    finally:
+        await client.close()
+        await harness.stop()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await asyncio.to_thread(triton.stop)

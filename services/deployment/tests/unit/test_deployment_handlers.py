@@ -4,17 +4,20 @@ loaded and unloaded for each command, and the gRPC status of each error, mapped 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from llmops.ops.v1 import ops_pb2
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.ops_server import STATUS, OpsServicer, grpc_status
-from llmops_deployment.adapters.triton import Counts
+from llmops_deployment.adapters.triton import Counts, unreachable
 from llmops_deployment.errors import (
     DeploymentError,
     ErrorCode,
@@ -25,6 +28,7 @@ from llmops_deployment.errors import (
     InvalidRequest,
     NotFound,
 )
+from llmops_deployment.golive import backoff_s
 from llmops_deployment.handlers import DeploymentService
 from llmops_deployment.reconciler import Reconciler
 from llmops_deployment.settings import DeploymentSettings
@@ -50,6 +54,11 @@ class _Answer:
     scores: dict[str, float]
 
 
+def _unreachable() -> InferenceServerException:
+    """What tritonclient raises when nothing listens on Triton's port."""
+    return InferenceServerException("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
+
+
 @dataclass
 class FakeTriton:
     loaded: set[str] = field(default_factory=set)
@@ -59,34 +68,60 @@ class FakeTriton:
     busy: set[str] = field(default_factory=set)
     """Triton names that serve one more request each time their statistics are read."""
     served: dict[str, int] = field(default_factory=dict)
+    readings: dict[str, list[Counts | None]] = field(default_factory=dict)
+    """Triton name → its next statistics readings (None: unreadable); the last one stays."""
+    down: bool = False
+    """Nothing listens: every call fails as an unreachable Triton does."""
+    unreachable_loads: int = 0
+    """The next loads that fail as if Triton were unreachable (it restarts meanwhile)."""
+    load_calls: int = 0
 
     async def is_live(self) -> bool:
-        return True
+        return not self.down
 
     async def ready_models(self) -> set[str]:
+        if self.down:
+            raise _unreachable()
         return set(self.loaded)
 
     async def load(self, name: str) -> None:
+        self.load_calls += 1
+        if self.down:
+            raise _unreachable()
+        if self.unreachable_loads > 0:
+            self.unreachable_loads -= 1
+            raise _unreachable()
         if name in self.broken:
             raise self.broken[name]
         self.loaded.add(name)
 
     async def unload(self, name: str) -> None:
+        if self.down:
+            raise _unreachable()
         self.loaded.discard(name)
 
     async def labels(self, name: str) -> list[str]:
+        if self.down:
+            raise _unreachable()
         return ["a", "b"]
 
     async def predict(self, name: str, texts: list[str]) -> list[_Answer]:
+        if self.down:
+            raise _unreachable()
         assert name in self.loaded
         label = "zzz" if name in self.bad_answers else "a"
         return [_Answer(label, 0.9, {"a": 0.9, "b": 0.1}) for _ in texts]
 
-    async def counts(self, name: str) -> Counts:
+    async def counts(self, name: str) -> Counts | None:
+        if self.down:
+            return None
+        script = self.readings.get(name)
+        if script:
+            return script.pop(0) if len(script) > 1 else script[0]
         if name in self.busy:
             self.served[name] = self.served.get(name, 0) + 1
         n = self.served.get(name, 0)
-        return Counts(success=n, success_ns=n * 1_000_000)
+        return Counts(requests=n, success_ns=n * 1_000_000)
 
 
 @dataclass
@@ -94,6 +129,8 @@ class FakeArtifacts:
     versions: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     corrupt: set[int] = field(default_factory=set)
     repository: set[str] = field(default_factory=set)
+    io_error: Exception | None = None
+    """What writing a version into the model repository raises (a full disk, a store outage)."""
 
     def published_versions(self, model_name: str) -> list[int]:
         return list(self.versions) if model_name == MODEL else []
@@ -105,6 +142,8 @@ class FakeArtifacts:
         return triton_name(model_name, version) in self.repository
 
     def install(self, model_name: str, version: int, options: Any) -> None:
+        if self.io_error is not None:
+            raise self.io_error
         if version in self.corrupt:
             raise GoLiveFailed(FailureReason.ARTIFACT_CORRUPT, "model.safetensors: sha256 differs", version=version)
         self.repository.add(triton_name(model_name, version))
@@ -175,12 +214,29 @@ class World:
             )
         )
 
+    def reconciler(self) -> Reconciler:
+        return Reconciler(
+            self.service,
+            triton=self.triton,  # type: ignore[arg-type]
+            artifacts=self.artifacts,  # type: ignore[arg-type]
+            metrics=DeploymentMetrics(),
+            interval_s=1,
+        )
 
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    settings = DeploymentSettings(
-        canary_min_requests=3, check_interval_s=0.01, retire_grace_s=0, warmup_requests=1, metrics_port=0
-    )
+
+@contextlib.asynccontextmanager
+async def make_world(**overrides: Any) -> AsyncIterator[World]:
+    options: dict[str, Any] = {
+        "canary_min_requests": 3,
+        "check_interval_s": 0.01,
+        "retire_grace_s": 0,
+        "warmup_requests": 1,
+        "metrics_port": 0,
+        "triton_retry_base_delay_s": 0.01,
+        "triton_retry_max_delay_s": 0.05,
+        "triton_retry_budget_s": 0.3,
+    }
+    settings = DeploymentSettings(**(options | overrides))
     triton, artifacts, publisher = FakeTriton(), FakeArtifacts(), FakePublisher()
     service = DeploymentService(
         settings=settings,
@@ -188,8 +244,16 @@ async def world() -> AsyncIterator[World]:
         triton=triton,  # type: ignore[arg-type]
         publisher=publisher,  # type: ignore[arg-type]
     )
-    yield World(service, triton, artifacts, publisher)
-    await service.stop()
+    try:
+        yield World(service, triton, artifacts, publisher)
+    finally:
+        await service.stop()
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async with make_world() as w:
+        yield w
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
@@ -264,6 +328,163 @@ async def test_the_reconciler_reloads_what_triton_lost_and_unloads_strays(world:
     ]
     assert world.triton.loaded == {triton_name(MODEL, 1), triton_name(MODEL, 2)}
     assert world.service.watcher.watching(MODEL) and not world.published(4), "nothing published"
+
+
+# ---- issue 20: counters that reset, canaries without evidence ----------------------------------
+
+
+async def test_a_triton_restart_under_the_canary_is_read_as_a_counter_reset() -> None:
+    """The canary's statistics fall from 200 requests (8 errors) to 20 (4 errors): Triton restarted.
+    Read as deltas they were -180 and -4 and the canary was promoted when its time ran out."""
+    async with make_world(canary_min_requests=50, canary_max_seconds=0.5) as world:
+        await world.approve(1)
+        world.triton.readings[triton_name(MODEL, 2)] = [
+            Counts(requests=200, failure=8, success_ns=2_000_000_000),  # the baseline, at the start
+            Counts(requests=20, failure=4, success_ns=200_000_000),  # after the restart
+        ]
+        await world.approve(2)
+        await _until(lambda: world.service.state(MODEL).canary_version is None)
+        assert world.published(2) == [("requested", 2, 1), ("canary_started", 2, 1), ("rolled_back", 2, 1)]
+        reason = world.publisher.events[-1][0].reason  # type: ignore[attr-defined]
+        assert reason == "error rate 20.0% (4 of 20 requests) is above the maximum 5.0%"
+
+
+async def test_a_canary_that_never_served_is_rolled_back_when_its_time_runs_out() -> None:
+    async with make_world(canary_min_requests=50, canary_max_seconds=0.2) as world:
+        await world.approve(1)
+        await world.approve(2)
+        await _until(lambda: world.service.state(MODEL).canary_version is None)
+        assert world.published(2)[-1] == ("rolled_back", 2, 1)
+        reason = world.publisher.events[-1][0].reason  # type: ignore[attr-defined]
+        assert reason == "too few requests: 0 of the 50 needed in the 0.2 s time limit"
+        assert world.service.state(MODEL).champion_version == 1
+
+
+async def test_statistics_that_cannot_be_read_are_skipped_not_read_as_zero(world: World) -> None:
+    """An unreadable reading (Triton busy or briefly unreachable) is no sample: read as zeros it
+    would look like a reset, and the 100 requests before it would be counted again."""
+    await world.approve(1)
+    world.triton.readings[triton_name(MODEL, 2)] = [Counts(requests=100), None, None, Counts(requests=103)]
+    await world.approve(2)
+    await _until(lambda: world.service.state(MODEL).champion_version == 2)
+    assert world.publisher.events[-1][0].reason == "healthy over 3 requests: no errors"  # type: ignore[attr-defined]
+
+
+# ---- issue 20: Triton unreachable is not a verdict on the model --------------------------------
+
+
+async def test_triton_unreachable_during_a_deploy_is_retried_not_rolled_back() -> None:
+    async with make_world(triton_retry_budget_s=5) as world:
+        await world.approve(1)
+        world.triton.unreachable_loads = 3  # Triton restarts under the deployment
+        await world.approve(2)
+        assert world.published(2) == [("requested", 2, 1), ("canary_started", 2, 1)]
+        assert world.triton.load_calls == 2 + 3
+
+
+async def test_triton_down_past_the_retry_budget_leaves_the_version_deploying_for_the_reconciler() -> None:
+    async with make_world(triton_retry_budget_s=0.1) as world:
+        reconciler = world.reconciler()
+        await world.approve(1)
+        world.triton.down = True
+        await world.approve(2)  # handled: the message is not redelivered, nor dead-lettered
+        assert world.published(2) == [("requested", 2, 1)]
+        assert world.service.lifecycle(MODEL).state_of(2) == "deploying"
+        assert await reconciler.reconcile() == [], "Triton is down: nothing to try"
+        world.triton.down = False
+        assert await reconciler.reconcile() == [f"resumed {triton_name(MODEL, 2)}: canary"]
+        assert world.published(2) == [("requested", 2, 1), ("canary_started", 2, 1)]
+
+
+def test_the_backoff_while_triton_is_unreachable_is_capped_exponential_with_full_jitter() -> None:
+    always_top = type("Top", (), {"random": staticmethod(lambda: 1.0)})()
+    caps = [backoff_s(n, 0.5, 10.0, always_top) for n in range(1, 8)]  # type: ignore[arg-type]
+    assert caps == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    rng = random.Random(7)
+    waits = [backoff_s(3, 0.5, 10.0, rng) for _ in range(200)]
+    assert all(0 <= w <= 2.0 for w in waits) and max(waits) > 1.5 and min(waits) < 0.5
+    assert backoff_s(10_000, 0.5, 10.0) <= 10.0
+
+
+def test_an_unreachable_triton_is_told_from_its_answers() -> None:
+    assert unreachable(_unreachable())
+    assert unreachable(ConnectionRefusedError(111, "Connection refused"))
+    assert not unreachable(InferenceServerException("failed to load 'm__v1'", status="StatusCode.INTERNAL"))
+    assert not unreachable(InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")), (
+        "a timeout alone is ambiguous: the liveness check decides"
+    )
+    assert not unreachable(RuntimeError("boom"))
+
+
+async def test_a_load_that_a_reachable_triton_refuses_is_a_verdict(world: World) -> None:
+    await world.approve(1)
+    world.triton.broken[triton_name(MODEL, 2)] = InferenceServerException(
+        "failed to load 'intents__v2', failed to open model.py", status="StatusCode.INTERNAL"
+    )
+    await world.approve(2)
+    assert world.published(2) == [("requested", 2, 1), ("rolled_back", 2, 1)]
+    reason = world.publisher.events[-1][0].reason  # type: ignore[attr-defined]
+    assert reason.startswith("load_failed: ") and "failed to load 'intents__v2'" in reason
+    assert world.triton.load_calls == 2, "a verdict is not retried"
+
+
+async def test_an_operator_promote_while_triton_is_down_is_unavailable_and_resumed_later() -> None:
+    async with make_world() as world:
+        ops = OpsServicer(world.service)
+        await world.approve(1)
+        world.triton.down = True
+        code, message = await _status(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL, version=3))
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert message.startswith(f"Triton is unreachable: {MODEL} version 3 stays deploying")
+        assert world.service.lifecycle(MODEL).state_of(3) == "deploying"
+        world.triton.down = False
+        assert await world.reconciler().reconcile() == [f"resumed {triton_name(MODEL, 3)}: canary"]
+
+
+# ---- issue 20 (10): nothing stays in deploying -------------------------------------------------
+
+
+async def test_the_reconciler_resumes_a_deployment_whose_go_live_is_not_running(world: World) -> None:
+    """As after a crash between ``deployment.requested`` and the go-live's outcome."""
+    await world.approve(1)
+    world.service.replay(DeploymentRequested(model_name=MODEL, model_version=2, artifact_uri="x", champion_version=1))
+    assert world.service.lifecycle(MODEL).state_of(2) == "deploying"
+    reconciler = world.reconciler()
+    async with world.service.lock(MODEL):  # its go-live runs: left alone
+        assert await reconciler.reconcile() == []
+    assert await reconciler.reconcile() == [f"resumed {triton_name(MODEL, 2)}: canary"]
+    assert world.published(2) == [("canary_started", 2, 1)], "requested is on the topic already"
+    assert world.service.watcher.watching(MODEL)
+    assert await reconciler.reconcile() == []
+
+
+async def test_an_io_error_after_requested_is_resumed_then_rolled_back_after_the_bound() -> None:
+    async with make_world(resume_max_attempts=3) as world:
+        reconciler = world.reconciler()
+        await world.approve(1)
+        world.artifacts.io_error = OSError(28, "No space left on device")
+        await world.approve(2)  # handled: the deployment is the reconciler's now
+        assert world.published(2) == [("requested", 2, 1)]
+        name = triton_name(MODEL, 2)
+        failed = f"resume of {name} failed (attempt {{}} of 3): OSError: [Errno 28] No space left on device"
+        assert await reconciler.reconcile() == [failed.format(1)]
+        assert await reconciler.reconcile() == [failed.format(2)]
+        assert await reconciler.reconcile() == [f"rolled back {name}: resume_exhausted"]
+        assert world.published(2) == [("requested", 2, 1), ("rolled_back", 2, 1)]
+        assert world.publisher.events[-1][0].reason == (  # type: ignore[attr-defined]
+            "resume_exhausted: 3 attempts to resume the deployment failed; "
+            "the last: OSError: [Errno 28] No space left on device"
+        )
+        assert world.service.lifecycle(MODEL).state_of(2) == "rolled_back"
+        assert await reconciler.reconcile() == []
+
+
+async def test_a_resume_that_ends_in_a_verdict_rolls_back_at_once(world: World) -> None:
+    await world.approve(1)
+    world.triton.bad_answers.add(triton_name(MODEL, 2))
+    world.service.replay(DeploymentRequested(model_name=MODEL, model_version=2, artifact_uri="x", champion_version=1))
+    assert await world.reconciler().reconcile() == [f"rolled back {triton_name(MODEL, 2)}: smoke_test_failed"]
+    assert world.published(2) == [("rolled_back", 2, 1)]
 
 
 async def _call(servicer: OpsServicer, method: str, request: Any) -> Any:

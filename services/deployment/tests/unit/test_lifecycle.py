@@ -58,6 +58,7 @@ EXPECTED: dict[tuple[VersionState, Command, When | None], tuple[VersionState, tu
     (S.DEPLOYING, C.GO_LIVE_PASSED, When.PROMOTE_NOW): (S.CHAMPION, (E.PUBLISH_PROMOTED, E.RETIRE_REPLACED)),
     (S.DEPLOYING, C.GO_LIVE_PASSED, When.BEHIND_CHAMPION): (S.CANARY, (E.PUBLISH_CANARY_STARTED, E.WATCH_CANARY)),
     (S.DEPLOYING, C.GO_LIVE_FAILED, None): (S.ROLLED_BACK, (E.PUBLISH_ROLLED_BACK, E.RETIRE_NOW)),
+    (S.DEPLOYING, C.RESUME, None): (S.DEPLOYING, (E.GO_LIVE,)),
 }
 ALLOWED = sorted(EXPECTED, key=str)
 REFUSED = sorted(
@@ -97,7 +98,8 @@ def test_a_refusal_says_what_the_version_can_do() -> None:
     with pytest.raises(IllegalTransition) as refused:
         transition(S.DEPLOYING, C.RESTORE, subject="banking version 4")
     assert refused.value.message == (
-        "banking version 4 is deploying: it cannot restore (it can: deploy, go_live_failed, go_live_passed, promote)"
+        "banking version 4 is deploying: it cannot restore "
+        "(it can: deploy, go_live_failed, go_live_passed, promote, resume)"
     )
 
 
@@ -305,6 +307,19 @@ def test_rollback_without_a_version_walks_back_through_earlier_champions() -> No
     life = decide(life, 1, C.RESTORE).after
     assert life.previous_champion() is None and life.deployment.champion_version == 1
     assert ModelLifecycle.empty(MODEL).previous_champion() is None
+
+
+def test_a_resume_goes_live_again_without_publishing() -> None:
+    """The reconciler's way to finish a deployment left in ``deploying`` (a crash, an I/O error,
+    Triton unreachable past the retry budget): ``requested`` is on the topic already."""
+    resume = decide(SETUPS[S.DEPLOYING], V, C.RESUME)
+    assert [(e.kind, e.version, e.event) for e in resume.effects] == [(E.GO_LIVE, V, None)]
+    assert resume.after == SETUPS[S.DEPLOYING]
+    passed = decide(resume.after, V, C.GO_LIVE_PASSED)
+    assert passed.after.state_of(V) is S.CANARY
+    for state in (S.AVAILABLE, S.CANARY, S.CHAMPION, S.RETIRED, S.ROLLED_BACK):
+        with pytest.raises(IllegalTransition):
+            decide(SETUPS[state], V, C.RESUME)
 
 
 def test_a_canary_verdict_is_a_command() -> None:

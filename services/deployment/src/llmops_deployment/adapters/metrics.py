@@ -14,7 +14,7 @@ class DeploymentMetrics:
         self.up = Gauge("llmops_deployment_up", "1 while the service runs", registry=self.registry)
         self.deployments = Counter(
             "llmops_deployment_deployments_total",
-            "Deployments by outcome (canary, promoted, or the reason it failed)",
+            "Deployments by outcome (canary, promoted, deferred to the reconciler, or the reason it failed)",
             ["outcome"],
             registry=self.registry,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 import httpx
 import tritonclient.grpc.aio as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,15 +17,40 @@ FAILURES_METRIC = "llmops_model_request_failures_total"
 """Must match the kinds' Triton ``model.py``."""
 
 
+UNREACHABLE_CODES = frozenset({"StatusCode.UNAVAILABLE"})
+"""gRPC statuses that say the server could not be reached (nothing listens, the connection broke),
+as tritonclient's ``InferenceServerException.status()`` spells them. A timeout
+(``DEADLINE_EXCEEDED``) is not one by itself: a hung server and a slow model look alike, so the
+caller asks Triton's liveness check (``TritonControl.is_live``) to tell them apart."""
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says Triton could not be reached, rather than that it answered with an
+    error (a model it failed to load, a request it refused) or did not answer in time."""
+    if isinstance(error, InferenceServerException):
+        return error.status() in UNREACHABLE_CODES
+    if isinstance(error, grpc.aio.AioRpcError):
+        return str(error.code()) in UNREACHABLE_CODES
+    return isinstance(error, OSError | httpx.TransportError)
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Cumulative request counts of one loaded model (reset when it is reloaded). ``success``
-    includes failed requests (Triton 2.51 counts error responses as successes); ``failure``
-    comes from the counter our ``model.py`` exports on Triton's metrics endpoint."""
+    """Cumulative counters of one loaded model, each monotonic until Triton restarts or reloads the
+    model (then they start again from zero: read them with ``domain.canary.CounterSeries``).
+    ``requests`` is every request executed: Triton's success count, which includes the requests
+    our model answered with an error (Triton 2.51 counts error responses as successes), plus its
+    fail count; ``success_ns`` is the time of the former. ``failure`` is Triton's fail count plus
+    the counter our ``model.py`` exports on Triton's metrics endpoint."""
 
-    success: int = 0
+    requests: int = 0
     failure: int = 0
     success_ns: int = 0
+
+    @property
+    def sample(self) -> tuple[int, int, int]:
+        """(requests, errors, busy ns): one reading of the series."""
+        return self.requests, self.failure, self.success_ns
 
 
 Prediction = ClassOutput
@@ -40,12 +66,15 @@ class TritonControl:
         await self._client.close()
         await self._http.aclose()
 
-    async def failures(self) -> dict[str, int]:
-        """Triton model name → requests it answered with an error (``model.py``'s counter)."""
+    async def failures(self) -> dict[str, int] | None:
+        """Triton model name → requests it answered with an error (``model.py``'s counter); None
+        when the metrics endpoint cannot be read."""
         try:
-            text = (await self._http.get(self._metrics_url)).text
+            response = await self._http.get(self._metrics_url)
+            response.raise_for_status()
+            text = response.text
         except httpx.HTTPError:
-            return {}
+            return None
         found: dict[str, int] = {}
         for family in text_string_to_metric_families(text):
             if family.name == FAILURES_METRIC.removesuffix("_total"):
@@ -54,10 +83,11 @@ class TritonControl:
                         found[sample.labels.get("model", "")] = int(sample.value)
         return found
 
-    async def is_live(self) -> bool:
+    async def is_live(self, timeout_s: float = 5.0) -> bool:
+        """Whether Triton answers its liveness check within ``timeout_s``."""
         try:
-            return bool(await self._client.is_server_live())
-        except InferenceServerException:
+            return bool(await self._client.is_server_live(client_timeout=timeout_s))
+        except (TimeoutError, InferenceServerException, OSError):
             return False
 
     async def load(self, name: str) -> None:
@@ -76,19 +106,24 @@ class TritonControl:
         index = await self._client.get_model_repository_index(as_json=True)
         return {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
 
-    async def counts(self, name: str) -> Counts:
+    async def counts(self, name: str) -> Counts | None:
+        """The model's counters now; None when they cannot be read (Triton unreachable, the model
+        not loaded, the metrics endpoint down): no reading, which is not a reading of zeros."""
         try:
-            stats = await self._client.get_inference_statistics(name, as_json=True)
+            stats = await self._client.get_inference_statistics(name, as_json=True, client_timeout=5.0)
         except InferenceServerException:
-            return Counts()
-        success = failure = success_ns = 0
+            return None
+        failures = await self.failures()
+        if failures is None:
+            return None
+        requests = failure = success_ns = 0
         for model in stats.get("model_stats", []):
             inference = model.get("inference_stats", {})
-            success += int(inference.get("success", {}).get("count", 0))
+            requests += int(inference.get("success", {}).get("count", 0))
             failure += int(inference.get("fail", {}).get("count", 0))
             success_ns += int(inference.get("success", {}).get("ns", 0))
-        failure += (await self.failures()).get(name, 0)
-        return Counts(success=max(success - failure, 0), failure=failure, success_ns=success_ns)
+        # Requests Triton itself failed are not in its success count; ours are (and in our counter).
+        return Counts(requests=requests + failure, failure=failure + failures.get(name, 0), success_ns=success_ns)
 
     async def labels(self, name: str) -> list[str]:
         return classifier_serving.labels_from_config(await self._client.get_model_config(name, as_json=True))

@@ -59,6 +59,9 @@ class Command(StrEnum):
     """An operator's rollback to an earlier version: it becomes the champion again."""
     RELOAD = "reload"
     """The reconciler found a live version missing on Triton (e.g. Triton restarted)."""
+    RESUME = "resume"
+    """The reconciler found a version left deploying with no go-live running (a crash, an I/O
+    error, Triton unreachable past the retry budget): its go-live is run again."""
     GO_LIVE_PASSED = "go_live_passed"
     """The deploying version loaded and passed its smoke test."""
     GO_LIVE_FAILED = "go_live_failed"
@@ -137,8 +140,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     *_rows((S.CHAMPION,), C.PROMOTE, None),
     *_rows(_IDLE, C.RESTORE, S.CHAMPION, (E.GO_LIVE, E.STOP_WATCH, E.PUBLISH_ROLLED_BACK, E.RETIRE_REPLACED)),
     *_rows((S.CHAMPION,), C.RESTORE, None),
-    # The reconciler: a live version Triton lost is loaded again.
+    # The reconciler: a live version Triton lost is loaded again; a deployment nobody finishes is
+    # resumed (``requested`` is on the topic already), then ends as any go-live does.
     *_rows((S.CANARY, S.CHAMPION), C.RELOAD, None, (E.GO_LIVE,)),
+    *_rows((S.DEPLOYING,), C.RESUME, None, (E.GO_LIVE,)),
 )
 del S, C, E
 
