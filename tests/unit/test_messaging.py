@@ -1049,3 +1049,30 @@ async def test_a_handler_knows_the_id_of_the_event_it_answers_but_its_background
     assert seen["handler"] == seen["input"]
     assert seen["background"] is None and seen["thread"] is None
     assert current_event_id() is None
+
+
+async def test_a_crashed_run_redelivered_in_parts_stays_one_message_at_a_time_until_all_of_it_is_applied(
+    tmp_path: Path,
+) -> None:
+    """After the restart the crashed run may come back in smaller batches: the part before the poison
+    message is applied alone, and the poison one, in a later batch, is still applied alone."""
+    applied: list[str] = []
+    runs: list[int] = []
+
+    async def handle_batch(deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        runs.append(len(deliveries))
+        if any(d.origin.offset == 4 for d in deliveries):
+            raise Crash("out of memory")
+        applied.extend(d.envelope.data.text for d in deliveries)
+        return [None] * len(deliveries)
+
+    dlq = RecordingDeadLetterQueue()
+    batch = _records(6)
+    with pytest.raises(Crash):
+        await _crash_consumer(handle_batch, dlq, tmp_path / "state.db", batched=True).process_batch(batch)
+    restarted = _crash_consumer(handle_batch, dlq, tmp_path / "state.db", batched=True)
+    assert await restarted.process_batch(batch[:3]) == [Outcome.HANDLED] * 3
+    runs.clear()
+    with pytest.raises(Crash):
+        await restarted.process_batch(batch[3:])
+    assert runs == [1, 1]  # offsets 3 and 4 alone: the crashed run's marker still covers them

@@ -304,7 +304,8 @@ class ProcessedEvents:
             )
 
     def end_runs(self, runs: Sequence[RunRange]) -> None:
-        """Forget every unfinished run that overlaps these ranges (they were applied or given up on)."""
+        """Forget the unfinished runs within these ranges (their messages were applied or given up on).
+        A run only partly within them stays: its other messages have not been applied yet."""
         with self.transaction() as connection:
             self._end_runs(connection, runs)
 
@@ -320,8 +321,8 @@ class ProcessedEvents:
     def _end_runs(self, connection: sqlite3.Connection, runs: Sequence[RunRange]) -> None:
         connection.executemany(
             "DELETE FROM handler_runs WHERE consumer = ? AND topic = ? AND topic_partition = ?"
-            " AND first_offset <= ? AND last_offset >= ?",
-            [(self._consumer, topic, partition, last, first) for topic, partition, first, last in runs],
+            " AND first_offset >= ? AND last_offset <= ?",
+            [(self._consumer, topic, partition, first, last) for topic, partition, first, last in runs],
         )
 
     # --- retention ---------------------------------------------------------------------------
