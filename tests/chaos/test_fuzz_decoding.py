@@ -114,19 +114,16 @@ def test_a_reader_expecting_one_type_decodes_only_that_type_or_refuses(record: K
     decodes_or_refuses(record, RecordSubmitted)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="known defect: decode lets the JSON parser's ValueError out")
 @pytest.mark.parametrize(
     "case", ["integer-past-digit-limit", "integer-past-digit-limit-binary-mode", "nul-bytes-read-as-utf-16"]
 )
 def test_json_the_parser_refuses_with_a_value_error_is_invalid_json(case: str) -> None:
-    """Known defect, found by this fuzzing: ``_parse_json`` (``llmops_events/envelope.py``) catches
+    """Found by this fuzzing, fixed: ``_parse_json`` (``llmops_events/envelope.py``) catches
     ``JSONDecodeError`` and ``RecursionError`` only, and ``json.loads`` raises other ``ValueError``s:
     for an integer of more than 4,300 digits (Python's limit on parsing integers), and
     ``UnicodeDecodeError`` for bytes that are valid UTF-8 but start with NUL bytes, which it takes
     for UTF-16 or UTF-32 (``b"\\x00\\x01\\x00\\x00\\x00"``). ``decode`` lets them out instead of refusing the
-    message as ``invalid_json`` (the consumer still dead-letters it, as ``undecodable``). Strictly
-    expected to fail: once fixed, remove the mark, raise ``JSON_INTEGER_DIGITS`` and use plain
-    ``st.binary`` for ``raw_values`` in strategies.py."""
+    message as ``invalid_json`` (the consumer still dead-letters it, as ``undecodable``)."""
     huge = b"9" * 5_000
     if case == "integer-past-digit-limit":
         value = json.dumps(VALID_STRUCTURED[0]).replace('"acme"', "HUGE", 1).encode().replace(b"HUGE", huge)
@@ -145,20 +142,15 @@ def test_json_the_parser_refuses_with_a_value_error_is_invalid_json(case: str) -
     assert decodes_or_refuses(record) == DeadLetterReason.INVALID_JSON
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RecursionError, reason="known defect: JSON nested just below the limit fails in the SDK"
-)
 @pytest.mark.parametrize("mode", ["structured", "binary", "binary-empty-content-type", "binary-text-json"])
 def test_json_nested_just_below_the_parsers_limit_is_refused(mode: str) -> None:
-    """Known defect, found by this fuzzing: a document nested just below the recursion limit passes
+    """Found by this fuzzing, fixed: a document nested just below the recursion limit passes
     ``_parse_json`` and is then parsed again by the CloudEvents SDK (``from_kafka``), a few frames
     deeper, where it raises ``RecursionError``; ``_read_cloudevent`` does not catch it, so ``decode``
     lets it out (the consumer still dead-letters it, as ``undecodable``). The window is a couple of
     depths wide and moves with the caller's stack (988-990 deep from a plain script), so every depth
     around the limit is tried. In binary mode with an empty content type or ``text/json``, which the
-    SDK parses as JSON and ``decode`` does not, every depth past the limit fails the same way.
-    Strictly expected to fail: once fixed, remove the mark, let ``NESTING_DEPTHS`` in strategies.py
-    run through the limit and use ``json_documents`` where ``shallow_json_documents`` stands."""
+    SDK parses as JSON and ``decode`` does not, every depth past the limit fails the same way."""
     limit = sys.getrecursionlimit()
     binary = VALID_BINARY[0]
     for depth in range(max(1, limit - 400), limit + 50):  # past the limit too: the content-type cases

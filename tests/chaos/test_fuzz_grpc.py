@@ -235,13 +235,11 @@ def test_every_batch_request_gets_a_canonical_answer(
     still_serving(loop, gateway)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known defect: the gateway echoes model names unbounded")
 def test_a_huge_unknown_model_name_is_refused_as_invalid_argument(loop: LoopThread, gateway: Gateway) -> None:
-    """Known defect, found by this fuzzing: the gateway repeats the requested model name in its
+    """Found by this fuzzing, fixed: the gateway repeats the requested model name in its
     INVALID_ARGUMENT message, unbounded (``unknown model '...'``); past gRPC's metadata limit (8 KiB
     soft, 16 KiB hard) the client never receives that verdict and reports RESOURCE_EXHAUSTED
-    ("received metadata size exceeds hard limit"). Strictly expected to fail: once names are cut in
-    messages, remove the mark and raise ``ECHOED_NAME_CHARS`` in strategies.py."""
+    ("received metadata size exceeds hard limit")."""
     request = inference_pb2.PredictRequest(text="hello", model="x" * 20_000)
     code, details, _ = loop.run(status_of(lambda: gateway.stub.Predict(request, metadata=AUTH, timeout=10)))
     assert code is grpc.StatusCode.INVALID_ARGUMENT, f"{code.name}: {details}"
@@ -337,7 +335,6 @@ def test_every_ops_request_gets_a_canonical_answer(
     call_ops(loop, ops, method, request, operator)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known defect: InvalidName answers INTERNAL")
 @fuzz("ops_any_name")
 @given(
     call=ops_requests(OPS_KNOWN, names=proto_strings(max_size=500), methods=("Promote", "Rollback")),
@@ -346,20 +343,19 @@ def test_every_ops_request_gets_a_canonical_answer(
 def test_promote_and_rollback_of_any_model_name_get_a_canonical_answer(
     loop: LoopThread, ops: Ops, call: tuple[str, Any], operator: str | None
 ) -> None:
-    """Known defect, found by this fuzzing: Promote and Rollback of a model name the artifact layout
+    """Found by this fuzzing, fixed: Promote and Rollback of a model name the artifact layout
     refuses ('a/b', '..', 'é') answer INTERNAL "internal error: InvalidName":
     ``DeploymentService._require_model`` asks the registry, whose ``model_path`` raises
     ``llmops_models.InvalidName``, which the ops API does not map (INVALID_ARGUMENT or NOT_FOUND
-    would be right). Strictly expected to fail: remove the mark once it is mapped."""
+    would be right)."""
     method, request = call
     call_ops(loop, ops, method, request, operator)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known defect: the ops API echoes model names unbounded")
 def test_a_huge_unknown_model_name_is_not_found(loop: LoopThread, ops: Ops) -> None:
-    """Known defect, found by this fuzzing: the ops API repeats the requested model name in its
+    """Found by this fuzzing, fixed: the ops API repeats the requested model name in its
     NOT_FOUND message, unbounded; past gRPC's metadata limit the client reports RESOURCE_EXHAUSTED
-    instead of the verdict. Strictly expected to fail: remove the mark once names are cut."""
+    instead of the verdict."""
     code, details, _ = loop.run(
         status_of(lambda: ops.stub.GetStatus(ops_pb2.GetStatusRequest(model="x" * 20_000), timeout=10))
     )

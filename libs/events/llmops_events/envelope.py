@@ -258,6 +258,8 @@ def _read_cloudevent(record: KafkaRecord) -> tuple[dict[str, Any], Any]:
         event = ce_kafka.from_kafka(message, _JSON)
     except (BaseCloudEventException, ValueError, TypeError, KeyError, AttributeError) as error:
         raise DecodeError(Reason.INVALID_ENVELOPE, f"not a CloudEvent: {error}") from error
+    except RecursionError as error:  # the SDK parses the value again, a few frames deeper than we did
+        raise DecodeError(Reason.INVALID_JSON, "the value is JSON nested too deeply to parse") from error
     attributes = dict(event.get_attributes())
     attributes.pop("partitionkey", None)  # added by the SDK from the message key
     return attributes, event.get_data()
@@ -270,6 +272,8 @@ def _parse_json(value: bytes, what: str) -> Any:
         raise DecodeError(Reason.INVALID_JSON, f"{what} is not JSON: {error}") from error
     except RecursionError as error:  # '[[[[...' thousands deep: the parser gives up, the message is refused
         raise DecodeError(Reason.INVALID_JSON, f"{what} is JSON nested too deeply to parse") from error
+    except ValueError as error:  # an integer past Python's digit limit; NUL-led bytes read as UTF-16/32
+        raise DecodeError(Reason.INVALID_JSON, f"{what} is not JSON this platform parses: {error}") from error
 
 
 def _declares_json(headers: dict[str, bytes]) -> bool:

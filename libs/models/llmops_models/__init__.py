@@ -9,6 +9,7 @@ from llmops_models.layout import (
     DATASETS_PREFIX,
     MANIFEST_FILE,
     MODELS_PREFIX,
+    NAME_PATTERN,
     InvalidName,
     check_name,
     dataset_file,
@@ -18,6 +19,7 @@ from llmops_models.layout import (
     manifest_path,
     model_file,
     model_path,
+    shown,
 )
 from llmops_models.manifest import (
     ManifestMismatch,
@@ -35,6 +37,7 @@ __all__ = [
     "DATASETS_PREFIX",
     "MANIFEST_FILE",
     "MODELS_PREFIX",
+    "NAME_PATTERN",
     "ArtifactMissing",
     "InvalidName",
     "ManifestMismatch",
@@ -53,6 +56,7 @@ __all__ = [
     "next_version",
     "read_manifest",
     "sha256_file",
+    "shown",
     "verify_folder",
     "write_manifest",
 ]

@@ -35,6 +35,14 @@ def check_name(name: str, *, what: str = "name") -> str:
     return name
 
 
+def shown(name: str, *, limit: int = 80) -> str:
+    """``name`` as it may appear in an error message: quoted, and cut past ``limit`` characters, so a
+    huge name from a caller never makes the message itself too big to deliver (gRPC's 8 KiB)."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}… ({len(name)} characters)"
+
+
 def is_valid_name(name: str) -> bool:
     try:
         check_name(name)

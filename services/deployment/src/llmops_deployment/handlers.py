@@ -35,6 +35,7 @@ from llmops_deployment.errors import (
     FailedPrecondition,
     FailureReason,
     GoLiveFailed,
+    InvalidRequest,
     NotFound,
     TritonUnavailable,
 )
@@ -45,6 +46,7 @@ from llmops_events.base import EventData
 from llmops_events.v1 import Decision as EvaluationDecision
 from llmops_events.v1 import EvaluationCompleted
 from llmops_messaging import EventPublisher, current_event_id
+from llmops_models import NAME_PATTERN, is_valid_name, shown
 from llmops_serving import ModelDeployment, triton_name
 
 logger = logging.getLogger(__name__)
@@ -281,8 +283,10 @@ class DeploymentService:
         return self.state(model_name)
 
     def _require_model(self, model_name: str) -> None:
+        if not is_valid_name(model_name):
+            raise InvalidRequest(f"model name {shown(model_name)} must match {NAME_PATTERN.pattern}")
         if model_name not in self._models and not self.available_versions(model_name):
-            raise NotFound(f"unknown model {model_name!r}")
+            raise NotFound(f"unknown model {shown(model_name)}")
 
     def _require_artifacts(self, model_name: str, version: int) -> None:
         if version not in self.available_versions(model_name):

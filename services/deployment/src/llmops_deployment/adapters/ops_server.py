@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_deployment.errors import DeploymentError, ErrorCode, InvalidRequest, NotFound
+from llmops_models import shown
 from llmops_serving import ModelDeployment
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
             if request.model:
                 models = [m for m in models if m.model_name == request.model]
                 if not models:
-                    raise NotFound(f"unknown model {request.model!r}")
+                    raise NotFound(f"unknown model {shown(request.model)}")
             return ops_pb2.GetStatusResponse(models=[self._status(m) for m in models])
 
         return await _answer(context, serve)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from llmops_gateway.domain.models import PredictItem
 from llmops_gateway.errors import InvalidRequest, ModelUnavailable
+from llmops_models import shown
 from llmops_serving import ModelDeployment, Route, choose_route
 
 Lookup = Callable[[str], ModelDeployment | None]
@@ -29,10 +30,10 @@ def resolve_model(requested: str, *, default_model: str, known: Sequence[str]) -
 def route_item(item: PredictItem, model: str, lookup: Lookup) -> Route:
     deployment = lookup(model)
     if deployment is None:
-        raise InvalidRequest(f"unknown model {model!r}")
+        raise InvalidRequest(f"unknown model {shown(model)}")
     route = choose_route(deployment, item.request_id)
     if route is None:
-        raise ModelUnavailable(f"model {model!r} has no live version")
+        raise ModelUnavailable(f"model {shown(model)} has no live version")
     return route
 
 
