@@ -20,6 +20,13 @@ an attempt all the same, and once a message has used them all it is dead-lettere
 ``attempts_exhausted`` without running the handler again, so it cannot crash the service forever
 and block its partition. An attempt is bounded in time as well (``RetryPolicy.handler_timeout_s``):
 a handler that hangs is cancelled and its attempt fails like any other.
+
+A full disk (``OSError`` ``ENOSPC``, SQLite's "database or disk is full"), from a handler or from
+the consumer's own state writes, is not the message's fault: the attempt is not counted, nothing is
+dead-lettered, the consumer reports itself stalled with the reason ``disk_full`` and, after a
+backoff, has the same batch delivered again, until it goes through (``llmops_messaging.faults``).
+The chaos tests can kill the process between a handler's effect and the offset commit through a
+fault-injection point (``LLMOPS_FAULT_INJECT``, same module; a no-op unless set).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from llmops_events import DeadLetterReason, DecodeError, Envelope, EventData, KafkaRecord, decode
 from llmops_messaging.dlq import DeadLetterQueue, Origin
+from llmops_messaging.faults import FaultInjection, is_disk_full
 from llmops_messaging.health import ConsumerHealth, ConsumerProgress, watch
 from llmops_messaging.idempotency import AttemptKey, ProcessedEvents, RunRange
 from llmops_messaging.retry import RetryPolicy
@@ -51,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
 T = TypeVar("T")
+
+_ENV_FAULTS: Any = object()
+"""``EventConsumer(faults=...)``'s default: read ``LLMOPS_FAULT_INJECT`` (None disables)."""
 
 AIOKAFKA_MAX_POLL_INTERVAL_S = 300.0
 """aiokafka's default ``max_poll_interval_ms``: a member that does not poll for this long leaves its group."""
@@ -137,7 +148,10 @@ class EventConsumer:
       ``retry`` (a ``RetryPolicy``) and then dead-lettered as ``handler_failed``, never retried
       forever;
     * each attempt is counted in ``processed`` before the handler runs, so a message whose handler
-      kills the process is dead-lettered as ``attempts_exhausted`` once its attempts are used up.
+      kills the process is dead-lettered as ``attempts_exhausted`` once its attempts are used up;
+    * a full disk, in the handler or in ``processed``, is neither an attempt nor a reason to
+      dead-letter: the delivery fails, the consumer is stalled (``disk_full``) and the batch comes
+      again after a backoff, as often as it takes.
 
     Event types with a *batch handler* are applied a run at a time by ``process_batch`` (one
     call, so the handler can write one transaction for hundreds of events); the others go
@@ -160,11 +174,13 @@ class EventConsumer:
         stall_after_failures: int = 3,
         handler_timeout_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        faults: FaultInjection | None = _ENV_FAULTS,
     ) -> None:
         """``retry`` defaults to ``RetryPolicy()`` (``LLMOPS_RETRY_*``); ``max_attempts``, when
         given, overrides its number of attempts. ``handler_timeout_s``: this consumer's limit on one
         attempt, instead of the policy's (a service with long jobs); ``clock``: wall-clock seconds
-        (the time of a first failure outlives the process)."""
+        (the time of a first failure outlives the process). ``faults``: a fault to inject (tests);
+        by default ``LLMOPS_FAULT_INJECT`` is read, once, here."""
         self.group_id = group_id
         self._handlers = {model.event_type: handler for model, handler in handlers.items()}
         self._batch_handlers = {model.event_type: handler for model, handler in (batch_handlers or {}).items()}
@@ -181,6 +197,12 @@ class EventConsumer:
         self._clock = clock
         self.progress = ConsumerProgress(group_id, stall_after_failures=stall_after_failures)
         self._retry_raised: BaseException | None = None
+        self._faults = FaultInjection.from_env() if faults is _ENV_FAULTS else faults
+        # State writes the full disk refused, kept here until they go through (or stop mattering):
+        # attempts that must not count, DLQ positions not yet marked, run markers not yet cleared.
+        self._uncounted: dict[AttemptKey, int] = {}
+        self._unmarked_dead_letters: dict[tuple[str, int, int], tuple[str, str]] = {}
+        self._stale_runs: list[RunRange] = []
 
     @property
     def handles_batches(self) -> bool:
@@ -240,7 +262,19 @@ class EventConsumer:
                         on_outcome(outcome)
         except Exception as error:
             retried, self._retry_raised = self._retry_raised, None
-            if error is not retried:  # the policy's own redelivery is counted (and waited) already
+            if is_disk_full(error):
+                self.progress.disk_full(batch[0][1] if batch else None, error)
+                logger.error(
+                    "the disk is full: nothing is committed or dead-lettered, and the delivery is tried again"
+                    " until there is space",
+                    extra={
+                        "consumer_group": self.group_id,
+                        "failures_in_a_row": self.progress.consecutive_failures,
+                        "error": repr(error),
+                    },
+                )
+                await asyncio.sleep(self.retry.backoff(self.progress.consecutive_failures))
+            elif error is not retried:  # the policy's own redelivery is counted (and waited) already
                 self.progress.failed(batch[0][1] if batch else None, error)
                 logger.warning(
                     "delivery failed; it will be redelivered",
@@ -257,6 +291,8 @@ class EventConsumer:
             self._processed.maybe_prune()
         except Exception:  # housekeeping: never fail (and redeliver) a delivery that succeeded
             logger.exception("pruning the processed-events state failed; it is tried again later")
+        if self._faults is not None:
+            self._faults.delivered()  # tests only: kill_before_commit
         return outcomes
 
     async def process(self, record: KafkaRecord, origin: Origin) -> Outcome:
@@ -283,6 +319,7 @@ class EventConsumer:
         return await self._process_batch(batch)
 
     async def _process_batch(self, batch: Sequence[tuple[KafkaRecord, Origin]]) -> list[Outcome]:
+        self._write_what_the_disk_refused()
         outcomes: list[Outcome | None] = [None] * len(batch)
         for index in self._dead_lettered_before(batch):
             outcomes[index] = Outcome.DUPLICATE
@@ -360,7 +397,7 @@ class EventConsumer:
         else:
             ranges = []
             keys = [_attempt_key(*batch[run[0]])]
-            (before,) = self._processed.start_attempts(keys)  # durable before the handler runs
+            (before,) = self._start_attempts(keys)  # durable before the handler runs
             if before >= self.retry.max_attempts:
                 record, origin = batch[run[0]]
                 outcomes[run[0]] = await self._attempts_exhausted(record, origin, keys[0], before)
@@ -375,6 +412,9 @@ class EventConsumer:
                 self._processed.end_runs(ranges)
             raise
         except Exception as error:
+            if is_disk_full(error):  # not the events' fault: no attempt used, the delivery fails
+                self._forget_attempts(keys, ranges)
+                raise
             if len(run) > 1:
                 logger.warning(
                     "batch handler failed; applying its events one at a time",
@@ -388,6 +428,8 @@ class EventConsumer:
             return
         if len(verdicts) != len(run):
             raise RuntimeError(f"batch handler returned {len(verdicts)} verdicts for {len(run)} events")
+        if self._faults is not None:  # tests only: kill_after_effect
+            self._faults.applied(envelopes[run[0]].type, sum(verdict is None for verdict in verdicts))
         applied: list[str] = []
         for index, verdict in zip(run, verdicts, strict=True):
             record, origin = batch[index]
@@ -402,7 +444,13 @@ class EventConsumer:
         # (exactly-once in effect): only the events it left unmarked are marked here.
         marked = self._processed.processed_among(applied)
         unmarked = [event_id for event_id in applied if event_id not in marked]
-        self._processed.finish(unmarked, keys if applied else [], ranges)
+        try:
+            self._processed.finish(unmarked, keys if applied else [], ranges)
+        except Exception as error:
+            if is_disk_full(error):  # applied, not recorded: the redelivery applies it again, uncounted
+                self._forget_attempts(keys if applied else [], ranges)
+            raise
+        self._settled(keys)
 
     async def _apply_one_by_one(
         self,
@@ -471,7 +519,7 @@ class EventConsumer:
             return Outcome.DUPLICATE
 
         key = _attempt_key(record, origin)
-        (before,) = self._processed.start_attempts([key])  # durable before the handler runs
+        (before,) = self._start_attempts([key])  # durable before the handler runs
         if before >= self.retry.max_attempts:
             return await self._attempts_exhausted(record, origin, key, before)
         with consumer_span(
@@ -491,10 +539,21 @@ class EventConsumer:
                 self._processed.undo_attempts([key])  # the service is stopping: not the message's fault
                 raise
             except Exception as error:
+                if is_disk_full(error):  # not the message's fault: no attempt used, the delivery fails
+                    self._forget_attempts([key], [])
+                    raise
                 return await self._handler_failed(record, origin, envelope.id, error, key)
             finally:
                 _CURRENT_EVENT.reset(token)
-        self._processed.finish([envelope.id], [key])
+        if self._faults is not None:  # tests only: kill_after_effect
+            self._faults.applied(envelope.type)
+        try:
+            self._processed.finish([envelope.id], [key])
+        except Exception as error:
+            if is_disk_full(error):  # applied, not recorded: the redelivery applies it again, uncounted
+                self._forget_attempts([key], [])
+            raise
+        self._settled([key])
         return Outcome.HANDLED
 
     async def _decode(self, record: KafkaRecord, origin: Origin) -> Envelope[Any] | None:
@@ -580,9 +639,19 @@ class EventConsumer:
     ) -> Outcome:
         """Send the message to the DLQ, then remember its position so a redelivery skips it."""
         await self._dlq.send(record, origin=origin, stage=stage, reason=reason, detail=detail)
-        self._processed.mark_dead_lettered(
-            origin.topic, origin.partition, origin.offset, fingerprint=_fingerprint(record), reason=reason
-        )
+        fingerprint = _fingerprint(record)
+        try:
+            self._processed.mark_dead_lettered(
+                origin.topic, origin.partition, origin.offset, fingerprint=fingerprint, reason=reason
+            )
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            # The DLQ has it; remembered here until the mark can be written, so a redelivery of the
+            # batch (the disk is full: it will fail further on) does not send it to the DLQ again.
+            self._unmarked_dead_letters[(origin.topic, origin.partition, origin.offset)] = (fingerprint, reason)
+        if self._uncounted:
+            self._settled([(origin.topic, origin.partition, origin.offset, fingerprint)])
         return Outcome.DEAD_LETTERED
 
     def _dead_lettered_before(self, batch: Sequence[tuple[KafkaRecord, Origin]]) -> set[int]:
@@ -594,6 +663,9 @@ class EventConsumer:
         for (topic, partition), indices in by_partition.items():
             offsets = [batch[index][1].offset for index in indices]
             marks = self._processed.dead_lettered_between(topic, partition, min(offsets), max(offsets))
+            for (marked_topic, marked_partition, offset), (fingerprint, _) in self._unmarked_dead_letters.items():
+                if (marked_topic, marked_partition) == (topic, partition):
+                    marks.setdefault(offset, fingerprint)
             if not marks:
                 continue
             for index in indices:
@@ -601,6 +673,60 @@ class EventConsumer:
                 if marks.get(origin.offset) == _fingerprint(record):
                     found.add(index)
         return found
+
+    # --- a full disk: state writes it refused -----------------------------------------------------
+
+    def _start_attempts(self, keys: Sequence[AttemptKey]) -> list[int]:
+        """``ProcessedEvents.start_attempts``, less the attempts a full disk kept from being taken back."""
+        before = self._processed.start_attempts(keys)
+        if not self._uncounted:
+            return before
+        return [max(0, count - self._uncounted.get(key, 0)) for key, count in zip(keys, before, strict=True)]
+
+    def _forget_attempts(self, keys: Sequence[AttemptKey], ranges: Sequence[RunRange]) -> None:
+        """The attempt at these messages (or this run) ended on a full disk: take it back, in the state
+        database if it can still be written, else in memory (see ``_start_attempts``)."""
+        if ranges:
+            try:
+                self._processed.end_runs(ranges)
+            except Exception as error:
+                if not is_disk_full(error):
+                    raise
+                self._stale_runs.extend(ranges)
+        if keys:
+            try:
+                self._processed.undo_attempts(keys)
+            except Exception as error:
+                if not is_disk_full(error):
+                    raise
+                for key in keys:
+                    self._uncounted[key] = self._uncounted.get(key, 0) + 1
+
+    def _settled(self, keys: Sequence[AttemptKey]) -> None:
+        """These messages are applied or dead-lettered: their attempts are of no more interest."""
+        if self._uncounted:
+            for key in keys:
+                self._uncounted.pop(key, None)
+
+    def _write_what_the_disk_refused(self) -> None:
+        """Write the run markers to clear and the DLQ marks that a full disk refused; best effort (on a
+        full disk they wait for the next delivery). Nearly always nothing to do."""
+        if self._stale_runs:
+            try:
+                self._processed.end_runs(self._stale_runs)
+                self._stale_runs = []
+            except Exception as error:
+                if not is_disk_full(error):
+                    raise
+        if self._unmarked_dead_letters:
+            for (topic, partition, offset), (fingerprint, reason) in list(self._unmarked_dead_letters.items()):
+                try:
+                    self._processed.mark_dead_lettered(topic, partition, offset, fingerprint=fingerprint, reason=reason)
+                except Exception as error:
+                    if not is_disk_full(error):
+                        raise
+                    return
+                del self._unmarked_dead_letters[(topic, partition, offset)]
 
 
 def subscribe(

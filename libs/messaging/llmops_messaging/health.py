@@ -10,6 +10,10 @@ service with a stalled consumer as unhealthy, with the reason (``stall_reasons``
 
 A message being retried under the retry policy is *not* a stall: those retries are bounded (the
 message is dead-lettered at the end of its budget); the health detail says it is retrying.
+
+A full disk (``disk_full``) stalls a consumer at once, from its first failed delivery: it is an
+infrastructure condition that no redelivery cures by itself, and the consumer commits nothing until
+a delivery succeeds again (``EventConsumer`` retries it, and never dead-letters for it).
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmops_messaging.dlq import Origin
+from llmops_messaging.faults import DISK_FULL
 
+FAILED_DELIVERIES = "failed_deliveries"
+"""The stall reason of a consumer whose deliveries keep failing for any other reason."""
 STALLED_METRIC = "llmops_consumer_stalled"
 FAILED_DELIVERIES_METRIC = "llmops_consumer_failed_deliveries"
 _MAX_ERROR = 300
@@ -34,6 +41,8 @@ _MAX_ERROR = 300
 class ConsumerHealth:
     healthy: bool
     detail: str
+    reason: str = ""
+    """Why it is unhealthy: ``disk_full``, ``failed_deliveries``; empty while healthy."""
 
 
 class ConsumerProgress:
@@ -53,6 +62,7 @@ class ConsumerProgress:
         self._failed_at: Origin | None = None
         self._last_error = ""
         self._retrying: tuple[Origin, int, str] | None = None
+        self._condition: str | None = None
 
     def delivered(self, messages: int) -> None:
         """A delivery was processed and its offsets may be committed."""
@@ -61,12 +71,27 @@ class ConsumerProgress:
         self.last_progress_at = self._clock()
         self._failed_at = None
         self._retrying = None
+        self._condition = None
 
     def failed(self, origin: Origin | None, error: BaseException) -> None:
         """A delivery failed for a reason outside the retry policy; it will be redelivered."""
         self.consecutive_failures += 1
         self._failed_at = origin
         self._last_error = _short(error)
+        self._condition = None
+
+    def disk_full(self, origin: Origin | None, error: BaseException) -> None:
+        """A delivery failed because the disk is full: stalled at once, with the reason ``disk_full``,
+        until a delivery succeeds."""
+        self.failed(origin, error)
+        self._condition = DISK_FULL
+
+    @property
+    def reason(self) -> str:
+        """Why the consumer is stalled (``disk_full``, ``failed_deliveries``), or empty."""
+        if self._condition is not None:
+            return self._condition
+        return FAILED_DELIVERIES if self.consecutive_failures >= self.stall_after_failures else ""
 
     def retrying(self, origin: Origin, attempt: int, error: BaseException) -> None:
         """A message failed its ``attempt``-th time and will be redelivered by the retry policy."""
@@ -74,16 +99,21 @@ class ConsumerProgress:
 
     @property
     def stalled(self) -> bool:
-        return self.consecutive_failures >= self.stall_after_failures
+        return bool(self.reason)
 
     def health(self) -> ConsumerHealth:
         idle = self._clock() - self.last_progress_at
-        if self.stalled:
+        reason = self.reason
+        if reason:
             where = f" at {_position(self._failed_at)}" if self._failed_at is not None else ""
+            why = ""
+            if reason == DISK_FULL:
+                why = " (disk_full: the disk is full; nothing is consumed until there is space)"
             return ConsumerHealth(
                 False,
-                f"consumer group {self.group_id} stalled: {self.consecutive_failures} failed deliveries in a row"
+                f"consumer group {self.group_id} stalled{why}: {self.consecutive_failures} failed deliveries in a row"
                 f"{where}, no progress for {idle:.0f}s; last error: {self._last_error}",
+                reason,
             )
         if self._retrying is not None:
             origin, attempt, error = self._retrying

@@ -381,10 +381,16 @@ class ProcessedEvents:
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 yield self._connection
+                # Inside the try: a COMMIT that fails (SQLITE_FULL: the disk is full) must not leave
+                # the transaction open, or every later BEGIN fails even once there is space again.
+                self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                if self._connection.in_transaction:  # SQLite may have rolled it back already
+                    try:
+                        self._connection.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        logger.exception("rolling back a failed transaction failed")
                 raise
-            self._connection.execute("COMMIT")
 
     def close(self) -> None:
         self._connection.close()
