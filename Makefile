@@ -30,8 +30,8 @@ logs: ## Follow the logs of every component started by `make up`
 demo: up ## Run the closed loop on the embedded default (starts the stack first)
 	@$(LLMOPS) demo
 
-snapshot: ## Cut a dataset snapshot of every labelled record ingested so far
-	@$(LLMOPS) snapshot
+snapshot: ## Cut dataset snapshots of everything ingested so far: records and instruction examples [CONTENT=records|instructions]
+	@$(LLMOPS) snapshot $(if $(CONTENT),--content $(CONTENT))
 
 retrain: ## Ask for a new model version: MODEL=name [DATASET=id] (default: latest snapshot)
 	@test -n "$(MODEL)" || { echo "usage: make retrain MODEL=<name> [DATASET=<id>]"; exit 2; }

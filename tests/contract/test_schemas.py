@@ -12,10 +12,11 @@ from llmops_events import ContentMode, Envelope, encode, event_types
 from llmops_events.base import EVENT_TYPE_PATTERN
 from llmops_events.schemas import asyncapi_document, event_schemas
 from llmops_events.topics import TOPICS_BY_NAME
-from llmops_events.v1 import RecordSubmitted, TrainingRequested
+from llmops_events.v1 import InstructionSubmitted, RecordSubmitted, TrainingRequested
 
 DESIGN_EVENT_TYPES = {
     "llmops.record.submitted.v1",
+    "llmops.instruction.submitted.v1",
     "llmops.dataset.snapshotted.v1",
     "llmops.training.requested.v1",
     "llmops.training.started.v1",
@@ -50,6 +51,16 @@ def test_event_type_is_versioned_and_on_a_known_topic(event_type: str) -> None:
     "payload",
     [
         RecordSubmitted(tenant="acme", source="crm", text="hello", metadata={"channel": "chat"}),
+        InstructionSubmitted(
+            tenant="acme",
+            source="playbook",
+            messages=[
+                {"role": "system", "content": "Answer with the intent."},
+                {"role": "user", "content": "Where is my card?"},
+                {"role": "assistant", "content": "card_arrival"},
+            ],
+            output_format={"labels": ["card_arrival", "lost_card"]},
+        ),
         TrainingRequested(model_name="banking", reason="drift", evidence={"report": "file:///r.html"}),
     ],
 )

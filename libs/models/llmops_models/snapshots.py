@@ -5,9 +5,15 @@ deployment read them (``SnapshotReader``). Rows carry at least ``record_id``, ``
 and ``split`` (``train``/``validation``/``test``); the manifest has ``created_at``, ``row_count``,
 ``content_hash``, ``label_counts``, ``split_counts`` and ``files`` (split → file name).
 
-"Latest snapshot" means the complete folder whose manifest has the newest ``created_at``: reading
-the store rather than the datasets topic keeps readers stateless, and a snapshot event seen before
-its folder is complete can never be picked.
+Snapshots come in series by ``content`` (the manifest's field; absent means ``records``):
+``records`` (classifier data: ``text`` and ``label``) and ``instructions`` (one chat per row: ``text``
+is the last user turn, ``label`` the reference answer, ``messages_json`` every turn as a JSON array
+of ``{"role", "content"}``, ``output_format_json`` the declared answer format or ``""``). The two
+are never mixed in one snapshot.
+
+"Latest snapshot" means the complete folder of a series whose manifest has the newest
+``created_at``: reading the store rather than the datasets topic keeps readers stateless, and a
+snapshot event seen before its folder is complete can never be picked.
 """
 
 from __future__ import annotations
@@ -34,6 +40,18 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 REQUIRED_COLUMNS = ("text", "label", "split")
 
+# The series a snapshot belongs to (``llmops_events.v1.DatasetContent``'s values).
+RECORDS = "records"
+INSTRUCTIONS = "instructions"
+CONTENTS = (RECORDS, INSTRUCTIONS)
+INSTRUCTION_COLUMNS = ("messages_json", "output_format_json")
+"""The columns an ``instructions`` snapshot has beyond those of ``records``."""
+
+
+def content_of(manifest: Mapping[str, Any]) -> str:
+    """The series of a snapshot, from its manifest (snapshots from before series are ``records``)."""
+    return str(manifest.get("content") or RECORDS)
+
 
 def split_file_name(split: str) -> str:
     return f"{split}.parquet"
@@ -55,17 +73,29 @@ def publish_snapshot(store: ArtifactStore, frame: pd.DataFrame, manifest: Mappin
 
 
 def write_snapshot(
-    store: ArtifactStore, frame: pd.DataFrame, *, dataset_id: str, created_at: datetime | None = None
+    store: ArtifactStore,
+    frame: pd.DataFrame,
+    *,
+    dataset_id: str,
+    created_at: datetime | None = None,
+    content: str = RECORDS,
 ) -> str:
-    """Publish ``frame`` (columns ``text``, ``label``, ``split``; ``record_id`` added when missing)
-    as a snapshot with a manifest computed from it: for tests, benchmarks and imports of
+    """Publish ``frame`` (columns ``text``, ``label``, ``split``; ``record_id`` added when missing;
+    for ``content="instructions"`` also ``messages_json`` and ``output_format_json``) as a snapshot
+    of the ``content`` series with a manifest computed from it: for tests, benchmarks and imports of
     existing data sets (the ingestion service cuts snapshots from the bus with its own manifest)."""
+    if content not in CONTENTS:
+        raise ValueError(f"content must be one of {CONTENTS}, not {content!r}")
     frame = frame.copy()
     if "record_id" not in frame.columns:
         frame["record_id"] = [f"r-{i:06d}" for i in range(len(frame))]
-    rows = frame.sort_values("record_id")[["record_id", "text", "label", "split"]].astype(str).values.tolist()
+    columns = ["record_id", "text", "label", "split"]
+    if content == INSTRUCTIONS:
+        columns += list(INSTRUCTION_COLUMNS)
+    rows = frame.sort_values("record_id")[columns].astype(str).values.tolist()
     manifest: dict[str, Any] = {
         "dataset_id": dataset_id,
+        "content": content,
         "created_at": (created_at or datetime.now(UTC)).isoformat(),
         "row_count": len(frame),
         "content_hash": "sha256:" + hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest(),
@@ -86,14 +116,17 @@ class SnapshotReader:
     def is_complete(self, dataset_id: str) -> bool:
         return is_valid_name(dataset_id) and self.store.is_complete(dataset_path(dataset_id))
 
-    def latest(self) -> tuple[str, datetime] | None:
-        """The newest complete snapshot: its id and creation time."""
+    def latest(self, content: str = RECORDS) -> tuple[str, datetime] | None:
+        """The newest complete snapshot of the ``content`` series: its id and creation time."""
         newest: tuple[datetime, str] | None = None
         for name in self.store.list(DATASETS_PREFIX):
             if not self.is_complete(name):
                 continue
             try:
-                created = datetime.fromisoformat(str(self.manifest(name)["created_at"]))
+                manifest = self.manifest(name)
+                if content_of(manifest) != content:
+                    continue
+                created = datetime.fromisoformat(str(manifest["created_at"]))
             except (OSError, KeyError, ValueError) as error:
                 logger.warning(
                     "snapshot without a readable manifest skipped", extra={"dataset_id": name, "error": repr(error)}
@@ -103,8 +136,8 @@ class SnapshotReader:
                 newest = (created, name)
         return (newest[1], newest[0]) if newest else None
 
-    def latest_dataset_id(self) -> str | None:
-        latest = self.latest()
+    def latest_dataset_id(self, content: str = RECORDS) -> str | None:
+        latest = self.latest(content)
         return latest[0] if latest else None
 
     def manifest(self, dataset_id: str) -> dict[str, Any]:

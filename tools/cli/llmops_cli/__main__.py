@@ -263,12 +263,24 @@ def demo(
 
 
 @app.command("snapshot")
-def snapshot() -> None:
-    """Cut a dataset snapshot now from every labelled record ingested so far."""
-    from llmops_ingestion import cut_snapshot
+def snapshot(
+    content: Annotated[
+        str | None, typer.Option(help="Only this series: records or instructions (default: both).")
+    ] = None,
+) -> None:
+    """Cut dataset snapshots now: of every labelled record and of every instruction example ingested
+    so far (a series with nothing in it is skipped)."""
+    from llmops_events.v1 import DatasetContent
+    from llmops_ingestion import cut_snapshots
 
-    event = asyncio.run(cut_snapshot())
-    _console().print(f"snapshot {event.dataset_id}: {event.row_count} rows, splits {event.split_counts}\n  {event.uri}")
+    if content is not None and content not in set(DatasetContent):
+        raise typer.BadParameter(f"one of {', '.join(DatasetContent)}", param_hint="--content")
+    contents = [DatasetContent(content)] if content else list(DatasetContent)
+    for event in asyncio.run(cut_snapshots(contents=contents)):
+        _console().print(
+            f"snapshot {event.dataset_id} ({event.content}): {event.row_count} rows, splits {event.split_counts}"
+            f"\n  {event.uri}"
+        )
 
 
 @app.command("retrain")

@@ -1,6 +1,6 @@
 """Version 1 of every event of the platform (DESIGN.md, Contracts)."""
 
-from llmops_events.v1.datasets import DatasetSnapshotted, OffsetRange
+from llmops_events.v1.datasets import DatasetContent, DatasetSnapshotted, OffsetRange
 from llmops_events.v1.deployment import (
     DeploymentCanaryStarted,
     DeploymentPromoted,
@@ -10,7 +10,7 @@ from llmops_events.v1.deployment import (
 from llmops_events.v1.evaluation import Decision, EvaluationCompleted, RuleFailure
 from llmops_events.v1.inference import FeedbackSubmitted, InferenceLogged
 from llmops_events.v1.monitoring import MonitoringDriftDetected, MonitoringReportCreated
-from llmops_events.v1.records import RecordSubmitted
+from llmops_events.v1.records import ChatTurn, InstructionSubmitted, OutputFormat, RecordSubmitted
 from llmops_events.v1.training import (
     Hyperparameters,
     TrainingCompleted,
@@ -23,6 +23,8 @@ from llmops_events.v1.training import (
 )
 
 __all__ = [
+    "ChatTurn",
+    "DatasetContent",
     "DatasetSnapshotted",
     "Decision",
     "DeploymentCanaryStarted",
@@ -33,9 +35,11 @@ __all__ = [
     "FeedbackSubmitted",
     "Hyperparameters",
     "InferenceLogged",
+    "InstructionSubmitted",
     "MonitoringDriftDetected",
     "MonitoringReportCreated",
     "OffsetRange",
+    "OutputFormat",
     "RecordSubmitted",
     "RuleFailure",
     "TrainingCompleted",

@@ -1,8 +1,9 @@
-"""Immutable dataset snapshots cut from curated records."""
+"""Immutable dataset snapshots cut from curated records or instruction examples."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,16 @@ class OffsetRange(BaseModel):
     partition: int = Field(ge=0)
     start: int = Field(ge=0)
     end: int = Field(ge=0)
+
+
+class DatasetContent(StrEnum):
+    """What a snapshot series holds; each series is cut, numbered and read on its own."""
+
+    RECORDS = "records"
+    """Classifier training data: ``text`` and ``label`` per row (``llmops.record.submitted.v1``)."""
+
+    INSTRUCTIONS = "instructions"
+    """Instruction-tuning data: one chat per row (``llmops.instruction.submitted.v1``)."""
 
 
 class DatasetSnapshotted(EventData):
@@ -50,3 +61,7 @@ class DatasetSnapshotted(EventData):
     """The topic/partition/offset ranges whose records the snapshot contains."""
 
     created_at: datetime
+
+    content: DatasetContent = DatasetContent.RECORDS
+    """Which series the snapshot belongs to (its manifest's ``content``); absent in events from
+    before instruction examples existed, which are all ``records``."""

@@ -9,13 +9,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .main import IngestionRuntime, cut_snapshot
+    from .main import IngestionRuntime, cut_snapshot, cut_snapshots
     from .settings import IngestionSettings
 
 __all__ = [
     "IngestionRuntime",
     "IngestionSettings",
     "cut_snapshot",
+    "cut_snapshots",
 ]
 
 _EXPORTS: dict[str, str] = {
@@ -24,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "IngestionSettings": ".settings",
     # operator actions (`llmops snapshot`)
     "cut_snapshot": ".main",
+    "cut_snapshots": ".main",
 }
 
 

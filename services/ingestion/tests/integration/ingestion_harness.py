@@ -37,18 +37,21 @@ class RunningIngestion:
     def var_dir(self) -> Path:
         return self.settings.platform.var_dir
 
-    def offline_rows(self, tenant: str) -> pd.DataFrame:
-        """Rows of ``tenant`` in Feast's offline Parquet parts (duplicates included)."""
+    def offline_rows(self, tenant: str, *, view: str = "curated_records") -> pd.DataFrame:
+        """Rows of ``tenant`` in Feast's offline Parquet parts of a feature view (records by default;
+        ``curated_instructions``), duplicates included."""
         from llmops_ingestion.adapters.feast_local import PartDirectory
 
-        parts = PartDirectory(self.settings.feast_repo_dir / "data" / "curated_records")
+        parts = PartDirectory(self.settings.feast_repo_dir / "data" / view)
         with parts.reading():  # no merge deletes a part while it is read
             frame = pd.concat([pd.read_parquet(part) for part in parts.parts()], ignore_index=True)
         return frame[frame["tenant"] == tenant]
 
-    async def wait_for_rows(self, tenant: str, count: int, timeout: float = 30) -> pd.DataFrame:
-        await wait_until(lambda: len(self.offline_rows(tenant)) >= count, timeout=timeout)
-        return self.offline_rows(tenant)
+    async def wait_for_rows(
+        self, tenant: str, count: int, timeout: float = 30, *, view: str = "curated_records"
+    ) -> pd.DataFrame:
+        await wait_until(lambda: len(self.offline_rows(tenant, view=view)) >= count, timeout=timeout)
+        return self.offline_rows(tenant, view=view)
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 30, interval: float = 0.2) -> None:

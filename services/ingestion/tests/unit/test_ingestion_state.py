@@ -45,6 +45,36 @@ def test_a_batch_is_deduplicated_within_itself_and_against_the_store() -> None:
         StoreOutcome.DUPLICATE_RECORD_ID,
         StoreOutcome.DUPLICATE_TEXT,
     ]
-    assert [row["record_id"] for _, row in state.outbox(10)] == ["a/1", "b/2", "a/3"]
+    assert [entry.row["record_id"] for entry in state.outbox(10)] == ["a/1", "b/2", "a/3"]
     members = state.labelled_members(up_to_seq=state.max_seq())
     assert [(m.record_id, m.position.offset) for m in members] == [("a/1", 0), ("b/2", 3), ("a/3", 4)]
+
+
+def test_a_database_from_before_instruction_examples_is_all_records() -> None:
+    processed = ProcessedEvents(":memory:", consumer="ingestion")
+    connection = processed.connection
+    # The two tables as they were, with a record and a snapshot of it.
+    connection.executescript(
+        """
+        CREATE TABLE curated (seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL, dedup_key TEXT NOT NULL, labelled INTEGER NOT NULL, topic TEXT NOT NULL,
+            partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, ingested_at TEXT NOT NULL, outbox TEXT,
+            UNIQUE (tenant, dedup_key));
+        CREATE TABLE snapshots (dataset_id TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, created_at TEXT NOT NULL,
+            event_json TEXT NOT NULL, published INTEGER NOT NULL DEFAULT 0, cause TEXT);
+        INSERT INTO curated VALUES (1, 'a/1', 'a', 'k1', 1, 'raw', 0, 0, '2026-11-01', NULL);
+        INSERT INTO curated VALUES (2, 'a/2', 'a', 'k2', 1, 'raw', 0, 1, '2026-11-01', NULL);
+        INSERT INTO snapshots VALUES ('records-1', 1, '2026-11-01', '{}', 1, NULL);
+        """
+    )
+    state = IngestionState(processed)
+    assert state.labelled_since_last_snapshot("records") == 1
+    assert state.labelled_since_last_snapshot("instructions") == 0
+    assert state.last_snapshot("records") == "{}" and state.last_snapshot("instructions") is None
+    now = datetime.now(UTC)
+    with processed.transaction() as connection:
+        row = CuratedRow("a/3", "a", "k3", True, Position("raw", 0, 2), {"record_id": "a/3"}, content="instructions")
+        IngestionState.store_curated_many(connection, [row], ingested_at=now)
+    assert [m.record_id for m in state.labelled_members(up_to_seq=state.max_seq(), content="instructions")] == ["a/3"]
+    assert [m.record_id for m in state.labelled_members(up_to_seq=state.max_seq())] == ["a/1", "a/2"]
+    assert [(entry.content, entry.row["record_id"]) for entry in state.outbox(10)] == [("instructions", "a/3")]

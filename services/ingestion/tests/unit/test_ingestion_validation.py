@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from llmops_ingestion.domain.validation import RejectReason, ValidationRules, check_record
@@ -30,4 +33,21 @@ def test_valid_records_pass(label, allowed) -> None:
 
 def test_reason_codes_are_stable() -> None:
     codes = {reason.value for reason in RejectReason}
-    assert codes == {"text_too_long", "empty_text", "unknown_label", "invalid_label"}
+    assert codes == {
+        "text_too_long",
+        "empty_text",
+        "unknown_label",
+        "invalid_label",
+        "invalid_turns",
+        "too_many_tokens",
+        "invalid_output_format",
+        "invalid_answer_format",
+    }
+
+
+def test_the_readme_lists_every_ingestion_reason_with_its_meaning() -> None:
+    """The README's table of ingestion's DLQ reasons is this catalogue, row for row."""
+    readme = (Path(__file__).parents[4] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", readme.split("**DLQ reasons** of ingestion", 1)[1], re.M))
+    listed = {code: meaning for code, meaning in rows.items() if code in {r.value for r in RejectReason}}
+    assert listed == {reason.value: reason.meaning for reason in RejectReason}

@@ -1,6 +1,6 @@
-"""Curated records in Feast: a generated repository under ``var/`` with the local stores of
-``feast_local`` (SQLite online store, one row per record; Parquet parts offline), fed through the
-push source."""
+"""Curated records and instruction examples in Feast: a generated repository under ``var/`` with the
+local stores of ``feast_local`` (SQLite online store, one row per record; Parquet parts offline), fed
+through the push sources, a feature view for each (``llmops_features``)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,10 @@ import yaml
 from llmops_features import (
     CREATED_FIELD,
     ENTITY,
-    FEATURE_VIEW,
-    FEATURES,
-    FLOAT_FEATURES,
-    INT_FEATURES,
-    PUSH_SOURCE,
-    STRING_FEATURES,
+    INSTRUCTIONS_VIEW,
+    RECORDS_VIEW,
     TIMESTAMP_FIELD,
+    ViewSpec,
     feature_definitions,
     offline_schema,
 )
@@ -33,6 +30,7 @@ from llmops_ingestion.domain.curation import describe_many
 logger = logging.getLogger(__name__)
 
 OFFLINE_DIR = "curated_records"
+INSTRUCTIONS_OFFLINE_DIR = "curated_instructions"
 LEGACY_OFFLINE_FILE = "curated_records.parquet"  # Feast's file store layout, before the parts
 ONLINE_FILE = "online_store.db"
 ENTITY_KEY_SERIALIZATION_VERSION = 3
@@ -49,13 +47,21 @@ class FeastCuratedStore:
         self._project = project
         self._languages = None if languages is None else tuple(languages)
         self._store: Any = None
-        self._online: Any = None  # a feast_local.RecordRowWriter once open
+        self._online: dict[str, Any] = {}  # view name → a feast_local.RecordRowWriter once open
         self._worker: Any = None  # a ProcessPoolExecutor once start_push_worker() ran
 
     @property
     def offline_path(self) -> Path:
-        """The offline source: a directory of Parquet parts (``feast_local.PartDirectory``)."""
+        """The records' offline source: a directory of Parquet parts (``feast_local.PartDirectory``)."""
         return self._repo_dir / "data" / OFFLINE_DIR
+
+    @property
+    def instructions_offline_path(self) -> Path:
+        """The instruction examples' offline source, likewise."""
+        return self._repo_dir / "data" / INSTRUCTIONS_OFFLINE_DIR
+
+    def _offline_path(self, spec: ViewSpec) -> Path:
+        return self.instructions_offline_path if spec is INSTRUCTIONS_VIEW else self.offline_path
 
     def open(self, *, apply: bool = True) -> None:
         """Write the repository configuration, create the offline directory, apply the definitions
@@ -84,35 +90,45 @@ class FeastCuratedStore:
             # Written as a file (not only passed as a RepoConfig) so `feast -c var/feast ...` works
             # for an operator inspecting the store.
             (self._repo_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            parts = PartDirectory(self.offline_path)
-            parts.initialise(offline_schema())
+            for spec in _VIEWS:
+                PartDirectory(self._offline_path(spec)).initialise(offline_schema(spec))
             legacy = data / LEGACY_OFFLINE_FILE
             if legacy.exists():  # a repository written before the parts: its rows become a part
                 legacy.replace(self.offline_path / "part-00-00000000000000000000-legacy.parquet")
         self._store = FeatureStore(repo_path=str(self._repo_dir))
         if apply:
-            self._store.apply(feature_definitions(self.offline_path))
-        self._online = RecordRowWriter(
-            sqlite3.connect(str(data / ONLINE_FILE), check_same_thread=False),
-            record_table(self._project, FEATURE_VIEW),
-            entity=ENTITY,
-            string_features=STRING_FEATURES,
-            int_features=INT_FEATURES,
-            float_features=FLOAT_FEATURES,
-            timestamp_field=TIMESTAMP_FIELD,
-            created_field=CREATED_FIELD,
-        )
+            self._store.apply(
+                feature_definitions(self.offline_path, instructions_offline_path=self.instructions_offline_path)
+            )
+        for spec in _VIEWS:
+            self._online[spec.name] = RecordRowWriter(
+                sqlite3.connect(str(data / ONLINE_FILE), check_same_thread=False),
+                record_table(self._project, spec.name),
+                entity=ENTITY,
+                string_features=spec.string_features,
+                int_features=spec.int_features,
+                float_features=spec.float_features,
+                timestamp_field=TIMESTAMP_FIELD,
+                created_field=CREATED_FIELD,
+            )
         logger.info("feast repository ready", extra={"repo": str(self._repo_dir)})
 
     def push(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Add the descriptors to the rows, append them to the offline store and upsert them in
-        the online store."""
+        """Add the descriptors to the rows of records, append them to the offline store and upsert
+        them in the online store."""
+        self._push(rows, RECORDS_VIEW)
+
+    def push_instructions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """``push`` for instruction examples (their own feature view)."""
+        self._push(rows, INSTRUCTIONS_VIEW)
+
+    def _push(self, rows: Sequence[dict[str, Any]], spec: ViewSpec) -> None:
         if not rows:
             return
         if self._worker is not None:
-            self._worker.submit(_push_in_worker, list(rows)).result()
+            self._worker.submit(_push_in_worker, list(rows), spec.name).result()
             return
-        self._push_here(rows)
+        self._push_here(rows, spec)
 
     def start_push_worker(self) -> None:
         """Run pushes in a child process from now on (started and warmed up here).
@@ -134,25 +150,25 @@ class FeastCuratedStore:
             initializer=_open_worker_store,
             initargs=(str(self._repo_dir), self._project, self._languages),
         )
-        self._worker.submit(_push_in_worker, []).result()  # opens Feast there before the first push
+        self._worker.submit(_push_in_worker, [], RECORDS_VIEW.name).result()  # opens Feast there before the first push
 
     def close(self) -> None:
         if self._worker is not None:
             self._worker.shutdown(wait=True)
             self._worker = None
-        if self._online is not None:
-            self._online.close()
-            self._online = None
+        for writer in self._online.values():
+            writer.close()
+        self._online = {}
 
-    def _push_here(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _push_here(self, rows: Sequence[dict[str, Any]], spec: ViewSpec = RECORDS_VIEW) -> None:
         from feast.data_source import PushMode
 
         store = self._require_open()
         rows = with_descriptors(rows, detect_languages=self._detect_languages)
         # Online through the direct writer (Feast's DataFrame-to-proto conversion would cost
         # more than the rest of ingestion), offline through Feast's push.
-        self._online.write(rows, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
-        store.push(PUSH_SOURCE, to_frame(rows), to=PushMode.OFFLINE)
+        self._online[spec.name].write(rows, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
+        store.push(spec.push_source, to_frame(rows, spec), to=PushMode.OFFLINE)
 
     @cached_property
     def _detect_languages(self) -> Callable[[Sequence[str]], Sequence[str]] | None:
@@ -165,19 +181,28 @@ class FeastCuratedStore:
         _ = self._detect_languages
 
     def historical(self, record_ids: Sequence[str], *, as_of: datetime) -> Any:
-        """The feature values of ``record_ids`` as known at ``as_of`` (point-in-time join): one
-        row per id, however often a row was pushed."""
+        """The feature values of records ``record_ids`` as known at ``as_of`` (point-in-time join):
+        one row per id, however often a row was pushed."""
+        return self._historical(record_ids, as_of=as_of, spec=RECORDS_VIEW)
+
+    def historical_instructions(self, record_ids: Sequence[str], *, as_of: datetime) -> Any:
+        """``historical`` for instruction examples."""
+        return self._historical(record_ids, as_of=as_of, spec=INSTRUCTIONS_VIEW)
+
+    def _historical(self, record_ids: Sequence[str], *, as_of: datetime, spec: ViewSpec) -> Any:
         import pandas as pd
 
-        entity_df = pd.DataFrame({ENTITY: list(record_ids), TIMESTAMP_FIELD: pd.Timestamp(as_of)})
-        features = [f"{FEATURE_VIEW}:{name}" for name in FEATURES]
         from llmops_ingestion.adapters.feast_local import PartDirectory
 
-        with PartDirectory(self.offline_path).reading():
+        entity_df = pd.DataFrame({ENTITY: list(record_ids), TIMESTAMP_FIELD: pd.Timestamp(as_of)})
+        features = [f"{spec.name}:{name}" for name in spec.features]
+        with PartDirectory(self._offline_path(spec)).reading():
             return self._require_open().get_historical_features(entity_df=entity_df, features=features).to_df()
 
-    def online(self, record_ids: Sequence[str]) -> dict[str, list[Any]]:
-        features = [f"{FEATURE_VIEW}:{name}" for name in FEATURES]
+    def online(self, record_ids: Sequence[str], *, view: ViewSpec = RECORDS_VIEW) -> dict[str, list[Any]]:
+        """The online feature values of ``record_ids`` (of instruction examples with
+        ``view=INSTRUCTIONS_VIEW``)."""
+        features = [f"{view.name}:{name}" for name in view.features]
         entity_rows = [{ENTITY: record_id} for record_id in record_ids]
         return dict(self._require_open().get_online_features(features=features, entity_rows=entity_rows).to_dict())
 
@@ -207,21 +232,23 @@ def with_descriptors(
     ]
 
 
-def to_frame(rows: Sequence[dict[str, Any]]) -> Any:
+def to_frame(rows: Sequence[dict[str, Any]], spec: ViewSpec = RECORDS_VIEW) -> Any:
     """A push DataFrame with the dtypes the feature view declares (Feast checks them)."""
     import numpy as np
     import pandas as pd
 
     frame = pd.DataFrame(list(rows))
-    for name in INT_FEATURES:
+    for name in spec.int_features:
         frame[name] = frame[name].astype(np.int64)
-    for name in FLOAT_FEATURES:
+    for name in spec.float_features:
         frame[name] = frame[name].astype(np.float32)
     for name in (TIMESTAMP_FIELD, CREATED_FIELD):
         frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[ns, UTC]")
     return frame
 
 
+_VIEWS = (RECORDS_VIEW, INSTRUCTIONS_VIEW)
+_VIEWS_BY_NAME = {spec.name: spec for spec in _VIEWS}
 _WORKER_STORE: FeastCuratedStore | None = None
 
 
@@ -233,8 +260,8 @@ def _open_worker_store(repo_dir: str, project: str, languages: tuple[str, ...] |
     _WORKER_STORE.load_language_model()  # here, so the first push does not wait for it
 
 
-def _push_in_worker(rows: list[dict[str, Any]]) -> None:
+def _push_in_worker(rows: list[dict[str, Any]], view: str) -> None:
     if _WORKER_STORE is None:
         raise RuntimeError("the push worker has no Feast store")
     if rows:
-        _WORKER_STORE._push_here(rows)
+        _WORKER_STORE._push_here(rows, _VIEWS_BY_NAME[view])

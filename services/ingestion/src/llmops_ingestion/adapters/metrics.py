@@ -19,7 +19,7 @@ class IngestionMetrics:
         )
         self.records_in = Counter(
             f"{prefix}_records_in_total",
-            "Records that reached curation, by origin.",
+            "Records and instruction examples that reached curation, by origin (records, feedback, instructions).",
             ["origin"],
             registry=self.registry,
         )
@@ -29,8 +29,16 @@ class IngestionMetrics:
             ["labelled"],
             registry=self.registry,
         )
+        self.instructions_accepted = Counter(
+            f"{prefix}_instructions_accepted_total",
+            "Curated instruction examples stored.",
+            registry=self.registry,
+        )
         self.duplicates = Counter(
-            f"{prefix}_duplicates_total", "Records dropped as duplicates, by kind.", ["kind"], registry=self.registry
+            f"{prefix}_duplicates_total",
+            "Records and instruction examples dropped as duplicates, by kind.",
+            ["kind"],
+            registry=self.registry,
         )
         self.redacted = Counter(
             f"{prefix}_pii_redacted_total",
@@ -51,7 +59,10 @@ class IngestionMetrics:
             f"{prefix}_feast_outbox_rows", "Curated rows waiting to be pushed to Feast.", registry=self.registry
         )
         self.snapshots = Counter(
-            f"{prefix}_snapshots_total", "Dataset snapshots cut, by trigger.", ["trigger"], registry=self.registry
+            f"{prefix}_snapshots_total",
+            "Dataset snapshots cut (either series), by trigger.",
+            ["trigger"],
+            registry=self.registry,
         )
         self.up = Gauge(f"{prefix}_up", "1 while the service is consuming.", registry=self.registry)
 

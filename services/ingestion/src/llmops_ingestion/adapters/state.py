@@ -2,13 +2,15 @@
 
 Tables:
 
-* ``curated``: one row per accepted record (de-duplication by ``record_id`` and by
-  ``(tenant, dedup_key)``, lineage position, labelled flag) and, until it reaches Feast, the
-  feature row to push (a transactional outbox). Only redacted text is ever stored.
+* ``curated``: one row per accepted record or instruction example (``content``: ``records`` or
+  ``instructions``; de-duplication by ``record_id`` and by ``(tenant, dedup_key)``, lineage
+  position, labelled flag) and, until it reaches Feast, the feature row to push (a transactional
+  outbox). Only redacted text is ever stored.
 * ``served_requests`` / ``pending_feedback``: the two halves of the feedback flywheel, which
   may arrive in either order since they travel on different topics.
-* ``snapshots``: which curated rows each snapshot covered, whether its event went out, and the
-  event that caused it (a retraining request), so handling that event again finds the snapshot.
+* ``snapshots``: which curated rows each snapshot covered (of its ``content`` series), whether its
+  event went out, and the event that caused it (a retraining request), so handling that event again
+  finds the snapshot.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS curated (
     "offset" INTEGER NOT NULL,
     ingested_at TEXT NOT NULL,
     outbox TEXT,
+    content TEXT NOT NULL DEFAULT 'records',
     UNIQUE (tenant, dedup_key)
 );
 CREATE INDEX IF NOT EXISTS curated_outbox ON curated (seq) WHERE outbox IS NOT NULL;
@@ -64,9 +67,13 @@ CREATE TABLE IF NOT EXISTS snapshots (
     max_seq INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     event_json TEXT NOT NULL,
-    published INTEGER NOT NULL DEFAULT 0
+    published INTEGER NOT NULL DEFAULT 0,
+    content TEXT NOT NULL DEFAULT 'records'
 );
 """
+
+RECORDS = "records"
+INSTRUCTIONS = "instructions"
 
 
 class StoreOutcome(StrEnum):
@@ -98,6 +105,17 @@ class CuratedRow:
     labelled: bool
     position: Position
     feature_row: dict[str, Any]
+    content: str = RECORDS
+    """The series the row belongs to: ``records`` or ``instructions``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A feature row waiting for Feast: its place in the outbox, its series and the row."""
+
+    seq: int
+    content: str
+    row: dict[str, Any]
 
 
 _CHUNK = 500  # values per IN (...) query
@@ -143,6 +161,11 @@ class IngestionState:
         columns = {row[1] for row in self._connection.execute("PRAGMA table_info(snapshots)")}
         if "cause" not in columns:  # a database from before causes were recorded
             self._connection.execute("ALTER TABLE snapshots ADD COLUMN cause TEXT")
+        # A database from before instruction examples: everything in it is records.
+        for table in ("curated", "snapshots"):
+            columns = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
+            if "content" not in columns:
+                self._connection.execute(f"ALTER TABLE {table} ADD COLUMN content TEXT NOT NULL DEFAULT 'records'")
         self._connection.execute(
             "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_cause ON snapshots (cause) WHERE cause IS NOT NULL"
         )
@@ -160,6 +183,7 @@ class IngestionState:
         position: Position,
         feature_row: dict[str, Any],
         ingested_at: datetime,
+        content: str = RECORDS,
     ) -> StoreOutcome:
         """Insert a curated record unless its id or its text (per tenant) is already known."""
         if connection.execute("SELECT 1 FROM curated WHERE record_id = ?", (record_id,)).fetchone():
@@ -170,8 +194,8 @@ class IngestionState:
             return StoreOutcome.DUPLICATE_TEXT
         connection.execute(
             "INSERT INTO curated"
-            ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox)'
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox, content)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record_id,
                 tenant,
@@ -182,6 +206,7 @@ class IngestionState:
                 position.offset,
                 ingested_at.isoformat(),
                 _encode_outbox(feature_row),
+                content,
             ),
         )
         return StoreOutcome.ACCEPTED
@@ -218,22 +243,23 @@ class IngestionState:
                     record.position.offset,
                     stamp,
                     _encode_outbox(record.feature_row),
+                    record.content,
                 )
             )
         connection.executemany(
             "INSERT INTO curated"
-            ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox)'
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox, content)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         return outcomes
 
-    def outbox(self, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    def outbox(self, limit: int) -> list[OutboxRow]:
         """Feature rows not yet confirmed in Feast, oldest first."""
         rows = self._connection.execute(
-            "SELECT seq, outbox FROM curated WHERE outbox IS NOT NULL ORDER BY seq LIMIT ?", (limit,)
+            "SELECT seq, content, outbox FROM curated WHERE outbox IS NOT NULL ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
-        return [(seq, _decode_outbox(payload)) for seq, payload in rows]
+        return [OutboxRow(seq, content, _decode_outbox(payload)) for seq, content, payload in rows]
 
     def outbox_size(self) -> int:
         return int(self._connection.execute("SELECT count(*) FROM curated WHERE outbox IS NOT NULL").fetchone()[0])
@@ -245,18 +271,21 @@ class IngestionState:
     def max_seq(self) -> int:
         return int(self._connection.execute("SELECT coalesce(max(seq), 0) FROM curated").fetchone()[0])
 
-    def labelled_since_last_snapshot(self) -> int:
+    def labelled_since_last_snapshot(self, content: str = RECORDS) -> int:
+        """Labelled rows of the ``content`` series stored after its last snapshot."""
         return int(
             self._connection.execute(
-                "SELECT count(*) FROM curated WHERE labelled = 1 AND seq > "
-                "(SELECT coalesce(max(max_seq), 0) FROM snapshots)"
+                "SELECT count(*) FROM curated WHERE labelled = 1 AND content = ? AND seq > "
+                "(SELECT coalesce(max(max_seq), 0) FROM snapshots WHERE content = ?)",
+                (content, content),
             ).fetchone()[0]
         )
 
-    def labelled_members(self, *, up_to_seq: int) -> list[SnapshotMember]:
+    def labelled_members(self, *, up_to_seq: int, content: str = RECORDS) -> list[SnapshotMember]:
         rows = self._connection.execute(
-            'SELECT record_id, topic, partition, "offset" FROM curated WHERE labelled = 1 AND seq <= ? ORDER BY seq',
-            (up_to_seq,),
+            'SELECT record_id, topic, partition, "offset" FROM curated'
+            " WHERE labelled = 1 AND content = ? AND seq <= ? ORDER BY seq",
+            (content, up_to_seq),
         ).fetchall()
         return [
             SnapshotMember(record_id, Position(topic, partition, offset))
@@ -324,13 +353,21 @@ class IngestionState:
     # --- snapshots ------------------------------------------------------------------------
 
     def record_snapshot(
-        self, *, dataset_id: str, max_seq: int, created_at: datetime, event_json: str, cause: str | None = None
+        self,
+        *,
+        dataset_id: str,
+        max_seq: int,
+        created_at: datetime,
+        event_json: str,
+        cause: str | None = None,
+        content: str = RECORDS,
     ) -> None:
         """``cause``: the id of the event the snapshot was cut for (a retraining request), if any."""
         with self._write() as connection:
             connection.execute(
-                "INSERT INTO snapshots (dataset_id, max_seq, created_at, event_json, cause) VALUES (?, ?, ?, ?, ?)",
-                (dataset_id, max_seq, created_at.isoformat(), event_json, cause),
+                "INSERT INTO snapshots (dataset_id, max_seq, created_at, event_json, cause, content)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (dataset_id, max_seq, created_at.isoformat(), event_json, cause, content),
             )
 
     def snapshot_caused_by(self, event_id: str) -> str | None:
@@ -338,10 +375,11 @@ class IngestionState:
         row = self._connection.execute("SELECT event_json FROM snapshots WHERE cause = ?", (event_id,)).fetchone()
         return str(row[0]) if row else None
 
-    def last_snapshot(self) -> str | None:
-        """The event (JSON) of the latest snapshot, if any."""
+    def last_snapshot(self, content: str = RECORDS) -> str | None:
+        """The event (JSON) of the latest snapshot of the ``content`` series, if any."""
         row = self._connection.execute(
-            "SELECT event_json FROM snapshots ORDER BY max_seq DESC, created_at DESC LIMIT 1"
+            "SELECT event_json FROM snapshots WHERE content = ? ORDER BY max_seq DESC, created_at DESC LIMIT 1",
+            (content,),
         ).fetchone()
         return str(row[0]) if row else None
 

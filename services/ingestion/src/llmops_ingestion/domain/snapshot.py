@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmops_events.v1 import OffsetRange
+from llmops_events.v1 import DatasetContent, OffsetRange
 
 
 class Split(StrEnum):
@@ -57,17 +57,24 @@ def should_snapshot(*, labelled_since_last: int, every_n_labelled: int) -> bool:
 # The columns hashed, in this order; anything else in a row (timestamps of the store) is not
 # part of the dataset's content.
 CONTENT_COLUMNS: tuple[str, ...] = ("record_id", "tenant", "source", "text", "label", "split")
+# An instruction example's row: ``text`` is the last user turn, ``label`` the reference answer.
+INSTRUCTION_CONTENT_COLUMNS: tuple[str, ...] = (*CONTENT_COLUMNS, "messages_json", "output_format_json")
 
 
-def content_hash(rows: Iterable[Mapping[str, Any]]) -> str:
-    """``sha256:`` over the rows' content columns, rows ordered by ``record_id``.
+def content_columns(content: DatasetContent) -> tuple[str, ...]:
+    """The columns a snapshot of the series holds and hashes."""
+    return INSTRUCTION_CONTENT_COLUMNS if content is DatasetContent.INSTRUCTIONS else CONTENT_COLUMNS
+
+
+def content_hash(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = CONTENT_COLUMNS) -> str:
+    """``sha256:`` over the rows' content ``columns``, rows ordered by ``record_id``.
 
     Each row is canonical JSON (sorted keys, no whitespace, UTF-8) followed by a newline, so
     the hash is reproducible from the Parquet files with any JSON library.
     """
     digest = hashlib.sha256()
     for row in sorted(rows, key=lambda row: str(row["record_id"])):
-        canonical = {column: row.get(column) for column in CONTENT_COLUMNS}
+        canonical = {column: row.get(column) for column in columns}
         digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
         digest.update(b"\n")
     return f"sha256:{digest.hexdigest()}"
@@ -99,10 +106,14 @@ def lineage_ranges(positions: Iterable[Position]) -> list[OffsetRange]:
     ]
 
 
-def dataset_id_for(*, name: str, created_at: datetime, content_hash: str) -> str:
-    """``<name>-<UTC time>-<6 hex of the content hash>``: sortable, readable, unique per content."""
+def dataset_id_for(
+    *, name: str, created_at: datetime, content_hash: str, content: DatasetContent = DatasetContent.RECORDS
+) -> str:
+    """``<name>-<UTC time>-<6 hex of the content hash>``, for instruction examples
+    ``<name>-instructions-<UTC time>-<6 hex>``: sortable, readable, unique per content."""
     stamp = created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{name}-{stamp}-{content_hash.removeprefix('sha256:')[:6]}"
+    series = f"{name}-instructions" if content is DatasetContent.INSTRUCTIONS else name
+    return f"{series}-{stamp}-{content_hash.removeprefix('sha256:')[:6]}"
 
 
 class SnapshotManifest(BaseModel):
@@ -111,11 +122,14 @@ class SnapshotManifest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     dataset_id: str
+    content: DatasetContent = DatasetContent.RECORDS
+    """The series: ``records`` (classifier data) or ``instructions`` (one chat per row)."""
     created_at: datetime
     row_count: int = Field(ge=0)
     content_hash: str
     content_columns: list[str] = Field(default_factory=lambda: list(CONTENT_COLUMNS))
     label_counts: dict[str, int]
+    """Rows per label; empty for instruction examples, whose answers are free text."""
     split_counts: dict[str, int]
     files: dict[str, str]
     """Split name → Parquet file name, relative to the manifest."""
@@ -134,15 +148,20 @@ def build_manifest(
     feature_view: str,
     as_of: datetime,
     created_at: datetime,
+    content: DatasetContent = DatasetContent.RECORDS,
 ) -> SnapshotManifest:
-    """The manifest of ``rows`` (each with ``record_id``, ``label`` and ``split``)."""
-    labels = Counter(str(row["label"]) for row in rows)
+    """The manifest of ``rows`` (each with ``record_id``, ``label`` and ``split``; instruction
+    examples with ``messages_json`` and ``output_format_json`` too)."""
+    columns = content_columns(content)
+    labels = Counter(str(row["label"]) for row in rows) if content is DatasetContent.RECORDS else Counter()
     splits = Counter(str(row["split"]) for row in rows)
     return SnapshotManifest(
         dataset_id=dataset_id,
+        content=content,
         created_at=created_at,
         row_count=len(rows),
-        content_hash=content_hash(rows),
+        content_hash=content_hash(rows, columns),
+        content_columns=list(columns),
         label_counts=dict(sorted(labels.items())),
         split_counts={split.value: splits.get(split.value, 0) for split in Split},
         files=files,
