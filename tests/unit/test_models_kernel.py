@@ -160,7 +160,7 @@ def test_an_artifact_names_its_kind_and_old_ones_are_classifiers() -> None:
     assert kind_of({}) is CLASSIFIER
     assert kind_of({"kind": "classifier"}) is CLASSIFIER
     assert kind_for_task("sequence-classification") is CLASSIFIER
-    with pytest.raises(UnknownKind, match="known: .*classifier"):
+    with pytest.raises(UnknownKind, match=r"known: .*classifier"):
         kind_of({"kind": "diffusion"})
     with pytest.raises(UnknownKind):
         kind_for_task("image-generation")
