@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from llmops_events.v1.training import (
     TrainingProgressed,
     TrainingRequested,
     TrainingStarted,
+    TrainingTask,
 )
 from llmops_fine_tuning.adapters.metrics import FineTuningMetrics
 from llmops_fine_tuning.domain.lineage import build_lineage
@@ -46,10 +48,19 @@ from llmops_fine_tuning.domain.ports import (
     TrainingResult,
 )
 from llmops_fine_tuning.domain.request import TrainingDefaults, TrainingJob, resolve_job
-from llmops_fine_tuning.domain.validation import DatasetSummary, check_dataset, check_dataset_size, check_task
+from llmops_fine_tuning.domain.validation import (
+    CONTENT_FOR_TASK,
+    DatasetSummary,
+    check_content,
+    check_dataset,
+    check_dataset_size,
+    check_instructions,
+    check_task,
+)
 from llmops_fine_tuning.errors import FineTuningError, TrainingRejected, TransientFailure
 from llmops_models import build_manifest, hash_folder, write_manifest
-from llmops_models.kinds import kind_for_task
+from llmops_models.kinds import UnknownKind, kind_for_task
+from llmops_models.kinds.causal_lm.conversations import RECORDS_CONTENT
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +109,17 @@ class FineTuningService:
         config: ServiceConfig,
         datasets: DatasetReader,
         registry: ModelRegistry,
-        trainer: Trainer,
+        trainer: Trainer | Mapping[TrainingTask, Trainer],
         events: EventSink,
         metrics: FineTuningMetrics | None = None,
     ) -> None:
+        """``trainer``: one trainer per task, or one trainer for every task (tests' stand-ins)."""
         self._config = config
         self._datasets = datasets
         self._registry = registry
-        self._trainer = trainer
+        self._trainers: Mapping[TrainingTask, Trainer] = (
+            trainer if isinstance(trainer, Mapping) else dict.fromkeys(TrainingTask, trainer)
+        )
         self._events = events
         self._metrics = metrics or FineTuningMetrics()
         self._one_job = asyncio.Lock()
@@ -125,15 +139,20 @@ class FineTuningService:
             return
         async with self._one_job:
             if job.dataset_id is None and job.reason in _FRESH_DATA_REASONS and self._config.fresh_snapshot_wait_s:
-                await self._wait_for_fresh_snapshot(envelope.time, self._config.fresh_snapshot_wait_s)
+                await self._wait_for_fresh_snapshot(
+                    envelope.time, self._config.fresh_snapshot_wait_s, content=CONTENT_FOR_TASK[job.task]
+                )
             await self._run(job)
 
-    async def _wait_for_fresh_snapshot(self, requested_at: datetime, timeout_s: float) -> None:
-        """Wait until a snapshot created at or after ``requested_at`` exists, so a retraining
-        caused by drift learns from the traffic that drifted (fed back as labelled records)."""
+    async def _wait_for_fresh_snapshot(
+        self, requested_at: datetime, timeout_s: float, *, content: str = RECORDS_CONTENT
+    ) -> None:
+        """Wait until a snapshot (of what the task trains on) created at or after ``requested_at``
+        exists, so a retraining caused by drift learns from the traffic that drifted (fed back as
+        labelled records)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
-            latest = await asyncio.to_thread(self._datasets.latest)
+            latest = await asyncio.to_thread(self._datasets.latest, content)
             if latest is not None and latest[1] >= requested_at:
                 return
             await asyncio.sleep(1.0)
@@ -232,14 +251,27 @@ class FineTuningService:
     def _prepare(self, job: TrainingJob) -> tuple[TrainingJob, DatasetSummary]:
         """Find and validate the dataset; raises ``TrainingRejected`` with a reason code."""
         check_task(job.task)
-        dataset_id = job.dataset_id or self._datasets.latest_dataset_id()
+        try:
+            kind_for_task(job.task.value)
+        except UnknownKind as error:
+            raise TrainingRejected("unknown_kind", str(error)) from error
+        if job.task not in self._trainers:
+            raise TrainingRejected("unsupported_task", f"this replica has no trainer for task {job.task.value!r}")
+        content = CONTENT_FOR_TASK[job.task]
+        dataset_id = job.dataset_id or self._datasets.latest_dataset_id(content)
         if dataset_id is None:
-            raise TrainingRejected("dataset_not_found", "no complete dataset snapshot exists yet")
+            raise TrainingRejected("dataset_not_found", f"no complete {content} dataset snapshot exists yet")
         summary = self._datasets.summary(dataset_id)
         if summary is None:
             raise TrainingRejected("dataset_not_found", f"no complete dataset snapshot {dataset_id!r}")
-        check_dataset(summary, min_examples_per_label=self._config.min_examples_per_label)
-        check_dataset_size(summary, self._config.defaults.limits)
+        check_content(summary, job.task)
+        if job.task == TrainingTask.CAUSAL_LM:
+            check_instructions(summary, min_examples=self._config.min_examples_per_label)
+        else:
+            check_dataset(summary, min_examples_per_label=self._config.min_examples_per_label)
+        settings = self._config.defaults.for_task(job.task)
+        assert settings is not None  # resolve_job refused a task without a section
+        check_dataset_size(summary, settings.limits)
         return job.model_copy(update={"dataset_id": dataset_id}), summary
 
     def _train_and_publish(
@@ -251,7 +283,7 @@ class FineTuningService:
         with tempfile.TemporaryDirectory(prefix=f"{job.model_name}-", dir=self._config.work_dir) as scratch:
             folder = Path(scratch) / "model"
             data = self._datasets.load(job.dataset_id)
-            result = self._trainer.train(job, data, folder, on_progress=on_progress)
+            result = self._trainers[job.task].train(job, data, folder, on_progress=on_progress)
             lineage = build_lineage(
                 job,
                 dataset_content_hash=summary.content_hash,

@@ -31,7 +31,8 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from llmops_events.topics import TRAINING
-from llmops_events.v1.training import TrainingRequested
+from llmops_events.v1.training import TrainingRequested, TrainingTask
+from llmops_fine_tuning.adapters.causal_lm_trainer import LoraCausalLmTrainer
 from llmops_fine_tuning.adapters.code_version import code_version
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
@@ -76,7 +77,7 @@ class FineTuningRuntime:
     def __init__(
         self, settings: FineTuningSettings, *, metrics: FineTuningMetrics | None = None, trainer: Trainer | None = None
     ) -> None:
-        """``trainer`` replaces the LoRA trainer (tests)."""
+        """``trainer`` replaces the LoRA trainers of every task (tests)."""
         self.settings = settings
         self.metrics = metrics or FineTuningMetrics()
         self._trainer = trainer
@@ -103,10 +104,7 @@ class FineTuningRuntime:
             ),
             datasets=ArtifactDatasetReader(store),
             registry=ModelRegistry(store),
-            trainer=self._trainer
-            or LoraSequenceClassificationTrainer(
-                num_threads=settings.num_threads, progress_interval_s=settings.progress_interval_s
-            ),
+            trainer=self._trainer or trainers(settings),
             events=self._publisher,
             metrics=self.metrics,
         )
@@ -135,6 +133,17 @@ class FineTuningRuntime:
             await self._publisher.stop()
         if self._processed is not None:
             self._processed.close()
+
+
+def trainers(settings: FineTuningSettings) -> dict[TrainingTask, Trainer]:
+    """The trainer of each task."""
+    threads, interval = settings.num_threads, settings.progress_interval_s
+    return {
+        TrainingTask.SEQUENCE_CLASSIFICATION: LoraSequenceClassificationTrainer(
+            num_threads=threads, progress_interval_s=interval
+        ),
+        TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(num_threads=threads, progress_interval_s=interval),
+    }
 
 
 def create_app(settings: FineTuningSettings | None = None) -> FastStream:

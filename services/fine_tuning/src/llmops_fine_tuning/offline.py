@@ -9,7 +9,8 @@ from typing import Any
 
 from llmops_events import Envelope
 from llmops_events.base import EventData
-from llmops_events.v1.training import Hyperparameters, TrainingCompleted, TrainingRequested
+from llmops_events.v1.training import Hyperparameters, TrainingCompleted, TrainingRequested, TrainingTask
+from llmops_fine_tuning.adapters.causal_lm_trainer import LoraCausalLmTrainer
 from llmops_fine_tuning.adapters.code_version import code_version
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
@@ -41,9 +42,12 @@ async def train_offline(
     dataset_id: str,
     hyperparameters: Hyperparameters,
     work_dir: Path,
+    task: TrainingTask = TrainingTask.SEQUENCE_CLASSIFICATION,
+    base_model: str | None = None,
 ) -> TrainingCompleted:
-    """Train one version of ``model_name`` on the snapshot ``dataset_id`` with the real trainer and
-    publish it to ``store``; raises if training did not complete (``llmops train``, tests, benchmarks)."""
+    """Train one version of ``model_name`` on the snapshot ``dataset_id`` with the real trainer of
+    ``task`` and publish it to ``store``; raises if training did not complete (``llmops train``,
+    tests, benchmarks)."""
     events = _CollectedEvents()
     service = FineTuningService(
         config=ServiceConfig(
@@ -56,10 +60,19 @@ async def train_offline(
         ),
         datasets=ArtifactDatasetReader(store),
         registry=ModelRegistry(store),
-        trainer=LoraSequenceClassificationTrainer(progress_interval_s=60),
+        trainer={
+            TrainingTask.SEQUENCE_CLASSIFICATION: LoraSequenceClassificationTrainer(progress_interval_s=60),
+            TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(progress_interval_s=60),
+        },
         events=events,
     )
-    request = TrainingRequested(model_name=model_name, dataset_id=dataset_id, hyperparameters=hyperparameters)
+    request = TrainingRequested(
+        model_name=model_name,
+        dataset_id=dataset_id,
+        hyperparameters=hyperparameters,
+        task=task,
+        base_model=base_model,
+    )
     await service.on_training_requested(Envelope.wrap(request, source="/llmops/offline"))
     completed = [event for event in events.published if isinstance(event, TrainingCompleted)]
     if not completed:

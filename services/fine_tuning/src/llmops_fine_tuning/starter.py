@@ -6,7 +6,7 @@ import getpass
 from typing import Any
 
 from llmops_events import Envelope
-from llmops_events.v1.training import Hyperparameters, TrainingReason, TrainingRequested
+from llmops_events.v1.training import Hyperparameters, TrainingReason, TrainingRequested, TrainingTask
 from llmops_fine_tuning.settings import FineTuningSettings
 from llmops_messaging import EventPublisher
 
@@ -21,11 +21,14 @@ async def request_training(
     reason: TrainingReason = TrainingReason.MANUAL,
     evidence: dict[str, Any] | None = None,
     requested_by: str | None = None,
+    task: TrainingTask = TrainingTask.SEQUENCE_CLASSIFICATION,
 ) -> Envelope[TrainingRequested]:
     """Publish a ``training.requested`` event and return it; its id is the job's request id and
-    its correlation id. ``dataset_id=None`` trains on the latest snapshot."""
+    its correlation id. ``dataset_id=None`` trains on the latest snapshot of what ``task`` trains
+    on (records for a classifier, instructions for ``causal-lm``)."""
     request = TrainingRequested(
         model_name=model_name,
+        task=task,
         dataset_id=dataset_id,
         base_model=base_model,
         hyperparameters=hyperparameters or Hyperparameters(),

@@ -26,7 +26,7 @@ from llmops_config import PlatformSettings
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import TRAINING
 from llmops_events.v1.training import TrainingCompleted, TrainingFailed, TrainingStarted
-from llmops_fine_tuning.domain.ports import ProgressCallback, TrainingData, TrainingResult
+from llmops_fine_tuning.domain.ports import InstructionData, ProgressCallback, TrainingData, TrainingResult
 from llmops_fine_tuning.domain.request import TrainingJob
 from llmops_fine_tuning.main import FineTuningRuntime
 from llmops_fine_tuning.settings import FineTuningSettings
@@ -57,7 +57,7 @@ class SlowFakeTrainer:
             gate.set()
 
     def train(
-        self, job: TrainingJob, data: TrainingData, output: Path, *, on_progress: ProgressCallback
+        self, job: TrainingJob, data: TrainingData | InstructionData, output: Path, *, on_progress: ProgressCallback
     ) -> TrainingResult:
         gate = self._gates.get(job.request_id)
         self.running = job.request_id

@@ -12,7 +12,7 @@ import pytest
 from llmops_events.v1.training import TrainingRequested
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer, bucketed_batches
-from llmops_fine_tuning.domain.ports import TrainingProgress
+from llmops_fine_tuning.domain.ports import TrainingData, TrainingProgress
 from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, resolve_job
 from llmops_models import ModelRegistry
 from llmops_models.kinds.classifier.network import load_classifier
@@ -48,6 +48,7 @@ def test_latest_snapshot_is_the_newest_complete_one(tmp_path: Path) -> None:
     summary = reader.summary("ds-new")
     assert summary is not None and summary.counts["train"]["lost_card"] == 8
     data = reader.load("ds-new")
+    assert isinstance(data, TrainingData)
     assert len(data.train) == 24 and len(data.validation) == 6
     assert data.labels == sorted(TEXTS)
 
@@ -102,6 +103,7 @@ def test_training_is_deterministic_and_the_artifact_reproduces_its_metrics(tmp_p
     store = ArtifactStore(str(tmp_path / "store"))
     write_snapshot(store, tiny_frame(), dataset_id="ds")
     data = ArtifactDatasetReader(store).load("ds")
+    assert isinstance(data, TrainingData)
     trainer = LoraSequenceClassificationTrainer(num_threads=2, progress_interval_s=0.0)
     progress: list[TrainingProgress] = []
     first = trainer.train(_job(), data, tmp_path / "one", on_progress=progress.append)

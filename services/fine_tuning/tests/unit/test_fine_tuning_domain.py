@@ -87,10 +87,9 @@ def test_single_label_and_missing_validation_are_refused() -> None:
         check_dataset(_summary({"a": 10, "b": 10}, {}), min_examples_per_label=1)
 
 
-def test_causal_lm_is_refused_until_implemented() -> None:
+def test_both_tasks_are_supported() -> None:
     check_task(TrainingTask.SEQUENCE_CLASSIFICATION)
-    with pytest.raises(TrainingRejected, match="unsupported_task"):
-        check_task(TrainingTask.CAUSAL_LM)
+    check_task(TrainingTask.CAUSAL_LM)
 
 
 def test_labels_are_sorted_union_of_splits() -> None:

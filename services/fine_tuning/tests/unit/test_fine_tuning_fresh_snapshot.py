@@ -15,7 +15,8 @@ class _Snapshots:
         self._appears_after = appears_after_looks
         self._created_at = created_at
 
-    def latest(self) -> tuple[str, datetime] | None:
+    def latest(self, content: str = "records") -> tuple[str, datetime] | None:
+        assert content == "records"
         self.looks += 1
         if self.looks > self._appears_after:
             return "fresh", self._created_at

@@ -39,8 +39,14 @@ import torch
 from torch import nn
 
 from llmops_fine_tuning.domain.metrics import classification_metrics
-from llmops_fine_tuning.domain.ports import ProgressCallback, TrainingData, TrainingProgress, TrainingResult
-from llmops_fine_tuning.domain.request import TrainingJob
+from llmops_fine_tuning.domain.ports import (
+    InstructionData,
+    ProgressCallback,
+    TrainingData,
+    TrainingProgress,
+    TrainingResult,
+)
+from llmops_fine_tuning.domain.request import TrainerPolicy, TrainingJob
 from llmops_fine_tuning.errors import TrainingRejected
 from llmops_models import combined_hash, sha256_file
 from llmops_models.kinds.classifier.network import (
@@ -125,12 +131,16 @@ class LoraSequenceClassificationTrainer:
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def train(
-        self, job: TrainingJob, data: TrainingData, output: Path, *, on_progress: ProgressCallback
+        self, job: TrainingJob, data: TrainingData | InstructionData, output: Path, *, on_progress: ProgressCallback
     ) -> TrainingResult:
         from peft import LoraConfig, TaskType, get_peft_model
         from safetensors.torch import save_file
         from transformers import AutoTokenizer
 
+        if not isinstance(data, TrainingData):
+            raise TrainingRejected("dataset_content_mismatch", "a classifier trains on labelled snapshots")
+        if not isinstance(job.trainer, TrainerPolicy):
+            raise TrainingRejected("invalid_trainer_policy", "the classifier trainer needs a classifier trainer policy")
         clock = _JobClock(job.time_limit_s)
         started = clock.started
         hp, policy = job.hyperparameters, job.trainer

@@ -31,6 +31,26 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
+class Conversations:
+    """Conversations, each a list of ``{"role", "content"}`` turns ending with the assistant's answer."""
+
+    messages: Sequence[list[dict[str, str]]]
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+@dataclass(frozen=True)
+class InstructionData:
+    """The splits of an instructions snapshot a causal-LM trainer needs."""
+
+    train: Conversations
+    validation: Conversations
+    invalid_rows: int = 0
+    """Rows left out because their ``messages_json`` cannot be read."""
+
+
+@dataclass(frozen=True)
 class TrainingProgress:
     step: int
     total_steps: int
@@ -57,24 +77,28 @@ ProgressCallback = Callable[[TrainingProgress], None]
 class DatasetReader(Protocol):
     """Dataset snapshots written by the ingestion service."""
 
-    def latest_dataset_id(self) -> str | None: ...
+    def latest_dataset_id(self, content: str = "records") -> str | None:
+        """The newest complete snapshot holding ``content`` (``records`` or ``instructions``)."""
+        ...
 
-    def latest(self) -> tuple[str, datetime] | None:
-        """The newest complete snapshot's id and creation time."""
+    def latest(self, content: str = "records") -> tuple[str, datetime] | None:
+        """The newest complete snapshot holding ``content``: its id and creation time."""
         ...
 
     def summary(self, dataset_id: str) -> DatasetSummary | None:
-        """Counts per split and label, or None when there is no complete snapshot of that id."""
+        """Counts per split (and label), or None when there is no complete snapshot of that id."""
         ...
 
-    def load(self, dataset_id: str) -> TrainingData: ...
+    def load(self, dataset_id: str) -> TrainingData | InstructionData:
+        """Labelled texts, or conversations for an instructions snapshot."""
+        ...
 
 
 class Trainer(Protocol):
     """Trains one job and writes the model's files (not the manifest) into ``output``."""
 
     def train(
-        self, job: TrainingJob, data: TrainingData, output: Path, *, on_progress: ProgressCallback
+        self, job: TrainingJob, data: TrainingData | InstructionData, output: Path, *, on_progress: ProgressCallback
     ) -> TrainingResult: ...
 
 

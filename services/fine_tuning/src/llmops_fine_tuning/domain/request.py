@@ -3,6 +3,7 @@ within the policy's limits."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -42,6 +43,30 @@ class TrainerPolicy(BaseModel):
     """Length bucketing: examples are sorted by length within windows of this many batches."""
     eval_batch_size: int = Field(default=128, ge=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+class CausalLmTrainerPolicy(BaseModel):
+    """How the service trains a causal LM (``tasks.causal-lm.trainer`` of the defaults file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    bucket_batches: int = Field(default=50, ge=1)
+    """Length bucketing: conversations are sorted by token length within windows of this many batches."""
+    eval_batch_size: int = Field(default=16, ge=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    generation_eval_examples: int = Field(default=32, ge=0, le=10_000)
+    """Validation conversations answered by greedy generation for ``exact_match`` (0: only the
+    teacher-forced loss and token accuracy, which need no generation)."""
+    max_new_tokens: int = Field(default=64, ge=1, le=1024)
+    """Longest generated answer in that check."""
+
+
+TRAINER_POLICIES: dict[TrainingTask, type[TrainerPolicy] | type[CausalLmTrainerPolicy]] = {
+    TrainingTask.SEQUENCE_CLASSIFICATION: TrainerPolicy,
+    TrainingTask.CAUSAL_LM: CausalLmTrainerPolicy,
+}
 
 
 PACKAGED_BASE_MODELS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "default")
@@ -107,8 +132,41 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+class TaskDefaults(BaseModel):
+    """The defaults and limits of one more task (``tasks.<task>`` of the defaults file): its own
+    base model, hyperparameters, trainer policy (validated as that task's trainer reads it) and
+    limits, base-model allow-list included."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_model: str
+    hyperparameters: ResolvedHyperparameters
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    limits: TrainingLimits
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a job of one task starts from: defaults, trainer policy and limits."""
+
+    base_model: str
+    hyperparameters: ResolvedHyperparameters
+    trainer: TrainerPolicy | CausalLmTrainerPolicy
+    limits: TrainingLimits
+
+
+def _within_limits(
+    where: str, base_model: str, hyperparameters: ResolvedHyperparameters, limits: TrainingLimits
+) -> None:
+    if base_model not in limits.base_models:
+        raise ValueError(f"{where}base_model {base_model!r} is not in limits.base_models")
+    if violations := limits.violations(hyperparameters):
+        raise ValueError(f"{where}default hyperparameters beyond the limits: " + "; ".join(violations))
+
+
 class TrainingDefaults(BaseModel):
-    """The defaults file (``deploy/training/defaults.yaml``)."""
+    """The defaults file (``deploy/training/defaults.yaml``): the top-level section is for
+    ``task`` (sequence classification), ``tasks`` holds one section per other task."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -117,14 +175,27 @@ class TrainingDefaults(BaseModel):
     hyperparameters: ResolvedHyperparameters
     trainer: TrainerPolicy = Field(default_factory=TrainerPolicy)
     limits: TrainingLimits = Field(default_factory=TrainingLimits)
+    tasks: dict[TrainingTask, TaskDefaults] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Self:
-        if self.base_model not in self.limits.base_models:
-            raise ValueError(f"base_model {self.base_model!r} is not in limits.base_models")
-        if violations := self.limits.violations(self.hyperparameters):
-            raise ValueError("default hyperparameters beyond the limits: " + "; ".join(violations))
+        _within_limits("", self.base_model, self.hyperparameters, self.limits)
+        for task, section in self.tasks.items():
+            if task == self.task:
+                raise ValueError(f"tasks.{task.value}: the top-level section already is that task's")
+            _within_limits(f"tasks.{task.value}: ", section.base_model, section.hyperparameters, section.limits)
+            TRAINER_POLICIES[task].model_validate(section.trainer)
         return self
+
+    def for_task(self, task: TrainingTask) -> TaskSettings | None:
+        """The defaults, trainer policy and limits of ``task``; None when the file has none."""
+        if task == self.task:
+            return TaskSettings(self.base_model, self.hyperparameters, self.trainer, self.limits)
+        section = self.tasks.get(task)
+        if section is None:
+            return None
+        trainer = TRAINER_POLICIES[task].model_validate(section.trainer)
+        return TaskSettings(section.base_model, section.hyperparameters, trainer, section.limits)
 
 
 class TrainingJob(BaseModel):
@@ -140,7 +211,7 @@ class TrainingJob(BaseModel):
     """None until the latest snapshot is looked up."""
     task: TrainingTask
     hyperparameters: ResolvedHyperparameters
-    trainer: TrainerPolicy
+    trainer: TrainerPolicy | CausalLmTrainerPolicy
     reason: str
     evidence: dict[str, Any] = Field(default_factory=dict)
     requested_by: str = "unknown"
@@ -162,17 +233,24 @@ def resolve_job(
     defaults: TrainingDefaults,
     time_limit_s: float | None = None,
 ) -> TrainingJob:
-    """The job a request asks for, with every default filled in (dataset id may still be None).
+    """The job a request asks for, with every default of its task filled in (dataset id may still
+    be None).
 
-    Raises ``TrainingRejected`` (``base_model_not_allowed``, ``hyperparameter_out_of_bounds``,
-    ``invalid_hyperparameters``) for a job beyond ``defaults.limits``."""
+    Raises ``TrainingRejected`` (``unsupported_task`` when the defaults file has no section for the
+    task; ``base_model_not_allowed``, ``hyperparameter_out_of_bounds``, ``invalid_hyperparameters``)
+    for a job beyond that task's limits."""
+    settings = defaults.for_task(request.task)
+    if settings is None:
+        raise TrainingRejected(
+            "unsupported_task", f"task {request.task.value!r} has no section in the defaults file (tasks)"
+        )
     try:
-        hyperparameters = merge_hyperparameters(defaults.hyperparameters, request.hyperparameters)
+        hyperparameters = merge_hyperparameters(settings.hyperparameters, request.hyperparameters)
     except ValidationError as error:  # valid as an event, not as a job (target_modules=[])
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise TrainingRejected("invalid_hyperparameters", problems) from error
-    base_model = request.base_model or defaults.base_model
-    defaults.limits.check(hyperparameters, base_model)
+    base_model = request.base_model or settings.base_model
+    settings.limits.check(hyperparameters, base_model)
     return TrainingJob(
         request_id=request_id,
         correlation_id=correlation_id or request_id,
@@ -181,7 +259,7 @@ def resolve_job(
         dataset_id=request.dataset_id,
         task=request.task,
         hyperparameters=hyperparameters,
-        trainer=defaults.trainer,
+        trainer=settings.trainer,
         reason=str(request.reason),
         evidence=dict(request.evidence),
         requested_by=request.requested_by,

@@ -1,0 +1,328 @@
+"""LoRA supervised fine-tuning of a causal LM on conversations (PEFT on torch/transformers), the
+``Trainer`` port for task ``causal-lm``.
+
+A plain loop, like the classifier's:
+
+* each conversation of an instructions snapshot goes through the tokenizer's **chat template**;
+  the labels are the token ids of the assistant's turns (each answer and its end-of-turn token) and
+  -100 everywhere else, so the loss is on the answers only; a conversation longer than
+  ``max_length`` keeps its last tokens (its final answer);
+* **length-bucketed batches** (the classifier trainer's ``bucketed_batches``), padded on the right
+  with the EOS token to the batch's longest conversation;
+* only the LoRA weights get gradients; AdamW, linear warm-up and decay, gradient clipping.
+
+Validation: the teacher-forced loss, perplexity and token accuracy on every validation
+conversation (cheap), and ``exact_match`` of greedily generated answers on the first
+``generation_eval_examples`` of them (the evaluation gate's normalisation).
+
+Time limit, determinism and devices as in the classifier trainer: the job clock is checked
+between steps and evaluation chunks; one seed drives initialisation and dropout, a separate
+generator the data order, deterministic algorithms are on.
+
+Artifacts: the adapter only (no base weights), the tokenizer with its chat template,
+``training_config.json`` (base model and its hash, max length, hyperparameters, trainer policy),
+``metrics.json``. The lineage's ``base_model_weights_hash`` is the base GGUF file's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmops_fine_tuning.adapters.trainer import _JobClock, bucketed_batches
+from llmops_fine_tuning.domain.ports import (
+    Conversations,
+    InstructionData,
+    ProgressCallback,
+    TrainingData,
+    TrainingProgress,
+    TrainingResult,
+)
+from llmops_fine_tuning.domain.request import CausalLmTrainerPolicy, TrainingJob
+from llmops_fine_tuning.errors import TrainingRejected
+from llmops_models.kinds.causal_lm.answers import exact_match
+from llmops_models.kinds.causal_lm.network import (
+    ADAPTER_DIR,
+    METRICS_FILE,
+    TOKENIZER_DIR,
+    TRAINING_CONFIG_FILE,
+    BaseModelNotFound,
+    LoadedCausalLm,
+    base_model_hash,
+    encode_for_training,
+    load_base_model,
+    load_tokenizer,
+    resolve_base_model,
+)
+
+logger = logging.getLogger(__name__)
+
+Encoded = tuple[list[int], list[int]]
+
+
+def _pad_right(examples: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, targets) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        labels[row, : len(ids)] = torch.tensor(targets, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids, attention_mask, labels
+
+
+def encode_all(tokenizer: Any, conversations: Conversations, max_length: int) -> tuple[list[Encoded], int]:
+    """Every conversation that keeps an answer token within ``max_length``, and how many did not."""
+    encoded: list[Encoded] = []
+    dropped = 0
+    for messages in conversations.messages:
+        example = encode_for_training(tokenizer, messages, max_length=max_length)
+        if example is None:
+            dropped += 1
+        else:
+            encoded.append(example)
+    return encoded, dropped
+
+
+class LoraCausalLmTrainer:
+    """Trains LoRA adapters of a causal LM on conversations; writes the artifact files."""
+
+    def __init__(
+        self,
+        *,
+        num_threads: int = 2,
+        progress_interval_s: float = 5.0,
+        device: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._num_threads = num_threads
+        self._progress_interval_s = progress_interval_s
+        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._cache_dir = cache_dir
+
+    def train(
+        self, job: TrainingJob, data: TrainingData | InstructionData, output: Path, *, on_progress: ProgressCallback
+    ) -> TrainingResult:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        if not isinstance(data, InstructionData):
+            raise TrainingRejected("dataset_content_mismatch", "task causal-lm trains on instructions snapshots")
+        policy = job.trainer
+        if not isinstance(policy, CausalLmTrainerPolicy):
+            raise TrainingRejected("invalid_trainer_policy", "the causal-lm trainer needs a causal-lm trainer policy")
+        clock = _JobClock(job.time_limit_s)
+        started = clock.started
+        hp = job.hyperparameters
+        if self._num_threads > 0:
+            torch.set_num_threads(self._num_threads)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(hp.seed)
+
+        try:
+            source = resolve_base_model(job.base_model)
+            weights_hash = base_model_hash(source)
+            base, base_folder = load_base_model(job.base_model, cache_dir=self._cache_dir)
+            tokenizer = load_tokenizer(base_folder)
+        except (BaseModelNotFound, OSError) as error:
+            raise TrainingRejected(
+                "base_model_not_found", f"cannot load base model {job.base_model!r}: {error}"
+            ) from error
+        lora = LoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=hp.lora_rank,
+            lora_alpha=hp.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
+            lora_dropout=hp.lora_dropout,
+            target_modules=list(hp.target_modules),
+        )
+        try:
+            model: Any = get_peft_model(base, lora)
+        except ValueError as error:  # target modules the architecture does not have
+            raise TrainingRejected("invalid_hyperparameters", f"target_modules {hp.target_modules}: {error}") from error
+        model.to(self._device)
+        trainable_parameters = [p for p in model.parameters() if p.requires_grad]
+        trainable = sum(p.numel() for p in trainable_parameters)
+        total = sum(p.numel() for p in model.parameters())
+
+        examples, dropped = encode_all(tokenizer, data.train, hp.max_length)
+        if not examples:
+            raise TrainingRejected(
+                "too_few_examples", f"no training conversation keeps an answer token within max_length={hp.max_length}"
+            )
+        lengths = [len(ids) for ids, _ in examples]
+        steps_per_epoch = math.ceil(len(examples) / hp.batch_size)
+        total_steps = max(1, math.ceil(hp.epochs * steps_per_epoch))
+        optimizer = torch.optim.AdamW(trainable_parameters, lr=hp.learning_rate, weight_decay=policy.weight_decay)
+        warmup = int(policy.warmup_ratio * total_steps)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        data_order = torch.Generator().manual_seed(hp.seed)
+
+        def batches() -> Iterator[list[int]]:
+            while True:  # as many epochs as needed; the loop below stops at total_steps
+                yield from bucketed_batches(
+                    lengths, batch_size=hp.batch_size, bucket_batches=policy.bucket_batches, generator=data_order
+                )
+
+        logger.info(
+            "training started",
+            extra={
+                "model_name": job.model_name,
+                "examples": len(examples),
+                "dropped_examples": dropped,
+                "total_steps": total_steps,
+                "device": str(self._device),
+                "trainable": trainable,
+            },
+        )
+        pad_id = int(tokenizer.pad_token_id)
+        model.train()
+        train_started = time.monotonic()
+        last_report = -math.inf
+        seen = seen_tokens = 0
+        window_loss, window_steps = 0.0, 0
+        for step, batch in enumerate(batches(), start=1):
+            if step > total_steps:
+                break
+            clock.check(f"at step {step}/{total_steps}")
+            input_ids, attention_mask, labels = _pad_right([examples[i] for i in batch], pad_id)
+            loss = model(
+                input_ids=input_ids.to(self._device),
+                attention_mask=attention_mask.to(self._device),
+                labels=labels.to(self._device),
+            ).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable_parameters, policy.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            seen += len(batch)
+            seen_tokens += int(attention_mask.sum())
+            window_loss += float(loss.detach())
+            window_steps += 1
+            now = time.monotonic()
+            if step == 1 or step == total_steps or now - last_report >= self._progress_interval_s:
+                elapsed = now - train_started
+                progress = TrainingProgress(
+                    step=step,
+                    total_steps=total_steps,
+                    epoch=step / steps_per_epoch,
+                    loss=window_loss / window_steps,
+                    examples_per_second=seen / elapsed if elapsed > 0 else 0.0,
+                    eta_seconds=elapsed / step * (total_steps - step),
+                )
+                logger.info(
+                    "training progressed",
+                    extra={
+                        "model_name": job.model_name,
+                        **vars(progress),
+                        "tokens_per_second": seen_tokens / elapsed if elapsed > 0 else 0.0,
+                    },
+                )
+                on_progress(progress)
+                last_report, window_loss, window_steps = now, 0.0, 0
+        train_seconds = time.monotonic() - train_started
+
+        model.eval()
+        metrics = self._validate(model, tokenizer, data.validation, hp.max_length, policy, check_time=clock.check)
+        metrics.update(
+            train_seconds=train_seconds,
+            train_examples_per_second=seen / max(train_seconds, 1e-9),
+            train_tokens_per_second=seen_tokens / max(train_seconds, 1e-9),
+            train_examples=float(len(examples)),
+            dropped_examples=float(dropped + data.invalid_rows),
+        )
+
+        output.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(output / ADAPTER_DIR))
+        tokenizer.save_pretrained(str(output / TOKENIZER_DIR))
+        config: dict[str, Any] = {
+            "model_name": job.model_name,
+            "task": job.task.value,
+            "base_model": job.base_model,
+            "base_model_weights_hash": weights_hash,
+            "base_model_file": source.path.name,
+            "max_length": hp.max_length,
+            "hyperparameters": hp.model_dump(mode="json"),
+            "trainer": policy.model_dump(mode="json"),
+            "torch_version": torch.__version__,
+            "device": str(self._device),
+            "num_threads": torch.get_num_threads(),
+        }
+        (output / TRAINING_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        return TrainingResult(
+            metrics=metrics,
+            trainable_parameter_share=trainable / total,
+            wall_time_seconds=time.monotonic() - started,
+            base_model_weights_hash=weights_hash,
+        )
+
+    @torch.inference_mode()
+    def _validate(
+        self,
+        model: Any,
+        tokenizer: Any,
+        validation: Conversations,
+        max_length: int,
+        policy: CausalLmTrainerPolicy,
+        *,
+        check_time: Callable[[str], None],
+    ) -> dict[str, float]:
+        """Teacher-forced loss, perplexity and token accuracy on the answers of every validation
+        conversation; exact match of greedy answers on the first ``generation_eval_examples``."""
+        examples, _ = encode_all(tokenizer, validation, max_length)
+        if not examples:
+            return {"loss": 0.0, "perplexity": 1.0, "token_accuracy": 0.0, "examples": 0.0}
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+        pad_id = int(tokenizer.pad_token_id)
+        loss_sum, correct, counted = 0.0, 0, 0
+        for start in range(0, len(order), policy.eval_batch_size):
+            check_time(f"validating ({start}/{len(order)} conversations)")
+            input_ids, attention_mask, labels = _pad_right(
+                [examples[i] for i in order[start : start + policy.eval_batch_size]], pad_id
+            )
+            logits = model(input_ids=input_ids.to(self._device), attention_mask=attention_mask.to(self._device)).logits
+            shifted_logits, shifted_labels = logits[:, :-1].float().cpu(), labels[:, 1:]
+            mask = shifted_labels != -100
+            loss_sum += float(
+                torch.nn.functional.cross_entropy(shifted_logits[mask], shifted_labels[mask], reduction="sum")
+            )
+            correct += int((shifted_logits.argmax(dim=-1)[mask] == shifted_labels[mask]).sum())
+            counted += int(mask.sum())
+        loss = loss_sum / max(counted, 1)
+        metrics = {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "token_accuracy": correct / max(counted, 1),
+            "examples": float(len(examples)),
+        }
+        sample = list(validation.messages[: policy.generation_eval_examples])
+        if sample:
+            check_time("generating validation answers")
+            generator = LoadedCausalLm(model, tokenizer, max_prompt_tokens=max_length, device=self._device)
+            began = time.monotonic()
+            generations = generator.generate(
+                sample, max_new_tokens=policy.max_new_tokens, batch_size=policy.eval_batch_size
+            )
+            seconds = time.monotonic() - began
+            metrics["exact_match"] = sum(
+                exact_match(g.text, messages[-1]["content"]) for g, messages in zip(generations, sample, strict=True)
+            ) / len(sample)
+            metrics["generation_examples"] = float(len(sample))
+            metrics["generation_tokens_per_second"] = sum(g.output_tokens for g in generations) / max(seconds, 1e-9)
+        return metrics
