@@ -7,10 +7,16 @@ class EvaluationError(Exception):
     """Anything that stops an evaluation; each subclass carries a stable ``reason`` code."""
 
 
-class ModelUnavailable(EvaluationError):
-    """A model's artifacts are missing or corrupt; ``reason`` is a stable code."""
+class EvaluationRejected(EvaluationError):
+    """An evaluation that cannot reach a verdict on the evidence: the candidate is rejected with
+    ``reason`` (a stable code) and ``detail`` (a sentence)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class ModelUnavailable(EvaluationRejected):
+    """A model's artifacts are missing, corrupt, of an unknown kind or for another base model;
+    ``reason`` is a stable code."""

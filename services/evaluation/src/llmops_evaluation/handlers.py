@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from llmops_evaluation.adapters.datasets import load_test_set
+from llmops_evaluation.adapters.instructions import load_instruction_test_set
 from llmops_evaluation.adapters.metrics import EvaluationMetrics
-from llmops_evaluation.adapters.models import load_scorer
+from llmops_evaluation.adapters.models import GeneratorModel, kind_of_version, load_generator, load_scorer
+from llmops_evaluation.adapters.probes import load_probes
 from llmops_evaluation.adapters.report import write_report
+from llmops_evaluation.adapters.text_report import write_generative_report
+from llmops_evaluation.adapters.toxicity import load_callable
 from llmops_evaluation.domain.evaluation import evaluate
-from llmops_evaluation.domain.policy import policy_for
-from llmops_evaluation.errors import ModelUnavailable
+from llmops_evaluation.domain.generative_evaluation import GenerationSettings, evaluate_generative
+from llmops_evaluation.domain.policy import Policy, policy_for
+from llmops_evaluation.errors import EvaluationRejected, ModelUnavailable
 from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import Envelope, derived_id
 from llmops_events.v1 import (
@@ -27,6 +32,7 @@ from llmops_events.v1 import (
 )
 from llmops_messaging import EventPublisher
 from llmops_models import model_path
+from llmops_models.kinds.causal_lm import CAUSAL_LM
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
 
@@ -52,6 +58,11 @@ class EvaluationService:
         self._metrics = metrics
         # One evaluation at a time: two would halve each other's latency figures.
         self._lock = asyncio.Lock()
+        # Generative models: the probes and the user's toxicity scorer are read now, so a broken
+        # file or name stops the service at start-up instead of rejecting every candidate.
+        self._probes = load_probes(settings.injection_probes_file)
+        self._toxicity = load_callable(settings.toxicity_scorer) if settings.toxicity_scorer else None
+        self._redactor: Any = None
 
     async def on_training_completed(self, envelope: Envelope[Any]) -> None:
         event: TrainingCompleted = envelope.data
@@ -95,6 +106,12 @@ class EvaluationService:
             champion_version=champion_version,
         )
         try:
+            if kind_of_version(self._store, model_name, version) is CAUSAL_LM:
+                completed = self._evaluate_generative(
+                    model_name, version, dataset_id=dataset_id, policy=policy, base=base, workdir=workdir
+                )
+                self._record(completed, started)
+                return completed
             golden = settings.golden_set_dir / f"{model_name}.csv" if settings.golden_set_dir else None
             test_set = load_test_set(
                 self._store, dataset_id, max_examples=settings.max_test_examples, seed=settings.seed, golden_csv=golden
@@ -118,7 +135,7 @@ class EvaluationService:
                 latency_examples=settings.latency_examples,
                 seed=settings.seed,
             )
-        except ModelUnavailable as error:
+        except EvaluationRejected as error:
             completed = EvaluationCompleted(
                 **base, decision=Decision.REJECTED, reasons=[RuleFailure(rule=error.reason, message=error.detail)]
             )
@@ -150,6 +167,97 @@ class EvaluationService:
         completed = completed.model_copy(update={"report_uri": html_uri})
         self._record(completed, started)
         return completed
+
+    def _evaluate_generative(
+        self, model_name: str, version: int, *, dataset_id: str, policy: Policy, base: dict[str, Any], workdir: Path
+    ) -> EvaluationCompleted:
+        """A ``causal_lm`` candidate (and its champion, if it is one on the same base model): both
+        answer the same test conversations and probes; the policy's ``causal_lm`` rules decide."""
+        import torch
+
+        settings = self._settings
+        rules = policy.generative()
+        test_set = load_instruction_test_set(
+            self._store, dataset_id, max_examples=settings.generation_max_examples, seed=settings.seed
+        )
+        if not test_set.examples:
+            raise EvaluationRejected(
+                "min_examples",
+                f"the {test_set.origin} has no readable conversation ({test_set.invalid_rows} unreadable row(s))",
+            )
+        if settings.generation_threads:
+            torch.set_num_threads(settings.generation_threads)
+        candidate = load_generator(self._store, model_name, version, workdir)
+        champion: GeneratorModel | None = None
+        champion_version = base["champion_version"]
+        if champion_version is not None:
+            try:
+                if kind_of_version(self._store, model_name, champion_version) is not CAUSAL_LM:
+                    raise ModelUnavailable(
+                        "kind_mismatch", f"champion version {champion_version} is not a causal_lm model"
+                    )
+                champion = load_generator(self._store, model_name, champion_version, workdir)
+            except ModelUnavailable as error:
+                logger.warning(
+                    "champion unavailable; judging the candidate on absolute rules",
+                    extra={"model": model_name, "champion": champion_version, "reason": error.reason},
+                )
+                base["champion_version"] = None
+        verdict = evaluate_generative(
+            candidate=candidate,
+            champion=champion,
+            test_set=test_set,
+            policy=rules,
+            settings=GenerationSettings(
+                max_new_tokens=settings.generation_max_new_tokens,
+                batch_size=settings.generation_batch_size,
+                seed=settings.seed,
+            ),
+            probes=self._probes,
+            find_pii=self._find_pii,
+            toxicity=self._toxicity,
+        )
+        context = {
+            "test_set": test_set.origin,
+            "invalid_rows": test_set.invalid_rows,
+            "invalid_output_formats": test_set.invalid_formats,
+        }
+        completed = EvaluationCompleted(
+            **base,
+            decision=verdict.decision,
+            reasons=verdict.reasons,
+            candidate_metrics=verdict.candidate.metrics.summary() | context,
+            champion_metrics=(
+                verdict.champion.metrics.summary()
+                | {
+                    "exact_match_comparison": verdict.exact_match_comparison.model_dump(mode="json")
+                    if verdict.exact_match_comparison
+                    else None,
+                    "rouge_l_comparison": verdict.rouge_l_comparison.model_dump(mode="json")
+                    if verdict.rouge_l_comparison
+                    else None,
+                }
+                if verdict.champion
+                else {}
+            ),
+        )
+        html_uri, _ = write_generative_report(
+            self._store,
+            model_name=model_name,
+            version=version,
+            test_set=test_set,
+            verdict=verdict,
+            decision_record={"policy": rules.model_dump(), **completed.model_dump(mode="json")},
+        )
+        return completed.model_copy(update={"report_uri": html_uri})
+
+    def _find_pii(self, text: str) -> list[tuple[str, str]]:
+        """The PII in ``text`` as (kind, matched text), with the platform's redactor (built on first use)."""
+        if self._redactor is None:
+            from llmops_privacy import Redactor
+
+            self._redactor = Redactor()
+        return [(finding.kind.value, text[finding.start : finding.end]) for finding in self._redactor.find(text)]
 
     def _record(self, completed: EvaluationCompleted, started: float) -> None:
         rule = completed.reasons[0].rule if completed.reasons else "none"

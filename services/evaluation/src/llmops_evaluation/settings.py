@@ -31,6 +31,28 @@ class EvaluationSettings(BaseSettings):
     seed: int = 13
     """Seed of the test-set sample, the perturbations and the bootstrap."""
 
+    generation_max_examples: int = Field(default=200, ge=1)
+    """Generative (``causal_lm``) models: test conversations answered (a seeded sample beyond it);
+    generation costs far more than a classification."""
+
+    generation_max_new_tokens: int = Field(default=64, ge=1, le=2048)
+    """Generative models: the longest answer generated (greedy) per conversation and per probe."""
+
+    generation_batch_size: int = Field(default=16, ge=1)
+    """Generative models: conversations generated together (left-padded, length-sorted)."""
+
+    generation_threads: int = Field(default=0, ge=0)
+    """torch CPU threads while generating (0: torch's default, every core). On a CPU shared with other
+    work, 1 thread is often faster than 2: busy-waiting threads that lose their core stall each step."""
+
+    injection_probes_file: Path | None = None
+    """YAML of the prompt-injection probes (``canary_system_prompt``, ``probes``); None: the package's
+    ``data/injection_probes.yaml`` (8 probes)."""
+
+    toxicity_scorer: str | None = None
+    """``module:function`` of a toxicity model of your own: called with the generated answers, returns
+    one score in [0, 1] per answer. Imported at start-up; unset, no toxicity rule applies."""
+
     metrics_port: int = 9103
     """Port of the Prometheus metrics endpoint (0 disables it)."""
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from llmops_evaluation.domain.ports import TestSet
-from llmops_evaluation.errors import ModelUnavailable
+from llmops_evaluation.errors import EvaluationRejected, ModelUnavailable
+from llmops_models.kinds.causal_lm.conversations import INSTRUCTIONS_CONTENT, snapshot_content
 from llmops_models.snapshots import SnapshotReader
 from llmops_storage import ArtifactStore
 
@@ -21,6 +22,11 @@ def load_test_set(
     snapshots = SnapshotReader(store)
     if not snapshots.is_complete(dataset_id):
         raise ModelUnavailable("dataset_missing", f"snapshot {dataset_id!r} does not exist")
+    if snapshot_content(snapshots.manifest(dataset_id)) == INSTRUCTIONS_CONTENT:
+        raise EvaluationRejected(
+            "dataset_content_mismatch",
+            f"snapshot {dataset_id} holds conversations; a classifier is evaluated on labelled texts",
+        )
     frame = snapshots.frame(dataset_id)
     test = frame[(frame["split"] == "test") & frame["label"].notna()]
     sort_key = "record_id" if "record_id" in test.columns else "text"

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmops_evaluation.domain.generative_policy import GenerativePolicy
 from llmops_evaluation.domain.metrics import QualityMetrics
 from llmops_evaluation.domain.statistics import PairedComparison
 from llmops_events.v1 import Decision, RuleFailure
@@ -36,6 +37,12 @@ class Policy(BaseModel):
     """Largest accuracy gap between tenants (or sources)."""
     min_examples: int = Field(default=20, ge=1)
     """Fewer test examples than this is not evidence."""
+    causal_lm: GenerativePolicy | None = None
+    """The rules for generative (``causal_lm``) models; the rules above are the classifier's.
+    Absent: ``GenerativePolicy``'s defaults."""
+
+    def generative(self) -> GenerativePolicy:
+        return self.causal_lm or GenerativePolicy()
 
 
 class Evidence(BaseModel):
