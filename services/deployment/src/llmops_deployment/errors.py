@@ -22,6 +22,8 @@ class FailureReason(StrEnum):
     LOAD_FAILED = "load_failed"
     LOAD_TIMEOUT = "load_timeout"
     SMOKE_TEST_FAILED = "smoke_test_failed"
+    KIND_NOT_SERVABLE = "kind_not_servable"
+    """The artifact's model kind is unknown here, or has no Triton model yet."""
     RESUME_EXHAUSTED = "resume_exhausted"
     """Left ``deploying`` (a crash, an I/O error, Triton unreachable) and the reconciler's
     ``resume_max_attempts`` resumes failed too."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llmops_deployment.errors import FailureReason, GoLiveFailed
 from llmops_models import ArtifactMissing, ManifestMismatch, ModelRegistry
-from llmops_models.kinds import ServingOptions
+from llmops_models.kinds import ServingOptions, UnknownKind
 from llmops_models.snapshots import SnapshotReader
 from llmops_models.triton_repository import ModelRepository
 from llmops_storage import ArtifactStore
@@ -31,7 +31,8 @@ class Artifacts:
 
     def install(self, model_name: str, version: int, options: ServingOptions) -> None:
         """Download the version, check every file against its manifest and write it into the
-        model repository; ``GoLiveFailed`` (artifact_missing, artifact_corrupt) if it cannot be trusted."""
+        model repository; ``GoLiveFailed`` (artifact_missing, artifact_corrupt) if it cannot be trusted,
+        (kind_not_servable) if its kind has no Triton model."""
         with tempfile.TemporaryDirectory(prefix="deploy-") as scratch:
             folder = Path(scratch) / "model"
             try:
@@ -40,7 +41,10 @@ class Artifacts:
                 raise GoLiveFailed(FailureReason.ARTIFACT_MISSING, str(error), version=version) from error
             except ManifestMismatch as error:
                 raise GoLiveFailed(FailureReason.ARTIFACT_CORRUPT, error.detail, version=version) from error
-            self._repository.write(model_name, version, folder, options)
+            try:
+                self._repository.write(model_name, version, folder, options)
+            except (UnknownKind, NotImplementedError) as error:
+                raise GoLiveFailed(FailureReason.KIND_NOT_SERVABLE, str(error), version=version) from error
 
     def validation_texts(self, model_name: str, version: int, limit: int = 8) -> list[str]:
         """A few texts of the version's own validation split (none if they cannot be read)."""
