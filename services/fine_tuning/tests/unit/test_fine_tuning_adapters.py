@@ -11,7 +11,8 @@ import pytest
 
 from llmops_events.v1.training import TrainingRequested
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
-from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer, bucketed_batches
+from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
+from llmops_fine_tuning.adapters.training_loop import bucketed_batches
 from llmops_fine_tuning.domain.ports import TrainingData, TrainingProgress
 from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, resolve_job
 from llmops_models import ModelRegistry

@@ -7,8 +7,8 @@ A plain loop, like the classifier's:
   the labels are the token ids of the assistant's turns (each answer and its end-of-turn token) and
   -100 everywhere else, so the loss is on the answers only; a conversation longer than
   ``max_length`` keeps its last tokens (its final answer);
-* **length-bucketed batches** (the classifier trainer's ``bucketed_batches``), padded on the right
-  with the EOS token to the batch's longest conversation;
+* **length-bucketed batches** (``training_loop``, shared with the classifier trainer), padded on
+  the right with the EOS token to the batch's longest conversation;
 * only the LoRA weights get gradients; AdamW, linear warm-up and decay, gradient clipping.
 
 Validation: the teacher-forced loss, perplexity and token accuracy on every validation
@@ -31,13 +31,13 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmops_fine_tuning.adapters.trainer import _JobClock, bucketed_batches
+from llmops_fine_tuning.adapters.training_loop import JobClock, endless_batches, warmup_then_linear_decay
 from llmops_fine_tuning.domain.ports import (
     Conversations,
     InstructionData,
@@ -119,7 +119,7 @@ class LoraCausalLmTrainer:
         policy = job.trainer
         if not isinstance(policy, CausalLmTrainerPolicy):
             raise TrainingRejected("invalid_trainer_policy", "the causal-lm trainer needs a causal-lm trainer policy")
-        clock = _JobClock(job.time_limit_s)
+        clock = JobClock(job.time_limit_s)
         started = clock.started
         hp = job.hyperparameters
         if self._num_threads > 0:
@@ -162,21 +162,8 @@ class LoraCausalLmTrainer:
         steps_per_epoch = math.ceil(len(examples) / hp.batch_size)
         total_steps = max(1, math.ceil(hp.epochs * steps_per_epoch))
         optimizer = torch.optim.AdamW(trainable_parameters, lr=hp.learning_rate, weight_decay=policy.weight_decay)
-        warmup = int(policy.warmup_ratio * total_steps)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        data_order = torch.Generator().manual_seed(hp.seed)
-
-        def batches() -> Iterator[list[int]]:
-            while True:  # as many epochs as needed; the loop below stops at total_steps
-                yield from bucketed_batches(
-                    lengths, batch_size=hp.batch_size, bucket_batches=policy.bucket_batches, generator=data_order
-                )
+        scheduler = warmup_then_linear_decay(optimizer, total_steps=total_steps, warmup_ratio=policy.warmup_ratio)
+        batches = endless_batches(lengths, batch_size=hp.batch_size, bucket_batches=policy.bucket_batches, seed=hp.seed)
 
         logger.info(
             "training started",
@@ -195,7 +182,7 @@ class LoraCausalLmTrainer:
         last_report = -math.inf
         seen = seen_tokens = 0
         window_loss, window_steps = 0.0, 0
-        for step, batch in enumerate(batches(), start=1):
+        for step, batch in enumerate(batches, start=1):
             if step > total_steps:
                 break
             clock.check(f"at step {step}/{total_steps}")

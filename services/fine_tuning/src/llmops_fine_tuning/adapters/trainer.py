@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmops_fine_tuning.adapters.training_loop import JobClock, endless_batches, warmup_then_linear_decay
 from llmops_fine_tuning.domain.metrics import classification_metrics
 from llmops_fine_tuning.domain.ports import (
     InstructionData,
@@ -81,37 +82,6 @@ def base_model_weights_hash(base_model: str) -> str:
     return combined_hash(files)
 
 
-def bucketed_batches(
-    lengths: Sequence[int], *, batch_size: int, bucket_batches: int, generator: torch.Generator
-) -> list[list[int]]:
-    """Batches of example indices with similar lengths, in a random (seeded) order."""
-    permutation = torch.randperm(len(lengths), generator=generator).tolist()
-    window = batch_size * bucket_batches
-    batches: list[list[int]] = []
-    for start in range(0, len(permutation), window):
-        chunk = sorted(permutation[start : start + window], key=lambda i: lengths[i])
-        batches.extend(chunk[offset : offset + batch_size] for offset in range(0, len(chunk), batch_size))
-    order = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in order]
-
-
-class _JobClock:
-    """The time a job has run, against its limit."""
-
-    def __init__(self, limit_s: float | None) -> None:
-        self.started = time.monotonic()
-        self.limit_s = limit_s
-
-    def check(self, where: str) -> None:
-        elapsed = time.monotonic() - self.started
-        if self.limit_s is not None and elapsed > self.limit_s:
-            raise TrainingRejected(
-                "time_limit_exceeded",
-                f"stopped {where} after {elapsed:.1f} s; the time limit is {self.limit_s:g} s "
-                "(LLMOPS_FINE_TUNING_MAX_JOB_SECONDS)",
-            )
-
-
 def _pad(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids in token_ids)
     input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
@@ -141,7 +111,7 @@ class LoraSequenceClassificationTrainer:
             raise TrainingRejected("dataset_content_mismatch", "a classifier trains on labelled snapshots")
         if not isinstance(job.trainer, TrainerPolicy):
             raise TrainingRejected("invalid_trainer_policy", "the classifier trainer needs a classifier trainer policy")
-        clock = _JobClock(job.time_limit_s)
+        clock = JobClock(job.time_limit_s)
         started = clock.started
         hp, policy = job.hyperparameters, job.trainer
         if self._num_threads > 0:
@@ -189,22 +159,9 @@ class LoraSequenceClassificationTrainer:
             ],
             weight_decay=policy.weight_decay,
         )
-        warmup = int(policy.warmup_ratio * total_steps)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = warmup_then_linear_decay(optimizer, total_steps=total_steps, warmup_ratio=policy.warmup_ratio)
         loss_function = nn.CrossEntropyLoss()
-        data_order = torch.Generator().manual_seed(hp.seed)
-
-        def batches() -> Iterator[list[int]]:
-            while True:  # as many epochs as needed; the loop below stops at total_steps
-                yield from bucketed_batches(
-                    lengths, batch_size=hp.batch_size, bucket_batches=policy.bucket_batches, generator=data_order
-                )
+        batches = endless_batches(lengths, batch_size=hp.batch_size, bucket_batches=policy.bucket_batches, seed=hp.seed)
 
         logger.info(
             "training started",
@@ -223,7 +180,7 @@ class LoraSequenceClassificationTrainer:
         seen = 0
         window_loss, window_steps = 0.0, 0
         pad_id = tokenizer.pad_token_id or 0
-        for step, batch in enumerate(batches(), start=1):
+        for step, batch in enumerate(batches, start=1):
             if step > total_steps:
                 break
             clock.check(f"at step {step}/{total_steps}")

@@ -1,0 +1,62 @@
+"""The parts of a LoRA training loop every trainer shares: length-bucketed batches in a seeded
+order, linear warm-up then linear decay, and the job's time limit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from llmops_fine_tuning.errors import TrainingRejected
+
+
+def bucketed_batches(
+    lengths: Sequence[int], *, batch_size: int, bucket_batches: int, generator: torch.Generator
+) -> list[list[int]]:
+    """Batches of example indices with similar lengths, in a random (seeded) order."""
+    permutation = torch.randperm(len(lengths), generator=generator).tolist()
+    window = batch_size * bucket_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(permutation), window):
+        chunk = sorted(permutation[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[offset : offset + batch_size] for offset in range(0, len(chunk), batch_size))
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+def endless_batches(lengths: Sequence[int], *, batch_size: int, bucket_batches: int, seed: int) -> Iterator[list[int]]:
+    """``bucketed_batches`` epoch after epoch, from one seeded generator (the loop stops at its step count)."""
+    data_order = torch.Generator().manual_seed(seed)
+    while True:
+        yield from bucketed_batches(lengths, batch_size=batch_size, bucket_batches=bucket_batches, generator=data_order)
+
+
+def warmup_then_linear_decay(
+    optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = int(warmup_ratio * total_steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+class JobClock:
+    """The time a job has run, against its limit."""
+
+    def __init__(self, limit_s: float | None) -> None:
+        self.started = time.monotonic()
+        self.limit_s = limit_s
+
+    def check(self, where: str) -> None:
+        elapsed = time.monotonic() - self.started
+        if self.limit_s is not None and elapsed > self.limit_s:
+            raise TrainingRejected(
+                "time_limit_exceeded",
+                f"stopped {where} after {elapsed:.1f} s; the time limit is {self.limit_s:g} s "
+                "(LLMOPS_FINE_TUNING_MAX_JOB_SECONDS)",
+            )
