@@ -5,8 +5,9 @@ everything else is internal. Names are imported on first use."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from llmops_config.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .main import IngestionRuntime, cut_snapshot, cut_snapshots
@@ -29,15 +30,5 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use, so ``import llmops_ingestion`` (and ``python -m llmops_ingestion``) stays cheap.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# Imported on first use, so importing the package (and ``python -m`` starting it) stays cheap.
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
