@@ -4,7 +4,7 @@ Method (issue 7, "Done when"):
 
 1. A BANKING77 snapshot (train CSV split 80/20 into train/validation, test CSV as test) is written
    to a scratch artifact store; the served model is the stand-in classifier of
-   ``llmops_monitoring.testing`` (TF-IDF nearest centroid, trained in a second), which also gives
+   ``llmops_workloads`` (TF-IDF nearest centroid, trained in a second), which also gives
    the reference's predictions. The reference is built as the service builds it (2,000 validation
    examples, MiniLM embeddings), untimed.
 2. **Report time**: ``MonitoringService.build_report`` on one in-distribution window of 1,000 and
@@ -91,13 +91,11 @@ def _service(context: BenchContext, window: int) -> tuple[Any, Any, Any, Any, An
         MonitoringService,
         MonitoringSettings,
         PolicyStateStore,
-        StandInClassifier,
-        banking77,
         load_policy,
-        snapshot_frame,
     )
     from llmops_serving import ChampionTable
     from llmops_storage import ArtifactStore
+    from llmops_workloads import StandInClassifier, banking77, snapshot_frame
 
     shared = context.require_shared("banking77/train.csv").parents[1]
     context.require_shared("banking77/test.csv")
@@ -187,7 +185,8 @@ def _requests(publisher: RecordingPublisher, model_name: str) -> int:
 
 
 async def run(context: BenchContext) -> list[BenchResult]:
-    from llmops_monitoring import WindowKey, embedding_sample_rows, embedding_stride, sample_texts, shifted_texts
+    from llmops_monitoring import WindowKey, embedding_sample_rows, embedding_stride
+    from llmops_workloads import sample_texts, shifted_texts
 
     reporter = context.reporter
     window = int(os.environ.get(WINDOW_ENV, DEFAULT_WINDOW))

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from .handlers import MonitoringService
     from .main import drift_report_by_hand
     from .settings import MonitoringSettings
-    from .testing import StandInClassifier, banking77, sample_texts, shifted_texts, snapshot_frame
 
 __all__ = [
     "ArtifactReferences",
@@ -30,16 +29,11 @@ __all__ = [
     "MonitoringSettings",
     "Observation",
     "PolicyStateStore",
-    "StandInClassifier",
     "WindowKey",
-    "banking77",
     "drift_report_by_hand",
     "embedding_sample_rows",
     "embedding_stride",
     "load_policy",
-    "sample_texts",
-    "shifted_texts",
-    "snapshot_frame",
 ]
 
 _EXPORTS: dict[str, str] = {
@@ -57,12 +51,6 @@ _EXPORTS: dict[str, str] = {
     "embedding_sample_rows": ".domain.analysis",
     "embedding_stride": ".domain.analysis",
     "load_policy": ".domain.policy",
-    # test and benchmark data: BANKING77 snapshots, a stand-in model, in- and out-of-domain samples
-    "StandInClassifier": ".testing",
-    "banking77": ".testing",
-    "sample_texts": ".testing",
-    "shifted_texts": ".testing",
-    "snapshot_frame": ".testing",
 }
 
 

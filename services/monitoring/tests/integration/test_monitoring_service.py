@@ -34,14 +34,14 @@ from llmops_monitoring.adapters.encoder import MiniLMEncoder
 from llmops_monitoring.domain.policy import DriftPolicy, load_policy
 from llmops_monitoring.main import MonitoringRuntime, drift_report_by_hand
 from llmops_monitoring.settings import MonitoringSettings
-from llmops_monitoring.testing import (
+from llmops_storage import ArtifactStore
+from llmops_workloads import (
     StandInClassifier,
     banking77,
     sample_texts,
     shifted_texts,
     snapshot_frame,
 )
-from llmops_storage import ArtifactStore
 
 pytestmark = pytest.mark.integration
 

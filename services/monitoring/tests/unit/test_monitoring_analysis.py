@@ -18,8 +18,8 @@ from llmops_monitoring.domain.analysis import analyse, vocabulary_of
 from llmops_monitoring.domain.policy import DriftPolicy
 from llmops_monitoring.domain.ports import Reference
 from llmops_monitoring.domain.windows import Observation
-from llmops_monitoring.testing import out_of_domain_texts
 from llmops_storage import ArtifactStore
+from llmops_workloads import out_of_domain_texts
 
 BANKING = [
     "where is my new card",

@@ -19,7 +19,7 @@ from llmops_monitoring.domain.policy import (
     load_policy,
 )
 from llmops_monitoring.domain.windows import LabelJoin, Observation, WindowBook, WindowKey
-from llmops_monitoring.testing import noisy, out_of_domain_texts, shifted_texts
+from llmops_workloads import noisy, out_of_domain_texts, shifted_texts
 
 KEY = WindowKey("banking", 1)
 REPO = Path(__file__).resolve().parents[4]

@@ -32,9 +32,9 @@ from llmops_monitoring.domain.ports import Reference
 from llmops_monitoring.domain.windows import Observation, Window, WindowKey
 from llmops_monitoring.handlers import MonitoringService
 from llmops_monitoring.settings import MonitoringSettings
-from llmops_monitoring.testing import out_of_domain_texts
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
+from llmops_workloads import out_of_domain_texts
 
 MODEL = "banking"
 KEY = WindowKey(MODEL, 1)

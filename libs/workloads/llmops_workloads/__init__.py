@@ -1,5 +1,6 @@
-"""Test, calibration and benchmark helpers: BANKING77 as a snapshot, a fast stand-in classifier,
-and traffic that leaves the banking domain (other domains' requests, noise, paraphrase).
+"""Workloads for tests, calibration and benchmarks (never needed at run time): BANKING77 as a
+snapshot, a fast stand-in classifier, and traffic that leaves the banking domain (other
+domains' requests, noise, paraphrase).
 
 The stand-in classifier (TF-IDF + logistic regression, trained in seconds) plays the served model
 so tests and benchmarks need no fine-tuning run; on a real stack the served model's own
