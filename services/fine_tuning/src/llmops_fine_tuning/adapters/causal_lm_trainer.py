@@ -37,13 +37,17 @@ from typing import Any
 
 import torch
 
-from llmops_fine_tuning.adapters.training_loop import JobClock, endless_batches, warmup_then_linear_decay
+from llmops_fine_tuning.adapters.training_loop import (
+    JobClock,
+    ProgressMeter,
+    endless_batches,
+    warmup_then_linear_decay,
+)
 from llmops_fine_tuning.domain.ports import (
     Conversations,
     InstructionData,
     ProgressCallback,
     TrainingData,
-    TrainingProgress,
     TrainingResult,
 )
 from llmops_fine_tuning.domain.request import CausalLmTrainerPolicy, TrainingJob
@@ -178,10 +182,9 @@ class LoraCausalLmTrainer:
         )
         pad_id = int(tokenizer.pad_token_id)
         model.train()
-        train_started = time.monotonic()
-        last_report = -math.inf
-        seen = seen_tokens = 0
-        window_loss, window_steps = 0.0, 0
+        meter = ProgressMeter(
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch, interval_s=self._progress_interval_s
+        )
         for step, batch in enumerate(batches, start=1):
             if step > total_steps:
                 break
@@ -197,39 +200,27 @@ class LoraCausalLmTrainer:
             torch.nn.utils.clip_grad_norm_(trainable_parameters, policy.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            seen += len(batch)
-            seen_tokens += int(attention_mask.sum())
-            window_loss += float(loss.detach())
-            window_steps += 1
-            now = time.monotonic()
-            if step == 1 or step == total_steps or now - last_report >= self._progress_interval_s:
-                elapsed = now - train_started
-                progress = TrainingProgress(
-                    step=step,
-                    total_steps=total_steps,
-                    epoch=step / steps_per_epoch,
-                    loss=window_loss / window_steps,
-                    examples_per_second=seen / elapsed if elapsed > 0 else 0.0,
-                    eta_seconds=elapsed / step * (total_steps - step),
-                )
+            progress = meter.record(
+                step, loss=float(loss.detach()), examples=len(batch), tokens=int(attention_mask.sum())
+            )
+            if progress is not None:
                 logger.info(
                     "training progressed",
                     extra={
                         "model_name": job.model_name,
                         **vars(progress),
-                        "tokens_per_second": seen_tokens / elapsed if elapsed > 0 else 0.0,
+                        "tokens_per_second": meter.tokens_per_second(),
                     },
                 )
                 on_progress(progress)
-                last_report, window_loss, window_steps = now, 0.0, 0
-        train_seconds = time.monotonic() - train_started
+        train_seconds = meter.elapsed()
 
         model.eval()
         metrics = self._validate(model, tokenizer, data.validation, hp.max_length, policy, check_time=clock.check)
         metrics.update(
             train_seconds=train_seconds,
-            train_examples_per_second=seen / max(train_seconds, 1e-9),
-            train_tokens_per_second=seen_tokens / max(train_seconds, 1e-9),
+            train_examples_per_second=meter.seen / max(train_seconds, 1e-9),
+            train_tokens_per_second=meter.seen_tokens / max(train_seconds, 1e-9),
             train_examples=float(len(examples)),
             dropped_examples=float(dropped + data.invalid_rows),
         )

@@ -38,13 +38,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmops_fine_tuning.adapters.training_loop import JobClock, endless_batches, warmup_then_linear_decay
+from llmops_fine_tuning.adapters.training_loop import (
+    JobClock,
+    ProgressMeter,
+    endless_batches,
+    warmup_then_linear_decay,
+)
 from llmops_fine_tuning.domain.metrics import classification_metrics
 from llmops_fine_tuning.domain.ports import (
     InstructionData,
     ProgressCallback,
     TrainingData,
-    TrainingProgress,
     TrainingResult,
 )
 from llmops_fine_tuning.domain.request import TrainerPolicy, TrainingJob
@@ -175,10 +179,9 @@ class LoraSequenceClassificationTrainer:
             },
         )
         model.train()
-        train_started = time.monotonic()
-        last_report = -math.inf
-        seen = 0
-        window_loss, window_steps = 0.0, 0
+        meter = ProgressMeter(
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch, interval_s=self._progress_interval_s
+        )
         pad_id = tokenizer.pad_token_id or 0
         for step, batch in enumerate(batches, start=1):
             if step > total_steps:
@@ -192,24 +195,11 @@ class LoraSequenceClassificationTrainer:
             torch.nn.utils.clip_grad_norm_(lora_parameters + list(model.head.parameters()), policy.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            seen += len(batch)
-            window_loss += float(loss.detach())
-            window_steps += 1
-            now = time.monotonic()
-            if step == 1 or step == total_steps or now - last_report >= self._progress_interval_s:
-                elapsed = now - train_started
-                progress = TrainingProgress(
-                    step=step,
-                    total_steps=total_steps,
-                    epoch=step / steps_per_epoch,
-                    loss=window_loss / window_steps,
-                    examples_per_second=seen / elapsed if elapsed > 0 else 0.0,
-                    eta_seconds=elapsed / step * (total_steps - step),
-                )
+            progress = meter.record(step, loss=float(loss.detach()), examples=len(batch))
+            if progress is not None:
                 logger.info("training progressed", extra={"model_name": job.model_name, **vars(progress)})
                 on_progress(progress)
-                last_report, window_loss, window_steps = now, 0.0, 0
-        train_seconds = time.monotonic() - train_started
+        train_seconds = meter.elapsed()
 
         model.eval()
         evaluator = LoadedClassifier(
@@ -218,7 +208,7 @@ class LoraSequenceClassificationTrainer:
         metrics = self._evaluate(
             evaluator, data.validation.texts, data.validation.labels, policy.eval_batch_size, check_time=clock.check
         )
-        metrics.update(train_seconds=train_seconds, train_examples_per_second=seen / max(train_seconds, 1e-9))
+        metrics.update(train_seconds=train_seconds, train_examples_per_second=meter.seen / max(train_seconds, 1e-9))
 
         output.mkdir(parents=True, exist_ok=True)
         peft_encoder.save_pretrained(str(output / ADAPTER_DIR))

@@ -1,13 +1,15 @@
 """The parts of a LoRA training loop every trainer shares: length-bucketed batches in a seeded
-order, linear warm-up then linear decay, and the job's time limit."""
+order, linear warm-up then linear decay, progress reports, and the job's time limit."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 
 import torch
 
+from llmops_fine_tuning.domain.ports import TrainingProgress
 from llmops_fine_tuning.errors import TrainingRejected
 
 
@@ -60,3 +62,45 @@ class JobClock:
                 f"stopped {where} after {elapsed:.1f} s; the time limit is {self.limit_s:g} s "
                 "(LLMOPS_FINE_TUNING_MAX_JOB_SECONDS)",
             )
+
+
+class ProgressMeter:
+    """Counts what the steps have seen and says when to report: at the first and the last step,
+    and every ``interval_s`` between (the loss is the mean over the steps since the last report)."""
+
+    def __init__(self, *, total_steps: int, steps_per_epoch: int, interval_s: float) -> None:
+        self.total_steps = total_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.interval_s = interval_s
+        self.started = time.monotonic()
+        self.seen = self.seen_tokens = 0
+        self._last_report = -math.inf
+        self._window_loss, self._window_steps = 0.0, 0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def tokens_per_second(self) -> float:
+        elapsed = self.elapsed()
+        return self.seen_tokens / elapsed if elapsed > 0 else 0.0
+
+    def record(self, step: int, *, loss: float, examples: int, tokens: int = 0) -> TrainingProgress | None:
+        """Count one optimizer step; the progress to report now, or None."""
+        self.seen += examples
+        self.seen_tokens += tokens
+        self._window_loss += loss
+        self._window_steps += 1
+        now = time.monotonic()
+        if not (step == 1 or step == self.total_steps or now - self._last_report >= self.interval_s):
+            return None
+        elapsed = now - self.started
+        progress = TrainingProgress(
+            step=step,
+            total_steps=self.total_steps,
+            epoch=step / self.steps_per_epoch,
+            loss=self._window_loss / self._window_steps,
+            examples_per_second=self.seen / elapsed if elapsed > 0 else 0.0,
+            eta_seconds=elapsed / step * (self.total_steps - step),
+        )
+        self._last_report, self._window_loss, self._window_steps = now, 0.0, 0
+        return progress
