@@ -33,9 +33,9 @@ demo: up ## Run the closed loop on the embedded default (starts the stack first)
 snapshot: ## Cut dataset snapshots of everything ingested so far: records and instruction examples [CONTENT=records|instructions]
 	@$(LLMOPS) snapshot $(if $(CONTENT),--content $(CONTENT))
 
-retrain: ## Ask for a new model version: MODEL=name [DATASET=id] (default: latest snapshot)
-	@test -n "$(MODEL)" || { echo "usage: make retrain MODEL=<name> [DATASET=<id>]"; exit 2; }
-	@$(LLMOPS) retrain --model $(MODEL) $(if $(DATASET),--dataset $(DATASET))
+retrain: ## Ask for a new model version: MODEL=name [DATASET=id] [TASK=causal-lm] (default: latest snapshot, a classifier)
+	@test -n "$(MODEL)" || { echo "usage: make retrain MODEL=<name> [DATASET=<id>] [TASK=sequence-classification|causal-lm]"; exit 2; }
+	@$(LLMOPS) retrain --model $(MODEL) $(if $(DATASET),--dataset $(DATASET)) $(if $(TASK),--task $(TASK))
 
 evaluate: ## Re-run the evaluation gate: MODEL=name VERSION=n (e.g. after a policy change)
 	@test -n "$(MODEL)" -a -n "$(VERSION)" || { echo "usage: make evaluate MODEL=<name> VERSION=<n>"; exit 2; }

@@ -126,6 +126,9 @@ class BenchContext:
     reporter: Reporter
     repo_root: Path = REPO_ROOT
     python: str = sys.executable
+    measured: dict[str, BenchResult] = field(default_factory=dict)
+    """Rows by figure name: measured earlier in this run, else kept from the last results file
+    (a benchmark that compares with another's figure reads it here)."""
     _work_dir: Path | None = None
     _kafka: Any = None
     _kafka_settings: PlatformSettings | None = None

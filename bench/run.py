@@ -36,12 +36,13 @@ from bench.results import (
 
 def registry() -> list[Benchmark]:
     """Every benchmark of the service issues, in the order they run."""
-    from bench import fine_tuning, gateway, ingestion, monitoring, redaction
+    from bench import fine_tuning, gateway, ingestion, instruction_tuning, monitoring, redaction
 
     return [
         ingestion.BENCHMARK,
         redaction.BENCHMARK,
         fine_tuning.BENCHMARK,
+        instruction_tuning.BENCHMARK,
         gateway.BENCHMARK,
         monitoring.BENCHMARK,
     ]
@@ -73,12 +74,16 @@ async def run_one(benchmark: Benchmark, context: BenchContext) -> list[BenchResu
     return rows
 
 
-async def run_all(benchmarks: list[Benchmark], reporter: Reporter) -> list[BenchResult]:
-    context = BenchContext(reporter=reporter)
+async def run_all(
+    benchmarks: list[Benchmark], reporter: Reporter, earlier: list[BenchResult] | None = None
+) -> list[BenchResult]:
+    context = BenchContext(reporter=reporter, measured={row.name: row for row in earlier or []})
     rows: list[BenchResult] = []
     try:
         for benchmark in benchmarks:
-            rows += await run_one(benchmark, context)
+            fresh = await run_one(benchmark, context)
+            context.measured.update({row.name: row for row in fresh})
+            rows += fresh
     finally:
         await context.close()
     return rows
@@ -116,15 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # aiokafka logs transient start-up states (coordinator not yet available) as errors; it retries.
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
-    with Reporter(total=len(selected)) as reporter:
-        rows = asyncio.run(run_all(selected, reporter))
-
     json_path = args.out / "results.json"
-    if args.only and json_path.exists():
+    earlier: list[BenchResult] = []
+    if json_path.exists():
         try:
-            rows = merge_results(load_results(json_path), rows, [b.name for b in selected])
+            earlier = load_results(json_path)
         except ValueError as error:
             print(f"earlier {json_path} unreadable ({error}); writing this run's rows only", file=sys.stderr)
+    with Reporter(total=len(selected)) as reporter:
+        rows = asyncio.run(run_all(selected, reporter, earlier))
+    if args.only:
+        rows = merge_results(earlier, rows, [b.name for b in selected])
     machine, when = detect_machine(), datetime.now(UTC)
     json_path, md_path = write_results(rows, args.out, machine=machine, when=when)
     table = md_path.read_text(encoding="utf-8")
@@ -132,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         document = args.readme.read_text(encoding="utf-8")
         shown = {row.benchmark for row in rows}
         missing = [figure.name for b in known if b.name not in shown for figure in b.figures]
-        earlier, heading = kept_rows(document, missing)
-        readme_table = render_markdown(rows, machine=machine, when=when, kept=earlier, kept_from=heading)
+        kept_lines, heading = kept_rows(document, missing)
+        readme_table = render_markdown(rows, machine=machine, when=when, kept=kept_lines, kept_from=heading)
         spliced = splice_into(document, readme_table)
         if spliced is None:
             print(

@@ -233,3 +233,27 @@ def test_kcat_lists_topics_and_its_record_is_consumed(kafka_settings) -> None:
 
     [envelope] = asyncio.run(consume())
     assert envelope.id == event_id and envelope.data.text == "sent by kcat"
+
+
+def test_retrain_asks_for_the_task_it_is_given(kafka_settings, monkeypatch) -> None:
+    """``make retrain MODEL=... TASK=causal-lm`` (the CLI behind it) publishes a causal-lm
+    request; an unknown task is a usage error and publishes nothing."""
+    from typer.testing import CliRunner
+
+    from llmops_cli.__main__ import app
+    from llmops_events import decode
+    from llmops_events.topics import TRAINING
+
+    monkeypatch.setenv("LLMOPS_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.kafka_bootstrap_servers)
+    model = f"retrain-{uuid.uuid4().hex[:8]}"
+    runner = CliRunner()
+    refused = runner.invoke(app, ["retrain", "--model", model, "--task", "poetry"])
+    shown = " ".join(refused.output.translate(str.maketrans("│╭╮╰╯─", "      ")).split())  # the box rich draws
+    assert refused.exit_code == 2 and "'poetry' is not one of sequence-classification, causal-lm" in shown
+    result = runner.invoke(app, ["retrain", "--model", model, "--task", "causal-lm", "--dataset", "d-1"])
+    assert result.exit_code == 0, result.output
+    assert "requested causal-lm training" in result.output
+    messages = asyncio.run(_read_all(kafka_settings, TRAINING, until=10**6, timeout=5))
+    envelopes = [decode(KafkaRecord(m.key, m.value, tuple(m.headers))) for m in messages if m.key == model.encode()]
+    requests = [envelope.data for envelope in envelopes]
+    assert [(r.task.value, r.dataset_id) for r in requests] == [("causal-lm", "d-1")]

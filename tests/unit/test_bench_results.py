@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bench.fine_tuning import ACCURACY, TRAIN_TIME, parse_summary, rows_from_summary
-from bench.framework import Benchmark, Unmeasurable
+from bench import instruction_tuning
+from bench.fine_tuning import ACCURACY, KEYS, TRAIN_TIME
+from bench.framework import BenchContext, Benchmark, Reporter, Unmeasurable
 from bench.results import (
     INFORMATIONAL,
     BenchResult,
@@ -26,6 +27,7 @@ from bench.results import (
     splice_into,
     write_results,
 )
+from bench.script import parse_summary, rows_from_summary
 
 FIELDS = ["name", "value", "unit", "reference_name", "reference_value", "ratio", "target", "met", "anchor", "reason"]
 MACHINE = Machine(cores=2, memory_gib=23.4, cpu_model="Test CPU @ 2.0GHz")
@@ -209,13 +211,13 @@ BANKING77 test accuracy 0.9308 (macro-F1 0.9301) after 571s of training; -0.58 p
 
 
 def test_fine_tuning_rows_from_the_scripts_json() -> None:
-    rows = rows_from_summary(parse_summary(SCRIPT_OUTPUT))
+    rows = rows_from_summary(parse_summary(SCRIPT_OUTPUT), KEYS)
     by_name = {row.name: row for row in rows}
     assert [row.value for row in rows] == [0.9308, 0.9301, 571.2, 35.0, 1843.5]
     assert by_name[ACCURACY.name].met is True
     assert by_name[ACCURACY.name].ratio == pytest.approx(0.9308 / 0.9366)
     assert by_name[TRAIN_TIME.name].met is True
-    slow = rows_from_summary({"test_accuracy": 0.91, "train_wall_seconds": 700})
+    slow = rows_from_summary({"test_accuracy": 0.91, "train_wall_seconds": 700}, KEYS)
     assert [row.met for row in slow] == [False, False, False, False, False]
     assert slow[1].reason == "the script's JSON has no numeric 'test_macro_f1'"
 
@@ -225,6 +227,36 @@ def test_fine_tuning_skip_line_becomes_the_reason() -> None:
         parse_summary("SKIP: BANKING77 not found at /x (set LLMOPS_SHARED_DATA ...)\n")
     with pytest.raises(ValueError):
         parse_summary("Traceback ...\n")
+
+
+def test_instruction_tuning_compares_with_the_classifier_of_the_same_results() -> None:
+    summary = {
+        "test_exact_match": 0.88,
+        "zero_shot_exact_match": 0.05,
+        "test_in_label_set": 0.99,
+        "train_wall_seconds": 1100.0,
+        "train_examples_per_second": 9.1,
+        "train_tokens_per_second": 460.0,
+        "generation_tokens_per_second": 250.0,
+        "adapter_mib": 18.6,
+        "peak_rss_mib": 3000.0,
+    }
+    context = BenchContext(reporter=Reporter(total=1), measured={ACCURACY.name: ACCURACY.measured(0.934)})
+    reference = instruction_tuning.classifier_accuracy(context)
+    rows = {
+        row.name: row
+        for row in rows_from_summary(summary, instruction_tuning.KEYS, {instruction_tuning.EXACT_MATCH: reference})
+    }
+    exact = rows[instruction_tuning.EXACT_MATCH.name]
+    assert exact.reference_value == 0.934 and exact.ratio == pytest.approx(0.88 / 0.934) and exact.met
+    assert rows[instruction_tuning.EXAMPLES_PER_S.name].met and rows[instruction_tuning.TRAIN_TIME.name].met
+    slow = rows_from_summary({**summary, "train_examples_per_second": 5.0}, instruction_tuning.KEYS)
+    assert [row.met for row in slow if row.name == instruction_tuning.EXAMPLES_PER_S.name] == [False]
+    # Without a classifier row the ratio is to the published anchor.
+    alone = BenchContext(reporter=Reporter(total=1))
+    assert instruction_tuning.classifier_accuracy(alone) is None
+    anchored = rows_from_summary(summary, instruction_tuning.KEYS, {instruction_tuning.EXACT_MATCH: None})[0]
+    assert anchored.ratio == pytest.approx(0.88 / 0.9366)
 
 
 def test_rows_of_benchmarks_that_did_not_run_are_kept_from_the_readme() -> None:

@@ -99,6 +99,41 @@ def test_the_loss_is_on_the_assistant_tokens_only(base: Any) -> None:
     assert net.encode_for_training(tokenizer, CONVERSATION[:3], max_length=1) is None  # only the last line break
 
 
+def test_the_answer_only_loss_equals_the_models_own_loss(base: Any) -> None:
+    """``answer_logits`` runs the output layer on the answer positions only; the loss is the one
+    the model computes itself from ``labels=`` over every position."""
+    tokenizer = base.tokenizer
+    rows = [net.encode_for_training(tokenizer, c, max_length=512) for c in (CONVERSATION, CONVERSATION[:3])]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((2, width), tokenizer.pad_token_id)
+    labels = torch.full((2, width), -100)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    for row, (ids, targets) in enumerate(rows):
+        input_ids[row, : len(ids)], labels[row, : len(ids)], mask[row, : len(ids)] = (
+            torch.tensor(ids),
+            torch.tensor(targets),
+            1,
+        )
+    with torch.no_grad():
+        logits, targets = net.answer_logits(base.model, input_ids, mask, labels)
+        expected = base.model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+    assert logits.shape == (int((labels[:, 1:] != -100).sum()), base.model.config.vocab_size)
+    assert logits.dtype == torch.float32
+    assert torch.nn.functional.cross_entropy(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_precision_auto_is_bfloat16_only_where_it_is_native() -> None:
+    cpu = torch.device("cpu")
+    assert net.compute_dtype("float32", cpu) == torch.float32
+    assert net.compute_dtype("bfloat16", cpu) == torch.bfloat16
+    native = torch.bfloat16 if net.native_bfloat16(cpu) else torch.float32
+    assert net.compute_dtype("auto", cpu) == native
+    with net.autocast(cpu, torch.float32):  # float32: no autocast at all
+        assert not torch.is_autocast_enabled("cpu")
+    with net.autocast(cpu, torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+
+
 def test_generation_is_greedy_batched_and_timed(base: Any) -> None:
     prompts = [CONVERSATION[:2], CONVERSATION[:4], [{"role": "user", "content": "Hello"}]]
     batched = base.generate(prompts, max_new_tokens=6, batch_size=3)

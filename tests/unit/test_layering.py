@@ -25,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 SKIPPED_DIRS = {"__pycache__", ".venv", "gen", "build", "var", "node_modules"}
 
+
 def _packages(pattern: str) -> dict[str, Path]:
     """``llmops_*`` package name -> its folder, for the folders matching ``pattern`` under the root."""
     return {folder.name: folder for folder in sorted(ROOT.glob(pattern)) if (folder / "__init__.py").is_file()}
@@ -191,9 +192,7 @@ def test_importing_a_service_package_stays_cheap() -> None:
     """The public APIs import their modules on first use: the package alone loads no ML stack."""
     heavy = ("torch", "transformers", "evidently", "feast", "faststream", "presidio_analyzer")
     code = (
-        "import sys\n"
-        f"import {', '.join(sorted(SERVICES))}\n"
-        f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+        f"import sys\nimport {', '.join(sorted(SERVICES))}\nprint(','.join(m for m in {heavy!r} if m in sys.modules))\n"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert not loaded, f"importing the service packages loaded {loaded}"

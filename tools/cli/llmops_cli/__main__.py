@@ -287,12 +287,28 @@ def snapshot(
 def retrain(
     model: Annotated[str, typer.Option(help="Model name.")],
     dataset: Annotated[str | None, typer.Option(help="Dataset id (default: the latest snapshot).")] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="sequence-classification (a classifier, on records snapshots) or causal-lm "
+            "(a LoRA adapter of the causal LM, on instructions snapshots)."
+        ),
+    ] = "sequence-classification",
 ) -> None:
     """Publish a manual training request; the fine-tuning service picks it up."""
+    from llmops_events.v1.training import TrainingTask
     from llmops_fine_tuning import FineTuningSettings, request_training
 
-    envelope = asyncio.run(request_training(FineTuningSettings(), model, dataset))
-    _console().print(f"requested training of {model} on {dataset or 'the latest snapshot'} (request {envelope.id})")
+    try:
+        kind = TrainingTask(task)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{task!r} is not one of {', '.join(t.value for t in TrainingTask)}", param_hint="--task"
+        ) from None
+    envelope = asyncio.run(request_training(FineTuningSettings(), model, dataset, task=kind))
+    _console().print(
+        f"requested {kind.value} training of {model} on {dataset or 'the latest snapshot'} (request {envelope.id})"
+    )
 
 
 @app.command("train")

@@ -90,6 +90,9 @@ class TrainingProgressed(_TrainingEvent):
     loss: float
     examples_per_second: float = Field(ge=0)
     eta_seconds: float = Field(ge=0)
+    tokens_per_second: float | None = Field(default=None, ge=0)
+    """Tokens seen (padding excluded) per second since the start; absent where the trainer does
+    not count tokens."""
 
 
 class TrainingCompleted(_TrainingEvent):

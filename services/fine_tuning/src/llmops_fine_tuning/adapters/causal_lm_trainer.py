@@ -9,7 +9,12 @@ A plain loop, like the classifier's:
   ``max_length`` keeps its last tokens (its final answer);
 * **length-bucketed batches** (``training_loop``, shared with the classifier trainer), padded on
   the right with the EOS token to the batch's longest conversation;
-* only the LoRA weights get gradients; AdamW, linear warm-up and decay, gradient clipping.
+* only the LoRA weights get gradients; AdamW, linear warm-up and decay, gradient clipping;
+* the loss is computed where it is needed: the output layer (a 49,152-word vocabulary for
+  SmolLM2) runs on the answer positions only (``answer_logits``), not on every token;
+* forward passes run in the policy's ``precision`` (bfloat16 autocast where the device has native
+  bfloat16: AMX on a CPU, a recent GPU), with the LoRA weights and AdamW in float32; attention is
+  the policy's kernel (``eager`` by default: faster on CPU for short conversations).
 
 Validation: the teacher-forced loss, perplexity and token accuracy on every validation
 conversation (cheap), and ``exact_match`` of greedily generated answers on the first
@@ -60,7 +65,10 @@ from llmops_models.kinds.causal_lm.network import (
     TRAINING_CONFIG_FILE,
     BaseModelNotFound,
     LoadedCausalLm,
+    answer_logits,
+    autocast,
     base_model_hash,
+    compute_dtype,
     encode_for_training,
     load_base_model,
     load_tokenizer,
@@ -141,6 +149,8 @@ class LoraCausalLmTrainer:
             raise TrainingRejected(
                 "base_model_not_found", f"cannot load base model {job.base_model!r}: {error}"
             ) from error
+        base.set_attn_implementation(policy.attention)
+        dtype = compute_dtype(policy.precision, self._device)
         lora = LoraConfig(
             task_type=TaskType.CAUSAL_LM,
             r=hp.lora_rank,
@@ -177,6 +187,7 @@ class LoraCausalLmTrainer:
                 "dropped_examples": dropped,
                 "total_steps": total_steps,
                 "device": str(self._device),
+                "dtype": str(dtype).removeprefix("torch."),
                 "trainable": trainable,
             },
         )
@@ -190,11 +201,11 @@ class LoraCausalLmTrainer:
                 break
             clock.check(f"at step {step}/{total_steps}")
             input_ids, attention_mask, labels = _pad_right([examples[i] for i in batch], pad_id)
-            loss = model(
-                input_ids=input_ids.to(self._device),
-                attention_mask=attention_mask.to(self._device),
-                labels=labels.to(self._device),
-            ).loss
+            with autocast(self._device, dtype):
+                logits, targets = answer_logits(
+                    model, input_ids.to(self._device), attention_mask.to(self._device), labels.to(self._device)
+                )
+            loss = torch.nn.functional.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable_parameters, policy.max_grad_norm)
@@ -204,19 +215,14 @@ class LoraCausalLmTrainer:
                 step, loss=float(loss.detach()), examples=len(batch), tokens=int(attention_mask.sum())
             )
             if progress is not None:
-                logger.info(
-                    "training progressed",
-                    extra={
-                        "model_name": job.model_name,
-                        **vars(progress),
-                        "tokens_per_second": meter.tokens_per_second(),
-                    },
-                )
+                logger.info("training progressed", extra={"model_name": job.model_name, **vars(progress)})
                 on_progress(progress)
         train_seconds = meter.elapsed()
 
         model.eval()
-        metrics = self._validate(model, tokenizer, data.validation, hp.max_length, policy, check_time=clock.check)
+        metrics = self._validate(
+            model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype, check_time=clock.check
+        )
         metrics.update(
             train_seconds=train_seconds,
             train_examples_per_second=meter.seen / max(train_seconds, 1e-9),
@@ -239,6 +245,7 @@ class LoraCausalLmTrainer:
             "trainer": policy.model_dump(mode="json"),
             "torch_version": torch.__version__,
             "device": str(self._device),
+            "compute_dtype": str(dtype).removeprefix("torch."),
             "num_threads": torch.get_num_threads(),
         }
         (output / TRAINING_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -259,6 +266,7 @@ class LoraCausalLmTrainer:
         max_length: int,
         policy: CausalLmTrainerPolicy,
         *,
+        dtype: torch.dtype,
         check_time: Callable[[str], None],
     ) -> dict[str, float]:
         """Teacher-forced loss, perplexity and token accuracy on the answers of every validation
@@ -274,14 +282,13 @@ class LoraCausalLmTrainer:
             input_ids, attention_mask, labels = _pad_right(
                 [examples[i] for i in order[start : start + policy.eval_batch_size]], pad_id
             )
-            logits = model(input_ids=input_ids.to(self._device), attention_mask=attention_mask.to(self._device)).logits
-            shifted_logits, shifted_labels = logits[:, :-1].float().cpu(), labels[:, 1:]
-            mask = shifted_labels != -100
-            loss_sum += float(
-                torch.nn.functional.cross_entropy(shifted_logits[mask], shifted_labels[mask], reduction="sum")
-            )
-            correct += int((shifted_logits.argmax(dim=-1)[mask] == shifted_labels[mask]).sum())
-            counted += int(mask.sum())
+            with autocast(self._device, dtype):
+                logits, targets = answer_logits(
+                    model, input_ids.to(self._device), attention_mask.to(self._device), labels.to(self._device)
+                )
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(dim=-1) == targets).sum())
+            counted += int(targets.numel())
         loss = loss_sum / max(counted, 1)
         metrics = {
             "loss": loss,
@@ -292,7 +299,7 @@ class LoraCausalLmTrainer:
         sample = list(validation.messages[: policy.generation_eval_examples])
         if sample:
             check_time("generating validation answers")
-            generator = LoadedCausalLm(model, tokenizer, max_prompt_tokens=max_length, device=self._device)
+            generator = LoadedCausalLm(model, tokenizer, max_prompt_tokens=max_length, device=self._device, dtype=dtype)
             began = time.monotonic()
             generations = generator.generate(
                 sample, max_new_tokens=policy.max_new_tokens, batch_size=policy.eval_batch_size

@@ -195,7 +195,9 @@ class LoraSequenceClassificationTrainer:
             torch.nn.utils.clip_grad_norm_(lora_parameters + list(model.head.parameters()), policy.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            progress = meter.record(step, loss=float(loss.detach()), examples=len(batch))
+            progress = meter.record(
+                step, loss=float(loss.detach()), examples=len(batch), tokens=int(attention_mask.sum())
+            )
             if progress is not None:
                 logger.info("training progressed", extra={"model_name": job.model_name, **vars(progress)})
                 on_progress(progress)

@@ -80,10 +80,6 @@ class ProgressMeter:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def tokens_per_second(self) -> float:
-        elapsed = self.elapsed()
-        return self.seen_tokens / elapsed if elapsed > 0 else 0.0
-
     def record(self, step: int, *, loss: float, examples: int, tokens: int = 0) -> TrainingProgress | None:
         """Count one optimizer step; the progress to report now, or None."""
         self.seen += examples
@@ -101,6 +97,7 @@ class ProgressMeter:
             loss=self._window_loss / self._window_steps,
             examples_per_second=self.seen / elapsed if elapsed > 0 else 0.0,
             eta_seconds=elapsed / step * (self.total_steps - step),
+            tokens_per_second=self.seen_tokens / elapsed if self.seen_tokens and elapsed > 0 else None,
         )
         self._last_report, self._window_loss, self._window_steps = now, 0.0, 0
         return progress

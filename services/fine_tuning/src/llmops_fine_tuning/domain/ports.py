@@ -58,6 +58,8 @@ class TrainingProgress:
     loss: float
     examples_per_second: float
     eta_seconds: float
+    tokens_per_second: float | None = None
+    """Tokens (padding excluded) over the elapsed time; None where a trainer does not count them."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ within the policy's limits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -61,6 +61,14 @@ class CausalLmTrainerPolicy(BaseModel):
     teacher-forced loss and token accuracy, which need no generation)."""
     max_new_tokens: int = Field(default=64, ge=1, le=1024)
     """Longest generated answer in that check."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype of the forward passes (the LoRA weights and the optimizer stay float32):
+    ``auto`` is bfloat16 where the device multiplies bfloat16 natively (a CUDA GPU that supports
+    it, a CPU with AMX), float32 elsewhere."""
+    attention: Literal["eager", "sdpa"] = "eager"
+    """Attention kernel while training: on CPU, for conversations under a few hundred tokens, the
+    plain one is faster forward and backward than PyTorch's fused one (measured: 11.3 against 9.2
+    examples/s on BANKING77 conversations)."""
 
 
 TRAINER_POLICIES: dict[TrainingTask, type[TrainerPolicy] | type[CausalLmTrainerPolicy]] = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from llmops_ingestion.domain.answer_format import SchemaError, schema_errors, unsupported_schema
+from llmops_models.json_schema import SchemaError, schema_errors, unsupported_schema
 
 
 class RejectReason(StrEnum):

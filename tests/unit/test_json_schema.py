@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmops_ingestion.domain.answer_format import schema_errors, unsupported_schema
+from llmops_models.json_schema import schema_errors, unsupported_schema
 
 SCHEMAS: list[Any] = [
     True,

@@ -1,4 +1,6 @@
-"""A JSON Schema (2020-12) validator for the subset of keywords an answer format may use.
+"""A JSON Schema (2020-12) validator for the subset of keywords an answer format may use: the one
+check of answer formats, used by ingestion (reference answers) and by the causal_lm kind
+(generated answers, ``kinds/causal_lm/answers.in_format``).
 
 An instruction example may declare that its answer is a JSON document valid against a schema.
 Ingestion checks the reference answer against it, so only what can be checked is accepted: a
