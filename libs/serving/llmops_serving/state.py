@@ -26,6 +26,8 @@ class ModelDeployment:
     canary_share: float = 0.0
     pending_version: int | None = None
     """A version being written, loaded and smoke-tested before its canary starts."""
+    kind: str = "classifier"
+    """The model kind of its latest deployment event (``classifier``, ``causal_lm``)."""
 
     @property
     def phase(self) -> Phase:
@@ -46,7 +48,7 @@ def apply(state: ModelDeployment, event: EventData) -> ModelDeployment:
     match event:
         case DeploymentRequested():
             champion = event.champion_version if event.champion_version is not None else state.champion_version
-            return replace(state, champion_version=champion, pending_version=event.model_version)
+            return replace(state, champion_version=champion, pending_version=event.model_version, kind=event.kind)
         case DeploymentCanaryStarted():
             return replace(
                 state,
@@ -54,12 +56,15 @@ def apply(state: ModelDeployment, event: EventData) -> ModelDeployment:
                 canary_version=event.model_version,
                 canary_share=event.traffic_share,
                 pending_version=None,
+                kind=event.kind,
             )
         case DeploymentPromoted():
-            return ModelDeployment(state.model_name, champion_version=event.model_version)
+            return ModelDeployment(state.model_name, champion_version=event.model_version, kind=event.kind)
         case DeploymentRolledBack():
             pending = None if state.pending_version == event.model_version else state.pending_version
-            return ModelDeployment(state.model_name, champion_version=event.restored_version, pending_version=pending)
+            return ModelDeployment(
+                state.model_name, champion_version=event.restored_version, pending_version=pending, kind=event.kind
+            )
     return state
 
 

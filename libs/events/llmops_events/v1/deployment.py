@@ -16,6 +16,9 @@ class _DeploymentEvent(EventData):
 
     model_name: str
     model_version: int = Field(ge=1)
+    kind: str = Field(default="classifier", examples=["classifier", "causal_lm"])
+    """The model kind (``llmops_models.kinds``): what the gateway serves it with (``Predict`` for a
+    classifier, ``Generate`` for a causal LM, whose versions are LoRA adapters on a shared base)."""
 
 
 class DeploymentRequested(_DeploymentEvent):
