@@ -24,6 +24,8 @@ class ServingOptions:
     max_queue_delay_us: int = 2000
     torch_threads: int = 0
     """Threads per instance; 0 leaves torch's default (all cores)."""
+    instance_kind: str = "KIND_CPU"
+    """Triton ``instance_group`` kind: ``KIND_CPU``, or ``KIND_GPU`` (the model on CUDA) where a GPU exists."""
 
 
 class Predictor(Protocol):
