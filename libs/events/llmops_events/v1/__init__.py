@@ -8,7 +8,7 @@ from llmops_events.v1.deployment import (
     DeploymentRolledBack,
 )
 from llmops_events.v1.evaluation import Decision, EvaluationCompleted, RuleFailure
-from llmops_events.v1.inference import FeedbackSubmitted, InferenceLogged
+from llmops_events.v1.inference import FeedbackSubmitted, Generation, InferenceLogged
 from llmops_events.v1.monitoring import MonitoringDriftDetected, MonitoringReportCreated
 from llmops_events.v1.records import ChatTurn, InstructionSubmitted, OutputFormat, RecordSubmitted
 from llmops_events.v1.training import (
@@ -33,6 +33,7 @@ __all__ = [
     "DeploymentRolledBack",
     "EvaluationCompleted",
     "FeedbackSubmitted",
+    "Generation",
     "Hyperparameters",
     "InferenceLogged",
     "InstructionSubmitted",
