@@ -1,6 +1,9 @@
 """The canary watch: every ``check_interval_s`` it measures what the canary and the champion served
-since the canary started (Triton's statistics and our failure counter, confidences from the
-inference log) and asks ``domain.canary.judge``; a verdict other than *wait* is handed back.
+since the canary started and asks the domain for a verdict; one other than *wait* is handed back.
+A classifier is measured on Triton's statistics and our failure counter, and confidences from the
+inference log (``domain.canary.judge``); an adapter of the causal-LM model on the counters that
+model exports per adapter: requests, failures, time to first token, completion tokens and decoding
+time (``domain.canary.judge_generation``).
 
 Every counter is read as a series that may reset (``domain.canary.CounterSeries``): a Triton
 restart, or the reconciler loading a version again, starts Triton's counters from zero, and what
@@ -13,12 +16,25 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.traffic import ConfidenceTracker
 from llmops_deployment.adapters.triton import TritonControl
-from llmops_deployment.domain.canary import CanaryAction, CounterSeries, Verdict, VersionTraffic, judge, traffic_since
+from llmops_deployment.domain.canary import (
+    CanaryAction,
+    CounterSeries,
+    GenerationCanaryPolicy,
+    GenerationTraffic,
+    Verdict,
+    VersionTraffic,
+    generation_traffic_since,
+    judge,
+    judge_generation,
+    traffic_since,
+)
 from llmops_deployment.settings import DeploymentSettings
+from llmops_models.kinds import CAUSAL_LM
 from llmops_serving import triton_name
 
 logger = logging.getLogger(__name__)
@@ -27,12 +43,70 @@ OnVerdict = Callable[[str, int, Verdict, str | None], Awaitable[None]]
 """(model name, canary version, verdict, correlation id) → act on it."""
 
 
+class _Meter(Protocol):
+    """How one kind's versions are measured and judged during a canary."""
+
+    requests: int
+    """Requests the canary served at the last reading (for the gauge)."""
+
+    async def read(self, version: int | None, *, canary: bool) -> None: ...
+    def judge(self, elapsed_s: float) -> Verdict: ...
+
+
 @dataclass
 class _Served:
-    """The counter series of one version since the canary started."""
+    """The counter series of one classifier version since the canary started."""
 
     triton: CounterSeries = field(default_factory=CounterSeries)
     confidence: CounterSeries = field(default_factory=CounterSeries)
+
+
+class _ClassifierMeter:
+    """Triton's statistics of the version's own Triton model and our failure counter, and the
+    confidences the inference log recorded for it (``domain.canary.judge``)."""
+
+    def __init__(
+        self, model_name: str, settings: DeploymentSettings, triton: TritonControl, confidence: ConfidenceTracker | None
+    ) -> None:
+        self._model, self._settings, self._triton, self._confidence = model_name, settings, triton, confidence
+        self._served = {True: _Served(), False: _Served()}
+        self._traffic = {True: VersionTraffic(), False: VersionTraffic()}
+        self.requests = 0
+
+    async def read(self, version: int | None, *, canary: bool) -> None:
+        served = self._served[canary]
+        if version is not None:
+            counts = await self._triton.counts(triton_name(self._model, version))
+            if counts is not None:
+                served.triton = served.triton.observe(counts.sample)
+            if self._confidence is not None:
+                served.confidence = served.confidence.observe(self._confidence.totals(self._model, version))
+            self._traffic[canary] = traffic_since(served.triton, served.confidence)
+        self.requests = self._traffic[True].requests
+
+    def judge(self, elapsed_s: float) -> Verdict:
+        return judge(self._settings.canary_policy, self._traffic[True], self._traffic[False], elapsed_s)
+
+
+class _AdapterMeter:
+    """The counters the causal-LM model exports per adapter (``domain.canary.judge_generation``)."""
+
+    def __init__(self, model_name: str, policy: GenerationCanaryPolicy, triton: TritonControl) -> None:
+        self._model, self._policy, self._triton = model_name, policy, triton
+        self._served = {True: CounterSeries(), False: CounterSeries()}
+        self._traffic = {True: GenerationTraffic(), False: GenerationTraffic()}
+        self.requests = 0
+
+    async def read(self, version: int | None, *, canary: bool) -> None:
+        if version is not None:
+            counts = await self._triton.generation_counts(triton_name(self._model, version))
+            if counts is not None:
+                self._served[canary] = self._served[canary].observe(counts)
+            self._traffic[canary] = generation_traffic_since(self._served[canary])
+        self.requests = self._traffic[True].requests
+
+    def judge(self, elapsed_s: float) -> Verdict:
+        return judge_generation(self._policy, self._traffic[True], self._traffic[False], elapsed_s)
 
 
 @dataclass
@@ -46,6 +120,7 @@ class CanaryWatcher:
         self,
         *,
         settings: DeploymentSettings,
+        generation_policy: GenerationCanaryPolicy,
         triton: TritonControl,
         confidence: ConfidenceTracker | None,
         metrics: DeploymentMetrics,
@@ -53,6 +128,7 @@ class CanaryWatcher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self._generation_policy = generation_policy
         self._triton = triton
         self._confidence = confidence
         self._metrics = metrics
@@ -63,9 +139,23 @@ class CanaryWatcher:
     def watching(self, model_name: str) -> bool:
         return model_name in self._watches
 
-    def start(self, model_name: str, version: int, champion: int | None, correlationid: str | None) -> None:
+    def start(
+        self,
+        model_name: str,
+        version: int,
+        champion: int | None,
+        correlationid: str | None,
+        *,
+        kind: str = "classifier",
+    ) -> None:
+        """Watch ``version`` of a model of ``kind`` against its ``champion`` (replacing a watch)."""
         self.cancel(model_name)
-        task = asyncio.get_running_loop().create_task(self._watch(model_name, version, champion, correlationid))
+        meter: _Meter
+        if kind == CAUSAL_LM.name:
+            meter = _AdapterMeter(model_name, self._generation_policy, self._triton)
+        else:
+            meter = _ClassifierMeter(model_name, self._settings, self._triton, self._confidence)
+        task = asyncio.get_running_loop().create_task(self._watch(model_name, version, champion, meter, correlationid))
         self._watches[model_name] = _Watch(version, task)
 
     def cancel(self, model_name: str) -> None:
@@ -77,19 +167,20 @@ class CanaryWatcher:
         for model_name in list(self._watches):
             self.cancel(model_name)
 
-    async def _watch(self, model_name: str, version: int, champion: int | None, correlationid: str | None) -> None:
+    async def _watch(
+        self, model_name: str, version: int, champion: int | None, meter: _Meter, correlationid: str | None
+    ) -> None:
         """Judge the canary until a verdict other than *wait*, handed to ``on_verdict``."""
-        canary_served, champion_served = _Served(), _Served()
         started = self._clock()
         try:
-            await self._read(model_name, version, canary_served)  # the baselines
-            await self._read(model_name, champion, champion_served)
+            await meter.read(version, canary=True)  # the baselines
+            await meter.read(champion, canary=False)
             while True:
                 await asyncio.sleep(self._settings.check_interval_s)
-                canary = await self._read(model_name, version, canary_served)
-                reference = await self._read(model_name, champion, champion_served)
-                self._metrics.canary_requests.labels(model=model_name).set(canary.requests)
-                verdict = judge(self._settings.canary_policy, canary, reference, self._clock() - started)
+                await meter.read(version, canary=True)
+                await meter.read(champion, canary=False)
+                self._metrics.canary_requests.labels(model=model_name).set(meter.requests)
+                verdict = meter.judge(self._clock() - started)
                 if verdict.action is not CanaryAction.WAIT:
                     await self._on_verdict(model_name, version, verdict, correlationid)
                     break
@@ -100,15 +191,3 @@ class CanaryWatcher:
         watch = self._watches.get(model_name)
         if watch is not None and watch.task is asyncio.current_task():
             del self._watches[model_name]
-
-    async def _read(self, model_name: str, version: int | None, served: _Served) -> VersionTraffic:
-        """Read ``version``'s counters into ``served``; what it served since the first reading
-        (nothing for no version)."""
-        if version is None:
-            return VersionTraffic()
-        counts = await self._triton.counts(triton_name(model_name, version))
-        if counts is not None:
-            served.triton = served.triton.observe(counts.sample)
-        if self._confidence is not None:
-            served.confidence = served.confidence.observe(self._confidence.totals(model_name, version))
-        return traffic_since(served.triton, served.confidence)

@@ -24,6 +24,10 @@ class FailureReason(StrEnum):
     SMOKE_TEST_FAILED = "smoke_test_failed"
     KIND_NOT_SERVABLE = "kind_not_servable"
     """The artifact's model kind is unknown here, or has no Triton model yet."""
+    BASE_MODEL_MISMATCH = "base_model_mismatch"
+    """A LoRA adapter trained on other base weights than the Triton model serves (its
+    ``training_config.json`` names another ``base_model_weights_hash``): applied to them, it
+    would answer nonsense."""
     RESUME_EXHAUSTED = "resume_exhausted"
     """Left ``deploying`` (a crash, an I/O error, Triton unreachable) and the reconciler's
     ``resume_max_attempts`` resumes failed too."""
@@ -90,3 +94,9 @@ class TritonUnavailable(DeploymentError):
     no verdict on the version, which is retried (and stays ``deploying``), never rolled back for it."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, at most 500 characters (for events and logs)."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:500]

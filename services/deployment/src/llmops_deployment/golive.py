@@ -1,5 +1,7 @@
 """Putting one version on Triton, and taking it off: written into the model repository from its
-verified artifacts (if absent), loaded, warmed up and smoke-tested before it takes any traffic.
+verified artifacts (if absent), loaded, warmed up and smoke-tested before it takes any traffic. A
+version of kind ``causal_lm`` is a LoRA adapter on the one causal-LM model instead
+(``golive_adapter``); the retries below are the same for both.
 
 Two kinds of failure. A verdict on the version (``GoLiveFailed``: its artifacts are missing or
 corrupt, a reachable Triton failed to load it, it failed its smoke test) is final. Triton not
@@ -19,10 +21,12 @@ import time
 from collections.abc import Callable
 
 from llmops_deployment.adapters.artifacts import Artifacts
-from llmops_deployment.adapters.triton import TritonControl, unreachable
+from llmops_deployment.adapters.triton import TritonControl, raise_if_unreachable
 from llmops_deployment.domain.smoke import smoke_problems
-from llmops_deployment.errors import FailureReason, GoLiveFailed, TritonUnavailable
+from llmops_deployment.errors import FailureReason, GoLiveFailed, TritonUnavailable, first_line
+from llmops_deployment.golive_adapter import AdapterGoLive
 from llmops_deployment.settings import DeploymentSettings
+from llmops_models.kinds import CAUSAL_LM
 from llmops_serving import triton_name
 
 logger = logging.getLogger(__name__)
@@ -48,11 +52,13 @@ class GoLive:
         self._triton = triton
         self._artifacts = artifacts
         self._clock = clock
+        self.adapters = AdapterGoLive(settings=settings, triton=triton, artifacts=artifacts)
 
     async def __call__(self, model_name: str, version: int) -> None:
         """Raises ``GoLiveFailed`` with the reason (artifact_missing, artifact_corrupt, load_failed,
-        load_timeout, smoke_test_failed), or ``TritonUnavailable`` once Triton stayed unreachable
-        for the retry budget. Other errors (the model repository's disk, the artifact store) pass."""
+        load_timeout, smoke_test_failed; base_model_mismatch for an adapter: ``golive_adapter``), or
+        ``TritonUnavailable`` once Triton stayed unreachable for the retry budget. Other errors
+        (the model repository's disk, the artifact store) pass."""
         settings = self._settings
         attempts, first_failure = 0, 0.0
         while True:
@@ -79,6 +85,8 @@ class GoLive:
                 await asyncio.sleep(delay)
 
     async def _once(self, model_name: str, version: int) -> None:
+        if await asyncio.to_thread(self._artifacts.kind, model_name, version) == CAUSAL_LM.name:
+            return await self.adapters(model_name, version)
         name = triton_name(model_name, version)
         if not self._artifacts.installed(model_name, version):
             await asyncio.to_thread(self._artifacts.install, model_name, version, self._settings.serving_options)
@@ -108,13 +116,13 @@ class GoLive:
             raise GoLiveFailed(FailureReason.SMOKE_TEST_FAILED, "; ".join(problems), version=version)
 
     async def _unless_unreachable(self, error: BaseException, doing: str) -> None:
-        """Raise ``TritonUnavailable`` if ``error`` came from not reaching Triton: its status says
-        so, or Triton does not answer its liveness check now (a timeout, a connection that broke)."""
-        if unreachable(error) or not await self._triton.is_live():
-            raise TritonUnavailable(f"Triton is unreachable ({doing}): {first_line(error)}") from error
+        await raise_if_unreachable(self._triton, error, doing)
 
-    async def take_down(self, name: str) -> None:
-        """Unload a Triton model (if loaded) and remove it from the model repository."""
+    async def take_down(self, name: str, *, kind: str | None = None) -> None:
+        """Unload a Triton model (if loaded) and remove it from the model repository; for a
+        ``causal_lm`` version, remove its adapter (the base stays)."""
+        if kind == CAUSAL_LM.name:
+            return await self.adapters.take_down(name)
         with contextlib.suppress(Exception):
             await self._triton.unload(name)
         await asyncio.to_thread(self._artifacts.uninstall, name)
@@ -126,8 +134,3 @@ def backoff_s(attempt: int, base_s: float, max_s: float, rng: random.Random | No
     Triton together do not come back together."""
     cap = min(max_s, base_s * 2 ** min(max(attempt - 1, 0), 62))
     return cap * (rng or random).random()
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:500]

@@ -38,8 +38,9 @@ from llmops_deployment.errors import (
     InvalidRequest,
     NotFound,
     TritonUnavailable,
+    first_line,
 )
-from llmops_deployment.golive import GoLive, first_line
+from llmops_deployment.golive import GoLive
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, derived_id
 from llmops_events.base import EventData
@@ -72,6 +73,7 @@ class DeploymentService:
         self.go_live = GoLive(settings=settings, triton=triton, artifacts=artifacts, clock=clock)
         self.watcher = CanaryWatcher(
             settings=settings,
+            generation_policy=settings.generation_canary_policy,  # a wrong policy file fails the start
             triton=triton,
             confidence=confidence,
             metrics=self._metrics,
@@ -108,6 +110,11 @@ class DeploymentService:
     def available_versions(self, model_name: str) -> list[int]:
         return self._artifacts.published_versions(model_name)
 
+    def kind_of(self, model_name: str, version: int) -> str:
+        """The version's model kind (its manifest's; the model's, as the topic last said, when the
+        manifest cannot be read)."""
+        return self._artifacts.kind(model_name, version) or self.state(model_name).kind
+
     def lock(self, model_name: str) -> asyncio.Lock:
         return self._locks.setdefault(model_name, asyncio.Lock())
 
@@ -135,6 +142,7 @@ class DeploymentService:
             promote_now=promote_now,
             artifact_uri=self._artifacts.uri(model_name, version),
             traffic_share=self._settings.canary_traffic_share,
+            model_kind=self.kind_of(model_name, version),
         )
         if decision.transition.source is VersionState.CANARY and command in (Command.PROMOTE, Command.ROLLBACK):
             self._metrics.canary_decisions.labels(decision=str(command)).inc()
@@ -147,8 +155,8 @@ class DeploymentService:
                     await self.go_live(model_name, effect.version)
                     self._metrics.go_live_seconds.observe(self._clock() - started)
                 case EffectKind.WATCH_CANARY:
-                    champion = self.state(model_name).champion_version
-                    self.watcher.start(model_name, effect.version, champion, corr)
+                    state = self.state(model_name)
+                    self.watcher.start(model_name, effect.version, state.champion_version, corr, kind=state.kind)
                 case EffectKind.STOP_WATCH:
                     self.watcher.cancel(model_name)
                 case EffectKind.RETIRE_NOW:
@@ -344,7 +352,7 @@ class DeploymentService:
         state = self.state(model_name)
         if state.canary_version is None or self.watcher.watching(model_name):
             return None
-        self.watcher.start(model_name, state.canary_version, state.champion_version, None)
+        self.watcher.start(model_name, state.canary_version, state.champion_version, None, kind=state.kind)
         return state.canary_version
 
     def _retire_later(self, model_name: str, version: int) -> None:
@@ -361,7 +369,7 @@ class DeploymentService:
         async with self.lock(model_name) if grace else contextlib.nullcontext():
             if self.lifecycle(model_name).state_of(version).loaded:
                 return  # it came back meanwhile
-            await self.go_live.take_down(triton_name(model_name, version))
+            await self.go_live.take_down(triton_name(model_name, version), kind=self.kind_of(model_name, version))
             self._metrics.retired.inc()
 
     async def stop(self) -> None:

@@ -55,6 +55,7 @@ class DeploymentRuntime:
         artifacts = Artifacts(
             open_store(settings.platform.resolved_artifact_store_uri),
             ModelRepository(settings.platform.model_repository),
+            settings.adapters_dir,
         )
         service = DeploymentService(
             settings=settings,
@@ -77,6 +78,7 @@ class DeploymentRuntime:
             artifacts=artifacts,
             metrics=self.metrics,
             interval_s=settings.reconcile_interval_s,
+            causal_lm_model=settings.causal_lm_model,
         )
         return service
 

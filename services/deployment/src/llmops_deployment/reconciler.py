@@ -1,6 +1,8 @@
 """Reconciliation: Triton made to match the deployments topic, on start and every
 ``reconcile_interval_s`` (so a restarted Triton gets its models back, and a deployment left
-``deploying`` is resumed, or rolled back after ``resume_max_attempts``, never left there)."""
+``deploying`` is resumed, or rolled back after ``resume_max_attempts``, never left there). A live
+``causal_lm`` version serves when the causal-LM model is loaded and its adapter folder is in place;
+a restarted Triton gets the base back with the first such version reloaded."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.triton import TritonControl
 from llmops_deployment.errors import GoLiveFailed, TritonUnavailable
 from llmops_deployment.handlers import DeploymentService
+from llmops_models.kinds import CAUSAL_LM, CLASSIFIER
+from llmops_models.kinds.causal_lm import serving as lm_serving
 from llmops_serving import triton_name
 
 logger = logging.getLogger(__name__)
@@ -26,8 +30,10 @@ class Reconciler:
         artifacts: Artifacts,
         metrics: DeploymentMetrics,
         interval_s: float,
+        causal_lm_model: str = lm_serving.MODEL_NAME,
     ) -> None:
         self._service = service
+        self._causal_lm_model = causal_lm_model
         self._triton = triton
         self._artifacts = artifacts
         self._metrics = metrics
@@ -49,7 +55,7 @@ class Reconciler:
             for version in state.live_versions:
                 name = triton_name(model, version)
                 wanted.add(name)
-                if name in ready:
+                if self._serving(name, service.kind_of(model, version), ready):
                     continue
                 try:
                     if await service.reload(model, version):
@@ -68,17 +74,26 @@ class Reconciler:
                 locked = service.lock(model).locked()
                 if not locked and (resumed := await service.resume(model, state.pending_version)) is not None:
                     actions.append(resumed)
-        for name, (model, version) in self._artifacts.installed_versions().items():
+        installed = [(name, found, CLASSIFIER.name) for name, found in self._artifacts.installed_versions().items()]
+        installed += [(name, found, CAUSAL_LM.name) for name, found in self._artifacts.installed_adapters().items()]
+        for name, (model, version), kind in installed:
             if name in wanted or not service.manages(model) or service.lock(model).locked():
                 continue
             if service.lifecycle(model).state_of(version).loaded:
                 continue
-            await service.go_live.take_down(name)
-            actions.append(f"unloaded {name}")
+            await service.go_live.take_down(name, kind=kind)
+            actions.append(f"unloaded {name}" if kind == CLASSIFIER.name else f"removed adapter {name}")
         if actions:
             logger.info("reconciled Triton with the deployments topic", extra={"actions": actions})
         self._metrics.reconciliations.inc()
         return actions
+
+    def _serving(self, name: str, kind: str, ready: set[str]) -> bool:
+        """Whether a live version serves: its own Triton model is ready, or for an adapter the
+        causal-LM model is ready and the adapter's folder is in place."""
+        if kind == CAUSAL_LM.name:
+            return self._causal_lm_model in ready and self._artifacts.adapter_installed(name)
+        return name in ready
 
     async def run(self) -> None:
         while True:

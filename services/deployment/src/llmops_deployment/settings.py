@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops_config import PlatformSettings
-from llmops_deployment.domain.canary import CanaryPolicy, TooFewRequests
+from llmops_deployment.domain.canary import CanaryPolicy, GenerationCanaryPolicy, TooFewRequests, generation_policy
 from llmops_models.kinds import ServingOptions
+from llmops_models.kinds.causal_lm import serving as lm_serving
 
 
 class DeploymentSettings(BaseSettings):
@@ -52,6 +55,11 @@ class DeploymentSettings(BaseSettings):
 
     canary_max_confidence_drop: float = Field(default=0.15, ge=0, le=1)
     """A canary whose mean confidence is this much below the champion's is rolled back."""
+
+    canary_policy_file: Path = Path("deploy/policies/canary.yaml")
+    """The canary thresholds of generative models (section ``causal_lm``: time to first token,
+    tokens/s, output length against the champion, error rate, minimum requests); the classifier's
+    are the ``CANARY_*`` settings above. Unknown keys are an error; a missing file, the defaults."""
 
     check_interval_s: float = Field(default=2.0, gt=0)
     """How often a canary is judged."""
@@ -99,6 +107,69 @@ class DeploymentSettings(BaseSettings):
     """Times the reconciler resumes a version left ``deploying`` before it rolls it back
     (``resume_exhausted``)."""
 
+    instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
+    """Triton ``instance_group`` kind: ``KIND_GPU`` runs the model on CUDA where a GPU exists."""
+
+    # ---- generative models (kind causal_lm): one Triton model, one LoRA adapter per version ----
+
+    causal_lm_model: str = lm_serving.MODEL_NAME
+    """Triton name of the one model serving the causal-LM base for every version (the gateway's
+    setting of the same name must agree)."""
+
+    causal_lm_base_model: str = "smollm2"
+    """The base it serves: ``smollm2`` (the packaged GGUF), a ``.gguf`` file or a model folder.
+    Adapters trained on other weights are refused (``base_model_mismatch``)."""
+
+    causal_lm_adapters_dir: Path | None = None
+    """Where deployed adapters are written, one folder per version (default
+    ``<model repository>/../adapters/<causal_lm_model>``)."""
+
+    causal_lm_max_adapters: int = Field(default=lm_serving.DEFAULT_MAX_ADAPTERS, ge=1)
+    """Adapters the model keeps loaded at most (the least recently used idle one is evicted)."""
+
+    causal_lm_max_running: int = Field(default=lm_serving.DEFAULT_MAX_RUNNING, ge=1)
+    """Sequences decoded together at most."""
+
+    causal_lm_max_queued: int = Field(default=lm_serving.DEFAULT_MAX_QUEUED, ge=0)
+    """Requests waiting for a decoding slot at most; more are refused (``RESOURCE_EXHAUSTED``)."""
+
+    causal_lm_max_new_tokens: int = Field(default=lm_serving.DEFAULT_MAX_NEW_TOKENS, ge=1)
+    """The largest ``max_tokens`` a request may ask for."""
+
+    causal_lm_max_prompt_tokens: int = Field(default=lm_serving.DEFAULT_MAX_PROMPT_TOKENS, ge=1)
+    """Longer prompts are refused (``INVALID_ARGUMENT``)."""
+
+    causal_lm_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """``auto``: bfloat16 where native (CUDA, AMX CPUs), else float32."""
+
+    smoke_generations: int = Field(default=3, ge=1, le=32)
+    """Generations (from the version's validation split) an adapter must answer before it takes traffic."""
+
+    smoke_max_tokens: int = Field(default=16, ge=1, le=256)
+    """New tokens per smoke-test generation."""
+
+    smoke_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest one smoke-test generation may take (the first loads the adapter)."""
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.causal_lm_adapters_dir or lm_serving.default_adapters_dir(
+            self.platform.model_repository, self.causal_lm_model
+        )
+
+    @property
+    def generation_canary_policy(self) -> GenerationCanaryPolicy:
+        """The ``causal_lm`` section of ``canary_policy_file`` (``ValueError`` when it is wrong)."""
+        path = self.canary_policy_file
+        document = yaml.safe_load(path.read_text()) if path.is_file() else None
+        document = document or {}
+        if not isinstance(document, dict) or not isinstance(document.get("causal_lm") or {}, dict):
+            raise ValueError(f"{path}: expected a mapping with a 'causal_lm' mapping")
+        unknown = sorted(set(document) - {"causal_lm"})
+        if unknown:
+            raise ValueError(f"{path}: unknown section(s) {unknown}; known: ['causal_lm']")
+        return generation_policy(document.get("causal_lm") or {}, lifecycle=self.canary_policy)
+
     @property
     def state_db(self) -> Path:
         return self.platform.var_dir / "state" / "deployment.db"
@@ -123,4 +194,5 @@ class DeploymentSettings(BaseSettings):
             dynamic_batching=self.dynamic_batching,
             max_queue_delay_us=self.max_queue_delay_us,
             torch_threads=self.torch_threads,
+            instance_kind=self.instance_kind,
         )

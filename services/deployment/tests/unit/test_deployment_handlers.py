@@ -154,6 +154,12 @@ class FakeArtifacts:
     def installed_versions(self) -> dict[str, tuple[str, int]]:
         return {name: (MODEL, int(name.rsplit("__v", 1)[1])) for name in self.repository}
 
+    def kind(self, model_name: str, version: int) -> str | None:
+        return "classifier" if version in self.versions else None
+
+    def installed_adapters(self) -> dict[str, tuple[str, int]]:
+        return {}
+
     def uninstall(self, name: str) -> None:
         self.repository.discard(name)
 

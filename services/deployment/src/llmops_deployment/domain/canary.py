@@ -3,9 +3,10 @@ judged on are read (monotonic series that reset when Triton restarts). Pure: no 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
+from typing import Any, Protocol
 
 
 class TooFewRequests(StrEnum):
@@ -122,30 +123,9 @@ def judge(policy: CanaryPolicy, canary: VersionTraffic, champion: VersionTraffic
                 f"the {who}'s counts are negative ({traffic.requests} requests, {traffic.errors} errors): "
                 "counters must be read as increases that survive resets (CounterSeries), not as deltas"
             )
-    if canary.errors >= policy.min_errors and canary.error_rate > policy.max_error_rate:
-        return Verdict(
-            CanaryAction.ROLLBACK,
-            f"error rate {canary.error_rate:.1%} ({canary.errors} of {canary.requests} requests) "
-            f"is above the maximum {policy.max_error_rate:.1%}",
-        )
-    enough = canary.requests >= policy.min_requests
-    timed_out = elapsed_s >= policy.max_seconds
-    if not (enough or timed_out):
-        return Verdict(CanaryAction.WAIT, f"{canary.requests} of {policy.min_requests} requests observed")
-    if not enough:
-        match policy.on_too_few_requests:
-            case TooFewRequests.ROLLBACK:
-                return Verdict(
-                    CanaryAction.ROLLBACK,
-                    f"too few requests: {canary.requests} of the {policy.min_requests} needed "
-                    f"in the {policy.max_seconds:g} s time limit",
-                )
-            case TooFewRequests.EXTEND:
-                return Verdict(
-                    CanaryAction.WAIT,
-                    f"{canary.requests} of {policy.min_requests} requests observed "
-                    f"(extended past the {policy.max_seconds:g} s time limit)",
-                )
+    early = _gate(policy, canary.requests, canary.errors, elapsed_s)
+    if early is not None:
+        return early
     if canary.mean_latency_ms is not None and champion.mean_latency_ms is not None:
         limit = champion.mean_latency_ms * policy.max_latency_ratio + policy.latency_slack_ms
         if canary.mean_latency_ms > limit:
@@ -163,14 +143,222 @@ def judge(policy: CanaryPolicy, canary: VersionTraffic, champion: VersionTraffic
                 f"mean confidence {canary.mean_confidence:.3f} is {drop:.3f} below the champion's "
                 f"{champion.mean_confidence:.3f} (maximum drop {policy.max_confidence_drop:g})",
             )
-    if canary.errors:
-        errors = f"{canary.errors} errors ({canary.error_rate:.1%}, within {policy.max_error_rate:.0%})"
+    return _healthy(policy, canary.requests, canary.errors)
+
+
+class _Lifecycle(Protocol):
+    """What every kind's canary policy says about evidence and errors (the same for all kinds)."""
+
+    @property
+    def min_requests(self) -> int: ...
+    @property
+    def max_seconds(self) -> float: ...
+    @property
+    def on_too_few_requests(self) -> TooFewRequests: ...
+    @property
+    def max_error_rate(self) -> float: ...
+    @property
+    def min_errors(self) -> int: ...
+
+
+def _gate(policy: _Lifecycle, requests: int, errors: int, elapsed_s: float) -> Verdict | None:
+    """The verdict before any comparison with the champion: roll back on errors, wait for
+    evidence, or apply ``on_too_few_requests`` at the time limit; None: compare now."""
+    error_rate = errors / requests if requests else 0.0
+    if errors >= policy.min_errors and error_rate > policy.max_error_rate:
+        return Verdict(
+            CanaryAction.ROLLBACK,
+            f"error rate {error_rate:.1%} ({errors} of {requests} requests) "
+            f"is above the maximum {policy.max_error_rate:.1%}",
+        )
+    enough = requests >= policy.min_requests
+    timed_out = elapsed_s >= policy.max_seconds
+    if not (enough or timed_out):
+        return Verdict(CanaryAction.WAIT, f"{requests} of {policy.min_requests} requests observed")
+    if not enough:
+        match policy.on_too_few_requests:
+            case TooFewRequests.ROLLBACK:
+                return Verdict(
+                    CanaryAction.ROLLBACK,
+                    f"too few requests: {requests} of the {policy.min_requests} needed "
+                    f"in the {policy.max_seconds:g} s time limit",
+                )
+            case TooFewRequests.EXTEND:
+                return Verdict(
+                    CanaryAction.WAIT,
+                    f"{requests} of {policy.min_requests} requests observed "
+                    f"(extended past the {policy.max_seconds:g} s time limit)",
+                )
+    return None
+
+
+def _healthy(policy: _Lifecycle, requests: int, errors: int, evidence: str = "") -> Verdict:
+    """The promotion, with what it was based on."""
+    if errors:
+        error_rate = errors / requests if requests else 0.0
+        counted = f"{errors} errors ({error_rate:.1%}, within {policy.max_error_rate:.0%})"
     else:
-        errors = "no errors"
+        counted = "no errors"
     basis = (
-        f"{canary.requests} requests"
-        if enough
-        else f"only {canary.requests} of {policy.min_requests} requests in the {policy.max_seconds:g} s time limit "
+        f"{requests} requests"
+        if requests >= policy.min_requests
+        else f"only {requests} of {policy.min_requests} requests in the {policy.max_seconds:g} s time limit "
         f"(on_too_few_requests=promote)"
     )
-    return Verdict(CanaryAction.PROMOTE, f"healthy over {basis}: {errors}")
+    return Verdict(CanaryAction.PROMOTE, f"healthy over {basis}: {counted}{evidence}")
+
+
+# ---- generative models (kind causal_lm): one LoRA adapter per version on a shared base ----------
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationCanaryPolicy:
+    """The canary of an adapter version, judged against the champion adapter on the counters the
+    causal-LM Triton model exports per adapter (``deploy/policies/canary.yaml``, section
+    ``causal_lm``). Comparisons are skipped while the champion has answered nothing to compare with."""
+
+    min_requests: int = 20
+    """Canary requests to observe before promoting on the evidence."""
+    max_seconds: float = 600.0
+    on_too_few_requests: TooFewRequests = TooFewRequests.ROLLBACK
+    max_error_rate: float = 0.05
+    min_errors: int = 3
+    max_ttft_ratio: float = 2.0
+    """Canary mean time to first token may be at most this multiple of the champion's …"""
+    ttft_slack_ms: float = 100.0
+    """… plus this many milliseconds (a busy CPU jitters)."""
+    min_tokens_per_s_ratio: float = 0.5
+    """Canary decoding speed (tokens/s per stream) must be at least this share of the champion's."""
+    min_output_length_ratio: float = 0.5
+    """Canary mean completion tokens per request, as a multiple of the champion's, at least this …"""
+    max_output_length_ratio: float = 2.0
+    """… and at most this: much shorter answers (cut off, refusing) or much longer ones (rambling,
+    not stopping) both mean the adapter answers differently from the one it replaces."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationTraffic:
+    """What one adapter served since the canary started (increases of the model's counters)."""
+
+    requests: int = 0
+    errors: int = 0
+    ttft_s: float = 0.0
+    """Sum of the times to first token."""
+    completion_tokens: int = 0
+    decode_s: float = 0.0
+    """Sum of the times from the first to the last token."""
+
+    @property
+    def answered(self) -> int:
+        return max(self.requests - self.errors, 0)
+
+    @property
+    def mean_ttft_ms(self) -> float | None:
+        return self.ttft_s / self.answered * 1000 if self.answered else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decoding speed of one stream: tokens over decoding time (the model's own definition)."""
+        return self.completion_tokens / self.decode_s if self.decode_s > 0 else None
+
+    @property
+    def mean_output_tokens(self) -> float | None:
+        return self.completion_tokens / self.answered if self.answered else None
+
+
+GENERATION_COUNTERS = ("requests", "errors", "ttft_s", "completion_tokens", "decode_s")
+"""The order of one reading of an adapter's counters (``CounterSeries``)."""
+
+
+def generation_traffic_since(counters: CounterSeries) -> GenerationTraffic:
+    """What one adapter served since its baseline, from the series of its counters read in the
+    order of ``GENERATION_COUNTERS``."""
+    if not counters.increase:
+        return GenerationTraffic()
+    requests, errors, ttft_s, tokens, decode_s = counters.increase
+    return GenerationTraffic(
+        requests=int(requests), errors=int(errors), ttft_s=ttft_s, completion_tokens=int(tokens), decode_s=decode_s
+    )
+
+
+def judge_generation(
+    policy: GenerationCanaryPolicy, canary: GenerationTraffic, champion: GenerationTraffic, elapsed_s: float
+) -> Verdict:
+    """As ``judge``, on an adapter's error rate, then time to first token, tokens/s and mean output
+    length against the champion's."""
+    for who, traffic in (("canary", canary), ("champion", champion)):
+        counts = (traffic.requests, traffic.errors, traffic.completion_tokens, traffic.ttft_s, traffic.decode_s)
+        if min(counts) < 0:
+            raise ValueError(
+                f"the {who}'s counts are negative ({traffic.requests} requests, {traffic.errors} errors): "
+                "counters must be read as increases that survive resets (CounterSeries), not as deltas"
+            )
+    early = _gate(policy, canary.requests, canary.errors, elapsed_s)
+    if early is not None:
+        return early
+    if canary.mean_ttft_ms is not None and champion.mean_ttft_ms is not None:
+        limit = champion.mean_ttft_ms * policy.max_ttft_ratio + policy.ttft_slack_ms
+        if canary.mean_ttft_ms > limit:
+            return Verdict(
+                CanaryAction.ROLLBACK,
+                f"mean time to first token {canary.mean_ttft_ms:.0f} ms is above {limit:.0f} ms "
+                f"({policy.max_ttft_ratio:g}x the champion's {champion.mean_ttft_ms:.0f} ms "
+                f"+ {policy.ttft_slack_ms:g} ms)",
+            )
+    if canary.tokens_per_s is not None and champion.tokens_per_s is not None:
+        floor = champion.tokens_per_s * policy.min_tokens_per_s_ratio
+        if canary.tokens_per_s < floor:
+            return Verdict(
+                CanaryAction.ROLLBACK,
+                f"{canary.tokens_per_s:.1f} tokens/s is below {floor:.1f} "
+                f"({policy.min_tokens_per_s_ratio:g}x the champion's {champion.tokens_per_s:.1f})",
+            )
+    evidence = ""
+    if canary.mean_output_tokens is not None and champion.mean_output_tokens:
+        ratio = canary.mean_output_tokens / champion.mean_output_tokens
+        if not policy.min_output_length_ratio <= ratio <= policy.max_output_length_ratio:
+            return Verdict(
+                CanaryAction.ROLLBACK,
+                f"mean output length {canary.mean_output_tokens:.1f} tokens is {ratio:.2f}x the champion's "
+                f"{champion.mean_output_tokens:.1f} (allowed {policy.min_output_length_ratio:g}x "
+                f"to {policy.max_output_length_ratio:g}x)",
+            )
+        evidence = f"; mean output {canary.mean_output_tokens:.1f} tokens ({ratio:.2f}x the champion's)"
+    if canary.mean_ttft_ms is not None:
+        evidence += f"; time to first token {canary.mean_ttft_ms:.0f} ms"
+    return _healthy(policy, canary.requests, canary.errors, evidence)
+
+
+def generation_policy(values: Mapping[str, Any], *, lifecycle: CanaryPolicy) -> GenerationCanaryPolicy:
+    """The ``causal_lm`` section of the canary policy file; unknown keys and values out of range
+    are ``ValueError`` (a typo must not silently disable a check). The time limit and what it does
+    to a canary with too few requests come from ``lifecycle`` (the same for every kind)."""
+    allowed = {f.name for f in fields(GenerationCanaryPolicy)} - {"max_seconds", "on_too_few_requests"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"unknown canary policy key(s) {unknown}; known: {sorted(allowed)}")
+    base = GenerationCanaryPolicy(max_seconds=lifecycle.max_seconds, on_too_few_requests=lifecycle.on_too_few_requests)
+    typed: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        kind = type(getattr(base, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
+            expected = "an integer" if kind is int else "a number"
+            raise ValueError(f"canary policy {key} must be {expected}, not {value!r}")
+        typed[key] = kind(value)
+    policy = replace(base, **typed)
+    checks = {
+        "min_requests": policy.min_requests >= 1,
+        "min_errors": policy.min_errors >= 1,
+        "max_error_rate": 0 <= policy.max_error_rate <= 1,
+        "max_ttft_ratio": policy.max_ttft_ratio > 0,
+        "ttft_slack_ms": policy.ttft_slack_ms >= 0,
+        "min_tokens_per_s_ratio": policy.min_tokens_per_s_ratio >= 0,
+        "min_output_length_ratio": 0 <= policy.min_output_length_ratio <= policy.max_output_length_ratio,
+    }
+    wrong = [key for key, ok in checks.items() if not ok]
+    if wrong:
+        shown = ", ".join(f"{key}={getattr(policy, key)}" for key in wrong)
+        raise ValueError(f"canary policy value(s) out of range: {shown}")
+    return policy

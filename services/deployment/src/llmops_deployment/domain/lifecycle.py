@@ -261,11 +261,14 @@ def decide(
     promote_now: bool = False,
     artifact_uri: str = "",
     traffic_share: float = 0.1,
+    model_kind: str | None = None,
 ) -> Decision:
     """The transition for ``command`` on ``version`` and its concrete effects. ``promote_now``
     (an operator's promote) skips the canary once the go-live passed; ``artifact_uri`` and
-    ``traffic_share`` go into the events that carry them."""
+    ``traffic_share`` go into the events that carry them, and ``model_kind`` (the version's kind;
+    None: the model's, as the topic last said) into every event."""
     model, champion, canary = life.model_name, life.deployment.champion_version, life.deployment.canary_version
+    model_kind = model_kind or life.deployment.kind
     when = None
     if command is Command.GO_LIVE_PASSED:
         when = When.PROMOTE_NOW if champion is None or promote_now else When.BEHIND_CHAMPION
@@ -278,7 +281,7 @@ def decide(
                 if canary is not None and canary != version:
                     # The marker, then the canary's own rollback (its effects, inline).
                     why = f"superseded by version {version}"
-                    ended = decide(current, canary, Command.ROLLBACK, by=by, reason=why)
+                    ended = decide(current, canary, Command.ROLLBACK, by=by, reason=why, model_kind=model_kind)
                     effects += [Effect(kind, canary, reason=why), *ended.effects]
                     current = ended.after
             case EffectKind.RETIRE_REPLACED:
@@ -289,6 +292,7 @@ def decide(
                 effects.append(Effect(kind, version))
             case _:
                 event = _event(kind, current.deployment, version, command, by, reason, artifact_uri, traffic_share)
+                event = event.model_copy(update={"kind": model_kind})
                 current = current.apply(event)
                 effects.append(Effect(kind, version, event=event))
     return Decision(row, tuple(effects), current)

@@ -1,0 +1,164 @@
+"""A version of kind ``causal_lm`` goes live as a LoRA adapter on the running base: no Triton model
+of its own, one folder in the causal-LM model's adapters folder.
+
+1. Its verified artifact is downloaded (``artifact_missing``, ``artifact_corrupt``).
+2. Its ``training_config.json`` must name the base weights the Triton model serves: the
+   ``base_model_weights_hash`` parameter of the loaded model's configuration, or of the one about
+   to be written (``base_model_mismatch``): an adapter on other weights answers nonsense.
+3. The base Triton model is written and loaded if it is not loaded yet: once, never again while it
+   is ready, so adding an adapter never reloads it (``load_failed``, ``load_timeout``).
+4. The artifact's ``adapter/`` folder is copied to ``<adapters_dir>/<triton_name(model, version)>/``.
+5. A few conversations of the version's validation split are generated through Triton's streaming
+   API with ``ADAPTER`` set (the first loads the adapter into the model): every stream must end
+   normally, and not every answer may be empty (``smoke_test_failed``).
+
+Taking it down removes its folder (the model evicts the adapter once idle); the base stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from llmops_deployment.adapters.artifacts import Artifacts
+from llmops_deployment.adapters.triton import TritonControl, raise_if_unreachable
+from llmops_deployment.domain.generation import BASE_HASH_KEY, base_model_problem, generation_problems
+from llmops_deployment.errors import FailureReason, GoLiveFailed, first_line
+from llmops_deployment.settings import DeploymentSettings
+from llmops_models.kinds.causal_lm import serving as lm_serving
+from llmops_serving import triton_name
+
+GENERIC_PROMPTS = [
+    [{"role": "user", "content": "Hello! What can you help me with?"}],
+    [{"role": "user", "content": "My card has not arrived yet. What should I do?"}],
+    [{"role": "user", "content": "Summarise in one sentence: the meeting moved to Friday at noon."}],
+]
+"""Smoke-test prompts after the version's own validation conversations (or alone, without them)."""
+
+
+class AdapterGoLive:
+    def __init__(self, *, settings: DeploymentSettings, triton: TritonControl, artifacts: Artifacts) -> None:
+        self._settings = settings
+        self._triton = triton
+        self._artifacts = artifacts
+        self._base_lock = asyncio.Lock()
+        """One check-and-load of the base at a time (deployments of two models run concurrently):
+        two loads of a model Triton is loading would reload it."""
+
+    async def __call__(self, model_name: str, version: int) -> None:
+        name = triton_name(model_name, version)
+        with tempfile.TemporaryDirectory(prefix="deploy-adapter-") as scratch:
+            folder = Path(scratch) / "artifact"
+            training_config = await asyncio.to_thread(self._artifacts.fetch, model_name, version, folder)
+            async with self._base_lock:
+                loaded = await self._base_ready()
+                served = await self._served_hash(loaded, version)
+                problem = base_model_problem(training_config, served)
+                if problem is not None:
+                    raise GoLiveFailed(FailureReason.BASE_MODEL_MISMATCH, problem, version=version)
+                if not loaded:
+                    await self._load_base(served, version)
+            if not self._artifacts.adapter_installed(name):
+                await asyncio.to_thread(self._artifacts.install_adapter, name, folder)
+        await self._smoke_test(model_name, version)
+
+    async def take_down(self, name: str) -> None:
+        """Remove an adapter's folder; the base model is never touched."""
+        await asyncio.to_thread(self._artifacts.uninstall_adapter, name)
+
+    # ---- the base ------------------------------------------------------------------------------
+
+    async def _base_ready(self) -> bool:
+        base = self._settings.causal_lm_model
+        try:
+            return await self._triton.is_ready(base)
+        except Exception as error:
+            await raise_if_unreachable(self._triton, error, f"checking {base}")
+            raise
+
+    async def _served_hash(self, loaded: bool, version: int) -> str:
+        """The weights the base model serves: its configuration says so once loaded (written by
+        ``_load_base``; for a model written by someone else, the hash of the base it names), else
+        those the configured base model would load."""
+        base_model = self._settings.causal_lm_base_model
+        if loaded:
+            base = self._settings.causal_lm_model
+            try:
+                parameters = await self._triton.parameters(base)
+            except Exception as error:
+                await raise_if_unreachable(self._triton, error, f"reading the configuration of {base}")
+                raise GoLiveFailed(FailureReason.LOAD_FAILED, first_line(error), version=version) from error
+            if parameters.get(BASE_HASH_KEY):
+                return parameters[BASE_HASH_KEY]
+            base_model = parameters.get(lm_serving.BASE_MODEL_PARAMETER) or base_model
+        try:
+            return await asyncio.to_thread(_base_model_hash, base_model)
+        except (OSError, ValueError) as error:
+            raise GoLiveFailed(
+                FailureReason.LOAD_FAILED, f"the base model {base_model!r} cannot be found: {error}", version=version
+            ) from error
+
+    async def _load_base(self, served_hash: str, version: int) -> None:
+        """Write the base model (its configuration naming ``served_hash``) and load it."""
+        settings = self._settings
+        base = settings.causal_lm_model
+        model = lm_serving.triton_model(
+            settings.serving_options,
+            name=base,
+            adapters_dir=settings.adapters_dir,
+            base_model=settings.causal_lm_base_model,
+            max_adapters=settings.causal_lm_max_adapters,
+            max_running=settings.causal_lm_max_running,
+            max_queued=settings.causal_lm_max_queued,
+            max_new_tokens=settings.causal_lm_max_new_tokens,
+            max_prompt_tokens=settings.causal_lm_max_prompt_tokens,
+            precision=settings.causal_lm_precision,
+        )
+        model.config.parameters[BASE_HASH_KEY].string_value = served_hash
+        settings.adapters_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._artifacts.write_model, base, model)
+        timeout = settings.load_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self._triton.load(base)
+        except TimeoutError as error:
+            await raise_if_unreachable(self._triton, error, f"loading {base}")
+            raise GoLiveFailed(
+                FailureReason.LOAD_TIMEOUT, f"{base} did not load in {timeout:g} s", version=version
+            ) from error
+        except Exception as error:
+            await raise_if_unreachable(self._triton, error, f"loading {base}")
+            raise GoLiveFailed(FailureReason.LOAD_FAILED, f"{base}: {first_line(error)}", version=version) from error
+
+    # ---- the smoke test ------------------------------------------------------------------------
+
+    async def _smoke_test(self, model_name: str, version: int) -> None:
+        settings = self._settings
+        name, base = triton_name(model_name, version), settings.causal_lm_model
+        wanted = settings.smoke_generations
+        prompts = await asyncio.to_thread(self._artifacts.conversations, model_name, version, wanted)
+        prompts = (prompts + GENERIC_PROMPTS * wanted)[:wanted]
+        generations = []
+        for messages in prompts:
+            inputs = lm_serving.generation_inputs(
+                messages, adapter=name, max_tokens=settings.smoke_max_tokens, temperature=0.0
+            )
+            try:
+                generations.append(await self._triton.generate(base, inputs, timeout_s=settings.smoke_timeout_s))
+            except Exception as error:
+                await raise_if_unreachable(self._triton, error, f"smoke-testing {name}")
+                detail = f"no answer in {settings.smoke_timeout_s:g} s" if isinstance(error, TimeoutError) else ""
+                raise GoLiveFailed(
+                    FailureReason.SMOKE_TEST_FAILED, detail or first_line(error), version=version
+                ) from error
+        problems = generation_problems(generations, max_tokens=settings.smoke_max_tokens)
+        if problems:
+            raise GoLiveFailed(FailureReason.SMOKE_TEST_FAILED, "; ".join(problems), version=version)
+
+
+def _base_model_hash(base_model: str) -> str:
+    # Imported here: the causal-LM network module imports torch, which only this path needs.
+    from llmops_models.kinds.causal_lm.network import base_model_hash
+
+    return base_model_hash(base_model)
