@@ -15,7 +15,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from llmops_models.kinds import ServingOptions, kind_of
+from llmops_models.kinds import ServingOptions, TritonModel, kind_of
 from llmops_models.manifest import read_manifest
 from llmops_serving import parse_triton_name, triton_name
 
@@ -50,16 +50,27 @@ class ModelRepository:
         artifact under two configurations). Replaces an existing folder of the same name."""
         name = name or triton_name(model_name, version)
         triton_model = kind_of(read_manifest(artifact_folder)).triton_model(name, artifact_folder, options)
+        return self._publish(name, triton_model, artifact_folder)
+
+    def write_model(self, name: str, triton_model: TritonModel) -> str:
+        """Publish a Triton model that carries no artifact (the causal-LM base serving every
+        version's adapter: ``CAUSAL_LM.base_triton_model``); returns its name. Replaces an existing
+        folder of the same name."""
+        return self._publish(name, triton_model, None)
+
+    def _publish(self, name: str, triton_model: TritonModel, artifact_folder: Path | None) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         self._staging.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._staging))
         try:
             version_dir = staging / "1"
-            shutil.copytree(
-                artifact_folder,
-                version_dir / "artifact",
-                ignore=lambda _dir, names: [n for n in names if n in _ARTIFACT_FILES_SKIPPED],
-            )
+            if artifact_folder is not None:
+                shutil.copytree(
+                    artifact_folder,
+                    version_dir / "artifact",
+                    ignore=lambda _dir, names: [n for n in names if n in _ARTIFACT_FILES_SKIPPED],
+                )
+            version_dir.mkdir(parents=True, exist_ok=True)
             for file_name, source in triton_model.files.items():
                 shutil.copy2(source, version_dir / file_name)
             (staging / CONFIG_FILE).write_text(text_format.MessageToString(triton_model.config))
@@ -93,3 +104,52 @@ class ModelRepository:
                 if parsed is not None and (folder / CONFIG_FILE).is_file():
                     found[folder.name] = parsed
         return found
+
+
+class AdapterRepository:
+    """The LoRA adapters the causal-LM base model serves: one ``<root>/<name>/`` PEFT folder per
+    deployed version (``root`` is the base model's ``adapters_dir`` parameter). Written into a
+    staging folder and renamed, so the model never loads half an adapter."""
+
+    ADAPTER_DIR = "adapter"
+    """Where an artifact folder keeps its adapter."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._staging = root.parent / f".{root.name}-staging"
+
+    def write(self, name: str, artifact_folder: Path) -> Path:
+        """Publish ``artifact_folder/adapter/`` as the adapter ``name``; returns its folder."""
+        source = artifact_folder / self.ADAPTER_DIR
+        if not (source / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{source} holds no adapter_config.json: not a LoRA adapter")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._staging.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._staging))
+        try:
+            shutil.copytree(source, staging / name)
+            target = self.root / name
+            if target.exists():
+                retired = self._staging / f"retired-{uuid.uuid4().hex}"
+                os.rename(target, retired)
+                os.rename(staging / name, target)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.rename(staging / name, target)
+            return target
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def remove(self, name: str) -> None:
+        target = self.root / name
+        if target.exists():
+            self._staging.mkdir(parents=True, exist_ok=True)
+            retired = self._staging / f"retired-{uuid.uuid4().hex}"
+            os.rename(target, retired)
+            shutil.rmtree(retired, ignore_errors=True)
+
+    def names(self) -> list[str]:
+        """The adapters on disk."""
+        if not self.root.is_dir():
+            return []
+        return sorted(f.name for f in self.root.iterdir() if (f / "adapter_config.json").is_file())

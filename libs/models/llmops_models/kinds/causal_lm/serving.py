@@ -87,6 +87,9 @@ METRICS = (REQUESTS_METRIC, FAILURES_METRIC, TTFT_SECONDS_METRIC, COMPLETION_TOK
 # Model configuration parameters (``parameters { key: ... value { string_value: ... } }``).
 BASE_MODEL_PARAMETER = "base_model"
 """``smollm2`` (the packaged GGUF), a ``.gguf`` file or a model folder: as ``network.resolve_base_model``."""
+BASE_MODEL_HASH_PARAMETER = "base_model_hash"
+"""The base weights' identity (``network.base_model_hash``): an adapter trained on other weights
+must not be deployed onto this model."""
 ADAPTERS_DIR_PARAMETER = "adapters_dir"
 """Folder holding one ``<adapter name>/`` PEFT folder per deployed version."""
 MAX_ADAPTERS_PARAMETER = "max_adapters"
@@ -287,12 +290,15 @@ def model_config(
     name: str = MODEL_NAME,
     adapters_dir: Path,
     base_model: str = "smollm2",
+    base_model_hash: str = "",
     max_adapters: int = DEFAULT_MAX_ADAPTERS,
     max_running: int = DEFAULT_MAX_RUNNING,
     max_queued: int = DEFAULT_MAX_QUEUED,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+    max_stop_strings: int = DEFAULT_MAX_STOP_STRINGS,
     precision: str = "auto",
+    cache_dir: Path | None = None,
 ) -> Any:
     """The Triton model configuration of the causal-LM base (decoupled, one request per call)."""
     from tritonclient.grpc import model_config_pb2 as mc
@@ -322,14 +328,17 @@ def model_config(
     config.model_transaction_policy.decoupled = True
     parameters = {
         BASE_MODEL_PARAMETER: base_model,
+        BASE_MODEL_HASH_PARAMETER: base_model_hash,
         ADAPTERS_DIR_PARAMETER: str(adapters_dir),
         MAX_ADAPTERS_PARAMETER: str(max_adapters),
         MAX_RUNNING_PARAMETER: str(max_running),
         MAX_QUEUED_PARAMETER: str(max_queued),
         MAX_NEW_TOKENS_PARAMETER: str(max_new_tokens),
         MAX_PROMPT_TOKENS_PARAMETER: str(max_prompt_tokens),
+        MAX_STOP_STRINGS_PARAMETER: str(max_stop_strings),
         TORCH_THREADS_PARAMETER: str(options.torch_threads),
         PRECISION_PARAMETER: precision,
+        CACHE_DIR_PARAMETER: "" if cache_dir is None else str(cache_dir),
     }
     for key, value in parameters.items():
         config.parameters[key].string_value = value
