@@ -51,7 +51,8 @@ class InferenceLogged(EventData):
     request_id: str
     tenant: str = "default"
     model_name: str
-    model_version: int = Field(ge=1)
+    model_version: int = Field(ge=0)
+    """The version that served it; 0 for a generation on the causal-LM base model alone (no adapter)."""
     text: str
     """The request text after PII redaction."""
     label: str

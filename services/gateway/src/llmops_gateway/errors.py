@@ -8,6 +8,7 @@ from enum import StrEnum
 
 class ErrorCode(StrEnum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
@@ -27,6 +28,13 @@ class GatewayError(Exception):
 
 class InvalidRequest(GatewayError):
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class WrongModelKind(GatewayError):
+    """The model exists but serves another kind of call (``Generate`` on a classifier, ``Predict``
+    on a causal LM): the request is fine, the system is not in the state it needs."""
+
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 class NotAuthenticated(GatewayError):

@@ -1,8 +1,9 @@
 """Composition root of the gateway; nothing connects or loads at import.
 
 Not a FastStream app: the gateway consumes no topic with a group. It runs a ``grpc.aio`` server,
-a ``DeploymentFeed`` for routing, an ``EventPublisher`` fed by the inference-log buffer, and a
-Prometheus endpoint that opens once the gateway serves (``make up`` uses it as readiness).
+a ``DeploymentFeed`` for routing, an ``EventPublisher`` fed by the inference-log buffer (and by
+``SubmitFeedback``), and a Prometheus endpoint that opens once the gateway serves (``make up``
+uses it as readiness).
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from grpc_reflection.v1alpha import reflection
 
 from llmops.inference.v1 import inference_pb2_grpc
 from llmops_config import configure_logging
-from llmops_gateway.adapters.grpc_api import SERVICE_NAME, InferenceServicer
+from llmops_gateway.adapters.grpc_api import SERVICE_NAME, Deadlines, InferenceServicer
 from llmops_gateway.adapters.inference_log import InferenceLogBuffer, TextRedactor
 from llmops_gateway.adapters.metrics import GatewayMetrics
-from llmops_gateway.adapters.triton import TritonPredictor
+from llmops_gateway.adapters.triton import TritonGenerator, TritonPredictor
 from llmops_gateway.domain.admission import Admission
 from llmops_gateway.domain.auth import ApiKeys
+from llmops_gateway.domain.feedback import FeedbackLimits
+from llmops_gateway.domain.generation import GenerationLimits
+from llmops_gateway.domain.routing import CAUSAL_LM, CLASSIFIER
 from llmops_gateway.domain.validation import Limits
-from llmops_gateway.handlers import InferenceCore
+from llmops_gateway.handlers import GenerationCore, InferenceCore
 from llmops_gateway.settings import GatewaySettings
 from llmops_messaging import EventPublisher
 from llmops_serving import DeploymentFeed
@@ -56,6 +60,9 @@ class GatewayRuntime:
         self.feed = DeploymentFeed(settings.platform.kafka_bootstrap_servers, client_id=SERVICE)
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
         self.predictor = TritonPredictor(settings.platform.triton_grpc_url, metrics=self.metrics)
+        self.generator = TritonGenerator(
+            settings.platform.triton_grpc_url, triton_model=settings.causal_lm_triton_model, metrics=self.metrics
+        )
         self.health = HealthServicer()
         self.log: InferenceLogBuffer | None = None
         self.server: grpc.aio.Server | None = None
@@ -68,6 +75,7 @@ class GatewayRuntime:
         await self.publisher.start()
         await self.feed.start(timeout=settings.feed_timeout_s)
         await self.predictor.start()
+        await self.generator.start()
         self.log = InferenceLogBuffer(
             self.publisher,
             redactor,
@@ -80,8 +88,17 @@ class GatewayRuntime:
             predictor=self.predictor,
             log=self.log,
             lookup=self.feed.get,
-            known_models=lambda: [m.model_name for m in self.feed.book.models()],
+            known_models=lambda: self._models_of(CLASSIFIER),
             default_model=settings.default_model,
+            metrics=self.metrics,
+        )
+        generation = GenerationCore(
+            generator=self.generator,
+            log=self.log,
+            lookup=self.feed.get,
+            known_models=lambda: self._models_of(CAUSAL_LM),
+            default_model=settings.default_generate_model,
+            base_model_alias=settings.base_model_alias,
             metrics=self.metrics,
         )
         servicer = InferenceServicer(
@@ -94,6 +111,24 @@ class GatewayRuntime:
                 max_deadline_s=settings.max_deadline_s,
             ),
             metrics=self.metrics,
+            generation=generation,
+            generation_limits=GenerationLimits(
+                max_messages=settings.generate_max_messages,
+                max_chars=settings.generate_max_chars,
+                max_tokens=settings.generate_max_tokens,
+                default_max_tokens=settings.generate_default_max_tokens,
+                max_temperature=settings.generate_max_temperature,
+                max_stop=settings.generate_max_stop,
+                max_stop_chars=settings.generate_max_stop_chars,
+            ),
+            generation_deadlines=Deadlines(
+                default_s=settings.generate_default_deadline_s, max_s=settings.generate_max_deadline_s
+            ),
+            feedback=self.publisher,
+            feedback_limits=FeedbackLimits(
+                max_answer_chars=settings.feedback_max_answer_chars,
+                max_comment_chars=settings.feedback_max_comment_chars,
+            ),
         )
         self.server = grpc.aio.server()
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, self.server)
@@ -110,6 +145,10 @@ class GatewayRuntime:
         if self._serve_metrics:
             self.metrics.serve(settings.metrics_port, host=settings.platform.metrics_host)
         logger.info("gateway serving", extra={"port": self.port, "models": len(self.feed.book.models())})
+
+    def _models_of(self, kind: str) -> list[str]:
+        """Deployed models of one kind: a request naming no model goes to the only one, if one."""
+        return [m.model_name for m in self.feed.book.models() if m.kind == kind]
 
     async def _build_redactor(self) -> TextRedactor:
         from llmops_privacy import Redactor
@@ -132,6 +171,7 @@ class GatewayRuntime:
             self.log = None
         await self.feed.stop()
         await self.predictor.close()
+        await self.generator.close()
         await self.publisher.stop()
 
     async def __aenter__(self) -> GatewayRuntime:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmops_config import PlatformSettings
+from llmops_models.kinds.causal_lm import serving as causal_lm_serving
 
 
 class GatewaySettings(BaseSettings):
@@ -59,6 +60,51 @@ class GatewaySettings(BaseSettings):
     feed_timeout_s: float = Field(default=60.0, gt=0)
     """How long start-up may take to replay the deployments topic."""
 
+    causal_lm_triton_model: str = Field(default=causal_lm_serving.MODEL_NAME, min_length=1)
+    """The Triton model serving the causal-LM base for every version (each version a LoRA adapter
+    named ``triton_name(model, version)``); the deployment service's setting must name the same one."""
+
+    default_generate_model: str = ""
+    """Model used when a generation request names none; empty: the only causal_lm model deployed
+    (or the base alias when none is)."""
+
+    base_model_alias: str = ""
+    """A model name that generates with the causal-LM base alone (no adapter), answered and logged
+    as version 0, e.g. ``smollm2-base``; empty: none (generation then needs a deployed version)."""
+
+    generate_max_messages: int = Field(default=32, ge=1)
+    """Most chat turns in one generation request."""
+
+    generate_max_chars: int = Field(default=8000, ge=1)
+    """Most characters over all turns of one generation request (the model also limits prompt tokens)."""
+
+    generate_max_tokens: int = Field(default=256, ge=1)
+    """Largest ``max_tokens`` a request may ask for (keep it within the model's ``max_new_tokens``)."""
+
+    generate_default_max_tokens: int = Field(default=128, ge=1)
+    """``max_tokens`` of a request that sets none."""
+
+    generate_max_temperature: float = Field(default=2.0, ge=0)
+    """Highest accepted sampling temperature."""
+
+    generate_max_stop: int = Field(default=4, ge=0)
+    """Most stop strings in one request."""
+
+    generate_max_stop_chars: int = Field(default=64, ge=1)
+    """Longest stop string, in characters."""
+
+    generate_default_deadline_s: float = Field(default=60.0, gt=0)
+    """Deadline of a generation whose client set none (a generation takes longer than a prediction)."""
+
+    generate_max_deadline_s: float = Field(default=300.0, gt=0)
+    """Longest a generation may take: a longer client deadline is cut to it."""
+
+    feedback_max_answer_chars: int = Field(default=8000, ge=1)
+    """Longest ``corrected_answer`` accepted by ``SubmitFeedback``."""
+
+    feedback_max_comment_chars: int = Field(default=2000, ge=1)
+    """Longest ``comment`` accepted by ``SubmitFeedback``."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -68,9 +114,18 @@ class GatewaySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _deadlines(self) -> GatewaySettings:
-        if self.default_deadline_s > self.max_deadline_s:
+        for default, maximum in (
+            ("default_deadline_s", "max_deadline_s"),
+            ("generate_default_deadline_s", "generate_max_deadline_s"),
+        ):
+            if getattr(self, default) > getattr(self, maximum):
+                raise ValueError(
+                    f"{default} ({getattr(self, default)}) is longer than {maximum} ({getattr(self, maximum)})"
+                )
+        if self.generate_default_max_tokens > self.generate_max_tokens:
             raise ValueError(
-                f"default_deadline_s ({self.default_deadline_s}) is longer than max_deadline_s ({self.max_deadline_s})"
+                f"generate_default_max_tokens ({self.generate_default_max_tokens}) is above"
+                f" generate_max_tokens ({self.generate_max_tokens})"
             )
         return self
 

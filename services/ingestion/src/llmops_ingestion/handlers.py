@@ -288,6 +288,10 @@ class IngestionService:
     async def on_inference(self, envelope: Envelope[InferenceLogged]) -> None:
         """Remember a served request, or complete feedback that arrived before it."""
         logged = envelope.data
+        if logged.generation is not None:
+            # A generation has no label for feedback to correct: nothing to remember (turning
+            # generations and their feedback into instruction records is issue 16).
+            return
         # The gateway redacts already; redacting again is cheap and makes this service's
         # guarantee independent of every producer getting it right.
         served = ServedRequest(

@@ -133,6 +133,8 @@ class MonitoringService:
 
     async def on_inference(self, envelope: Envelope[Any]) -> None:
         event: InferenceLogged = envelope.data
+        if event.generation is not None:
+            return  # a generation has no label or confidence to watch; generations' monitoring is issue 16
         key = WindowKey(event.model_name, event.model_version)
         observation = Observation(
             request_id=event.request_id,

@@ -7,18 +7,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
+from llmops_events.v1 import FeedbackSubmitted
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.domain.admission import Admission
 from llmops_gateway.domain.auth import ApiKeys
+from llmops_gateway.domain.feedback import FeedbackLimits, RawFeedback, validate_feedback
+from llmops_gateway.domain.generation import GenerationLimits, RawGeneration, ServedChunk, Turn, validate_generation
 from llmops_gateway.domain.models import ServedPrediction
 from llmops_gateway.domain.validation import Limits, RawItem, validate_batch, validate_item
-from llmops_gateway.errors import DeadlineExceeded, ErrorCode, GatewayError
-from llmops_gateway.handlers import InferenceCore, Remaining
+from llmops_gateway.errors import BackendError, DeadlineExceeded, ErrorCode, GatewayError, ModelUnavailable
+from llmops_gateway.handlers import GenerationCore, InferenceCore, Remaining
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +31,7 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].ful
 
 STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -34,6 +40,21 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
 }
 
 Response = TypeVar("Response")
+Labels = tuple[str, str]
+"""The model and version labels of a served call's metrics."""
+GenerateMessage: TypeAlias = inference_pb2.GenerateRequest | inference_pb2.GenerateStreamRequest
+
+
+class FeedbackPublisher(Protocol):
+    async def publish(self, data: FeedbackSubmitted, *, id: str | None = None) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """A call's deadline when its client set none, and the longest it may ask for."""
+
+    default_s: float
+    max_s: float
 
 
 def grpc_status(error: GatewayError) -> grpc.StatusCode:
@@ -56,6 +77,38 @@ def _response(served: ServedPrediction) -> inference_pb2.PredictResponse:
     )
 
 
+def _raw_generation(request: GenerateMessage) -> RawGeneration:
+    return RawGeneration(
+        messages=[Turn(message.role, message.content) for message in request.messages],
+        prompt=request.prompt,
+        model=request.model,
+        tenant=request.tenant,
+        request_id=request.request_id,
+        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+        temperature=request.temperature if request.HasField("temperature") else None,
+        top_p=request.top_p if request.HasField("top_p") else None,
+        seed=request.seed if request.HasField("seed") else None,
+        stop=list(request.stop),
+    )
+
+
+def _usage(served: ServedChunk) -> inference_pb2.Usage:
+    return inference_pb2.Usage(
+        prompt_tokens=served.chunk.prompt_tokens, completion_tokens=served.chunk.completion_tokens
+    )
+
+
+def _chunk_response(served: ServedChunk, request_id: str) -> inference_pb2.GenerateStreamResponse:
+    return inference_pb2.GenerateStreamResponse(
+        text=served.chunk.text,
+        finish_reason=served.chunk.finish_reason,
+        usage=_usage(served) if served.chunk.final else None,
+        model_name=served.model_name,
+        model_version=served.model_version,
+        request_id=request_id,
+    )
+
+
 def _version_label(served: Sequence[ServedPrediction]) -> tuple[str, str]:
     models = {s.model_name for s in served}
     versions = {s.model_version for s in served}
@@ -66,39 +119,138 @@ def _version_label(served: Sequence[ServedPrediction]) -> tuple[str, str]:
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(
-        self, *, core: InferenceCore, keys: ApiKeys, limits: Limits, admission: Admission, metrics: GatewayMetrics
+        self,
+        *,
+        core: InferenceCore,
+        keys: ApiKeys,
+        limits: Limits,
+        admission: Admission,
+        metrics: GatewayMetrics,
+        generation: GenerationCore | None = None,
+        generation_limits: GenerationLimits | None = None,
+        generation_deadlines: Deadlines | None = None,
+        feedback: FeedbackPublisher | None = None,
+        feedback_limits: FeedbackLimits | None = None,
     ) -> None:
         self._core = core
         self._keys = keys
         self._limits = limits
         self._admission = admission
         self._metrics = metrics
+        self._generation = generation
+        self._generation_limits = generation_limits or GenerationLimits()
+        self._generation_deadlines = generation_deadlines
+        self._feedback = feedback
+        self._feedback_limits = feedback_limits or FeedbackLimits()
 
     async def Predict(
         self, request: inference_pb2.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> inference_pb2.PredictResponse:
-        async def serve(remaining: Remaining) -> tuple[inference_pb2.PredictResponse, list[ServedPrediction]]:
+        async def serve(remaining: Remaining) -> tuple[inference_pb2.PredictResponse, Labels]:
             item = validate_item(_raw(request), self._limits)
             served = await self._core.predict([item], remaining=remaining)
-            return _response(served[0]), served
+            return _response(served[0]), _version_label(served)
 
         return await self._call("Predict", context, serve)
 
     async def PredictBatch(
         self, request: inference_pb2.PredictBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> inference_pb2.PredictBatchResponse:
-        async def serve(remaining: Remaining) -> tuple[inference_pb2.PredictBatchResponse, list[ServedPrediction]]:
+        async def serve(remaining: Remaining) -> tuple[inference_pb2.PredictBatchResponse, Labels]:
             items = validate_batch([_raw(r) for r in request.items], self._limits)
             served = await self._core.predict(items, remaining=remaining)
-            return inference_pb2.PredictBatchResponse(items=[_response(s) for s in served]), served
+            return inference_pb2.PredictBatchResponse(items=[_response(s) for s in served]), _version_label(served)
 
         return await self._call("PredictBatch", context, serve)
+
+    async def Generate(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> inference_pb2.GenerateResponse:
+        async def serve(remaining: Remaining) -> tuple[inference_pb2.GenerateResponse, Labels]:
+            core = self._generation_core()
+            item = validate_generation(_raw_generation(request), self._generation_limits)
+            parts: list[str] = []
+            last: ServedChunk | None = None
+            async with aclosing(core.generate(item, remaining=remaining)) as chunks:
+                async for served in chunks:
+                    parts.append(served.chunk.text)
+                    last = served
+            if last is None:
+                raise BackendError("the model answered nothing")
+            response = inference_pb2.GenerateResponse(
+                text="".join(parts),
+                finish_reason=last.chunk.finish_reason,
+                usage=_usage(last),
+                model_name=last.model_name,
+                model_version=last.model_version,
+                request_id=item.request_id,
+            )
+            return response, (last.model_name, str(last.model_version))
+
+        return await self._call("Generate", context, serve, deadlines=self._generation_deadlines)
+
+    async def GenerateStream(
+        self, request: inference_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        # Written with context.write, not as an async generator: the call's deadline (a timeout
+        # around the whole handler) then also covers the time spent writing to a slow client.
+        async def serve(remaining: Remaining) -> tuple[None, Labels]:
+            core = self._generation_core()
+            item = validate_generation(_raw_generation(request), self._generation_limits)
+            last: ServedChunk | None = None
+            async with aclosing(core.generate(item, remaining=remaining)) as chunks:
+                async for served in chunks:
+                    await context.write(_chunk_response(served, item.request_id))
+                    last = served
+            return None, ("", "") if last is None else (last.model_name, str(last.model_version))
+
+        await self._call("GenerateStream", context, serve, deadlines=self._generation_deadlines)
+
+    async def SubmitFeedback(
+        self, request: inference_pb2.SubmitFeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> inference_pb2.SubmitFeedbackResponse:
+        async def serve(remaining: Remaining) -> tuple[inference_pb2.SubmitFeedbackResponse, Labels]:
+            if self._feedback is None:
+                raise BackendError("feedback is not configured on this gateway")
+            feedback = validate_feedback(
+                RawFeedback(
+                    request_id=request.request_id,
+                    rating=request.rating,
+                    corrected_answer=request.corrected_answer,
+                    true_label=request.true_label,
+                    comment=request.comment,
+                ),
+                self._feedback_limits,
+            )
+            event = FeedbackSubmitted(
+                request_id=feedback.request_id,
+                rating=feedback.rating,
+                corrected_answer=feedback.corrected_answer,
+                true_label=feedback.true_label,
+                comment=feedback.comment,
+            )
+            try:
+                await self._feedback.publish(event, id=feedback.event_id)
+            except (asyncio.CancelledError, GatewayError):
+                raise
+            except Exception as error:  # the broker: the caller may retry (the event id stays the same)
+                raise ModelUnavailable(f"the feedback could not be published: {type(error).__name__}") from error
+            return inference_pb2.SubmitFeedbackResponse(event_id=feedback.event_id), ("", "")
+
+        return await self._call("SubmitFeedback", context, serve)
+
+    def _generation_core(self) -> GenerationCore:
+        if self._generation is None:
+            raise BackendError("generation is not configured on this gateway")
+        return self._generation
 
     async def _call(
         self,
         method: str,
         context: grpc.aio.ServicerContext[Any, Any],
-        serve: Callable[[Remaining], Awaitable[tuple[Response, list[ServedPrediction]]]],
+        serve: Callable[[Remaining], Awaitable[tuple[Response, Labels]]],
+        *,
+        deadlines: Deadlines | None = None,
     ) -> Response:
         started = time.perf_counter()
         try:
@@ -106,23 +258,26 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             with self._admission.slot():  # a call beyond the bound is refused at once (RESOURCE_EXHAUSTED)
                 self._metrics.in_flight.inc()
                 try:
-                    response, served = await self._within_deadline(context, serve)
+                    response, (model, version) = await self._within_deadline(context, serve, deadlines)
                 finally:
                     self._metrics.in_flight.dec()
+        except asyncio.CancelledError:
+            # The client went away (or the server is stopping): the backend call was cancelled with it.
+            self._metrics.requests.labels(method, "", "", grpc.StatusCode.CANCELLED.name).inc()
+            raise
         except GatewayError as error:
             status = grpc_status(error)
             # No model label from the request: a caller must not be able to mint metric series.
             self._metrics.requests.labels(method, "", "", status.name).inc()
             await context.abort(status, error.message)
             raise AssertionError("unreachable: abort raises") from error
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except grpc.aio.AbortError:
             raise
         except Exception as error:
             logger.exception("unexpected error serving %s", method)
             self._metrics.requests.labels(method, "", "", grpc.StatusCode.INTERNAL.name).inc()
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
             raise AssertionError("unreachable: abort raises") from error
-        model, version = _version_label(served)
         self._metrics.requests.labels(method, model, version, grpc.StatusCode.OK.name).inc()
         self._metrics.latency.labels(method, model, version).observe(time.perf_counter() - started)
         return response
@@ -130,12 +285,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _within_deadline(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
-        serve: Callable[[Remaining], Awaitable[tuple[Response, list[ServedPrediction]]]],
-    ) -> tuple[Response, list[ServedPrediction]]:
+        serve: Callable[[Remaining], Awaitable[tuple[Response, Labels]]],
+        deadlines: Deadlines | None,
+    ) -> tuple[Response, Labels]:
         """Serve under the call's budget: the client's deadline cut to the maximum, or the default when
         it set none. Triton is called with what is left of it; the timeout here also bounds anything
         that would not honour it, so no call outlives its budget."""
-        budget = self._admission.budget(context.time_remaining())
+        client = context.time_remaining()
+        if deadlines is None:
+            budget = self._admission.budget(client)
+        else:
+            budget = deadlines.default_s if client is None else min(client, deadlines.max_s)
         deadline = time.monotonic() + budget
 
         def remaining() -> float:

@@ -1,6 +1,7 @@
-"""The inference log: served predictions go into a bounded queue that a background task drains,
-redacting the texts and publishing ``llmops.inference.logged.v1`` events, so logging never
-blocks a response. What cannot be queued or published is counted, never silently lost."""
+"""The inference log: served predictions and generations go into a bounded queue that a background
+task drains, redacting the texts (a generation's every turn and its output) and publishing
+``llmops.inference.logged.v1`` events, so logging never blocks a response. What cannot be queued or
+published is counted, never silently lost."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, cast
 
-from llmops_events.v1 import InferenceLogged
+from llmops_events.v1 import ChatTurn, Generation, InferenceLogged
 from llmops_gateway.adapters.metrics import GatewayMetrics
+from llmops_gateway.domain.generation import ERROR, FINISH_REASONS, FinishReason, ServedGeneration
 from llmops_gateway.domain.models import ServedPrediction
 
 logger = logging.getLogger(__name__)
@@ -29,13 +31,14 @@ class TextRedactor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    served: ServedPrediction
+    served: ServedPrediction | ServedGeneration
     latency_ms: float
     served_at: datetime
 
 
 class InferenceLogBuffer:
-    """The ``InferenceLog`` port: ``record`` never waits; ``run`` publishes in the background."""
+    """The ``InferenceLog`` and ``GenerationLog`` ports: ``record`` and ``record_generation`` never
+    wait; ``run`` publishes in the background."""
 
     def __init__(
         self,
@@ -55,6 +58,12 @@ class InferenceLogBuffer:
         self._in_flight = 0
 
     def record(self, served: ServedPrediction, *, latency_ms: float) -> None:
+        self._put(served, latency_ms)
+
+    def record_generation(self, served: ServedGeneration, *, latency_ms: float) -> None:
+        self._put(served, latency_ms)
+
+    def _put(self, served: ServedPrediction | ServedGeneration, latency_ms: float) -> None:
         try:
             self._queue.put_nowait(_Entry(served, latency_ms, datetime.now(UTC)))
         except asyncio.QueueFull:
@@ -115,22 +124,59 @@ class InferenceLogBuffer:
                 self._in_flight = 0
 
     def _events(self, entries: list[_Entry]) -> list[InferenceLogged]:
-        return [
-            InferenceLogged(
-                request_id=entry.served.item.request_id,
-                tenant=entry.served.item.tenant,
-                model_name=entry.served.model_name,
-                model_version=entry.served.model_version,
-                text=redacted_text(self._redactor, entry.served.item.text),
-                label=entry.served.prediction.label,
-                confidence=min(1.0, max(0.0, entry.served.prediction.confidence)),
-                scores=entry.served.prediction.scores,
-                latency_ms=max(0.0, entry.latency_ms),
-                route=entry.served.route,
-                served_at=entry.served_at,
-            )
-            for entry in entries
-        ]
+        return [self._event(entry) for entry in entries]
+
+    def _event(self, entry: _Entry) -> InferenceLogged:
+        served = entry.served
+        if isinstance(served, ServedGeneration):
+            return generation_event(self._redactor, served, latency_ms=entry.latency_ms, served_at=entry.served_at)
+        return InferenceLogged(
+            request_id=served.item.request_id,
+            tenant=served.item.tenant,
+            model_name=served.model_name,
+            model_version=served.model_version,
+            text=redacted_text(self._redactor, served.item.text),
+            label=served.prediction.label,
+            confidence=min(1.0, max(0.0, served.prediction.confidence)),
+            scores=served.prediction.scores,
+            latency_ms=max(0.0, entry.latency_ms),
+            route=served.route,
+            served_at=entry.served_at,
+        )
+
+
+def generation_event(
+    redactor: TextRedactor, served: ServedGeneration, *, latency_ms: float, served_at: datetime
+) -> InferenceLogged:
+    """The log event of a generation: every turn and the output redacted; ``text`` is the last
+    user turn, ``label`` empty and ``confidence`` 0 (``InferenceLogged`` documents it)."""
+    messages = [
+        ChatTurn.model_validate({"role": turn.role, "content": redacted_text(redactor, turn.content)})
+        for turn in served.item.messages
+    ]
+    # A reason outside the contract (a newer model) is logged as an error rather than not at all.
+    finish_reason = cast(FinishReason, served.finish_reason if served.finish_reason in FINISH_REASONS else ERROR)
+    return InferenceLogged(
+        request_id=served.item.request_id,
+        tenant=served.item.tenant,
+        model_name=served.model_name,
+        model_version=served.model_version,
+        text=messages[-1].content,
+        label="",
+        confidence=0.0,
+        latency_ms=max(0.0, latency_ms),
+        route=served.route,
+        served_at=served_at,
+        generation=Generation(
+            messages=messages,
+            output=redacted_text(redactor, served.output) if served.output else "",
+            finish_reason=finish_reason,
+            prompt_tokens=max(0, served.prompt_tokens),
+            completion_tokens=max(0, served.completion_tokens),
+            time_to_first_token_ms=None if served.ttft_s is None else max(0.0, served.ttft_s * 1000),
+            tokens_per_s=served.tokens_per_s,
+        ),
+    )
 
 
 def redacted_text(redactor: TextRedactor, text: str) -> str:

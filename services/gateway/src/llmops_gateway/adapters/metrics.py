@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from llmops_config.metrics import serve_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_GENERATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class GatewayMetrics:
@@ -29,6 +30,25 @@ class GatewayMetrics:
             "llmops_gateway_predictions_total",
             "Texts classified, by model, version and route (champion/canary)",
             ["model", "version", "route"],
+            registry=self.registry,
+        )
+        self.generations = Counter(
+            "llmops_gateway_generations_total",
+            "Generations finished or cancelled, by model, version (0: the base model), route and finish reason",
+            ["model", "version", "route", "finish_reason"],
+            registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "llmops_gateway_completion_tokens_total",
+            "Tokens generated, by model and version",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "llmops_gateway_time_to_first_token_seconds",
+            "From the gateway's call to Triton to the first generated text, by model and version",
+            ["model", "version"],
+            buckets=_GENERATION_BUCKETS,
             registry=self.registry,
         )
         self.backend_latency = Histogram(
