@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from llmops_deployment.adapters.artifacts import Artifacts
@@ -42,6 +43,8 @@ class AdapterGoLive:
         self._settings = settings
         self._triton = triton
         self._artifacts = artifacts
+        self.base_hash: Callable[[str], str] = _base_model_hash
+        """The weights hash of a base model name (``network.base_model_hash``: reads the GGUF file)."""
         self._base_lock = asyncio.Lock()
         """One check-and-load of the base at a time (deployments of two models run concurrently):
         two loads of a model Triton is loading would reload it."""
@@ -93,7 +96,7 @@ class AdapterGoLive:
                 return parameters[BASE_HASH_KEY]
             base_model = parameters.get(lm_serving.BASE_MODEL_PARAMETER) or base_model
         try:
-            return await asyncio.to_thread(_base_model_hash, base_model)
+            return await asyncio.to_thread(self.base_hash, base_model)
         except (OSError, ValueError) as error:
             raise GoLiveFailed(
                 FailureReason.LOAD_FAILED, f"the base model {base_model!r} cannot be found: {error}", version=version
