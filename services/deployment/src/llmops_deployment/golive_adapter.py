@@ -3,8 +3,8 @@ of its own, one folder in the causal-LM model's adapters folder.
 
 1. Its verified artifact is downloaded (``artifact_missing``, ``artifact_corrupt``).
 2. Its ``training_config.json`` must name the base weights the Triton model serves: the
-   ``base_model_weights_hash`` parameter of the loaded model's configuration, or of the one about
-   to be written (``base_model_mismatch``): an adapter on other weights answers nonsense.
+   ``base_model_hash`` parameter of the loaded model's configuration, or of the one about to be
+   written (``base_model_mismatch``): an adapter on other weights answers nonsense.
 3. The base Triton model is written and loaded if it is not loaded yet: once, never again while it
    is ready, so adding an adapter never reloads it (``load_failed``, ``load_timeout``).
 4. The artifact's ``adapter/`` folder is copied to ``<adapters_dir>/<triton_name(model, version)>/``.
@@ -24,9 +24,10 @@ from pathlib import Path
 
 from llmops_deployment.adapters.artifacts import Artifacts
 from llmops_deployment.adapters.triton import TritonControl, raise_if_unreachable
-from llmops_deployment.domain.generation import BASE_HASH_KEY, base_model_problem, generation_problems
+from llmops_deployment.domain.generation import base_model_problem, generation_problems
 from llmops_deployment.errors import FailureReason, GoLiveFailed, first_line
 from llmops_deployment.settings import DeploymentSettings
+from llmops_models.kinds import CAUSAL_LM, TritonModel
 from llmops_models.kinds.causal_lm import serving as lm_serving
 from llmops_serving import triton_name
 
@@ -43,8 +44,11 @@ class AdapterGoLive:
         self._settings = settings
         self._triton = triton
         self._artifacts = artifacts
+        self.base_model: Callable[[], TritonModel] = self._base_triton_model
+        """The base's Triton model as it would be written now (blocking: it may dequantize the
+        GGUF into the cache once, and hashes it); replaceable in tests."""
         self.base_hash: Callable[[str], str] = _base_model_hash
-        """The weights hash of a base model name (``network.base_model_hash``: reads the GGUF file)."""
+        """The weights hash of a base model name, for a loaded model whose configuration names none."""
         self._base_lock = asyncio.Lock()
         """One check-and-load of the base at a time (deployments of two models run concurrently):
         two loads of a model Triton is loading would reload it."""
@@ -55,13 +59,17 @@ class AdapterGoLive:
             folder = Path(scratch) / "artifact"
             training_config = await asyncio.to_thread(self._artifacts.fetch, model_name, version, folder)
             async with self._base_lock:
-                loaded = await self._base_ready()
-                served = await self._served_hash(loaded, version)
+                base: TritonModel | None = None
+                if await self._base_ready():
+                    served = await self._loaded_hash(version)
+                else:
+                    base = await self._new_base(version)
+                    served = base.config.parameters[lm_serving.BASE_MODEL_HASH_PARAMETER].string_value
                 problem = base_model_problem(training_config, served)
                 if problem is not None:
                     raise GoLiveFailed(FailureReason.BASE_MODEL_MISMATCH, problem, version=version)
-                if not loaded:
-                    await self._load_base(served, version)
+                if base is not None:
+                    await self._load_base(base, version)
             if not self._artifacts.adapter_installed(name):
                 await asyncio.to_thread(self._artifacts.install_adapter, name, folder)
         await self._smoke_test(model_name, version)
@@ -80,21 +88,18 @@ class AdapterGoLive:
             await raise_if_unreachable(self._triton, error, f"checking {base}")
             raise
 
-    async def _served_hash(self, loaded: bool, version: int) -> str:
-        """The weights the base model serves: its configuration says so once loaded (written by
-        ``_load_base``; for a model written by someone else, the hash of the base it names), else
-        those the configured base model would load."""
-        base_model = self._settings.causal_lm_base_model
-        if loaded:
-            base = self._settings.causal_lm_model
-            try:
-                parameters = await self._triton.parameters(base)
-            except Exception as error:
-                await raise_if_unreachable(self._triton, error, f"reading the configuration of {base}")
-                raise GoLiveFailed(FailureReason.LOAD_FAILED, first_line(error), version=version) from error
-            if parameters.get(BASE_HASH_KEY):
-                return parameters[BASE_HASH_KEY]
-            base_model = parameters.get(lm_serving.BASE_MODEL_PARAMETER) or base_model
+    async def _loaded_hash(self, version: int) -> str:
+        """The weights the loaded base serves, as its configuration says (for a model written
+        without the hash parameter, the hash of the base model it names)."""
+        base = self._settings.causal_lm_model
+        try:
+            parameters = await self._triton.parameters(base)
+        except Exception as error:
+            await raise_if_unreachable(self._triton, error, f"reading the configuration of {base}")
+            raise GoLiveFailed(FailureReason.LOAD_FAILED, first_line(error), version=version) from error
+        if parameters.get(lm_serving.BASE_MODEL_HASH_PARAMETER):
+            return parameters[lm_serving.BASE_MODEL_HASH_PARAMETER]
+        base_model = parameters.get(lm_serving.BASE_MODEL_PARAMETER) or self._settings.causal_lm_base_model
         try:
             return await asyncio.to_thread(self.base_hash, base_model)
         except (OSError, ValueError) as error:
@@ -102,14 +107,21 @@ class AdapterGoLive:
                 FailureReason.LOAD_FAILED, f"the base model {base_model!r} cannot be found: {error}", version=version
             ) from error
 
-    async def _load_base(self, served_hash: str, version: int) -> None:
-        """Write the base model (its configuration naming ``served_hash``) and load it."""
+    async def _new_base(self, version: int) -> TritonModel:
+        try:
+            return await asyncio.to_thread(self.base_model)
+        except (OSError, ValueError) as error:
+            base_model = self._settings.causal_lm_base_model
+            raise GoLiveFailed(
+                FailureReason.LOAD_FAILED, f"the base model {base_model!r} cannot be prepared: {error}", version=version
+            ) from error
+
+    def _base_triton_model(self) -> TritonModel:
         settings = self._settings
-        base = settings.causal_lm_model
-        model = lm_serving.triton_model(
+        return CAUSAL_LM.base_triton_model(
             settings.serving_options,
-            name=base,
             adapters_dir=settings.adapters_dir,
+            name=settings.causal_lm_model,
             base_model=settings.causal_lm_base_model,
             max_adapters=settings.causal_lm_max_adapters,
             max_running=settings.causal_lm_max_running,
@@ -118,7 +130,11 @@ class AdapterGoLive:
             max_prompt_tokens=settings.causal_lm_max_prompt_tokens,
             precision=settings.causal_lm_precision,
         )
-        model.config.parameters[BASE_HASH_KEY].string_value = served_hash
+
+    async def _load_base(self, model: TritonModel, version: int) -> None:
+        """Write the base model into the model repository and load it."""
+        settings = self._settings
+        base = settings.causal_lm_model
         settings.adapters_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._artifacts.write_model, base, model)
         timeout = settings.load_timeout_s

@@ -23,7 +23,7 @@ from llmops_events.topics import EVALUATIONS
 from llmops_events.v1 import EvaluationCompleted
 from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, ProcessedEvents, subscribe
 from llmops_messaging.app import service_app
-from llmops_models.triton_repository import ModelRepository
+from llmops_models.triton_repository import AdapterRepository, ModelRepository
 from llmops_serving import DeploymentFeed
 from llmops_storage import open_store
 
@@ -55,7 +55,7 @@ class DeploymentRuntime:
         artifacts = Artifacts(
             open_store(settings.platform.resolved_artifact_store_uri),
             ModelRepository(settings.platform.model_repository),
-            settings.adapters_dir,
+            AdapterRepository(settings.adapters_dir),
         )
         service = DeploymentService(
             settings=settings,

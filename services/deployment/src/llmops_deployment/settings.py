@@ -153,9 +153,11 @@ class DeploymentSettings(BaseSettings):
 
     @property
     def adapters_dir(self) -> Path:
-        return self.causal_lm_adapters_dir or lm_serving.default_adapters_dir(
+        """Absolute: Triton's working directory may differ from ours."""
+        folder = self.causal_lm_adapters_dir or lm_serving.default_adapters_dir(
             self.platform.model_repository, self.causal_lm_model
         )
+        return folder.resolve()
 
     @property
     def generation_canary_policy(self) -> GenerationCanaryPolicy:

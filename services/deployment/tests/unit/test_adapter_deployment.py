@@ -108,9 +108,6 @@ class FakeArtifacts:
     def fetch(self, model_name: str, version: int, folder: Path) -> dict[str, Any]:
         return {"base_model": "smollm2", BASE_HASH_KEY: self.trained_on[version]}
 
-    def has_model(self, name: str) -> bool:
-        return name in self.models
-
     def write_model(self, name: str, model: Any) -> None:
         self.models[name] = {key: value.string_value for key, value in model.config.parameters.items()}
 
@@ -195,7 +192,14 @@ async def make_world(tmp_path: Path, **overrides: Any) -> AsyncIterator[World]:
         triton=triton,  # type: ignore[arg-type]
         publisher=publisher,  # type: ignore[arg-type]
     )
-    service.go_live.adapters.base_hash = lambda base_model: SERVED  # the GGUF's hash, without reading it
+    # The base's Triton model as written for the packaged GGUF, without dequantizing or hashing it.
+    service.go_live.adapters.base_model = lambda: lm_serving.triton_model(
+        settings.serving_options,
+        name=settings.causal_lm_model,
+        adapters_dir=settings.adapters_dir,
+        base_model="/cache/SmolLM2-135M-Instruct",
+        base_model_hash=SERVED,
+    )
     try:
         yield World(service, triton, artifacts, publisher)
     finally:
@@ -219,7 +223,7 @@ async def test_adapters_go_live_on_one_base_loaded_once_and_a_healthy_canary_is_
     assert world.published() == [("Requested", 1, "causal_lm"), ("Promoted", 1, "causal_lm")]
     assert world.triton.loads == [BASE], "the base, once; no Triton model of the version's own"
     parameters = world.artifacts.models[BASE]
-    assert parameters[BASE_HASH_KEY] == SERVED and parameters[lm_serving.BASE_MODEL_PARAMETER] == "smollm2"
+    assert parameters[lm_serving.BASE_MODEL_HASH_PARAMETER] == SERVED
     assert parameters[lm_serving.ADAPTERS_DIR_PARAMETER] == str(world.service._settings.adapters_dir)
     v1, v2 = triton_name(MODEL, 1), triton_name(MODEL, 2)
     assert world.artifacts.adapters == {v1}
@@ -311,3 +315,19 @@ async def test_a_half_done_adapter_deployment_is_resumed(world: World) -> None:
     assert actions == [f"resumed {triton_name(MODEL, 2)}: canary"]
     assert world.published(2) == [("CanaryStarted", 2, "causal_lm")]
     assert triton_name(MODEL, 2) in world.artifacts.adapters and world.triton.loads == [BASE]
+
+
+async def test_a_base_loaded_without_its_hash_is_checked_against_the_weights_it_names(world: World) -> None:
+    world.artifacts.models[BASE] = {lm_serving.BASE_MODEL_PARAMETER: "/models/other-base"}
+    await world.triton.load(BASE)  # written and loaded by someone else, before this service
+    named: list[str] = []
+
+    def weights(base_model: str) -> str:
+        named.append(base_model)
+        return OTHER
+
+    world.service.go_live.adapters.base_hash = weights
+    await world.approve(1)
+    assert world.published() == [("Requested", 1, "causal_lm"), ("RolledBack", 1, "causal_lm")]
+    assert world.publisher.events[-1].reason.startswith("base_model_mismatch:")  # type: ignore[attr-defined]
+    assert named == ["/models/other-base"] and world.triton.loads == [BASE], "checked, never reloaded"

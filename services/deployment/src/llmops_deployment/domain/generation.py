@@ -12,8 +12,7 @@ from typing import Any
 from llmops_models.layout import check_name
 
 BASE_HASH_KEY = "base_model_weights_hash"
-"""The key naming the base weights an adapter was trained on (``training_config.json``), and the
-Triton model configuration parameter naming the weights it serves (written by deployment)."""
+"""The key of ``training_config.json`` naming the base weights an adapter was trained on."""
 
 ANSWERED = frozenset({"stop", "length"})
 """Finish reasons of a generation that ended normally (``cancelled`` and ``error`` did not)."""
