@@ -61,7 +61,7 @@ class GatewayRuntime:
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
         self.predictor = TritonPredictor(settings.platform.triton_grpc_url, metrics=self.metrics)
         self.generator = TritonGenerator(
-            settings.platform.triton_grpc_url, triton_model=settings.causal_lm_triton_model, metrics=self.metrics
+            settings.platform.triton_grpc_url, triton_model=settings.causal_lm_model, metrics=self.metrics
         )
         self.health = HealthServicer()
         self.log: InferenceLogBuffer | None = None

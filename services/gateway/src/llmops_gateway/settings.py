@@ -60,7 +60,7 @@ class GatewaySettings(BaseSettings):
     feed_timeout_s: float = Field(default=60.0, gt=0)
     """How long start-up may take to replay the deployments topic."""
 
-    causal_lm_triton_model: str = Field(default=causal_lm_serving.MODEL_NAME, min_length=1)
+    causal_lm_model: str = Field(default=causal_lm_serving.MODEL_NAME, min_length=1)
     """The Triton model serving the causal-LM base for every version (each version a LoRA adapter
     named ``triton_name(model, version)``); the deployment service's setting must name the same one."""
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 
-from llmops_gateway.adapters.grpc_api import grpc_status
+from llmops.inference.v1 import inference_pb2
+from llmops_gateway.adapters.grpc_api import _chunk_response, _raw_generation, grpc_status
 from llmops_gateway.adapters.inference_log import generation_event
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.adapters.triton import classify_generation_error
@@ -113,7 +114,7 @@ def test_generation_settings_are_checked_together() -> None:
         GatewaySettings(generate_default_max_tokens=300, generate_max_tokens=256)
     with pytest.raises(ValueError, match="generate_default_deadline_s"):
         GatewaySettings(generate_default_deadline_s=400, generate_max_deadline_s=300)
-    assert GatewaySettings().causal_lm_triton_model == causal_lm_serving.MODEL_NAME
+    assert GatewaySettings().causal_lm_model == causal_lm_serving.MODEL_NAME
 
 
 # --------------------------------------------------------------------------- feedback
@@ -416,3 +417,30 @@ def test_the_log_event_of_a_generation_is_redacted_with_counts_and_timings() -> 
         MaskingRedactor(), replace(served, finish_reason="weird"), latency_ms=1.0, served_at=datetime.now(UTC)
     )
     assert unknown.generation is not None and unknown.generation.finish_reason == "error"
+
+
+# --------------------------------------------------------------------------- the wire
+
+
+def test_unset_optional_parameters_are_told_apart_from_zero() -> None:
+    unset = _raw_generation(inference_pb2.GenerateStreamRequest(prompt="hi"))
+    assert (unset.max_tokens, unset.temperature, unset.top_p, unset.seed) == (None, None, None, None)
+    zero = _raw_generation(
+        inference_pb2.GenerateRequest(
+            messages=[inference_pb2.ChatMessage(role="user", content="hi")],
+            temperature=0.0,
+            seed=0,
+            max_tokens=0,
+            stop=["\n"],
+        )
+    )
+    assert (zero.temperature, zero.seed, zero.max_tokens, zero.stop) == (0.0, 0, 0, ["\n"])
+    assert zero.messages == [Turn("user", "hi")]
+
+
+def test_only_the_last_chunk_carries_usage() -> None:
+    streaming = _chunk_response(ServedChunk(Chunk("Hel", "", 5, 1), "bot", 2, "canary"), "r")
+    final = _chunk_response(ServedChunk(Chunk("lo", "length", 5, 2), "bot", 2, "canary"), "r")
+    assert not streaming.HasField("usage") and streaming.finish_reason == ""
+    assert final.HasField("usage") and (final.usage.prompt_tokens, final.usage.completion_tokens) == (5, 2)
+    assert (final.model_name, final.model_version, final.request_id) == ("bot", 2, "r")
