@@ -9,6 +9,13 @@ for every version, each version being a LoRA adapter folder under its ``adapters
 per request, batched across requests token by token (``batching``). ``triton_model`` for a single
 version therefore raises ``NotImplementedError``: a version is deployed as an adapter, not as a
 model of its own. The monitoring signals below are for issue 16.
+
+Production path: the same model repository on the official ``nvcr.io/nvidia/tritonserver`` image
+with ``ServingOptions(instance_kind="KIND_GPU")``: the model then runs on CUDA in bfloat16
+(``precision=auto``), same tensors, same adapters folder. For a base model too large for this
+loop, Triton's vLLM or TensorRT-LLM backend (multi-LoRA, paged KV cache) takes its place behind
+the same gateway, with a small Python model (or the gateway's Triton adapter) mapping this
+contract's tensors (``MESSAGES``, ``ADAPTER``, … → ``TEXT``, ``FINISH_REASON``) onto its own.
 """
 
 from __future__ import annotations

@@ -82,7 +82,16 @@ TTFT_SECONDS_METRIC = "llmops_generation_ttft_seconds_total"
 COMPLETION_TOKENS_METRIC = "llmops_generation_completion_tokens_total"
 DECODE_SECONDS_METRIC = "llmops_generation_decode_seconds_total"
 """Sum over requests of the time from the first to the last token (tokens/s = tokens / this)."""
-METRICS = (REQUESTS_METRIC, FAILURES_METRIC, TTFT_SECONDS_METRIC, COMPLETION_TOKENS_METRIC, DECODE_SECONDS_METRIC)
+CANCELLED_METRIC = "llmops_generation_cancelled_total"
+"""Requests that ended ``cancelled`` (the client went away or cancelled): not failures."""
+METRICS = (
+    REQUESTS_METRIC,
+    FAILURES_METRIC,
+    TTFT_SECONDS_METRIC,
+    COMPLETION_TOKENS_METRIC,
+    DECODE_SECONDS_METRIC,
+    CANCELLED_METRIC,
+)
 
 # Model configuration parameters (``parameters { key: ... value { string_value: ... } }``).
 BASE_MODEL_PARAMETER = "base_model"

@@ -84,6 +84,7 @@ class TritonPythonModel:
                 (serving.TTFT_SECONDS_METRIC, "Sum of the time from a request to its first token, seconds"),
                 (serving.COMPLETION_TOKENS_METRIC, "Tokens generated"),
                 (serving.DECODE_SECONDS_METRIC, "Sum of the time from a request's first token to its last, seconds"),
+                (serving.CANCELLED_METRIC, "Generation requests the client cancelled"),
             )
         }
         self.metrics: dict[tuple[str, str], Any] = {}
@@ -195,6 +196,8 @@ class _Stream:
         if chunk.ttft_s is not None:
             count(serving.TTFT_SECONDS_METRIC, self.label, chunk.ttft_s)
             count(serving.DECODE_SECONDS_METRIC, self.label, chunk.decode_s)
+        if chunk.finish_reason == serving.FINISH_CANCELLED:
+            count(serving.CANCELLED_METRIC, self.label)
         if chunk.finish_reason == serving.FINISH_ERROR:
             count(serving.FAILURES_METRIC, self.label)
             if chunk.completion_tokens == 0:  # nothing was streamed: an error response says why
