@@ -44,7 +44,7 @@ class FakeTriton:
     """(model, adapter) of every generation asked for."""
     broken_adapters: set[str] = field(default_factory=set)
     counters: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    """Adapter → (requests, failures, TTFT s, completion tokens, decode s) as the metrics page shows."""
+    """Adapter → (requests, failures, TTFT s, completion tokens, decode s, cancelled) as the metrics page shows."""
     serving: dict[str, tuple[float, ...]] = field(default_factory=dict)
     """Adapter → what one more request adds each time the counters are read (traffic flowing)."""
     artifacts: FakeArtifacts | None = None
@@ -82,7 +82,7 @@ class FakeTriton:
         return SmokeGeneration("card_arrival", "stop", 3, 2)
 
     async def generation_counts(self, adapter: str) -> tuple[float, ...] | None:
-        now = self.counters.get(adapter, (0, 0, 0.0, 0, 0.0))
+        now = self.counters.get(adapter, (0, 0, 0.0, 0, 0.0, 0))
         step = self.serving.get(adapter)
         if step is not None:
             self.counters[adapter] = now = tuple(a + b for a, b in zip(now, step, strict=True))
@@ -236,7 +236,7 @@ async def test_adapters_go_live_on_one_base_loaded_once_and_a_healthy_canary_is_
     assert world.artifacts.adapters == {v1, v2}
 
     # Both serve alike: one request per reading, 0.2 s to the first token, 10 tokens in 0.4 s.
-    world.triton.serving[v1] = world.triton.serving[v2] = (1, 0, 0.2, 10, 0.4)
+    world.triton.serving[v1] = world.triton.serving[v2] = (1, 0, 0.2, 10, 0.4, 0)
     await _until(lambda: world.service.state(MODEL).champion_version == 2)
     promoted = world.publisher.events[-1]
     assert world.published(4) == [("Promoted", 2, "causal_lm")]
@@ -276,8 +276,8 @@ async def test_a_canary_adapter_that_answers_slowly_is_rolled_back(world: World)
     await world.approve(1)
     await world.approve(2)
     v1, v2 = triton_name(MODEL, 1), triton_name(MODEL, 2)
-    world.triton.serving[v1] = (1, 0, 0.2, 10, 0.4)
-    world.triton.serving[v2] = (1, 0, 2.0, 10, 0.4)  # 2 s to the first token, against 0.2 s
+    world.triton.serving[v1] = (1, 0, 0.2, 10, 0.4, 0)
+    world.triton.serving[v2] = (1, 0, 2.0, 10, 0.4, 0)  # 2 s to the first token, against 0.2 s
     await _until(lambda: world.service.state(MODEL).canary_version is None)
     assert world.published(4) == [("RolledBack", 2, "causal_lm")]
     assert "time to first token 2000 ms" in world.publisher.events[-1].reason  # type: ignore[attr-defined]

@@ -53,7 +53,7 @@ def _canary(
 
 def test_the_traffic_reads_ttft_tokens_per_second_and_output_length() -> None:
     canary = _canary(20, errors=2, ttft_ms=300, tokens=10, rate=40)
-    assert canary.answered == 18
+    assert canary.answered == 18 and GenerationTraffic(requests=5, errors=1, cancelled=2).answered == 2
     assert canary.mean_ttft_ms == pytest.approx(300)
     assert canary.tokens_per_s == pytest.approx(40)
     assert canary.mean_output_tokens == pytest.approx(10)
@@ -109,10 +109,11 @@ def test_adapter_counters_survive_a_reset_of_the_model() -> None:
     """The base reloaded (or Triton restarted): every counter starts again from zero, and what the
     adapter served after it still counts."""
     series = CounterSeries()
-    for sample in [(50, 1, 10.0, 900, 30.0), (60, 1, 12.0, 1100, 37.0), (4, 3, 0.2, 20, 1.0)]:
+    for sample in [(50, 1, 10.0, 900, 30.0, 0), (60, 1, 12.0, 1100, 37.0, 2), (4, 3, 0.2, 20, 1.0, 0)]:
         series = series.observe(sample)
     traffic = generation_traffic_since(series)
-    assert (traffic.requests, traffic.errors, traffic.completion_tokens) == (14, 3, 220)
+    assert (traffic.requests, traffic.errors, traffic.completion_tokens, traffic.cancelled) == (14, 3, 220, 2)
+    assert traffic.answered == 9
     assert traffic.ttft_s == pytest.approx(2.2) and traffic.decode_s == pytest.approx(8.0)
     assert series.resets == 1
     assert generation_traffic_since(CounterSeries()) == GenerationTraffic()
@@ -135,14 +136,16 @@ def test_the_counters_are_read_off_the_metrics_page_per_adapter() -> None:
             'llmops_generation_completion_tokens_total{adapter="bot__v2"} 40',
             "# TYPE llmops_generation_decode_seconds_total counter",
             'llmops_generation_decode_seconds_total{adapter="bot__v2"} 1.5',
+            "# TYPE llmops_generation_cancelled_total counter",
+            'llmops_generation_cancelled_total{adapter="bot__v2"} 1',
             "# TYPE nv_inference_count counter",
             'nv_inference_count{model="llmops_causal_lm",version="1"} 22',
             "",
         ]
     )
-    assert generation_counters(page, "bot__v2") == (3, 1, 0.75, 40, 1.5)
-    assert generation_counters(page, "bot__v1") == (12, 0, 0, 0, 0)
-    assert generation_counters(page, "bot__v9") == (0, 0, 0, 0, 0), "an adapter that served nothing yet"
+    assert generation_counters(page, "bot__v2") == (3, 1, 0.75, 40, 1.5, 1)
+    assert generation_counters(page, "bot__v1") == (12, 0, 0, 0, 0, 0)
+    assert generation_counters(page, "bot__v9") == (0,) * 6, "an adapter that served nothing yet"
 
 
 def test_the_policy_file_in_the_repository_is_valid_and_used() -> None:

@@ -79,6 +79,7 @@ GENERATION_METRICS = (
     lm_serving.TTFT_SECONDS_METRIC,
     lm_serving.COMPLETION_TOKENS_METRIC,
     lm_serving.DECODE_SECONDS_METRIC,
+    lm_serving.CANCELLED_METRIC,
 )
 """Read in this order: ``domain.canary.GENERATION_COUNTERS``."""
 

@@ -247,10 +247,14 @@ class GenerationTraffic:
     completion_tokens: int = 0
     decode_s: float = 0.0
     """Sum of the times from the first to the last token."""
+    cancelled: int = 0
+    """Requests the client cancelled: neither failures nor complete answers."""
 
     @property
     def answered(self) -> int:
-        return max(self.requests - self.errors, 0)
+        """Requests answered to their end (the means divide by these; the few tokens and first
+        tokens of cancelled requests are in the sums, on both sides of the comparison alike)."""
+        return max(self.requests - self.errors - self.cancelled, 0)
 
     @property
     def mean_ttft_ms(self) -> float | None:
@@ -266,7 +270,7 @@ class GenerationTraffic:
         return self.completion_tokens / self.answered if self.answered else None
 
 
-GENERATION_COUNTERS = ("requests", "errors", "ttft_s", "completion_tokens", "decode_s")
+GENERATION_COUNTERS = ("requests", "errors", "ttft_s", "completion_tokens", "decode_s", "cancelled")
 """The order of one reading of an adapter's counters (``CounterSeries``)."""
 
 
@@ -275,9 +279,14 @@ def generation_traffic_since(counters: CounterSeries) -> GenerationTraffic:
     order of ``GENERATION_COUNTERS``."""
     if not counters.increase:
         return GenerationTraffic()
-    requests, errors, ttft_s, tokens, decode_s = counters.increase
+    requests, errors, ttft_s, tokens, decode_s, cancelled = counters.increase
     return GenerationTraffic(
-        requests=int(requests), errors=int(errors), ttft_s=ttft_s, completion_tokens=int(tokens), decode_s=decode_s
+        requests=int(requests),
+        errors=int(errors),
+        ttft_s=ttft_s,
+        completion_tokens=int(tokens),
+        decode_s=decode_s,
+        cancelled=int(cancelled),
     )
 
 
@@ -287,8 +296,8 @@ def judge_generation(
     """As ``judge``, on an adapter's error rate, then time to first token, tokens/s and mean output
     length against the champion's."""
     for who, traffic in (("canary", canary), ("champion", champion)):
-        counts = (traffic.requests, traffic.errors, traffic.completion_tokens, traffic.ttft_s, traffic.decode_s)
-        if min(counts) < 0:
+        counts = (traffic.requests, traffic.errors, traffic.completion_tokens, traffic.cancelled)
+        if min(*counts, traffic.ttft_s, traffic.decode_s) < 0:
             raise ValueError(
                 f"the {who}'s counts are negative ({traffic.requests} requests, {traffic.errors} errors): "
                 "counters must be read as increases that survive resets (CounterSeries), not as deltas"
