@@ -258,9 +258,11 @@ async def test_adapters_go_live_on_one_base_that_is_never_reloaded(harness: Harn
         assert await _requests_served(triton, v1) == served_v1
         assert await _requests_served(triton, v2) == harness.settings.smoke_generations
 
-        for _ in range(harness.settings.generation_canary_policy.min_requests):  # champion and canary alike
-            await _generate(triton, harness, 2, 1)
+        # Champion and canary alike (the champion first: the canary's last request may promote it,
+        # and the champion's adapter is gone once retired).
+        for _ in range(harness.settings.generation_canary_policy.min_requests):
             await _generate(triton, harness, 1, 1)
+            await _generate(triton, harness, 2, 1)
         promoted = await harness.wait_for(DeploymentPromoted, 2, timeout=120)
         assert promoted.kind == "causal_lm" and promoted.previous_version == 1
         assert "healthy over" in promoted.reason and "mean output" in promoted.reason
