@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -113,9 +114,9 @@ class Harness:
             causal_lm_model=f"lm_{uuid.uuid4().hex[:8]}",
             causal_lm_max_running=4,
             causal_lm_max_new_tokens=64,
-            torch_threads=2,
+            torch_threads=1,  # one thread: steadier than two on a shared two-core machine
             smoke_generations=2,
-            smoke_max_tokens=8,
+            smoke_max_tokens=4,
         )
         self.events: list[Envelope[Any]] = []
         self.weights = ""
@@ -217,7 +218,7 @@ async def _generate(triton: TritonControl, harness: Harness, version: int, count
     adapter = triton_name(harness.model, version)
     for i in range(count):
         inputs = lm_serving.generation_inputs(
-            [{"role": "user", "content": f"Where is my new card? ({i})"}], adapter=adapter, max_tokens=8
+            [{"role": "user", "content": f"Where is my new card? ({i})"}], adapter=adapter, max_tokens=4
         )
         answer = await triton.generate(harness.settings.causal_lm_model, inputs, timeout_s=120)
         assert answer.finish_reason in {"stop", "length"} and not answer.error, answer
@@ -234,9 +235,11 @@ async def test_adapters_go_live_on_one_base_that_is_never_reloaded(harness: Harn
     client = grpcclient.InferenceServerClient(platform.triton_grpc_url)
     triton = TritonControl(platform.triton_grpc_url, platform.triton_metrics_url)
     v1, v2 = triton_name(harness.model, 1), triton_name(harness.model, 2)
+    began = time.monotonic()
     try:
         await harness.approve(1)
         promoted = await harness.wait_for(DeploymentPromoted, 1)
+        first_s = time.monotonic() - began
         assert promoted.kind == "causal_lm" and promoted.previous_version is None
         assert await client.is_model_ready(base)
         assert not await client.is_model_ready(v1), "a version of an adapter is no Triton model of its own"
@@ -250,8 +253,10 @@ async def test_adapters_go_live_on_one_base_that_is_never_reloaded(harness: Harn
         served_v1 = await _requests_served(triton, v1)
         assert served_v1 >= 2 + harness.settings.smoke_generations
 
+        began = time.monotonic()
         await harness.approve(2)
         canary = await harness.wait_for(DeploymentCanaryStarted, 2)
+        second_s = time.monotonic() - began
         assert canary.kind == "causal_lm" and canary.champion_version == 1
         assert (adapters_dir / v2 / "adapter_config.json").is_file()
         # Reloading the base would have started its counters again from zero: v1's stand.
@@ -273,6 +278,7 @@ async def test_adapters_go_live_on_one_base_that_is_never_reloaded(harness: Harn
         assert await client.is_model_ready(base)
         assert await _requests_served(triton, v1) >= served_v1, "never reloaded"
         await _generate(triton, harness, 2, 1)
+        print(f"\nfirst adapter live (base written and loaded) in {first_s:.1f} s; second adapter in {second_s:.1f} s")
     finally:
         await client.close()
         await triton.close()
