@@ -2,7 +2,8 @@
 the real tritonserver: an approved version goes live as a LoRA adapter on the causal-LM model
 (written and loaded once), a second one canaries on the same base without reloading it and is
 promoted on its per-adapter counters, the replaced adapter's folder is removed while the base keeps
-serving, and a version trained on other base weights is rolled back with ``base_model_mismatch``.
+serving, and a version trained on other base weights is rolled back with ``base_model_mismatch``;
+after Triton restarts, the reconciler loads the base back and the champion's adapter serves again.
 
 The adapters are real PEFT LoRA adapters of SmolLM2 (``get_peft_model(...).save_pretrained``: LoRA's
 B matrices start at zero, so they answer as the base does), published with the files the kernel
@@ -16,6 +17,7 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -182,22 +184,37 @@ class Harness:
             )
 
 
+@dataclass(frozen=True)
+class Source:
+    """One adapter artifact folder (not yet published), its base's weights hash and the
+    instructions snapshot its versions name as their dataset."""
+
+    folder: Path
+    weights: str
+    dataset_id: str
+
+
 @pytest.fixture(scope="module")
-async def harness(
-    triton_settings: PlatformSettings, kafka_settings: PlatformSettings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Harness]:
-    scratch = tmp_path_factory.mktemp("adapters")
-    model = f"bot-{uuid.uuid4().hex[:6]}"
+async def source(kafka_settings: PlatformSettings, tmp_path_factory: pytest.TempPathFactory) -> Source:
     store = ArtifactStore(kafka_settings.resolved_artifact_store_uri)
     dataset_id = f"chats-{uuid.uuid4().hex[:6]}"
     write_instructions_snapshot(store, instruction_rows(5), dataset_id=dataset_id)
-    source = scratch / "adapter-source"
-    weights = await asyncio.to_thread(_build_adapter, source)
-    for version, trained_on in ((1, weights), (2, weights), (3, OTHER_WEIGHTS)):
-        _publish(store, source, model, version, dataset_id, trained_on)
-    (scratch / "canary.yaml").write_text(POLICY)
-    h = Harness(kafka_settings, model, scratch / "canary.yaml")
-    h.weights = weights
+    folder = tmp_path_factory.mktemp("adapters") / "adapter-source"
+    weights = await asyncio.to_thread(_build_adapter, folder)
+    (folder.parent / "canary.yaml").write_text(POLICY)
+    return Source(folder, weights, dataset_id)
+
+
+@pytest.fixture(scope="module")
+async def harness(
+    triton_settings: PlatformSettings, kafka_settings: PlatformSettings, source: Source
+) -> AsyncIterator[Harness]:
+    model = f"bot-{uuid.uuid4().hex[:6]}"
+    store = ArtifactStore(kafka_settings.resolved_artifact_store_uri)
+    for version, trained_on in ((1, source.weights), (2, source.weights), (3, OTHER_WEIGHTS)):
+        _publish(store, source.folder, model, version, source.dataset_id, trained_on)
+    h = Harness(kafka_settings, model, source.folder.parent / "canary.yaml")
+    h.weights = source.weights
     reader = asyncio.get_running_loop().create_task(h.read())
     await h.start()
     try:
@@ -293,3 +310,53 @@ async def test_an_adapter_trained_on_other_base_weights_is_rolled_back(harness: 
     assert not (harness.settings.adapters_dir / triton_name(harness.model, 3)).exists()
     assert harness.runtime is not None and harness.runtime.service is not None
     assert harness.runtime.service.state(harness.model).champion_version == 2
+
+
+async def test_after_triton_restarts_the_base_is_loaded_again_and_the_adapter_serves(
+    kafka_settings: PlatformSettings, source: Source, tmp_path: Path
+) -> None:
+    """A Triton of the test's own, stopped and started again under the running service (explicit
+    mode starts with nothing loaded): the reconciler loads the base back once, and the champion's
+    adapter, still in its folder, answers again."""
+    from llmops_stack import NullProgress, TritonComponent, TritonServer, free_port, repo_paths
+
+    platform = kafka_settings.model_copy(
+        update={
+            "var_dir": tmp_path,
+            "artifact_store_uri": kafka_settings.resolved_artifact_store_uri,
+            "triton_http_port": free_port(),
+            "triton_grpc_port": free_port(),
+            "triton_metrics_port": free_port(),
+            "ops_port": free_port(),
+        }
+    )
+    paths = repo_paths()
+    server = TritonComponent(TritonServer(platform, paths.triton_venv, paths.triton_backend_dir))
+    model = f"restart-{uuid.uuid4().hex[:6]}"
+    _publish(
+        ArtifactStore(platform.resolved_artifact_store_uri), source.folder, model, 1, source.dataset_id, source.weights
+    )
+    await asyncio.to_thread(server.ensure_up, NullProgress())
+    harness = Harness(platform, model, source.folder.parent / "canary.yaml")
+    reader = asyncio.get_running_loop().create_task(harness.read())
+    await harness.start()
+    triton: TritonControl | None = None
+    try:
+        await harness.approve(1)
+        await harness.wait_for(DeploymentPromoted, 1)
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.ensure_up, NullProgress())
+        triton = TritonControl(platform.triton_grpc_url, platform.triton_metrics_url)
+        async with asyncio.timeout(180):
+            while not await triton.is_ready(harness.settings.causal_lm_model):
+                await asyncio.sleep(0.5)
+        assert (harness.settings.adapters_dir / triton_name(model, 1) / "adapter_config.json").is_file()
+        await _generate(triton, harness, 1, 1)
+        assert not harness.found(DeploymentRolledBack, 1)
+    finally:
+        if triton is not None:
+            await triton.close()
+        await harness.stop()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await asyncio.to_thread(server.stop)
