@@ -10,7 +10,6 @@ import asyncio
 import json
 import shutil
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -473,7 +472,6 @@ def _grpcurl() -> str:
 
 async def test_grpcurl_streams_a_generation_with_a_key(gateway: GatewayRuntime) -> None:
     request = json.dumps({"model": BOT, "prompt": COUNTING, "max_tokens": 16})
-    started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         _grpcurl(),
         "-plaintext",
@@ -493,7 +491,7 @@ async def test_grpcurl_streams_a_generation_with_a_key(gateway: GatewayRuntime) 
         message, end = decoder.raw_decode(text)
         messages.append(message)
         text = text[end:].strip()
-    assert len(messages) > 1 and time.monotonic() - started < 120
+    assert len(messages) > 1
     last = messages[-1]
     assert last.get("finishReason", last.get("finish_reason")) in ("stop", "length")
     assert int(last["usage"].get("completionTokens", last["usage"].get("completion_tokens", 0))) > 0
