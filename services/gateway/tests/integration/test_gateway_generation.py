@@ -475,6 +475,8 @@ async def test_grpcurl_streams_a_generation_with_a_key(gateway: GatewayRuntime) 
     process = await asyncio.create_subprocess_exec(
         _grpcurl(),
         "-plaintext",
+        "-max-time",  # the call's deadline (the gateway's default for generations is 60 s): a busy CPU is slow
+        "240",
         "-H",
         f"authorization: Bearer {KEY}",
         "-d",
@@ -484,7 +486,7 @@ async def test_grpcurl_streams_a_generation_with_a_key(gateway: GatewayRuntime) 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=300)
     assert process.returncode == 0, err.decode()
     decoder, text, messages = json.JSONDecoder(), out.decode().strip(), []
     while text:  # grpcurl prints one JSON object per streamed message
