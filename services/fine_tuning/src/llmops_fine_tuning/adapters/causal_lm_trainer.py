@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ from llmops_fine_tuning.adapters.training_loop import (
     JobClock,
     ProgressMeter,
     endless_batches,
+    make_deterministic,
     warmup_then_linear_decay,
 )
 from llmops_fine_tuning.domain.ports import (
@@ -136,9 +136,7 @@ class LoraCausalLmTrainer:
         hp = job.hyperparameters
         if self._num_threads > 0:
             torch.set_num_threads(self._num_threads)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.manual_seed(hp.seed)
+        make_deterministic(hp.seed)
 
         try:
             source = resolve_base_model(job.base_model)

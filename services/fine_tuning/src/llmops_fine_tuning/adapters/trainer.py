@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -42,6 +41,7 @@ from llmops_fine_tuning.adapters.training_loop import (
     JobClock,
     ProgressMeter,
     endless_batches,
+    make_deterministic,
     warmup_then_linear_decay,
 )
 from llmops_fine_tuning.domain.metrics import classification_metrics
@@ -120,9 +120,7 @@ class LoraSequenceClassificationTrainer:
         hp, policy = job.hyperparameters, job.trainer
         if self._num_threads > 0:
             torch.set_num_threads(self._num_threads)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.manual_seed(hp.seed)
+        make_deterministic(hp.seed)
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(job.base_model))

@@ -1,9 +1,10 @@
-"""The parts of a LoRA training loop every trainer shares: length-bucketed batches in a seeded
-order, linear warm-up then linear decay, progress reports, and the job's time limit."""
+"""The parts of a LoRA training loop every trainer shares: determinism, length-bucketed batches in
+a seeded order, linear warm-up then linear decay, progress reports, and the job's time limit."""
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 
@@ -11,6 +12,18 @@ import torch
 
 from llmops_fine_tuning.domain.ports import TrainingProgress
 from llmops_fine_tuning.errors import TrainingRejected
+
+
+def make_deterministic(seed: int) -> None:
+    """One seed for initialisation and dropout, deterministic kernels (cuBLAS included).
+
+    Deterministic mode also fills every new tensor with NaN by default, to expose kernels that read
+    memory they never wrote; ours do not, and the fill writes every activation once more on each
+    step, so it is off."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    torch.manual_seed(seed)
 
 
 def bucketed_batches(
