@@ -1,15 +1,17 @@
 """Hypothesis strategies of the chaos suite: what may arrive on a topic, and what a gRPC client may send.
 
-The fuzzing found four defects, each fixed and kept as its own regression test (the decoder let
+The fuzzing found four defects at first, each fixed and kept as its own regression test (the decoder let
 ``ValueError`` out for integers past Python's 4,300-digit limit and for NUL-led bytes read as
 UTF-16/32, and ``RecursionError`` out of the CloudEvents SDK's second parse; the gateway and the
 ops API echoed huge model names past gRPC's metadata limit; the ops API answered INTERNAL for names
-the artifact layout refuses). The strategies below now reach all of those inputs.
+the artifact layout refuses); then a fifth (the gateway echoed an unknown chat role unbounded). The
+strategies below now reach all of those inputs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -350,6 +352,9 @@ def authorizations(key: str) -> st.SearchStrategy[str | None]:
 deadlines = st.one_of(st.none(), st.none(), st.floats(min_value=0.001, max_value=20.0))
 """A client deadline in seconds (None: the client sets none)."""
 
+tiny_deadlines = st.one_of(deadlines, st.sampled_from([1e-4, 1e-3, 2e-3, 5e-3]), st.floats(1e-4, 0.05))
+"""Client deadlines with many that expire before, during or just after a short generation."""
+
 
 def predict_requests(
     known: tuple[str, ...], *, text_limit: int, id_chars: int, huge_text: int = 0
@@ -412,6 +417,129 @@ def ops_requests(
     return st.one_of(*(calls[method] for method in methods))
 
 
+ROLE_NAMES = ("system", "user", "assistant")
+
+short_contents = st.text(max_size=40).map(lambda text: "hi " + text)
+"""Contents within every limit: never blank, unicode and control characters included."""
+
+
+def _chat(system: bool, turns: int, texts: list[str]) -> list[inference_pb2.ChatMessage]:
+    """A system turn (or not), then ``turns`` alternating turns ending with the user's."""
+    chat = [inference_pb2.ChatMessage(role="system", content=texts[0])] if system else []
+    for index in range(turns):
+        role = "user" if (turns - index) % 2 else "assistant"
+        chat.append(inference_pb2.ChatMessage(role=role, content=texts[index % len(texts)]))
+    return chat
+
+
+fine_chats = st.builds(_chat, st.booleans(), st.integers(1, 3), st.lists(short_contents, min_size=1, max_size=3))
+"""Well-formed chats within every limit."""
+
+
+def chat_messages(*, content_limit: int, max_messages: int) -> st.SearchStrategy[list[inference_pb2.ChatMessage]]:
+    """Chats: well-formed ones of short contents, well-formed ones of any content (blank, at and
+    past the limit), or turns of any role (a real one, a case variant, unicode, control characters,
+    a name long enough to be echoed past gRPC's metadata limit), any number of them."""
+    content = proto_strings(max_size=content_limit + 10, sizes=(content_limit - 1, content_limit, content_limit + 1))
+    role = st.one_of(
+        st.sampled_from(ROLE_NAMES),
+        st.sampled_from(ROLE_NAMES),
+        st.sampled_from(["User", " user", "user\x00", "tool", "function", ""]),
+        proto_strings(max_size=ECHOED_NAME_CHARS),
+    )
+    turns = st.integers(1, max_messages + 1)
+    near = st.builds(_chat, st.booleans(), turns, st.lists(content, min_size=1, max_size=3))
+    anything = st.lists(
+        st.builds(inference_pb2.ChatMessage, role=role, content=content), min_size=1, max_size=max_messages + 2
+    )
+    return st.one_of(fine_chats, near, anything)
+
+
+FLOAT32_EDGES = (0.0, -0.0, 1.0, 2.0, 2.0000002, 1e-45, -1e-45, 3.4e38, -3.4e38, math.nan, math.inf, -math.inf)
+
+wild_floats = st.one_of(st.floats(width=32), st.sampled_from(FLOAT32_EDGES))
+"""A float32 sampling parameter: any value (NaN and the infinities included), the limits and their
+neighbours."""
+
+
+def generate_requests(
+    message: type[Any],
+    known: tuple[str, ...],
+    *,
+    servable: tuple[str, ...],
+    content_limit: int,
+    max_messages: int,
+    max_tokens: int,
+    max_stop: int,
+    max_stop_chars: int,
+    id_chars: int,
+) -> st.SearchStrategy[Any]:
+    """``GenerateRequest``s or ``GenerateStreamRequest``s (``message``, the same fields). Two in
+    three are plausible throughout (a model of ``servable``, messages or a prompt, every number in
+    range), so that many get as far as the model; the rest take each field from anything: messages
+    and prompt both or neither, every optional number unset, at or past its limit (NaN and the
+    infinities for the floats), stop lists of any size."""
+    int32s = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+    fields: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
+        "model": (st.sampled_from(servable), model_names(known)),
+        "tenant": (st.just(""), proto_strings(max_size=id_chars)),
+        "request_id": (st.just(""), proto_strings(max_size=id_chars)),
+        "stop": (
+            st.lists(st.text(min_size=1, max_size=max_stop_chars), max_size=max_stop),
+            st.one_of(
+                st.lists(proto_strings(max_size=max_stop_chars + 2), max_size=max_stop + 1),
+                st.integers(0, 10_000).map(lambda n: ["x"] * n),
+            ),
+        ),
+    }
+    optional = {
+        "max_tokens": (
+            st.integers(1, max_tokens),
+            st.one_of(int32s, st.sampled_from([0, -1, max_tokens, max_tokens + 1])),
+        ),
+        "temperature": (st.floats(0, 2, width=32), wild_floats),
+        "top_p": (st.floats(0.25, 1, width=32), wild_floats),
+        "seed": (st.integers(0, 2**63 - 1), int64s),
+    }
+    prompts = (short_contents, proto_strings(max_size=content_limit + 10, sizes=(content_limit + 1,)))
+    chats = (fine_chats, chat_messages(content_limit=content_limit, max_messages=max_messages))
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Any:
+        wild = draw(st.integers(0, 2)) == 0
+
+        def pick(choices: tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]) -> Any:
+            return draw(st.one_of(*choices) if wild else choices[0])
+
+        shapes = ["messages", "prompt"] + (["both", "neither"] if wild else [])
+        shape = draw(st.sampled_from(shapes))
+        request = {name: pick(choices) for name, choices in fields.items()}
+        if shape in ("messages", "both"):
+            request["messages"] = pick(chats)
+        if shape in ("prompt", "both"):
+            request["prompt"] = pick(prompts)
+        for name, choices in optional.items():
+            if draw(st.booleans()):
+                request[name] = pick(choices)
+        return message(**request)
+
+    return build()
+
+
+def feedback_requests(*, id_chars: int, answer_chars: int) -> st.SearchStrategy[inference_pb2.SubmitFeedbackRequest]:
+    """``SubmitFeedbackRequest``s: any request id, rating (in and out of 0..5) and texts around
+    their limits, saying something or nothing."""
+    rating = st.one_of(st.integers(0, 5), st.integers(0, 5), st.integers(-(2**31), 2**31 - 1))
+    return st.builds(
+        inference_pb2.SubmitFeedbackRequest,
+        request_id=proto_strings(max_size=id_chars, sizes=(255, 256, 257)),
+        rating=rating,
+        corrected_answer=proto_strings(max_size=answer_chars + 10, sizes=(answer_chars, answer_chars + 1)),
+        true_label=st.one_of(st.just(""), st.sampled_from(["lost_card", " lost_card "]), proto_strings(max_size=300)),
+        comment=proto_strings(max_size=2_100, sizes=(2_000, 2_001)),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The property every gRPC answer must have
 # ---------------------------------------------------------------------------------------------
@@ -431,12 +559,17 @@ CANONICAL_REFUSALS = frozenset(
 MAX_READABLE_MESSAGE = 4_000
 
 
-def check_answer(code: grpc.StatusCode, details: str | None, what: Callable[[], str]) -> None:
-    """OK, or a canonical refusal with a non-empty, printable message of reasonable length —
-    never UNKNOWN or INTERNAL, never a blank or binary message."""
+def check_answer(
+    code: grpc.StatusCode,
+    details: str | None,
+    what: Callable[[], str],
+    also: frozenset[grpc.StatusCode] = frozenset(),
+) -> None:
+    """OK, or a canonical refusal (or one of ``also``) with a non-empty, printable message of
+    reasonable length — never UNKNOWN or INTERNAL, never a blank or binary message."""
     if code is grpc.StatusCode.OK:
         return
-    assert code in CANONICAL_REFUSALS, f"{what()} answered {code.name}: {details!r}"
+    assert code in CANONICAL_REFUSALS | also, f"{what()} answered {code.name}: {details!r}"
     assert details and details.strip(), f"{what()} answered {code.name} without a message"
     assert details.isprintable(), f"{what()} answered {code.name} with an unreadable message {details[:200]!r}"
     assert len(details) <= MAX_READABLE_MESSAGE, f"{what()} answered {code.name} with {len(details)} characters"

@@ -4,18 +4,23 @@
 ``DeploymentService`` with a local artifact store), each served by ``grpc.aio`` on a real socket and
 called over a real channel. Only what lies behind them is a stand-in: a predictor that answers
 instead of Triton, an inference log that keeps nothing. ``test_fuzz_grpc_live.py`` sends fewer
-examples through the real gateway, Triton and Kafka.
+examples through the real gateway, Triton and Kafka. Generation (``Generate``, ``GenerateStream``)
+runs the real ``GenerationCore`` on a stand-in for Triton's streaming causal-LM model; feedback
+goes to a stand-in publisher.
 
 Property: every call answers OK or a canonical refusal (INVALID_ARGUMENT, UNAUTHENTICATED,
-RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED, NOT_FOUND, FAILED_PRECONDITION) with a
-non-empty, printable message — never UNKNOWN or INTERNAL — and the server keeps serving: after
-every example its health check answers SERVING, a valid call succeeds and no admission slot is held."""
+RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED, NOT_FOUND, FAILED_PRECONDITION; CANCELLED for a
+stream its client cancelled) with a non-empty, printable message — never UNKNOWN or INTERNAL; a
+stream that ends OK ends with a message carrying the finish reason and usage (and no message before
+it does); and the server keeps serving: after every example its health check answers SERVING, a
+valid Predict and Generate succeed and no admission slot is held."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +39,16 @@ from llmops_deployment.adapters.ops_server import OpsServicer
 from llmops_deployment.adapters.triton import TritonControl
 from llmops_deployment.handlers import DeploymentService
 from llmops_deployment.settings import DeploymentSettings
-from llmops_events.v1 import DeploymentPromoted, DeploymentRolledBack
-from llmops_gateway.adapters.grpc_api import SERVICE_NAME, InferenceServicer
+from llmops_events.v1 import DeploymentPromoted, DeploymentRolledBack, FeedbackSubmitted
+from llmops_gateway.adapters.grpc_api import SERVICE_NAME, Deadlines, InferenceServicer
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.domain.admission import Admission
 from llmops_gateway.domain.auth import ApiKeys
+from llmops_gateway.domain.feedback import FeedbackLimits
+from llmops_gateway.domain.generation import FINISH_REASONS, Chunk, GenerateItem, GenerationLimits, ServedGeneration
 from llmops_gateway.domain.models import Prediction, ServedPrediction
 from llmops_gateway.domain.validation import Limits
-from llmops_gateway.handlers import InferenceCore
+from llmops_gateway.handlers import GenerationCore, InferenceCore
 from llmops_messaging import EventPublisher
 from llmops_models.triton_repository import ModelRepository
 from llmops_serving import ModelDeployment
@@ -56,18 +63,43 @@ from .strategies import (
     check_answer,
     deadlines,
     describe,
+    feedback_requests,
+    generate_requests,
     ops_requests,
     predict_requests,
     proto_strings,
+    tiny_deadlines,
 )
 
-EXAMPLES = {"predict": 300, "batch": 150, "ops": 300, "ops_any_name": 100}
+EXAMPLES = {
+    "predict": 300,
+    "batch": 150,
+    "generate": 200,
+    "generate_stream": 200,
+    "feedback": 150,
+    "ops": 300,
+    "ops_any_name": 100,
+}
 KEY = "fuzz-key-0123456789"
 TEXT_LIMIT = 200
 BATCH_LIMIT = 8
 SERVED = "fuzz-served"  # champion v1, canary v2 at 50 %
 GONE = "fuzz-gone"  # known, nothing live
 MODELS = (SERVED, GONE)
+CHAT = "fuzz-chat"  # causal_lm: champion v1, canary v2 at 50 %
+CHAT_GONE = "fuzz-chat-gone"  # causal_lm, nothing live
+BASE = "fuzz-base"  # the base model alone (the gateway's base alias)
+GENERATE_MODELS = (CHAT, CHAT_GONE, BASE, SERVED)  # SERVED: a classifier, refused for Generate
+GENERATION = GenerationLimits(
+    max_messages=6, max_chars=TEXT_LIMIT, max_tokens=16, default_max_tokens=4, max_stop=4, max_stop_chars=16
+)
+FEEDBACK = FeedbackLimits(max_answer_chars=TEXT_LIMIT, max_comment_chars=2_000)
+MOSTLY_AUTHORIZED = st.tuples(st.integers(0, 3), authorizations(KEY)).map(
+    lambda pair: f"Bearer {KEY}" if pair[0] else pair[1]
+)
+"""Generation requests have many fields to get right: most calls carry the right key to reach them."""
+STREAM_ENDINGS = frozenset({grpc.StatusCode.CANCELLED})
+"""Where a generation may also end: the client cancelled its stream."""
 OPS_KNOWN = ("ops-champion", "ops-gone")
 AUTH = (("authorization", f"Bearer {KEY}"),)
 
@@ -102,6 +134,25 @@ class StandInPredictor:
         )
 
 
+class StandInTritonGenerator:
+    """Streams instead of Triton's causal-LM model: up to three short chunks (``max_tokens`` of
+    them at most), yielding to the event loop between them as a real stream does, then a last
+    chunk with the finish reason and token counts."""
+
+    def __init__(self) -> None:
+        self.generations = 0
+
+    async def generate(self, *, adapter: str, item: GenerateItem, timeout: float | None) -> AsyncGenerator[Chunk, None]:
+        self.generations += 1
+        prompt_tokens = sum(len(turn.content.split()) + 1 for turn in item.messages)
+        produced = min(3, item.max_tokens)
+        for index in range(produced):
+            await asyncio.sleep(0)
+            yield Chunk("tok ", prompt_tokens=prompt_tokens, completion_tokens=index + 1)
+        await asyncio.sleep(0)
+        yield Chunk("", "length" if produced == item.max_tokens else "stop", prompt_tokens, produced)
+
+
 class DiscardingInferenceLog:
     """Stand-in for the inference-log buffer: counts what would have been published."""
 
@@ -110,6 +161,20 @@ class DiscardingInferenceLog:
 
     def record(self, served: ServedPrediction, *, latency_ms: float) -> None:
         self.recorded += 1
+
+    def record_generation(self, served: ServedGeneration, *, latency_ms: float) -> None:
+        self.recorded += 1
+
+
+class DiscardingFeedbackPublisher:
+    """Stand-in for the Kafka publisher of feedback events: counts them."""
+
+    def __init__(self) -> None:
+        self.published = 0
+
+    async def publish(self, data: FeedbackSubmitted, *, id: str | None = None) -> object:
+        self.published += 1
+        return id
 
 
 @dataclass
@@ -132,15 +197,27 @@ def gateway(loop: LoopThread) -> Iterator[Gateway]:
     book = {
         SERVED: ModelDeployment(SERVED, champion_version=1, canary_version=2, canary_share=0.5),
         GONE: ModelDeployment(GONE),
+        CHAT: ModelDeployment(CHAT, champion_version=1, canary_version=2, canary_share=0.5, kind="causal_lm"),
+        CHAT_GONE: ModelDeployment(CHAT_GONE, kind="causal_lm"),
     }
     metrics = GatewayMetrics()
+    log = DiscardingInferenceLog()
     admission = Admission(max_in_flight=64, default_deadline_s=10, max_deadline_s=30)
     core = InferenceCore(
         predictor=StandInPredictor(),
-        log=DiscardingInferenceLog(),
+        log=log,
         lookup=book.get,
         known_models=lambda: list(book),
         default_model=SERVED,
+        metrics=metrics,
+    )
+    generation = GenerationCore(
+        generator=StandInTritonGenerator(),
+        log=log,
+        lookup=book.get,
+        known_models=lambda: [name for name, deployment in book.items() if deployment.kind == "causal_lm"],
+        default_model="",
+        base_model_alias=BASE,
         metrics=metrics,
     )
     servicer = InferenceServicer(
@@ -149,6 +226,11 @@ def gateway(loop: LoopThread) -> Iterator[Gateway]:
         limits=Limits(max_text_chars=TEXT_LIMIT, max_batch_items=BATCH_LIMIT),
         admission=admission,
         metrics=metrics,
+        generation=generation,
+        generation_limits=GENERATION,
+        generation_deadlines=Deadlines(default_s=10, max_s=30),
+        feedback=DiscardingFeedbackPublisher(),
+        feedback_limits=FEEDBACK,
     )
 
     async def start() -> Gateway:
@@ -181,6 +263,10 @@ def still_serving(loop: LoopThread, gateway: Gateway) -> None:
             inference_pb2.PredictRequest(text="i lost my card", model=SERVED), metadata=AUTH, timeout=10
         )
         assert answer.model_name == SERVED and answer.label
+        generated = await gateway.stub.Generate(
+            inference_pb2.GenerateRequest(prompt="hello", model=CHAT), metadata=AUTH, timeout=10
+        )
+        assert generated.model_name == CHAT and generated.finish_reason in FINISH_REASONS
 
     loop.run(check())
     deadline = time.monotonic() + 5  # a call the client gave up on may still be finishing server-side
@@ -244,6 +330,136 @@ def test_a_huge_unknown_model_name_is_refused_as_invalid_argument(loop: LoopThre
     code, details, _ = loop.run(status_of(lambda: gateway.stub.Predict(request, metadata=AUTH, timeout=10)))
     assert code is grpc.StatusCode.INVALID_ARGUMENT, f"{code.name}: {details}"
     assert "unknown model" in details
+    still_serving(loop, gateway)
+
+
+def generate_requests_of(message: type[Any]) -> Any:
+    return generate_requests(
+        message,
+        GENERATE_MODELS,
+        servable=(CHAT, BASE),
+        content_limit=TEXT_LIMIT,
+        max_messages=GENERATION.max_messages,
+        max_tokens=GENERATION.max_tokens,
+        max_stop=GENERATION.max_stop,
+        max_stop_chars=GENERATION.max_stop_chars,
+        id_chars=10_000,
+    )
+
+
+def check_final(last: Any, what: str) -> None:
+    """The last message of a finished generation: a finish reason and the usage."""
+    assert last.finish_reason in FINISH_REASONS, f"{what} ended with finish reason {last.finish_reason!r}"
+    assert last.HasField("usage"), f"{what} ended without usage"
+    assert last.usage.completion_tokens >= 0 and last.usage.prompt_tokens >= 0
+
+
+@fuzz("generate")
+@given(
+    request=generate_requests_of(inference_pb2.GenerateRequest),
+    authorization=MOSTLY_AUTHORIZED,
+    timeout=tiny_deadlines,
+)
+def test_every_generate_request_gets_a_canonical_answer(
+    loop: LoopThread,
+    gateway: Gateway,
+    request: inference_pb2.GenerateRequest,
+    authorization: str | None,
+    timeout: float,
+) -> None:
+    code, details, response = loop.run(
+        status_of(
+            lambda: gateway.stub.Generate(request, metadata=metadata(authorization=authorization), timeout=timeout)
+        )
+    )
+    event(f"Generate: {code.name}")
+    check_answer(code, details, lambda: f"Generate({describe(request)})")
+    if code is grpc.StatusCode.OK:
+        check_final(response, "Generate")
+        assert response.request_id and response.model_name
+    still_serving(loop, gateway)
+
+
+async def consume_stream(
+    gateway: Gateway,
+    request: inference_pb2.GenerateStreamRequest,
+    authorization: str | None,
+    timeout: float | None,
+    cancel_after: int | None,
+) -> tuple[grpc.StatusCode, str, list[inference_pb2.GenerateStreamResponse]]:
+    """Every message of the stream (or the first ``cancel_after``, then the client cancels) and how
+    the call ended."""
+    call = gateway.stub.GenerateStream(request, metadata=metadata(authorization=authorization), timeout=timeout)
+    received: list[inference_pb2.GenerateStreamResponse] = []
+    try:
+        async for message in call:
+            received.append(message)
+            if cancel_after is not None and len(received) >= cancel_after:
+                call.cancel()
+                break
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or "", received
+    if call.cancelled():
+        return grpc.StatusCode.CANCELLED, "cancelled by the client", received
+    return await call.code(), await call.details() or "", received
+
+
+@fuzz("generate_stream")
+@given(
+    request=generate_requests_of(inference_pb2.GenerateStreamRequest),
+    authorization=MOSTLY_AUTHORIZED,
+    timeout=tiny_deadlines,
+    cancel_after=st.one_of(st.none(), st.none(), st.integers(1, 3)),
+)
+def test_every_generate_stream_request_ends_with_a_final_message_or_a_canonical_status(
+    loop: LoopThread,
+    gateway: Gateway,
+    request: inference_pb2.GenerateStreamRequest,
+    authorization: str | None,
+    timeout: float,
+    cancel_after: int | None,
+) -> None:
+    code, details, received = loop.run(consume_stream(gateway, request, authorization, timeout, cancel_after))
+    event(f"GenerateStream: {code.name}")
+    check_answer(code, details, lambda: f"GenerateStream({describe(request)})", also=STREAM_ENDINGS)
+    for message in received[:-1]:
+        assert not message.finish_reason and not message.HasField("usage"), f"a finish before the end: {message}"
+    if code is grpc.StatusCode.OK:
+        assert received, "GenerateStream answered OK with no message"
+        check_final(received[-1], "GenerateStream")
+        assert {message.model_name for message in received} == {received[-1].model_name}
+    still_serving(loop, gateway)
+
+
+@fuzz("feedback")
+@given(request=feedback_requests(id_chars=10_000, answer_chars=TEXT_LIMIT), authorization=MOSTLY_AUTHORIZED)
+def test_every_feedback_request_gets_a_canonical_answer(
+    loop: LoopThread, gateway: Gateway, request: inference_pb2.SubmitFeedbackRequest, authorization: str | None
+) -> None:
+    code, details, response = loop.run(
+        status_of(lambda: gateway.stub.SubmitFeedback(request, metadata=metadata(authorization=authorization)))
+    )
+    event(f"SubmitFeedback: {code.name}")
+    check_answer(code, details, lambda: f"SubmitFeedback({describe(request)})")
+    if code is grpc.StatusCode.OK:
+        assert response.event_id
+    still_serving(loop, gateway)
+
+
+def test_a_huge_unknown_role_is_refused_as_invalid_argument(loop: LoopThread, gateway: Gateway) -> None:
+    """Found by this fuzzing, fixed: the gateway repeated an unknown chat role in its
+    INVALID_ARGUMENT message unbounded (``messages[0].role is '...'``); past gRPC's metadata limit
+    the client never receives that verdict and reports RESOURCE_EXHAUSTED ("received metadata size
+    exceeds hard limit")."""
+    chat = [inference_pb2.ChatMessage(role="x" * 20_000, content="hello")]
+    request = inference_pb2.GenerateRequest(messages=chat, model=CHAT)
+    code, details, _ = loop.run(status_of(lambda: gateway.stub.Generate(request, metadata=AUTH, timeout=10)))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT, f"Generate: {code.name}: {details[:200]}"
+    assert "role" in details and len(details) <= 500
+    streamed = inference_pb2.GenerateStreamRequest(messages=chat, model=CHAT)
+    code, details, _ = loop.run(consume_stream(gateway, streamed, f"Bearer {KEY}", 10, None))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT, f"GenerateStream: {code.name}: {details[:200]}"
+    assert "role" in details and len(details) <= 500
     still_serving(loop, gateway)
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from llmops_gateway.domain.validation import DEFAULT_TENANT
 from llmops_gateway.errors import InvalidRequest
+from llmops_models import shown
 
 ROLES = ("system", "user", "assistant")
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -105,7 +106,7 @@ def _messages(raw: RawGeneration, limits: GenerationLimits) -> tuple[Turn, ...]:
     for index, turn in enumerate(turns):
         where = "prompt" if raw.prompt else f"messages[{index}]"
         if turn.role not in ROLES:
-            raise InvalidRequest(f"{where}.role is {turn.role!r}; expected one of {', '.join(ROLES)}")
+            raise InvalidRequest(f"{where}.role is {shown(turn.role)}; expected one of {', '.join(ROLES)}")
         if turn.role == "system" and index > 0:
             raise InvalidRequest(f"{where}: a system turn may only come first")
         if not turn.content.strip():
