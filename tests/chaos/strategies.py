@@ -446,6 +446,7 @@ def chat_messages(*, content_limit: int, max_messages: int) -> st.SearchStrategy
         st.sampled_from(ROLE_NAMES),
         st.sampled_from(["User", " user", "user\x00", "tool", "function", ""]),
         proto_strings(max_size=ECHOED_NAME_CHARS),
+        st.sampled_from(["x" * ECHOED_NAME_CHARS, "é" * (ECHOED_NAME_CHARS // 2)]),
     )
     turns = st.integers(1, max_messages + 1)
     near = st.builds(_chat, st.booleans(), turns, st.lists(content, min_size=1, max_size=3))
@@ -570,6 +571,8 @@ def check_answer(
     if code is grpc.StatusCode.OK:
         return
     assert code in CANONICAL_REFUSALS | also, f"{what()} answered {code.name}: {details!r}"
+    # gRPC's own verdict on a server message too big to deliver, not the server's answer.
+    assert "metadata size exceeds" not in (details or ""), f"{what()}'s answer never arrived: {details!r}"
     assert details and details.strip(), f"{what()} answered {code.name} without a message"
     assert details.isprintable(), f"{what()} answered {code.name} with an unreadable message {details[:200]!r}"
     assert len(details) <= MAX_READABLE_MESSAGE, f"{what()} answered {code.name} with {len(details)} characters"
