@@ -98,6 +98,7 @@ MOSTLY_AUTHORIZED = st.tuples(st.integers(0, 3), authorizations(KEY)).map(
     lambda pair: f"Bearer {KEY}" if pair[0] else pair[1]
 )
 """Generation requests have many fields to get right: most calls carry the right key to reach them."""
+CHUNK_GAP_S = 0.002
 STREAM_ENDINGS = frozenset({grpc.StatusCode.CANCELLED})
 """Where a generation may also end: the client cancelled its stream."""
 OPS_KNOWN = ("ops-champion", "ops-gone")
@@ -136,8 +137,8 @@ class StandInPredictor:
 
 class StandInTritonGenerator:
     """Streams instead of Triton's causal-LM model: up to three short chunks (``max_tokens`` of
-    them at most), yielding to the event loop between them as a real stream does, then a last
-    chunk with the finish reason and token counts."""
+    them at most), a moment apart as a real stream's are (so tiny deadlines and cancelling clients
+    land mid-stream), then a last chunk with the finish reason and token counts."""
 
     def __init__(self) -> None:
         self.generations = 0
@@ -147,9 +148,9 @@ class StandInTritonGenerator:
         prompt_tokens = sum(len(turn.content.split()) + 1 for turn in item.messages)
         produced = min(3, item.max_tokens)
         for index in range(produced):
-            await asyncio.sleep(0)
+            await asyncio.sleep(CHUNK_GAP_S)
             yield Chunk("tok ", prompt_tokens=prompt_tokens, completion_tokens=index + 1)
-        await asyncio.sleep(0)
+        await asyncio.sleep(CHUNK_GAP_S)
         yield Chunk("", "length" if produced == item.max_tokens else "stop", prompt_tokens, produced)
 
 
