@@ -62,7 +62,7 @@ def triton_model(
             max_running=2,
             max_queued=4,
             max_new_tokens=MAX_NEW_TOKENS,
-            precision="float32",
+            precision="auto",  # bfloat16 weights where native (AMX here), as in production
         ),
     )
     client = grpcclient.InferenceServerClient(triton_settings.triton_grpc_url)

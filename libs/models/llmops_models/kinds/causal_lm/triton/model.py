@@ -56,7 +56,10 @@ class TritonPythonModel:
             parameters.get(serving.BASE_MODEL_PARAMETER) or "smollm2",
             cache_dir=Path(cache_dir) if cache_dir else None,
         )
-        base.to(device).eval()
+        dtype = compute_dtype(parameters.get(serving.PRECISION_PARAMETER) or "auto", device)
+        # Weights in the compute dtype: autocast over float32 weights would cast every weight at every
+        # step (measured on 2 AMX cores: 3x slower than bfloat16 weights). Adapters keep theirs.
+        base.to(device=device, dtype=dtype).eval()
         adapters_dir = parameters.get(serving.ADAPTERS_DIR_PARAMETER)
         self.limits = Limits(
             max_running=number(serving.MAX_RUNNING_PARAMETER, serving.DEFAULT_MAX_RUNNING),
@@ -72,7 +75,7 @@ class TritonPythonModel:
             adapters_dir=Path(adapters_dir) if adapters_dir else None,
             limits=self.limits,
             device=device,
-            dtype=compute_dtype(parameters.get(serving.PRECISION_PARAMETER) or "auto", device),
+            dtype=dtype,
         )
         self.scheduler.start()
         # Families are kept: a collected family deletes its metrics.
