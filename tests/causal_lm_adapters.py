@@ -58,10 +58,10 @@ def train_answer_adapter(folder: Path, answer: str, *, steps: int = 12, seed: in
     input_ids = torch.full((len(examples), width), int(tokenizer.pad_token_id))
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     labels = torch.full((len(examples), width), -100)
-    for row, (ids, targets) in enumerate(examples):
+    for row, (ids, answer_labels) in enumerate(examples):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         mask[row, : len(ids)] = 1
-        labels[row, : len(ids)] = torch.tensor(targets)
+        labels[row, : len(ids)] = torch.tensor(answer_labels)
     device = torch.device("cpu")
     dtype = compute_dtype("auto", device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
