@@ -4,6 +4,7 @@ LoRA adapters; cancellation, limits and stop strings; streamed text never splits
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,15 @@ import pytest
 import torch
 
 from llmops_models.kinds.causal_lm import serving
-from llmops_models.kinds.causal_lm.batching import Chunk, Generation, Limits, QueueFull, Scheduler, _pending_stop
+from llmops_models.kinds.causal_lm.batching import (
+    Chunk,
+    Generation,
+    Limits,
+    QueueFull,
+    Scheduler,
+    _pending_stop,
+    peft_key,
+)
 from llmops_models.kinds.causal_lm.network import LoadedCausalLm, load_base_model, load_tokenizer
 from llmops_models.triton_repository import AdapterRepository
 from tests.causal_lm_adapters import ANSWERS, QUESTION, trained_adapters
@@ -118,6 +127,21 @@ def test_rows_of_one_batch_use_their_own_adapters(adapters_dir: Path) -> None:
         assert sinks[name].text.strip() == answer, name
     base_answer = sinks[""].text
     assert all(answer not in base_answer for answer in ANSWERS.values())
+
+
+def test_an_adapter_of_a_model_name_with_dots_serves(adapters_dir: Path, tmp_path: Path) -> None:
+    """Model names may have dots (``support.bot``); PEFT module keys may not: the adapter is kept
+    under a derived key, and its folder keeps the deployment's name."""
+    name = "support.bot__v1"
+    shutil.copytree(adapters_dir / "fruit", tmp_path / name)
+    model, tokenizer = _fresh_base()
+    scheduler = Scheduler(model, tokenizer, adapters_dir=tmp_path, limits=Limits(max_adapters=1))
+    sink = Collected()
+    scheduler.submit(_request([{"role": "user", "content": QUESTION}], adapter=name, max_tokens=8), sink)
+    _run(scheduler)
+    assert sink.text.strip() == ANSWERS["fruit"]
+    assert list(scheduler.adapters.loaded) == [name]
+    assert "." not in peft_key(name) and peft_key(name) != peft_key("support_bot__v1")
 
 
 def test_the_least_recently_used_idle_adapter_is_evicted(adapters_dir: Path) -> None:

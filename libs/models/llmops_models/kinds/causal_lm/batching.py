@@ -39,6 +39,7 @@ of this kind): Triton's ``model.py`` imports it from the files copied beside it.
 from __future__ import annotations
 
 import collections
+import hashlib
 import random
 import re
 import threading
@@ -59,8 +60,17 @@ else:  # Triton: copied beside model.py as top-level modules
 
 BASE = "__base__"
 """PEFT's name for "no adapter" in ``adapter_names``."""
-ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-"""Adapter names are folder names and PEFT module keys: no dots, no slashes."""
+ADAPTER_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,139}$")
+"""Adapter names are folder names (``<model>__v<version>``, a model name of the kernel's pattern):
+no slashes, no ``..``."""
+
+
+def peft_key(name: str) -> str:
+    """The key an adapter has inside PEFT: module dictionaries refuse dots, which model names may
+    have (``bot.v2__v1``), so the key is derived from the name, one-to-one for practical purposes."""
+    return BASE if name == BASE else "adapter_" + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
 ADAPTER_FILES = ("adapter_config.json",)
 
 
@@ -188,18 +198,20 @@ class Adapters:
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(
-                self.model, str(folder), adapter_name=name, is_trainable=False, torch_device=str(self.device)
+                self.model, str(folder), adapter_name=peft_key(name), is_trainable=False, torch_device=str(self.device)
             )
             self.model.eval()
             self.peft = True
         else:
-            self.model.load_adapter(str(folder), adapter_name=name, is_trainable=False, torch_device=str(self.device))
+            self.model.load_adapter(
+                str(folder), adapter_name=peft_key(name), is_trainable=False, torch_device=str(self.device)
+            )
         self.loaded[name] = time.perf_counter() - began
         for old in list(self.loaded):
             if len(self.loaded) <= self.max_adapters:
                 break
             if old != name and old not in busy:
-                self.model.delete_adapter(old)
+                self.model.delete_adapter(peft_key(old))
                 del self.loaded[old]
 
 
@@ -388,7 +400,7 @@ class Scheduler:
 
         options: dict[str, Any] = {}
         if self.adapters.peft:
-            options["adapter_names"] = list(adapters)
+            options["adapter_names"] = [peft_key(name) for name in adapters]
         with autocast(self.device, self.dtype):
             output = self.adapters.model(
                 input_ids=input_ids,
