@@ -220,3 +220,12 @@ def _module_file(package: Path, relative_module: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by basename (rootdir import mode): two files of one name in
+    different folders stop the whole collection on a fresh clone."""
+    seen: dict[str, list[str]] = {}
+    for path in [*ROOT.glob("tests/**/test_*.py"), *ROOT.glob("services/*/tests/**/test_*.py")]:
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
