@@ -12,6 +12,11 @@ from typing import Any
 
 from llmops_models.json_schema import schema_errors, unsupported_schema
 
+# Feedback ratings run 1-5; these two bounds say what a thumbs-down and a thumbs-up are, for every
+# service that turns ratings into preference pairs or quality signals.
+THUMBS_DOWN_MAX_RATING = 2
+THUMBS_UP_MIN_RATING = 4
+
 _PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
 _SPACES = re.compile(r"\s+")
 
