@@ -13,6 +13,13 @@ import torch
 from llmops_fine_tuning.domain.ports import TrainingProgress
 from llmops_fine_tuning.errors import TrainingRejected
 
+# x86 CPUs compute subnormal floats (below 1.2e-38) some 20x slower than normal ones (measured
+# here: 48-69 ms against 2.2 ms for one elementwise op on 4M floats). As the loss falls, gradients
+# and AdamW's second moments reach them, and a training run slowed down as it learned. Flushing
+# them to zero changes no result that matters. The flag is per thread and torch's worker threads
+# copy it when they start, so it is set on import, before the thread pool exists.
+torch.set_flush_denormal(True)
+
 
 def make_deterministic(seed: int) -> None:
     """One seed for initialisation and dropout, deterministic kernels (cuBLAS included).
