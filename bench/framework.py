@@ -1,14 +1,18 @@
-"""What a benchmark is, what it gets to run (``BenchContext``) and how it reports progress."""
+"""What a benchmark is, what it gets to run (``BenchContext``, ``ServiceProcess``) and how it
+reports progress."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +196,136 @@ class BenchContext:
         if self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
+
+
+MetricSamples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Prometheus samples by (sample name, sorted label pairs)."""
+
+
+def parse_metrics(text: str) -> MetricSamples:
+    """The samples of a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric_total(samples: MetricSamples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(value for (sample, pairs), value in samples.items() if sample == name and wanted <= set(pairs))
+
+
+class ServiceProcess:
+    """A service as the process a user runs, ``python -m <module>``, its settings from the environment
+    (the bench's own ``LLMOPS_*`` variables are not passed on), measured from outside: its
+    Prometheus ``/metrics`` endpoint, its CPU time, what it leaves on the bus."""
+
+    def __init__(
+        self,
+        context: BenchContext,
+        module: str,
+        *,
+        platform: PlatformSettings,
+        metrics_port_env: str,
+        settings: Mapping[str, str],
+        wrapper: Sequence[str] = (),
+    ) -> None:
+        self.module = module
+        self.metrics_port = free_port()
+        self.log = context.scratch(f"{module}-log") / f"{module}.log"
+        self.argv = [context.python, *wrapper, "-m", module]
+        self._cwd = context.repo_root
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("LLMOPS_")}
+        self.env.update(
+            {
+                "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": platform.kafka_bootstrap_servers,
+                "LLMOPS_VAR_DIR": str(context.scratch(f"{module}-var")),
+                "LLMOPS_LOG_FORMAT": "text",
+                "LLMOPS_LOG_LEVEL": "WARNING",
+                "LLMOPS_METRICS_HOST": "127.0.0.1",
+                metrics_port_env: str(self.metrics_port),
+                **settings,
+            }
+        )
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                cwd=self._cwd,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a stuck child is killed with it
+            )
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        """Raise with the end of its log if the process has exited."""
+        if self.process is None or self.process.returncode is not None:
+            code = None if self.process is None else self.process.returncode
+            raise RuntimeError(f"{' '.join(self.argv[1:])} exited with {code}; end of {self.log}:\n{self.tail()}")
+
+    async def metrics(self) -> MetricSamples | None:
+        """A scrape of ``/metrics``; None while the endpoint is not up (it opens once the service consumes)."""
+
+        def scrape() -> str:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as page:
+                return str(page.read().decode())
+
+        try:
+            return parse_metrics(await asyncio.to_thread(scrape))
+        except OSError:
+            return None
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the process and its children (worker processes) so far."""
+        import psutil
+
+        if self.process is None:
+            return 0.0
+        try:
+            root = psutil.Process(self.process.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    async def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM (a graceful shutdown, as an operator stops it), then SIGKILL to its group after
+        ``timeout_s``; its exit status."""
+        process = self.process
+        if process is None:
+            return None
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        with contextlib.suppress(ProcessLookupError):  # a worker process it left behind
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.returncode
 
 
 @dataclass(frozen=True)

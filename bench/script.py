@@ -41,14 +41,18 @@ def rows_from_summary(
     keys: Mapping[Figure, str],
     references: Mapping[Figure, float | None] | None = None,
 ) -> list[BenchResult]:
-    """One row per figure from its key of ``summary`` (unmeasured, saying which key, when the
-    value is not a number); ``references`` gives a figure's reference value, if any."""
+    """One row per figure from its key of ``summary``; ``references`` gives a figure's reference
+    value, if any. A key without a number is an unmeasured row, with the script's reason when its
+    ``"unmeasured"`` object has one under that key, else saying which key is missing."""
+    reasons = summary.get("unmeasured")
     rows = []
     for figure, key in keys.items():
         value = summary.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             reference = (references or {}).get(figure)
             rows.append(figure.measured(float(value), reference_value=reference))
+        elif isinstance(reasons, Mapping) and isinstance(reasons.get(key), str):
+            rows.append(figure.unmeasured(reasons[key]))
         else:
             rows.append(figure.unmeasured(f"the script's JSON has no numeric {key!r}"))
     return rows

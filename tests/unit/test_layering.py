@@ -3,9 +3,12 @@
 * ``libs/``: libraries. They import no service package and not the CLI.
 * ``services/<name>/`` (code, tests, benchmarks): import their own package and libraries only,
   never another service's package, never the CLI.
-* ``tools/`` (the ``llmops`` CLI), ``bench/`` and ``deploy/``: may use a service, through its public
-  API only: ``import llmops_<service>`` or ``from llmops_<service> import name`` with ``name`` in
-  the package's ``__init__.__all__``; never a submodule (``llmops_<service>.main``, ``.adapters``, …).
+* ``tools/`` (the ``llmops`` CLI) and ``deploy/``: may use a service, through its public API only:
+  ``import llmops_<service>`` or ``from llmops_<service> import name`` with ``name`` in the
+  package's ``__init__.__all__``; never a submodule (``llmops_<service>.main``, ``.adapters``, …).
+* ``bench/`` (the benchmark harness): no service package at all. It measures a service as the
+  process a user runs (``python -m llmops_<service>``: the bus, gRPC, ``/metrics``), or runs the
+  service's own script (``services/<name>/bench/bench_*.py``) for a figure that needs its insides.
 * ``tests/`` and ``conftest.py``: anything (they test the services' insides), the CLI included.
 
 Processes (``python -m llmops_<service>``) and the services' gRPC APIs are entry points too;
@@ -136,6 +139,8 @@ def _violation(entry: Import) -> str | None:
         if package != _owner(entry.file):
             return "a service imports another service"
         return None
+    if top == "bench" and package in SERVICES:
+        return "the benchmark harness imports a service (run it as a process, or its own bench script)"
     if package in SERVICES and not _is_public(entry):
         return f"not in {package}.__all__ (its public API)"
     return None
@@ -167,6 +172,20 @@ def test_the_layers_are_where_the_rules_expect_them() -> None:
 def test_imports_follow_the_layers() -> None:
     found = _violations()
     assert not found, "imports across layers:\n" + "\n".join(sorted(found.values()))
+
+
+def test_the_benchmark_harness_may_not_import_a_service_even_through_its_public_api() -> None:
+    assert "MonitoringSettings" in PUBLIC_API["llmops_monitoring"]
+    for entry in (
+        Import("bench/example.py", 1, "llmops_monitoring", module=True),
+        Import("bench/example.py", 1, "llmops_monitoring.MonitoringSettings", module=False),
+        Import("bench/example.py", 1, "llmops_ingestion.main", module=True),
+    ):
+        assert _violation(entry) is not None, entry
+    # Libraries stay open to it; a service's own bench script may use the service's insides.
+    assert _violation(Import("bench/example.py", 1, "llmops_events.v1", module=True)) is None
+    own_script = Import("services/monitoring/bench/bench_x.py", 1, "llmops_monitoring.handlers", module=True)
+    assert _violation(own_script) is None
 
 
 def test_every_service_declares_a_public_api_that_exists() -> None:
