@@ -13,15 +13,17 @@ Method (issue 3, "Done when"):
    validation, Presidio redaction, language detection, de-duplication, SQLite idempotency and
    outbox, Feast pushes from its worker process. It reads the topic from the start.
 
-Both consumers are timed the same way, from outside, at the broker (polled every
-``POLL_S``): the clock starts when the group is first ``Stable`` with its partitions assigned
-(so start-up and group joining are not counted for either) and stops when the group's committed
-offsets reach the topic's end, i.e. every message was processed (both commit after processing
-each batch). Nothing in the service is hooked: the outcome (accepted, duplicates, DLQ, PII
-redacted, Feast pushes) is read from its ``/metrics`` endpoint and the DLQ topic, and its CPU time
-(children included) from the OS. Snapshots are off (``snapshot_every_n_labelled=0``): cutting them
-is a separate operation. An informational third figure times ingestion until every accepted row
-has also been pushed to Feast (its ``/metrics``, polled every ``DRAIN_POLL_S``).
+Both clocks run between the same two moments: the group has its partitions assigned (so start-up
+and group joining are not counted for either) and the batch holding the last message is committed
+(both commit after processing each batch). The bare consumer runs in this process and reads them
+exactly; the service is timed from outside, at the broker, polled every ``POLL_S`` (the group
+first ``Stable`` with partitions assigned, its committed offsets at the topic's end), so its phase
+of seconds is known to within two polls. Nothing in the service is hooked: the outcome (accepted,
+duplicates, DLQ, PII redacted, Feast pushes) is read from its ``/metrics`` endpoint and the DLQ
+topic, and its CPU time (worker processes included) from the OS. Snapshots are off
+(``snapshot_every_n_labelled=0``): cutting them is a separate operation. An informational third
+figure times ingestion until every accepted row has also been pushed to Feast (its ``/metrics``,
+polled every ``DRAIN_POLL_S``).
 
 Environment: ``LLMOPS_BENCH_INGESTION_RECORDS`` (N), ``LLMOPS_BENCH_PROFILE`` (a file: run the
 service under ``python -m cProfile -o <file>``, whole process life, and print its top functions).
@@ -42,7 +44,7 @@ from itertools import cycle
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -265,37 +267,45 @@ class Phase:
         return self.count / self.seconds if self.seconds > 0 else float("nan")
 
 
-async def bare_consumer(
-    bootstrap: str, watch: GroupWatch, ends: dict[TopicPartition, int], limit_s: float, topic: str
-) -> Phase:
-    """A bare consumer in ``watch``'s group reading every message of ``ends``, committing per batch."""
-    count = sum(ends.values())
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=watch.group, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    consumer.subscribe([topic])
-    await consumer.start()
-    cpu = time.process_time()
+class _Clock(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Starts the clock when the group first gets its partitions."""
 
-    async def consume() -> None:
-        seen = 0
-        deadline = time.monotonic() + limit_s
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.started is None and assigned:
+            self.started = time.perf_counter()
+
+
+async def bare_consumer(bootstrap: str, topic: str, count: int, limit_s: float) -> Phase:
+    """A bare consumer in a group of its own reading ``count`` messages, committing per batch. It runs
+    in this process, so its two moments (partitions assigned, last batch committed) are read exactly."""
+    clock = _Clock()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    consumer.subscribe([topic], listener=clock)
+    await consumer.start()
+    seen, cpu = 0, time.process_time()
+    deadline = time.monotonic() + limit_s
+    try:
         while seen < count and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500, max_records=500)
             for messages in batches.values():
                 seen += sum(1 for message in messages if message.value is not None)
             if batches:
                 await consumer.commit()
-
-    reading = asyncio.create_task(consume())
-    try:
-        started = await watch.assigned(limit_s=limit_s)
-        ended, done = await watch.caught_up(ends, limit_s=limit_s)
-        await reading
+        ended = time.perf_counter()
     finally:
-        reading.cancel()
         await consumer.stop()
-    return Phase(done, ended - started, time.process_time() - cpu)
+    return Phase(seen, ended - (clock.started or ended), time.process_time() - cpu)
 
 
 @dataclass
@@ -429,9 +439,7 @@ async def run(context: BenchContext) -> list[BenchResult]:
     await admin.start()
     try:
         reporter.status("bare aiokafka consumer reading the topic")
-        bare = await bare_consumer(
-            bootstrap, GroupWatch(admin, f"bench-bare-{uuid.uuid4().hex[:8]}"), ends, PHASE_LIMIT_S, RECORDS_RAW
-        )
+        bare = await bare_consumer(bootstrap, RECORDS_RAW, total, PHASE_LIMIT_S)
         reporter.step(
             f"  bare consumer: {bare.count:,} messages in {bare.seconds:.2f}s = {bare.rate:,.0f}/s "
             f"(this process used {bare.cpu_seconds:.1f} CPU s)"
