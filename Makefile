@@ -65,6 +65,10 @@ test-unit: setup ## Run the fast tests only (no broker, no Triton)
 bench: setup ## Run every benchmark (ingestion, redaction, fine-tuning, instruction tuning, gateway, monitoring) into var/bench/results.{json,md} and README (~40 min; ONLY=name)
 	@$(VENV)/bin/python -m bench.run --readme README.md $(if $(ONLY),--only $(ONLY))
 
+bench-setup: ## Install the generation benchmark's llama.cpp reference (llama-cpp-python, built from source: ~10 min) in the throw-away venv var/bench/llama-cpp
+	@uv venv --quiet --allow-existing --python 3.11 var/bench/llama-cpp
+	@uv pip install --quiet --python var/bench/llama-cpp/bin/python "llama-cpp-python==0.3.36"
+
 lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf)
 	@$(VENV)/bin/ruff check libs services tools tests bench conftest.py
 	@$(VENV)/bin/mypy libs services/*/src tools bench
@@ -83,4 +87,4 @@ help: ## List the targets
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-.PHONY: setup up down status logs demo snapshot retrain evaluate promote rollback drift-report dlq-replay test test-unit bench lint generate clean help
+.PHONY: setup up down status logs demo snapshot retrain evaluate promote rollback drift-report dlq-replay test test-unit bench bench-setup lint generate clean help
