@@ -7,11 +7,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from bench import monitoring
-from bench.framework import BenchContext, Reporter, parse_metrics
+from bench.framework import BenchContext, Reporter, ServiceProcess, parse_metrics
 from bench.ingestion import _committed_through, _group_assigned, _ingestion_counters
 from bench.script import rows_from_summary, run_script
 
@@ -107,3 +108,29 @@ async def test_the_monitoring_rows_come_from_a_script_run_as_a_process(tmp_path:
     assert rows[monitoring.DELAY_WINDOWS.name].met and rows[monitoring.DELAY_EVENTS.name].value == 1000
     assert not rows[monitoring.REPORT_10K.name].met  # 12 s against a target of < 10 s
     assert rows[monitoring.FALSE_ALARMS.name].met
+
+
+async def test_a_service_process_gets_its_settings_from_the_environment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmops_config import PlatformSettings
+
+    monkeypatch.setenv("LLMOPS_BENCH_INGESTION_RECORDS", "5")  # the bench's own: not passed on
+    context = BenchContext(reporter=Reporter(total=1), python=sys.executable, _work_dir=tmp_path)
+    platform = PlatformSettings(kafka_bootstrap_servers="127.0.0.1:1", var_dir=tmp_path)
+    service = ServiceProcess(
+        context,
+        "json.tool",  # reads stdin (empty), fails and exits: a process that stops at once
+        platform=platform,
+        metrics_port_env="LLMOPS_EXAMPLE_METRICS_PORT",
+        settings={"LLMOPS_EXAMPLE_GROUP_ID": "g"},
+    )
+    assert "LLMOPS_BENCH_INGESTION_RECORDS" not in service.env
+    assert service.env["LLMOPS_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
+    assert service.env["LLMOPS_EXAMPLE_METRICS_PORT"] == str(service.metrics_port)
+    assert service.env["LLMOPS_EXAMPLE_GROUP_ID"] == "g"
+    await service.start()
+    assert await service.stop() is not None
+    with pytest.raises(RuntimeError, match=r"json\.tool exited with"):
+        service.check_alive()
+    assert await service.metrics() is None  # nothing listens on its metrics port
