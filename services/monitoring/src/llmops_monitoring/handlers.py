@@ -1,6 +1,10 @@
 """The monitoring service's handlers: inference logs and feedback fill windows; a full window is
 analysed against its reference, reported, and judged by the drift policy.
 
+Classifications and generations (``InferenceLogged.generation`` set: a ``causal_lm`` model) fill
+windows of their own per model name and version; a generation window is judged by the policy's
+``generation`` section and a request it makes is for the ``causal-lm`` task.
+
 The policy's state (streak, cooldown) is recorded only after the window's events are published: a
 retraining request that failed to publish leaves no cooldown behind, so the next window decides
 again; one published but not recorded is decided again with the same event ids (see
@@ -25,24 +29,35 @@ from llmops_events.v1 import (
     MonitoringReportCreated,
     TrainingReason,
     TrainingRequested,
+    TrainingTask,
 )
 from llmops_messaging import EventPublisher
+from llmops_monitoring.adapters.generation_reference import GenerationReferences
 from llmops_monitoring.adapters.metrics import MonitoringMetrics
 from llmops_monitoring.adapters.policy_state import PolicyStateStore
 from llmops_monitoring.adapters.reference import ArtifactReferences
 from llmops_monitoring.adapters.report_store import write_report
 from llmops_monitoring.domain.analysis import Analysis, analyse, embedding_stride
+from llmops_monitoring.domain.generation import (
+    GenerationAnalysis,
+    GenerationFeedbackJoin,
+    GenerationObservation,
+    PiiFinder,
+    analyse_generations,
+)
 from llmops_monitoring.domain.policy import (
     DRIFT_SIGNALS,
+    GENERATION_SIGNALS,
     QUALITY_SIGNALS,
     Decision,
     DriftPolicy,
     PolicyState,
+    SignalRules,
     decide,
 )
 from llmops_monitoring.domain.ports import Encoder
 from llmops_monitoring.domain.windows import LabelJoin, Observation, Window, WindowBook, WindowKey
-from llmops_monitoring.errors import ReferenceUnavailable
+from llmops_monitoring.errors import MonitoringError, ReferenceUnavailable
 from llmops_monitoring.settings import MonitoringSettings
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
@@ -50,6 +65,8 @@ from llmops_storage import ArtifactStore
 logger = logging.getLogger(__name__)
 
 SERVICE = "monitoring"
+CLASSIFICATION = "classification"
+GENERATION = "generation"
 
 
 @dataclass
@@ -58,28 +75,31 @@ class WindowReport:
 
     summary: dict[str, Any]
     decision: Decision
-    analysis: Analysis
+    analysis: Analysis | GenerationAnalysis
     html_uri: str
     json_uri: str
     policy_state: PolicyState | None = None
     """The model's policy state to record once the report's events are published (None: unchanged)."""
 
 
-def signal_table(policy: DriftPolicy, analysis: Analysis) -> dict[str, dict[str, Any]]:
-    """Every signal with its score, threshold, whether it decides and whether it is above threshold."""
+def signal_table(
+    policy: DriftPolicy | SignalRules,
+    analysis: Analysis | GenerationAnalysis,
+    meanings: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every signal with its score, threshold, whether it decides and whether it is above threshold
+    (``policy``: the classifier's rules, or the rules of the window's kind)."""
+    rules = policy.rules if isinstance(policy, DriftPolicy) else policy
+    meanings = meanings if meanings is not None else {**DRIFT_SIGNALS, **QUALITY_SIGNALS}
     table: dict[str, dict[str, Any]] = {}
     for name, score in sorted(analysis.signals.items()):
-        quality = name in QUALITY_SIGNALS
-        threshold = policy.quality_thresholds.get(name) if quality else policy.drift_thresholds.get(name)
-        decides = (name in policy.quality_thresholds and analysis.labelled >= policy.min_labelled) or (
-            name in policy.decide_on
-        )
+        threshold = rules.threshold(name)
         table[name] = {
             "score": round(score, 6),
             "threshold": threshold,
-            "decides": decides,
+            "decides": rules.decides(name, labelled=analysis.labelled),
             "breached": threshold is not None and score > threshold,
-            "meaning": QUALITY_SIGNALS.get(name) or DRIFT_SIGNALS.get(name, ""),
+            "meaning": meanings.get(name, ""),
         }
     return table
 
@@ -101,6 +121,8 @@ class MonitoringService:
         metrics: MonitoringMetrics,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        generation_references: GenerationReferences | None = None,
+        find_pii: PiiFinder | None = None,
     ) -> None:
         self._settings = settings
         self.policy = policy
@@ -113,8 +135,16 @@ class MonitoringService:
         self._metrics = metrics
         self._clock = clock
         self._wall_clock = wall_clock
-        self._book = WindowBook(max_events=settings.window_size, max_seconds=settings.window_seconds)
+        self._book: WindowBook[Observation] = WindowBook(
+            max_events=settings.window_size, max_seconds=settings.window_seconds
+        )
         self._labels = LabelJoin(max_tracked=settings.max_tracked_requests)
+        self._generation_references = generation_references
+        self._find_pii = find_pii
+        self._generations: WindowBook[GenerationObservation] = WindowBook(
+            max_events=settings.window_size, max_seconds=settings.window_seconds
+        )
+        self._generation_feedback = GenerationFeedbackJoin(max_tracked=settings.max_tracked_requests)
         # One analysis at a time: two would fight over the two CPU cores and the encoder.
         self._lock = asyncio.Lock()
         self.last_report: WindowReport | None = None
@@ -134,7 +164,8 @@ class MonitoringService:
     async def on_inference(self, envelope: Envelope[Any]) -> None:
         event: InferenceLogged = envelope.data
         if event.generation is not None:
-            return  # a generation has no label or confidence to watch; generations' monitoring is issue 16
+            await self._on_generation(event)
+            return
         key = WindowKey(event.model_name, event.model_version)
         observation = Observation(
             request_id=event.request_id,
@@ -145,26 +176,63 @@ class MonitoringService:
         )
         window, closed = self._book.add(key, observation, now=self._clock())
         self._labels.served(window, observation)
-        index = window.size - 1
-        if index % self._stride == 0 and index // self._stride < self._settings.embedding_sample_size:
-            # Embedded now, in batches, so the report at the window's end finds them in the cache.
-            self._to_embed.append(observation.text)
-            if len(self._to_embed) >= self._settings.embedding_batch_size or closed is not None:
-                batch, self._to_embed = self._to_embed, []
-                try:
-                    await asyncio.to_thread(self._encoder.encode, batch)
-                except Exception:  # the event is fine; the report will embed (or fail and say so) later
-                    logger.exception("embedding a batch of the window's sample failed")
+        await self._embed_while_filling(window.size - 1, observation.text, closed=closed is not None)
         self._metrics.open_window_size.labels(key.model_name, str(key.model_version)).set(
             0 if closed is not None else window.size
         )
         if closed is not None:
             await self.report_window(closed)
 
+    async def _on_generation(self, event: InferenceLogged) -> None:
+        generation = event.generation
+        assert generation is not None
+        key = WindowKey(event.model_name, event.model_version)
+        users = [turn.content for turn in generation.messages if turn.role == "user"]
+        observation = GenerationObservation(
+            request_id=event.request_id,
+            prompt=users[-1] if users else event.text,
+            output=generation.output,
+            finish_reason=generation.finish_reason,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            time_to_first_token_ms=generation.time_to_first_token_ms,
+            tokens_per_s=generation.tokens_per_s,
+            served_at=event.served_at,
+        )
+        window, closed = self._generations.add(key, observation, now=self._clock())
+        self._generation_feedback.served(window, observation)
+        await self._embed_while_filling(window.size - 1, observation.prompt, closed=closed is not None)
+        self._metrics.open_window_size.labels(key.model_name, str(key.model_version)).set(
+            0 if closed is not None else window.size
+        )
+        if closed is not None:
+            await self.report_window(closed)
+
+    async def _embed_while_filling(self, index: int, text: str, *, closed: bool) -> None:
+        """Embed the window's sample (every ``stride``-th text) in batches while the window fills, so
+        the report at the window's end finds the embeddings in the encoder's cache."""
+        if index % self._stride == 0 and index // self._stride < self._settings.embedding_sample_size:
+            self._to_embed.append(text)
+        if self._to_embed and (len(self._to_embed) >= self._settings.embedding_batch_size or closed):
+            batch, self._to_embed = self._to_embed, []
+            try:
+                await asyncio.to_thread(self._encoder.encode, batch)
+            except Exception:  # the event is fine; the report will embed (or fail and say so) later
+                logger.exception("embedding a batch of the window's sample failed")
+
     async def on_feedback(self, envelope: Envelope[Any]) -> None:
         event: FeedbackSubmitted = envelope.data
+        if event.rating is not None or event.corrected_answer is not None:
+            # About a generation (or a rating of a classification, which stays "early" until forgotten).
+            joined = self._generation_feedback.feedback(
+                event.request_id,
+                rating=event.rating,
+                corrected_answer=event.corrected_answer,
+                book=self._generations,
+            )
+            self._metrics.feedback.labels(f"generation_{joined}").inc()
         if event.true_label is None:
-            return  # a rating alone says nothing about classification quality
+            return  # a rating or correction alone says nothing about classification quality
         joined = self._labels.feedback(event.request_id, event.true_label, book=self._book)
         self._metrics.feedback.labels(joined).inc()
 
@@ -175,38 +243,53 @@ class MonitoringService:
         """Close and report the windows that reached their time limit."""
         for window in self._book.expired(now=self._clock()):
             await self.report_window(window)
+        for generations in self._generations.expired(now=self._clock()):
+            await self.report_window(generations)
 
     async def flush(self, model_name: str | None = None) -> list[WindowReport]:
         """Report every open window now (of one model, or all), whatever its size."""
         reports = []
-        for window in self._book.open_windows():
-            if model_name is None or window.key.model_name == model_name:
-                closed = self._book.close(window.key)
-                if closed is not None:
-                    report = await self.report_window(closed)
-                    if report is not None:
-                        reports.append(report)
+        books: tuple[WindowBook[Any], ...] = (self._book, self._generations)
+        for book in books:
+            for window in book.open_windows():
+                if model_name is None or window.key.model_name == model_name:
+                    closed = book.close(window.key)
+                    if closed is not None:
+                        report = await self.report_window(closed)
+                        if report is not None:
+                            reports.append(report)
         return reports
 
     # -- reports ----------------------------------------------------------------------------
 
-    async def report_window(self, window: Window) -> WindowReport | None:
+    async def report_window(self, window: Window[Any]) -> WindowReport | None:
         """Analyse, write, decide and publish; never raises (a failed report is logged and counted)."""
         key = window.key
-        late = self._labels.take_late(key)
+        generations = bool(window.observations) and isinstance(window.observations[0], GenerationObservation)
         champion = self._champions.champion(key.model_name)
         actionable = champion is None or champion == key.model_version
         async with self._lock:  # held until the state is recorded: the next window decides on it
             try:
-                report = await asyncio.to_thread(
-                    self.build_report,
-                    key,
-                    window.observations,
-                    late=late,
-                    actionable=actionable,
-                    act=True,
-                    stride=self._stride,
-                )
+                if generations:
+                    report = await asyncio.to_thread(
+                        self.build_generation_report,
+                        key,
+                        window.observations,
+                        late=self._generation_feedback.take_late(key),
+                        actionable=actionable,
+                        act=True,
+                        stride=self._stride,
+                    )
+                else:
+                    report = await asyncio.to_thread(
+                        self.build_report,
+                        key,
+                        window.observations,
+                        late=self._labels.take_late(key),
+                        actionable=actionable,
+                        act=True,
+                        stride=self._stride,
+                    )
             except ReferenceUnavailable as error:
                 logger.warning(
                     "no reference for the window; not reported",
@@ -275,6 +358,7 @@ class MonitoringService:
         served = [o.served_at for o in observations]
         summary: dict[str, Any] = {
             "report_id": report_id,
+            "kind": CLASSIFICATION,
             "model_name": key.model_name,
             "model_version": key.model_version,
             "created_at": datetime.now(UTC).isoformat(),
@@ -290,6 +374,7 @@ class MonitoringService:
                 "dataset_id": reference.dataset_id,
                 "model_version": reference.model_version,
                 "size": reference.size,
+                "description": f"{reference.size} validation examples of snapshot {reference.dataset_id}",
             },
             "embedding_sample": analysis.embedding_sample,
             "signals": signal_table(policy, analysis),
@@ -298,6 +383,97 @@ class MonitoringService:
             "policy": policy.model_dump(),
             "seconds": {k: round(v, 3) for k, v in analysis.seconds.items()},
         }
+        return self._written(summary, analysis, decision, state, act=act, started=started)
+
+    def build_generation_report(
+        self,
+        key: WindowKey,
+        observations: Sequence[GenerationObservation],
+        *,
+        late: Sequence[GenerationObservation] = (),
+        actionable: bool = True,
+        act: bool = True,
+        stride: int | None = None,
+    ) -> WindowReport:
+        """The report of one window of generations (blocking: run it in a thread), judged by the
+        policy's ``generation`` section; otherwise as ``build_report``."""
+        if self._generation_references is None:
+            raise MonitoringError("generation windows need generation references (none configured)")
+        started = time.perf_counter()
+        policy = self.policy
+        rules = policy.generation.rules
+        reference = self._generation_references.get(key.model_name, key.model_version)
+        analysis = analyse_generations(
+            observations,
+            reference,
+            encoder=self._encoder,
+            thresholds=rules.drift_thresholds,
+            embedding_sample_size=self._settings.embedding_sample_size,
+            find_pii=self._find_pii,
+            late_feedback=late,
+            stride=stride,
+        )
+        state = self._policy_state.load(key.model_name)
+        decision = decide(
+            policy,
+            signals=analysis.signals,
+            window_size=len(observations),
+            labelled=analysis.labelled,
+            state=state,
+            now=self._wall_clock(),
+            actionable=actionable and act,
+            rules=rules,
+        )
+        served = [o.served_at for o in observations]
+        output_format = reference.output_format
+        summary: dict[str, Any] = {
+            "report_id": f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
+            "kind": GENERATION,
+            "model_name": key.model_name,
+            "model_version": key.model_version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "on_demand": not act,
+            "window": {
+                "size": len(observations),
+                "start": min(served).isoformat() if served else "",
+                "end": max(served).isoformat() if served else "",
+                "labelled": analysis.with_feedback,
+                "late_labelled": analysis.late_feedback,
+            },
+            "reference": {
+                "dataset_id": reference.dataset_id,
+                "model_version": reference.model_version,
+                "size": reference.size,
+                "output_format": (
+                    None
+                    if output_format is None
+                    else {"labels": list(output_format[0] or []) or None, "json_schema": output_format[1]}
+                ),
+                "description": (
+                    f"{reference.size} training conversations of instructions snapshot {reference.dataset_id}"
+                    f" (output format {'declared' if output_format is not None else 'not declared'})"
+                ),
+            },
+            "embedding_sample": analysis.embedding_sample,
+            "signals": signal_table(rules, analysis, GENERATION_SIGNALS),
+            "quality": analysis.quality,
+            "decision": {**decision.as_record(), "actionable": actionable and act},
+            "policy": policy.model_dump(),
+            "seconds": {k: round(v, 3) for k, v in analysis.seconds.items()},
+        }
+        return self._written(summary, analysis, decision, state, act=act, started=started)
+
+    def _written(
+        self,
+        summary: dict[str, Any],
+        analysis: Analysis | GenerationAnalysis,
+        decision: Decision,
+        state: PolicyState,
+        *,
+        act: bool,
+        started: float,
+    ) -> WindowReport:
+        """Write the report's files; the report, with the policy state to record when acting."""
         html_uri, json_uri = write_report(
             self._store,
             summary=summary,
@@ -309,8 +485,9 @@ class MonitoringService:
         logger.info(
             "window reported",
             extra={
-                "model": str(key),
-                "size": len(observations),
+                "model": f"{summary['model_name']}/v{summary['model_version']}",
+                "kind": summary["kind"],
+                "size": summary["window"]["size"],
                 "action": decision.action.value,
                 "breached": decision.breached,
                 "report": html_uri,
@@ -355,6 +532,7 @@ class MonitoringService:
     async def _request_retraining(self, report: WindowReport) -> None:
         summary, decision, window = report.summary, report.decision, report.summary["window"]
         model, version = summary["model_name"], summary["model_version"]
+        generation = summary.get("kind") == GENERATION
         signals = {name: item["score"] for name, item in summary["signals"].items()}
         thresholds = {name: item["threshold"] for name, item in summary["signals"].items() if name in decision.breached}
         # Named after the request's number, not drawn at random: decided again after a crash between
@@ -369,6 +547,7 @@ class MonitoringService:
                 kind=decision.kind or "drift",
                 breached=decision.breached,
                 evidence={
+                    "window_kind": summary.get("kind", CLASSIFICATION),
                     "signals": signals,
                     "thresholds": thresholds,
                     "explanation": decision.explanation,
@@ -394,7 +573,9 @@ class MonitoringService:
                     "thresholds": thresholds,
                     "model_version": version,
                     "detection_id": detection_id,
+                    "window_kind": summary.get("kind", CLASSIFICATION),
                 },
+                task=TrainingTask.CAUSAL_LM if generation else TrainingTask.SEQUENCE_CLASSIFICATION,
                 requested_by=SERVICE,
             ),
             id=self._policy_state.request_event_id(model, number, "training_requested"),

@@ -22,9 +22,12 @@ from llmops_events.v1 import (
 from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, ProcessedEvents, subscribe
 from llmops_messaging.app import service_app
 from llmops_monitoring.adapters.encoder import MiniLMEncoder
+from llmops_monitoring.adapters.generation_reference import GenerationReferences
 from llmops_monitoring.adapters.metrics import MonitoringMetrics
+from llmops_monitoring.adapters.pii import RedactorPiiFinder
 from llmops_monitoring.adapters.policy_state import PolicyStateStore
 from llmops_monitoring.adapters.reference import ArtifactReferences, PredictorLoader
+from llmops_monitoring.domain.generation import PiiFinder
 from llmops_monitoring.domain.policy import DriftPolicy, load_policy
 from llmops_monitoring.domain.ports import Encoder
 from llmops_monitoring.handlers import SERVICE, MonitoringService, WindowReport
@@ -38,8 +41,9 @@ logger = logging.getLogger(__name__)
 class MonitoringRuntime:
     """The service's resources for one run: opened before the broker starts, closed after it stops.
 
-    ``encoder``, ``predictor_loader`` and ``policy`` can be injected (tests, benchmarks); by default
-    the MiniLM encoder, the champion's artifacts and ``settings.policy_file`` are used.
+    ``encoder``, ``predictor_loader``, ``policy`` and ``find_pii`` can be injected (tests, benchmarks);
+    by default the MiniLM encoder, the champion's artifacts, ``settings.policy_file`` and
+    ``llmops_privacy``'s detectors (built on the first generation report) are used.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class MonitoringRuntime:
         encoder: Encoder | None = None,
         predictor_loader: PredictorLoader | None = None,
         policy: DriftPolicy | None = None,
+        find_pii: PiiFinder | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or MonitoringMetrics()
@@ -59,6 +64,7 @@ class MonitoringRuntime:
         self._encoder = encoder
         self._predictor_loader = predictor_loader
         self._policy = policy
+        self._find_pii = find_pii
         self._ticker: asyncio.Task[None] | None = None
 
     async def open(self) -> MonitoringService:
@@ -85,6 +91,14 @@ class MonitoringRuntime:
             policy_state=PolicyStateStore(self.processed.connection),
             champions=ChampionTable(self.processed.connection),
             metrics=self.metrics,
+            generation_references=GenerationReferences(
+                store,
+                encoder=encoder,
+                cache_dir=settings.reference_cache_dir,
+                size=policy.generation.reference_size or settings.reference_size,
+                seed=settings.seed,
+            ),
+            find_pii=self._find_pii or (RedactorPiiFinder() if settings.detect_output_pii else None),
         )
         return self.service
 

@@ -26,7 +26,8 @@ class MonitoringSettings(BaseSettings):
     """...or when its first event is this old (None: count-based only)."""
 
     reference_size: int = Field(default=2000, ge=10)
-    """Validation examples (a seeded sample) in a model version's reference."""
+    """Validation examples (a seeded sample) in a model version's reference; training conversations
+    in a causal LM version's."""
 
     embedding_sample_size: int = Field(default=1000, ge=10)
     """Texts of a window that are embedded for the embedding drift signal (a seeded sample beyond it)."""
@@ -42,6 +43,10 @@ class MonitoringSettings(BaseSettings):
 
     tick_seconds: float = Field(default=5.0, gt=0)
     """How often time-based windows are checked for expiry."""
+
+    detect_output_pii: bool = True
+    """Run ``llmops_privacy``'s PII detectors over generated answers (the placeholders the gateway
+    left where it redacted count whatever this says)."""
 
     seed: int = 13
     """Seed of the reference and embedding samples."""

@@ -33,7 +33,7 @@ def _observation(request_id: str, label: str = "card_arrival") -> Observation:
 
 
 def test_count_window_closes_at_max_events_and_a_new_one_opens() -> None:
-    book = WindowBook(max_events=3, max_seconds=None)
+    book: WindowBook[Observation] = WindowBook(max_events=3, max_seconds=None)
     closed = [book.add(KEY, _observation(str(i)), now=0.0)[1] for i in range(7)]
     full = [w for w in closed if w is not None]
     assert [w.size for w in full] == [3, 3]
@@ -42,7 +42,7 @@ def test_count_window_closes_at_max_events_and_a_new_one_opens() -> None:
 
 
 def test_windows_are_per_model_version() -> None:
-    book = WindowBook(max_events=2, max_seconds=None)
+    book: WindowBook[Observation] = WindowBook(max_events=2, max_seconds=None)
     other = WindowKey("banking", 2)
     assert book.add(KEY, _observation("a"), now=0)[1] is None
     assert book.add(other, _observation("b"), now=0)[1] is None
@@ -52,7 +52,7 @@ def test_windows_are_per_model_version() -> None:
 
 
 def test_time_window_expires_after_max_seconds() -> None:
-    book = WindowBook(max_events=100, max_seconds=60)
+    book: WindowBook[Observation] = WindowBook(max_events=100, max_seconds=60)
     book.add(KEY, _observation("a"), now=10.0)
     book.add(KEY, _observation("b"), now=50.0)
     assert book.expired(now=69.0) == []
@@ -62,7 +62,7 @@ def test_time_window_expires_after_max_seconds() -> None:
 
 
 def test_close_on_demand() -> None:
-    book = WindowBook(max_events=100, max_seconds=None)
+    book: WindowBook[Observation] = WindowBook(max_events=100, max_seconds=None)
     book.add(KEY, _observation("a"), now=0)
     window = book.close(KEY)
     assert window is not None and window.size == 1
@@ -73,7 +73,8 @@ def test_close_on_demand() -> None:
 
 
 def test_feedback_labels_the_open_window() -> None:
-    book, join = WindowBook(max_events=10, max_seconds=None), LabelJoin()
+    book: WindowBook[Observation] = WindowBook(max_events=10, max_seconds=None)
+    join = LabelJoin()
     window, _ = book.add(KEY, observation := _observation("r1"), now=0)
     join.served(window, observation)
     assert join.feedback("r1", "lost_card", book=book) == "window"
@@ -82,7 +83,8 @@ def test_feedback_labels_the_open_window() -> None:
 
 
 def test_late_feedback_goes_to_the_next_report_of_the_version() -> None:
-    book, join = WindowBook(max_events=1, max_seconds=None), LabelJoin()
+    book: WindowBook[Observation] = WindowBook(max_events=1, max_seconds=None)
+    join = LabelJoin()
     window, closed = book.add(KEY, observation := _observation("r1"), now=0)
     join.served(window, observation)
     assert closed is window
@@ -93,7 +95,8 @@ def test_late_feedback_goes_to_the_next_report_of_the_version() -> None:
 
 
 def test_feedback_before_the_inference_event_waits_for_it() -> None:
-    book, join = WindowBook(max_events=10, max_seconds=None), LabelJoin()
+    book: WindowBook[Observation] = WindowBook(max_events=10, max_seconds=None)
+    join = LabelJoin()
     assert join.feedback("r1", "lost_card", book=book) == "early"
     window, _ = book.add(KEY, observation := _observation("r1"), now=0)
     join.served(window, observation)
@@ -101,7 +104,8 @@ def test_feedback_before_the_inference_event_waits_for_it() -> None:
 
 
 def test_the_join_forgets_the_oldest_requests_beyond_its_bound() -> None:
-    book, join = WindowBook(max_events=100, max_seconds=None), LabelJoin(max_tracked=2)
+    book: WindowBook[Observation] = WindowBook(max_events=100, max_seconds=None)
+    join = LabelJoin(max_tracked=2)
     for request_id in ("r1", "r2", "r3"):
         window, _ = book.add(KEY, observation := _observation(request_id), now=0)
         join.served(window, observation)

@@ -1,9 +1,10 @@
-"""The gateway's generation logs (``inference.logged`` with ``generation`` set) and feedback that
-carries only a corrected answer are skipped by monitoring until generations are monitored (issue
-16): no window opens, nothing is embedded or reported, and a classification still opens one."""
+"""The gateway's generation logs (``inference.logged`` with ``generation`` set) open windows of their
+own, apart from classifications'; ratings and corrected answers join the generation they are about,
+whichever arrives first; the prompt embedded while the window fills is the last user turn."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +27,7 @@ class CountingEncoder:
     def __init__(self) -> None:
         self.texts: list[str] = []
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         self.texts.extend(texts)
         return np.zeros((len(texts), 4), dtype=np.float32)
 
@@ -46,7 +47,7 @@ def _logged(request_id: str, *, generation: Generation | None) -> Envelope[Infer
     return Envelope.wrap(data, source="/test")
 
 
-async def test_generation_logs_open_no_window_and_classifications_still_do(tmp_path: Path) -> None:
+async def test_generation_logs_open_their_own_window_and_feedback_joins_them(tmp_path: Path) -> None:
     processed = ProcessedEvents(tmp_path / "monitoring.db", consumer="monitoring")
     state = PolicyStateStore(processed.connection)
     encoder = CountingEncoder()
@@ -69,17 +70,33 @@ async def test_generation_logs_open_no_window_and_classifications_still_do(tmp_p
         metrics=MonitoringMetrics(),
     )
     generation = Generation(
-        messages=[ChatTurn(role="user", content="my card has not arrived")],
+        messages=[
+            ChatTurn(role="system", content="Answer with the intent name."),
+            ChatTurn(role="user", content="my card has not arrived"),
+        ],
         output="Cards arrive within 5 working days.",
         finish_reason="stop",
         prompt_tokens=20,
         completion_tokens=9,
+        time_to_first_token_ms=120.0,
+        tokens_per_s=25.0,
     )
+    # Feedback for gen-2 comes before its generation (the topics are not ordered).
+    await service.on_feedback(Envelope.wrap(FeedbackSubmitted(request_id="gen-2", rating=1), source="/test"))
     await service.on_inference(_logged("gen-1", generation=generation))
+    await service.on_inference(_logged("gen-2", generation=generation))
     await service.on_feedback(
-        Envelope.wrap(FeedbackSubmitted(request_id="gen-1", corrected_answer="Order a new card."), source="/test")
+        Envelope.wrap(FeedbackSubmitted(request_id="gen-1", corrected_answer="card_arrival"), source="/test")
     )
-    assert service._book.open_windows() == [] and encoder.texts == []
+    assert service._book.open_windows() == []
+    [window] = service._generations.open_windows()
+    assert window.key.model_name == "support-bot" and window.size == 2
+    first, second = window.observations
+    assert first.prompt == "my card has not arrived" and first.corrected_answer == "card_arrival"
+    assert second.rating == 1 and second.corrected_answer is None
+    assert first.time_to_first_token_ms == 120.0 and first.tokens_per_s == 25.0
+    assert encoder.texts == ["my card has not arrived"]  # the window's first text: the embedding sample's
 
     await service.on_inference(_logged("cls-1", generation=None))
     assert [w.key.model_name for w in service._book.open_windows()] == ["banking"]
+    assert [w.key.model_name for w in service._generations.open_windows()] == ["support-bot"]

@@ -4,7 +4,10 @@
 ``summary.json`` (and the header at the top of ``report.html``) hold the signals, the thresholds,
 the policy and the decision, so a detection is explained by the report alone; ``report.json`` adds
 Evidently's full results; ``report.html`` is Evidently's drift report under that header, and
-``quality.html`` its classification report when feedback labels existed.
+``quality.html`` its classification report when feedback labels existed. A generation window's
+report has the same files (no ``quality.html``): its Evidently part shows prompt and output drift
+and the window's shares of refusals, format-invalid answers, PII and length-cut generations next
+to the training answers'.
 """
 
 from __future__ import annotations
@@ -40,18 +43,26 @@ def _header(summary: dict[str, Any], quality_link: bool) -> str:
         ", ".join(f"{k} {v:.3f}" for k, v in quality.items()) if quality else "no feedback labels in this window"
     )
     window = summary["window"]
+    reference = summary["reference"]
+    reference_text = reference.get("description") or (
+        f"{reference['size']} validation examples of snapshot {reference['dataset_id']}"
+    )
+    if summary.get("kind") == "generation":
+        quality_text = (
+            ", ".join(f"{k} {v:.3f}" for k, v in quality.items()) if quality else "no feedback in this window"
+        )
+        quality_text = f"feedback: {quality_text}"
     link = ' — <a href="quality.html">classification report</a>' if quality_link else ""
     return (
         '<div id="llmops-monitoring-summary" style="font-family:sans-serif;margin:16px;padding:12px;'
         'border:2px solid #444;border-radius:6px">'
         f"<h2>Monitoring report {html.escape(summary['report_id'])}: {html.escape(summary['model_name'])} "
-        f"v{summary['model_version']}</h2>"
+        f"v{summary['model_version']} ({html.escape(summary.get('kind', 'classification'))})</h2>"
         f"<p><b>Decision: {html.escape(decision['action'])}</b>"
         f"{' (' + html.escape(str(decision['kind'])) + ')' if decision.get('kind') else ''} — "
         f"{html.escape(decision['explanation'])}</p>"
         f"<p>Window: {window['size']} events from {html.escape(window['start'])} to {html.escape(window['end'])}; "
-        f"reference: {summary['reference']['size']} validation examples of snapshot "
-        f"{html.escape(summary['reference']['dataset_id'])}; embedding sample {summary['embedding_sample']}.</p>"
+        f"reference: {html.escape(reference_text)}; embedding sample {summary['embedding_sample']}.</p>"
         "<table border=1 cellpadding=4 style='border-collapse:collapse'>"
         "<tr><th>signal</th><th>score</th><th>threshold</th><th>decides</th><th></th><th>meaning</th></tr>"
         + "".join(rows)

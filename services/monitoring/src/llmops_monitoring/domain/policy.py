@@ -1,6 +1,9 @@
 """The drift policy: which signals count, their thresholds, and the debounce that keeps one drift
 from becoming a retraining storm (consecutive windows, cooldown, a daily cap).
 
+Classifiers' windows are judged by the top-level thresholds; generations' windows (``causal_lm``
+models) by the ``generation`` section's, under the same debounce, cooldown and daily cap.
+
 Every signal is a score where higher means further from the reference; a signal *breaches* when
 its score is above its threshold. The decision is a pure function of the policy, the window's
 signals and the model's ``PolicyState`` (which the service persists, so a restart keeps the cooldown).
@@ -8,6 +11,7 @@ signals and the model's ``PolicyState`` (which the service persists, so a restar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +33,31 @@ QUALITY_SIGNALS: dict[str, str] = {
     "accuracy_drop": "reference accuracy minus accuracy on the window's labelled requests",
     "f1_drop": "reference weighted F1 minus weighted F1 on the window's labelled requests",
 }
+GENERATION_DRIFT_SIGNALS: dict[str, str] = {
+    "prompt_embedding": "ROC AUC of a classifier telling the window's last user turns from the training prompts"
+    " (MiniLM embeddings; 0.5 = same)",
+    "prompt_length": "Wasserstein distance (normed) of the last user turn's length against the training prompts",
+    "prompt_oov_share": "Wasserstein distance (normed) of the prompts' share of words absent from the training data",
+    "output_length": "Wasserstein distance (normed) of the answers' length against the training answers",
+}
+GENERATION_OUTPUT_SIGNALS: dict[str, str] = {
+    "refusal_share": "share of answers that refuse (a documented list of refusal phrases)",
+    "format_invalid_share": "share of answers outside the task's declared output format (labels / JSON schema)",
+    "pii_share": "share of answers with personal data (the gateway's placeholders or the PII detectors' findings)",
+    "length_finish_share": "share of generations cut at max_tokens (finish reason length: the model rambles)",
+    "ttft_p95_ms": "95th percentile of the time to first token, milliseconds",
+    "ms_per_token": "median milliseconds per generated token after the first (1000 / tokens per second)",
+}
+GENERATION_FEEDBACK_SIGNALS: dict[str, str] = {
+    "thumbs_down_share": "share of rated answers rated thumbs-down (rating <= THUMBS_DOWN_MAX_RATING)",
+    "corrected_share": "share of the window's answers that feedback corrected",
+    "correction_mismatch_share": "share of the window's answers a correction differs from (exact match, normalised)",
+}
+GENERATION_SIGNALS: dict[str, str] = {
+    **GENERATION_DRIFT_SIGNALS,
+    **GENERATION_OUTPUT_SIGNALS,
+    **GENERATION_FEEDBACK_SIGNALS,
+}
 DAY_SECONDS = 24 * 60 * 60
 # Calibrated on BANKING77 (README "Monitoring"); deploy/policies/drift.yaml repeats them.
 DEFAULT_DRIFT_THRESHOLDS: dict[str, float] = {
@@ -41,6 +70,128 @@ DEFAULT_DRIFT_THRESHOLDS: dict[str, float] = {
     "sentence_count": 0.25,
     "non_letter_share": 0.25,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRules:
+    """How one kind of window's signals decide: ``min_breached_signals`` of the ``decide_on`` drift
+    signals together; any one ``gated`` signal once ``min_labelled`` requests have feedback; any one
+    ``ungated`` signal always. Signals without a threshold are reported only."""
+
+    min_window_size: int
+    drift_thresholds: dict[str, float]
+    decide_on: list[str]
+    min_breached_signals: int
+    gated_thresholds: dict[str, float]
+    min_labelled: int
+    ungated_thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {**self.drift_thresholds, **self.ungated_thresholds, **self.gated_thresholds}
+
+    def threshold(self, signal: str) -> float | None:
+        return self.thresholds.get(signal)
+
+    def decides(self, signal: str, *, labelled: int) -> bool:
+        return (
+            signal in self.decide_on
+            or signal in self.ungated_thresholds
+            or (signal in self.gated_thresholds and labelled >= self.min_labelled)
+        )
+
+
+def _known(value: Mapping[str, object] | list[str], known: Mapping[str, str], what: str) -> None:
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} signal(s) {unknown}; known: {sorted(known)}")
+
+
+# Calibrated on BANKING77 generations (services/monitoring/bench/bench_generation_monitoring.py);
+# deploy/policies/drift.yaml repeats them.
+DEFAULT_GENERATION_DRIFT_THRESHOLDS: dict[str, float] = {
+    "prompt_embedding": 0.62,
+    "prompt_length": 0.25,
+    "prompt_oov_share": 0.5,
+    "output_length": 0.5,
+}
+DEFAULT_GENERATION_OUTPUT_THRESHOLDS: dict[str, float] = {
+    "refusal_share": 0.1,
+    "format_invalid_share": 0.2,
+    "pii_share": 0.02,
+    "length_finish_share": 0.2,
+    "ttft_p95_ms": 5000.0,
+    "ms_per_token": 250.0,
+}
+DEFAULT_GENERATION_FEEDBACK_THRESHOLDS: dict[str, float] = {
+    "thumbs_down_share": 0.3,
+    "corrected_share": 0.2,
+    "correction_mismatch_share": 0.2,
+}
+
+
+class GenerationPolicy(BaseModel):
+    """The ``generation`` section: thresholds for windows of generation logs (``causal_lm`` models).
+    Unknown keys and unknown signal names are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_window_size: int = Field(default=200, ge=1)
+    """A window with fewer generations is reported but never decides anything."""
+    drift_thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GENERATION_DRIFT_THRESHOLDS))
+    """Prompt and output drift signal → threshold (against the version's training conversations)."""
+    decide_on: list[str] = Field(default_factory=lambda: ["prompt_embedding", "prompt_oov_share"])
+    """The drift signals whose breaches count towards a drift decision; the others are only reported."""
+    min_breached_signals: int = Field(default=2, ge=1)
+    """How many ``decide_on`` signals must breach together for the window to count as drifted."""
+    output_thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GENERATION_OUTPUT_THRESHOLDS))
+    """Output quality signal → threshold; any one above it decides (reason ``quality``)."""
+    feedback_thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GENERATION_FEEDBACK_THRESHOLDS))
+    """Feedback signal → threshold; any one above it decides (reason ``quality``) once ``min_feedback``
+    of the window's generations have feedback."""
+    min_feedback: int = Field(default=20, ge=1)
+    """Generations with a rating or a correction needed before feedback signals decide."""
+    reference_size: int | None = Field(default=None, ge=10)
+    """Optional override of the service's reference sample size (training conversations)."""
+
+    @field_validator("drift_thresholds", "decide_on")
+    @classmethod
+    def _known_drift(cls, value: dict[str, float] | list[str]) -> dict[str, float] | list[str]:
+        _known(value, GENERATION_DRIFT_SIGNALS, "generation drift")
+        return value
+
+    @field_validator("output_thresholds")
+    @classmethod
+    def _known_output(cls, value: dict[str, float]) -> dict[str, float]:
+        _known(value, GENERATION_OUTPUT_SIGNALS, "generation output")
+        return value
+
+    @field_validator("feedback_thresholds")
+    @classmethod
+    def _known_feedback(cls, value: dict[str, float]) -> dict[str, float]:
+        _known(value, GENERATION_FEEDBACK_SIGNALS, "generation feedback")
+        return value
+
+    @model_validator(mode="after")
+    def _decisive_have_thresholds(self) -> GenerationPolicy:
+        missing = sorted(set(self.decide_on) - set(self.drift_thresholds))
+        if missing:
+            raise ValueError(f"generation decide_on signal(s) {missing} have no threshold in drift_thresholds")
+        if self.min_breached_signals > len(self.decide_on):
+            raise ValueError("generation min_breached_signals is larger than the number of decide_on signals")
+        return self
+
+    @property
+    def rules(self) -> SignalRules:
+        return SignalRules(
+            min_window_size=self.min_window_size,
+            drift_thresholds=dict(self.drift_thresholds),
+            decide_on=list(self.decide_on),
+            min_breached_signals=self.min_breached_signals,
+            gated_thresholds=dict(self.feedback_thresholds),
+            min_labelled=self.min_feedback,
+            ungated_thresholds=dict(self.output_thresholds),
+        )
 
 
 class DriftPolicy(BaseModel):
@@ -68,6 +219,8 @@ class DriftPolicy(BaseModel):
     """Hard cap on requests per model in any 24 hours."""
     reference_size: int | None = Field(default=None, ge=10)
     """Optional override of the service's reference sample size (validation examples)."""
+    generation: GenerationPolicy = Field(default_factory=GenerationPolicy)
+    """Thresholds for windows of generations (``causal_lm`` models); debounce, cooldown and cap above."""
 
     @field_validator("drift_thresholds")
     @classmethod
@@ -105,6 +258,18 @@ class DriftPolicy(BaseModel):
     @property
     def thresholds(self) -> dict[str, float]:
         return {**self.drift_thresholds, **self.quality_thresholds}
+
+    @property
+    def rules(self) -> SignalRules:
+        """The classifier windows' rules."""
+        return SignalRules(
+            min_window_size=self.min_window_size,
+            drift_thresholds=dict(self.drift_thresholds),
+            decide_on=list(self.decide_on),
+            min_breached_signals=self.min_breached_signals,
+            gated_thresholds=dict(self.quality_thresholds),
+            min_labelled=self.min_labelled,
+        )
 
 
 def load_policy(path: Path) -> DriftPolicy:
@@ -170,12 +335,15 @@ class Decision:
         }
 
 
-def breached_signals(policy: DriftPolicy, signals: dict[str, float], *, labelled: int) -> tuple[list[str], list[str]]:
-    """The drift and the quality signals above their thresholds (quality only with enough labels)."""
-    drift = sorted(s for s in policy.decide_on if s in signals and signals[s] > policy.drift_thresholds[s])
-    quality: list[str] = []
-    if labelled >= policy.min_labelled:
-        quality = sorted(s for s, t in policy.quality_thresholds.items() if s in signals and signals[s] > t)
+def breached_signals(
+    policy: DriftPolicy | SignalRules, signals: dict[str, float], *, labelled: int
+) -> tuple[list[str], list[str]]:
+    """The drift and the quality signals above their thresholds (gated quality only with enough labels)."""
+    rules = policy.rules if isinstance(policy, DriftPolicy) else policy
+    drift = sorted(s for s in rules.decide_on if s in signals and signals[s] > rules.drift_thresholds[s])
+    quality = sorted(s for s, t in rules.ungated_thresholds.items() if s in signals and signals[s] > t)
+    if labelled >= rules.min_labelled:
+        quality += sorted(s for s, t in rules.gated_thresholds.items() if s in signals and signals[s] > t)
     return drift, quality
 
 
@@ -188,27 +356,31 @@ def decide(
     state: PolicyState,
     now: float,
     actionable: bool = True,
+    rules: SignalRules | None = None,
 ) -> Decision:
-    """Apply the policy to one window's signals; ``now`` is epoch seconds."""
+    """Apply the policy to one window's signals; ``now`` is epoch seconds. ``rules``: how the window's
+    signals decide (default: the classifier's, ``policy.rules``); debounce, cooldown and the daily
+    cap are the policy's whatever the rules."""
+    rules = rules or policy.rules
     recent = tuple(t for t in state.request_times if now - t < DAY_SECONDS)
     state = replace(state, request_times=recent)
-    if window_size < policy.min_window_size:
+    if window_size < rules.min_window_size:
         return Decision(
             Action.INSUFFICIENT,
             None,
             [],
-            f"{window_size} events < min_window_size {policy.min_window_size}: no decision",
+            f"{window_size} events < min_window_size {rules.min_window_size}: no decision",
             state,
         )
-    drift, quality = breached_signals(policy, signals, labelled=labelled)
-    drifted = len(drift) >= policy.min_breached_signals
+    drift, quality = breached_signals(rules, signals, labelled=labelled)
+    drifted = len(drift) >= rules.min_breached_signals
     breached = (drift if drifted else []) + quality
     if not breached:
-        needed = policy.min_breached_signals
+        needed = rules.min_breached_signals
         detail = f" ({len(drift)} decisive signal(s) above threshold, {needed} needed)" if drift else ""
         return Decision(Action.NONE, None, [], f"no breach{detail}", replace(state, consecutive_breaches=0))
     kind = "quality" if quality else "drift"
-    listing = ", ".join(f"{s}={signals[s]:.3f}>{policy.thresholds[s]:g}" for s in breached)
+    listing = ", ".join(f"{s}={signals[s]:.3f}>{rules.thresholds[s]:g}" for s in breached)
     if not actionable:
         return Decision(
             Action.OBSERVE_ONLY, kind, breached, f"breach ({listing}) on a version that is not the champion", state

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,3 +38,24 @@ class Reference:
     @property
     def size(self) -> int:
         return len(self.frame)
+
+
+@dataclass(frozen=True)
+class GenerationReference:
+    """What a causal LM version's generations are compared with: a seeded sample of the training
+    conversations of its instructions snapshot (last user turns and final answers), the prompts'
+    embeddings, the training vocabulary, and the task's declared output format."""
+
+    model_name: str
+    model_version: int
+    dataset_id: str
+    prompts: list[str]
+    answers: list[str]
+    embeddings: np.ndarray
+    vocabulary: frozenset[str]
+    output_format: tuple[tuple[str, ...] | None, Any | None] | None = None
+    """``(labels, json_schema)`` the task declares (``output_format_json``), None when it declares none."""
+
+    @property
+    def size(self) -> int:
+        return len(self.prompts)

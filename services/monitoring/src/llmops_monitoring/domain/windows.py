@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -39,12 +39,15 @@ class Observation:
 
 _window_ids = count(1)
 
+ObservationT = TypeVar("ObservationT")
+"""What a window holds: an ``Observation`` (classifications) or a ``GenerationObservation``."""
+
 
 @dataclass(slots=True)
-class Window:
+class Window(Generic[ObservationT]):
     key: WindowKey
     opened_at: float
-    observations: list[Observation] = field(default_factory=list)
+    observations: list[ObservationT] = field(default_factory=list)
     sequence: int = field(default_factory=lambda: next(_window_ids))
 
     @property
@@ -52,11 +55,12 @@ class Window:
         return len(self.observations)
 
     @property
-    def labelled(self) -> list[Observation]:
-        return [o for o in self.observations if o.true_label is not None]
+    def labelled(self) -> list[ObservationT]:
+        """The observations that feedback labelled (classifications)."""
+        return [o for o in self.observations if getattr(o, "true_label", None) is not None]
 
 
-class WindowBook:
+class WindowBook(Generic[ObservationT]):
     """The open window of every model version."""
 
     def __init__(self, *, max_events: int, max_seconds: float | None) -> None:
@@ -64,9 +68,11 @@ class WindowBook:
             raise ValueError("max_events must be at least 1")
         self._max_events = max_events
         self._max_seconds = max_seconds
-        self._open: dict[WindowKey, Window] = {}
+        self._open: dict[WindowKey, Window[ObservationT]] = {}
 
-    def add(self, key: WindowKey, observation: Observation, *, now: float) -> tuple[Window, Window | None]:
+    def add(
+        self, key: WindowKey, observation: ObservationT, *, now: float
+    ) -> tuple[Window[ObservationT], Window[ObservationT] | None]:
         """Add to ``key``'s open window; returns that window and, when it became full, the closed window."""
         window = self._open.get(key)
         if window is None:
@@ -77,7 +83,7 @@ class WindowBook:
             return window, window
         return window, None
 
-    def expired(self, *, now: float) -> list[Window]:
+    def expired(self, *, now: float) -> list[Window[ObservationT]]:
         """Close and return the windows older than ``max_seconds``."""
         if self._max_seconds is None:
             return []
@@ -87,14 +93,14 @@ class WindowBook:
             del self._open[window.key]
         return closed
 
-    def close(self, key: WindowKey) -> Window | None:
+    def close(self, key: WindowKey) -> Window[ObservationT] | None:
         """Close ``key``'s window now (on demand), whatever its size."""
         return self._open.pop(key, None)
 
-    def is_open(self, window: Window) -> bool:
+    def is_open(self, window: Window[Any]) -> bool:
         return self._open.get(window.key) is window
 
-    def open_windows(self) -> list[Window]:
+    def open_windows(self) -> list[Window[ObservationT]]:
         return sorted(self._open.values(), key=lambda w: w.key)
 
 
@@ -113,18 +119,18 @@ class LabelJoin:
 
     def __init__(self, *, max_tracked: int = 100_000) -> None:
         self._max_tracked = max_tracked
-        self._served: OrderedDict[str, tuple[WindowKey, Window, Observation]] = OrderedDict()
+        self._served: OrderedDict[str, tuple[WindowKey, Window[Observation], Observation]] = OrderedDict()
         self._early: OrderedDict[str, str] = OrderedDict()
         self._late: dict[WindowKey, list[Observation]] = {}
 
-    def served(self, window: Window, observation: Observation) -> None:
+    def served(self, window: Window[Observation], observation: Observation) -> None:
         early = self._early.pop(observation.request_id, None)
         if early is not None:
             observation.true_label = early
         self._served[observation.request_id] = (window.key, window, observation)
         self._trim(self._served)
 
-    def feedback(self, request_id: str, true_label: str, *, book: WindowBook) -> str:
+    def feedback(self, request_id: str, true_label: str, *, book: WindowBook[Observation]) -> str:
         """Record a label; returns where it went: ``window``, ``late`` or ``early``."""
         entry = self._served.get(request_id)
         if entry is None:
