@@ -8,6 +8,12 @@ snapshots read Feast with a point-in-time join, which yields one row per record 
 
 Records and instruction examples are two snapshot series (``DatasetContent``): each has its own
 feature view, its own count policy and its own snapshots, never mixed.
+
+Feedback closes two loops: a true label for a classification makes a labelled record; a corrected
+answer for a generation makes an instruction example (``source=feedback``), and answers that
+feedback compares make preference pairs, which the next instructions snapshot carries beside its
+rows. Either half (the inference log, the feedback) may come first: the one that comes first waits
+in the service's join state for at most ``flywheel_retention``.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pandas as pd
 
 from llmops_events import Envelope, derived_id
 from llmops_events.v1 import (
@@ -42,16 +50,32 @@ from llmops_features import (
 from llmops_ingestion.adapters.consumer import current_position
 from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.snapshots import publish_snapshot, split_files
-from llmops_ingestion.adapters.state import CuratedRow, IngestionState, PendingFeedback, StoreOutcome
+from llmops_ingestion.adapters.state import (
+    CuratedRow,
+    IngestionState,
+    PendingFeedback,
+    PendingGenerationFeedback,
+    StoreOutcome,
+)
 from llmops_ingestion.adapters.tokenizer import ChatTokenizer
 from llmops_ingestion.domain.curation import CuratedRecord, RecordInput, curate, curate_batch
-from llmops_ingestion.domain.feedback import ServedRequest, record_from_feedback
+from llmops_ingestion.domain.feedback import (
+    PreferencePair,
+    ServedGeneration,
+    ServedRequest,
+    correction_pair,
+    instruction_from_correction,
+    prompt_of,
+    rating_pair,
+    record_from_feedback,
+)
 from llmops_ingestion.domain.instructions import (
     AnswerFormat,
     CuratedInstruction,
     InstructionInput,
     Turn,
     curate_instructions,
+    normalise_turn,
 )
 from llmops_ingestion.domain.ports import ChatTokenCounter, EventSink, FeatureStore
 from llmops_ingestion.domain.snapshot import (
@@ -68,6 +92,7 @@ from llmops_ingestion.domain.validation import (
     RuleViolation,
     ValidationRules,
     check_answer,
+    check_corrected_answer,
     check_label,
     check_output_format,
     check_record,
@@ -76,6 +101,7 @@ from llmops_ingestion.domain.validation import (
 )
 from llmops_ingestion.errors import NothingToSnapshot
 from llmops_messaging import Delivery, Origin, ProcessedEvents, Rejected
+from llmops_models.snapshots import PREFERENCE_COLUMNS
 from llmops_privacy.redaction import PiiKind, RedactionResult
 from llmops_storage import ArtifactStore
 
@@ -94,6 +120,8 @@ class CurationConfig:
     flywheel_retention: timedelta
     snapshot_every_n_instructions: int = 0
     """The count policy of the instructions series (0: only on demand)."""
+    max_rated_answers_per_prompt: int = 16
+    """Earlier rated answers to the same prompt a new rating is paired with (0: no rating pairs)."""
 
 
 _FRESH_DATA_REASONS = frozenset({TrainingReason.DRIFT, TrainingReason.QUALITY})
@@ -263,7 +291,10 @@ class IngestionService:
         outcomes: Sequence[StoreOutcome],
         *,
         content: DatasetContent = DatasetContent.RECORDS,
-    ) -> None:
+        trigger_snapshot: bool = True,
+    ) -> int:
+        """Count the outcomes; returns how many labelled rows were accepted (and, unless
+        ``trigger_snapshot`` is false, lets the count policy see them)."""
         duplicates: Counter[str] = Counter()
         accepted: Counter[bool] = Counter()
         redacted: Counter[PiiKind] = Counter()
@@ -282,15 +313,15 @@ class IngestionService:
                 self._metrics.accepted.labels(str(labelled).lower()).inc(count)
         for kind, count in redacted.items():
             self._metrics.redacted.labels(kind.value).inc(count)
-        if accepted[True]:
+        if accepted[True] and trigger_snapshot:
             self._maybe_start_snapshot(new_labelled=accepted[True], content=content)
+        return accepted[True]
 
     async def on_inference(self, envelope: Envelope[InferenceLogged]) -> None:
         """Remember a served request, or complete feedback that arrived before it."""
         logged = envelope.data
         if logged.generation is not None:
-            # A generation has no label for feedback to correct: nothing to remember (turning
-            # generations and their feedback into instruction records is issue 16).
+            await self._on_generation(envelope.id, logged)
             return
         # The gateway redacts already; redacting again is cheap and makes this service's
         # guarantee independent of every producer getting it right.
@@ -313,22 +344,51 @@ class IngestionService:
         )
 
     async def on_feedback(self, envelope: Envelope[FeedbackSubmitted]) -> None:
-        """Feedback with a true label turns its served request into a labelled record."""
+        """Feedback with a true label turns its served request into a labelled record; a rating or a
+        corrected answer for a generation joins it (``_join_generation``). Feedback for a request
+        not seen yet waits for its log, in either or both halves of the join state."""
         feedback = envelope.data
+        position = current_position()
+        about_generation = feedback.rating is not None or feedback.corrected_answer is not None
+        generation = self._state.served_generation(feedback.request_id) if about_generation else None
+        if generation is not None:
+            corrected = self._corrected_answer(feedback)
+            await self._join_generation(
+                generation.with_feedback(rating=feedback.rating, corrected_answer=corrected),
+                event_id=envelope.id,
+                position=position,
+                from_feedback=True,
+            )
+            return
         if feedback.true_label is None:
-            return  # a rating alone says nothing about the label
+            if self._state.served_request(feedback.request_id) is not None:
+                return  # a rating of a classification says nothing about its label
+            # Neither log seen yet: it may be a generation's, on its way.
+            pending = PendingGenerationFeedback(
+                feedback.request_id, feedback.rating, self._corrected_answer(feedback), position
+            )
+            with self._processed.transaction() as connection:
+                IngestionState.park_generation_feedback(connection, pending, received_at=datetime.now(UTC))
+                self._processed.mark_processed(envelope.id)
+            return
         violation = check_label(feedback.true_label, rules=self._config.rules)
         if violation is not None:
             raise Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
-        position = current_position()
         served = self._state.served_request(feedback.request_id)
         if served is None:  # the inference log has not arrived yet (another topic)
+            corrected = self._corrected_answer(feedback) if about_generation else None
             with self._processed.transaction() as connection:
                 IngestionState.park_feedback(
                     connection,
                     PendingFeedback(feedback.request_id, feedback.true_label, position),
                     received_at=datetime.now(UTC),
                 )
+                if about_generation:  # which half it belongs to shows when its log comes
+                    IngestionState.park_generation_feedback(
+                        connection,
+                        PendingGenerationFeedback(feedback.request_id, feedback.rating, corrected, position),
+                        received_at=datetime.now(UTC),
+                    )
                 self._processed.mark_processed(envelope.id)
             return
         self._curate_feedback(
@@ -351,6 +411,117 @@ class IngestionService:
             redact=self._redact,
         )
         self._store(curated, event_id=event_id, position=position, served=served if remember else None)
+
+    # --- generations: corrected answers and preference pairs ---------------------------------
+
+    async def _on_generation(self, event_id: str, logged: InferenceLogged) -> None:
+        """Remember a generation (redacted again, as a classification's text is), joined with
+        feedback that arrived before it."""
+        assert logged.generation is not None
+        turns = tuple(
+            Turn(turn.role, self._redact(normalise_turn(turn.content)).text) for turn in logged.generation.messages
+        )
+        generation = ServedGeneration(
+            request_id=logged.request_id,
+            tenant=logged.tenant,
+            model_name=logged.model_name,
+            model_version=logged.model_version,
+            prompt=prompt_of(turns),
+            output=self._redact(normalise_turn(logged.generation.output)).text,
+        )
+        pending = self._state.pending_generation_feedback(logged.request_id)
+        if pending is None:
+            await self._join_generation(generation, event_id=event_id, position=current_position())
+            return
+        await self._join_generation(
+            generation.with_feedback(rating=pending.rating, corrected_answer=pending.corrected_answer),
+            event_id=event_id,
+            position=pending.position,
+        )
+
+    def _corrected_answer(self, feedback: FeedbackSubmitted) -> str | None:
+        """The feedback's corrected answer, normalised as a turn and redacted; ``Rejected`` when it
+        breaks a turn's rules."""
+        if feedback.corrected_answer is None:
+            return None
+        text = normalise_turn(feedback.corrected_answer)
+        violation = check_corrected_answer(text, rules=self._config.rules)
+        if violation is not None:
+            raise _rejected(violation)
+        return self._redact(text).text
+
+    async def _join_generation(
+        self, generation: ServedGeneration, *, event_id: str, position: Position, from_feedback: bool = False
+    ) -> None:
+        """Store the generation with the feedback it has, and what that feedback makes: the
+        instruction example of a corrected answer and the preference pairs, in one transaction.
+
+        A corrected answer that makes an invalid example (roles, tokens) refuses the feedback
+        (``Rejected``: to the DLQ) when the feedback is the message being handled; when it was
+        parked and the generation's log completes it, the log is valid and the feedback was already
+        consumed, so the correction alone is dropped and counted (``corrections_refused``)."""
+        example: CuratedInstruction | None = None
+        tokens = 0
+        if generation.corrected_answer is not None:
+            example = curate_instructions([instruction_from_correction(generation)], redact=self._redact)[0]
+            violation = check_turns(
+                [turn.role for turn in example.turns],
+                [turn.content for turn in example.turns],
+                rules=self._config.rules,
+            )
+            if violation is None:
+                tokens = (await asyncio.to_thread(self._tokens.count, [example.chat()]))[0]
+                violation = check_token_count(tokens, rules=self._config.rules)
+            if violation is not None:
+                if from_feedback:
+                    raise _rejected(violation)
+                self._metrics.corrections_refused.labels(violation.reason.value).inc()
+                logger.warning(
+                    "a parked corrected answer makes an invalid instruction example; dropped",
+                    extra={"request_id": generation.request_id, "reason": violation.reason.value},
+                )
+                generation, example = replace(generation, corrected_answer=None), None
+        pairs = self._pairs_of(generation)
+        now = datetime.now(UTC)
+        outcomes: list[StoreOutcome] = []
+        with self._processed.transaction() as connection:
+            IngestionState.remember_generation(connection, generation, received_at=now)
+            IngestionState.drop_pending_generation_feedback(connection, generation.request_id)
+            if example is not None:
+                row = CuratedRow(
+                    record_id=example.record_id,
+                    tenant=example.tenant,
+                    dedup_key=example.dedup_key,
+                    labelled=True,
+                    position=position,
+                    feature_row=instruction_feature_row(example, chat_tokens=tokens, ingested_at=now),
+                    content=DatasetContent.INSTRUCTIONS.value,
+                )
+                outcomes = IngestionState.store_curated_many(connection, [row], ingested_at=now)
+            new_pairs = IngestionState.store_pairs(connection, pairs, position=position, created_at=now)
+            self._processed.mark_processed(event_id)
+        accepted = 0
+        if example is not None:
+            self._metrics.records_in.labels("feedback").inc()
+            accepted = self._count_stored(
+                [example], outcomes, content=DatasetContent.INSTRUCTIONS, trigger_snapshot=False
+            )
+        for source, count in Counter(pair.source for pair in new_pairs).items():
+            self._metrics.preference_pairs.labels(source).inc(count)
+        if accepted or new_pairs:
+            self._maybe_start_snapshot(new_labelled=accepted + len(new_pairs), content=DatasetContent.INSTRUCTIONS)
+
+    def _pairs_of(self, generation: ServedGeneration) -> list[PreferencePair]:
+        """The preference pairs a generation's feedback makes: its correction over its thumbs-down
+        answer, and its answer against earlier differently rated answers to the same prompt."""
+        pairs = [pair for pair in [correction_pair(generation)] if pair is not None]
+        limit = self._config.max_rated_answers_per_prompt
+        if generation.rating is not None and generation.prompt and limit > 0:
+            others = self._state.rated_generations(
+                tenant=generation.tenant, prompt_key=generation.prompt_key, exclude=generation.request_id, limit=limit
+            )
+            pairs.extend(pair for other in others if (pair := rating_pair(generation, other)) is not None)
+        return pairs
 
     def _store(
         self, curated: CuratedRecord, *, event_id: str, position: Position, served: ServedRequest | None = None
@@ -490,7 +661,10 @@ class IngestionService:
             await self.push_pending()  # everything curated so far must be in the offline store
             up_to_seq = self._state.max_seq()
             members = self._state.labelled_members(up_to_seq=up_to_seq, content=content.value)
-            if not members:
+            # Preference pairs travel with the instruction examples (never with records).
+            up_to_pair = self._state.max_pair_seq() if content is DatasetContent.INSTRUCTIONS else 0
+            stored_pairs = self._state.pairs(up_to_seq=up_to_pair) if up_to_pair else []
+            if not members and not stored_pairs:
                 what = "instruction example" if content is DatasetContent.INSTRUCTIONS else "labelled record"
                 raise NothingToSnapshot(f"no {what} has been curated yet")
             view = _VIEWS[content]
@@ -500,18 +674,34 @@ class IngestionService:
                 else self._features.historical
             )
             as_of = datetime.now(UTC)
-            # Holding the push lock: the file offline store rewrites its Parquet file in place,
-            # so a push during the read could be seen half-written.
-            async with self._push_lock:
-                frame = await asyncio.to_thread(historical, [m.record_id for m in members], as_of=as_of)
-            missing = int(frame["text"].isna().sum())
-            if missing:
-                raise RuntimeError(f"{missing} curated rows are missing from the offline store ({view.name})")
-            frame = frame.drop(columns=[TIMESTAMP_FIELD]).sort_values(ENTITY).reset_index(drop=True)
-            for name in view.int_features:  # the join returns them as floats (NaN-able); every row matched
-                frame[name] = frame[name].astype("int64")
-            frame["split"] = [split_of(record_id, self._config.split_ratios).value for record_id in frame[ENTITY]]
+            if members:
+                # Holding the push lock: the file offline store rewrites its Parquet file in place,
+                # so a push during the read could be seen half-written.
+                async with self._push_lock:
+                    frame = await asyncio.to_thread(historical, [m.record_id for m in members], as_of=as_of)
+                missing = int(frame["text"].isna().sum())
+                if missing:
+                    raise RuntimeError(f"{missing} curated rows are missing from the offline store ({view.name})")
+                frame = frame.drop(columns=[TIMESTAMP_FIELD]).sort_values(ENTITY).reset_index(drop=True)
+                for name in view.int_features:  # the join returns them as floats (NaN-able); every row matched
+                    frame[name] = frame[name].astype("int64")
+            else:  # pairs from ratings alone, no instruction example yet
+                frame = pd.DataFrame({column: pd.Series([], dtype=object) for column in content_columns(content)})
+            ratios = self._config.split_ratios
+            frame["split"] = [split_of(record_id, ratios).value for record_id in frame[ENTITY]]
             rows = frame[list(content_columns(content))].to_dict("records")
+            pair_rows = [
+                {
+                    "pair_id": stored.pair.pair_id,
+                    "messages_json": stored.pair.messages_json,
+                    "chosen": stored.pair.chosen,
+                    "rejected": stored.pair.rejected,
+                    "source": stored.pair.source,
+                    "split": split_of(stored.pair.split_key, ratios).value,
+                }
+                for stored in stored_pairs
+            ]
+            preferences = pd.DataFrame(pair_rows, columns=list(PREFERENCE_COLUMNS)) if pair_rows else None
             created_at = datetime.now(UTC)
             manifest_without_id = build_manifest(
                 dataset_id="",
@@ -522,6 +712,7 @@ class IngestionService:
                 as_of=as_of,
                 created_at=created_at,
                 content=content,
+                preferences=pair_rows,
             )
             dataset_id = dataset_id_for(
                 name=self._config.dataset_name,
@@ -532,15 +723,16 @@ class IngestionService:
             manifest = build_manifest(
                 dataset_id=dataset_id,
                 rows=rows,
-                lineage=lineage_ranges(m.position for m in members),
+                lineage=lineage_ranges([*(m.position for m in members), *(p.position for p in stored_pairs)]),
                 files=split_files(),
                 feature_view=view.name,
                 as_of=as_of,
                 created_at=created_at,
                 content=content,
+                preferences=pair_rows,
             )
             uri, manifest_uri = await asyncio.to_thread(
-                publish_snapshot, self._artifacts, frame=frame, manifest=manifest
+                publish_snapshot, self._artifacts, frame=frame, manifest=manifest, preferences=preferences
             )
             event = DatasetSnapshotted(
                 dataset_id=dataset_id,
@@ -562,6 +754,7 @@ class IngestionService:
                 event_json=event.model_dump_json(),
                 cause=cause,
                 content=content.value,
+                max_pair_seq=up_to_pair,
             )
             await self._events.publish(event, id=snapshot_event_id(dataset_id))
             self._state.mark_snapshot_published(dataset_id)

@@ -86,6 +86,7 @@ class IngestionRuntime:
                 push_batch_size=settings.feast_push_batch_size,
                 flywheel_retention=timedelta(days=settings.flywheel_retention_days),
                 snapshot_every_n_instructions=settings.snapshot_every_n_instructions,
+                max_rated_answers_per_prompt=settings.max_rated_answers_per_prompt,
             ),
             redact=redactor.redact,
             processed=self._processed,

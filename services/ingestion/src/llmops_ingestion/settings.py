@@ -80,6 +80,10 @@ class IngestionSettings(BaseSettings):
     flywheel_retention_days: float = Field(default=7.0, gt=0)
     """How long a served request waits for feedback (and feedback for its request)."""
 
+    max_rated_answers_per_prompt: int = Field(default=16, ge=0)
+    """How many earlier rated answers of the tenant to the same prompt (newest first) a new rating is
+    compared with for preference pairs; 0: no pairs from ratings (corrections still make pairs)."""
+
     max_attempts: int | None = Field(default=None, ge=1)
     """Attempts at a message whose handler keeps failing before it is dead-lettered; unset, the
     platform's retry policy decides (``LLMOPS_RETRY_*``: backoff with jitter for up to 120 s)."""

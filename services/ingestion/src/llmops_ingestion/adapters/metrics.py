@@ -34,6 +34,19 @@ class IngestionMetrics:
             "Curated instruction examples stored.",
             registry=self.registry,
         )
+        self.preference_pairs = Counter(
+            f"{prefix}_preference_pairs_total",
+            "Preference pairs made from feedback on generations, by source (correction, ratings).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.corrections_refused = Counter(
+            f"{prefix}_corrections_refused_total",
+            "Corrected answers parked before their generation's log that made an invalid instruction example"
+            " once it came (the feedback was consumed before, so it cannot go to the DLQ), by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             f"{prefix}_duplicates_total",
             "Records and instruction examples dropped as duplicates, by kind.",

@@ -13,7 +13,14 @@ def split_files() -> dict[str, str]:
     return {split.value: snapshots.split_file_name(split.value) for split in Split}
 
 
-def publish_snapshot(store: ArtifactStore, *, frame: Any, manifest: SnapshotManifest) -> tuple[str, str]:
+def publish_snapshot(
+    store: ArtifactStore, *, frame: Any, manifest: SnapshotManifest, preferences: Any = None
+) -> tuple[str, str]:
     """Publish the folder atomically; returns the folder URI and the manifest URI.
-    ``frame`` has a ``split`` column."""
-    return snapshots.publish_snapshot(store, frame, manifest.model_dump(mode="json"))
+    ``frame`` has a ``split`` column; ``preferences`` (a DataFrame of ``PREFERENCE_COLUMNS``) the
+    preference pairs the manifest lists. A manifest without pairs has no preference fields."""
+    document = manifest.model_dump(mode="json")
+    for field in ("preference_files", "preference_counts"):
+        if document.get(field) is None:
+            document.pop(field, None)
+    return snapshots.publish_snapshot(store, frame, document, preferences=preferences)

@@ -8,6 +8,11 @@ Tables:
   outbox). Only redacted text is ever stored.
 * ``served_requests`` / ``pending_feedback``: the two halves of the feedback flywheel, which
   may arrive in either order since they travel on different topics.
+* ``served_generations`` / ``pending_generation_feedback``: the same for generations (redacted
+  prompt and output, with the rating and corrected answer joined so far); like the two above they
+  are kept for ``flywheel_retention`` only.
+* ``preference_pairs``: chosen/rejected answers derived from feedback on generations, kept like
+  curated rows (an instructions snapshot takes every pair up to its ``max_pair_seq``).
 * ``snapshots``: which curated rows each snapshot covered (of its ``content`` series), whether its
   event went out, and the event that caused it (a retraining request), so handling that event again
   finds the snapshot.
@@ -25,7 +30,8 @@ from typing import Any
 
 import msgspec
 
-from llmops_ingestion.domain.feedback import ServedRequest
+from llmops_ingestion.domain.feedback import PreferencePair, ServedGeneration, ServedRequest
+from llmops_ingestion.domain.instructions import Turn
 from llmops_ingestion.domain.snapshot import Position
 from llmops_messaging import ProcessedEvents
 
@@ -62,6 +68,43 @@ CREATE TABLE IF NOT EXISTS pending_feedback (
     "offset" INTEGER NOT NULL,
     received_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS served_generations (
+    request_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version INTEGER NOT NULL,
+    prompt_json TEXT NOT NULL,
+    prompt_key TEXT NOT NULL,
+    output TEXT NOT NULL,
+    rating INTEGER,
+    corrected_answer TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS served_generations_rated
+    ON served_generations (tenant, prompt_key, received_at) WHERE rating IS NOT NULL;
+CREATE TABLE IF NOT EXISTS pending_generation_feedback (
+    request_id TEXT PRIMARY KEY,
+    rating INTEGER,
+    corrected_answer TEXT,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS preference_pairs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    pair_id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    messages_json TEXT NOT NULL,
+    chosen TEXT NOT NULL,
+    rejected TEXT NOT NULL,
+    source TEXT NOT NULL,
+    split_key TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     dataset_id TEXT PRIMARY KEY,
     max_seq INTEGER NOT NULL,
@@ -86,6 +129,24 @@ class StoreOutcome(StrEnum):
 class PendingFeedback:
     request_id: str
     true_label: str
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class PendingGenerationFeedback:
+    """A rating and/or corrected answer (redacted) waiting for its generation's log."""
+
+    request_id: str
+    rating: int | None
+    corrected_answer: str | None
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPair:
+    """A preference pair as a snapshot takes it: the pair and where the feedback that made it was read."""
+
+    pair: PreferencePair
     position: Position
 
 
@@ -166,6 +227,9 @@ class IngestionState:
             columns = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
             if "content" not in columns:
                 self._connection.execute(f"ALTER TABLE {table} ADD COLUMN content TEXT NOT NULL DEFAULT 'records'")
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(snapshots)")}
+        if "max_pair_seq" not in columns:  # a database from before preference pairs: none covered
+            self._connection.execute("ALTER TABLE snapshots ADD COLUMN max_pair_seq INTEGER NOT NULL DEFAULT 0")
         self._connection.execute(
             "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_cause ON snapshots (cause) WHERE cause IS NOT NULL"
         )
@@ -272,14 +336,25 @@ class IngestionState:
         return int(self._connection.execute("SELECT coalesce(max(seq), 0) FROM curated").fetchone()[0])
 
     def labelled_since_last_snapshot(self, content: str = RECORDS) -> int:
-        """Labelled rows of the ``content`` series stored after its last snapshot."""
-        return int(
+        """Labelled rows of the ``content`` series stored after its last snapshot (for instruction
+        examples, preference pairs made since count too: they are new training data as well)."""
+        rows = int(
             self._connection.execute(
                 "SELECT count(*) FROM curated WHERE labelled = 1 AND content = ? AND seq > "
                 "(SELECT coalesce(max(max_seq), 0) FROM snapshots WHERE content = ?)",
                 (content, content),
             ).fetchone()[0]
         )
+        if content != INSTRUCTIONS:
+            return rows
+        pairs = int(
+            self._connection.execute(
+                "SELECT count(*) FROM preference_pairs WHERE seq > "
+                "(SELECT coalesce(max(max_pair_seq), 0) FROM snapshots WHERE content = ?)",
+                (content,),
+            ).fetchone()[0]
+        )
+        return rows + pairs
 
     def labelled_members(self, *, up_to_seq: int, content: str = RECORDS) -> list[SnapshotMember]:
         rows = self._connection.execute(
@@ -344,11 +419,135 @@ class IngestionState:
         connection.execute("DELETE FROM pending_feedback WHERE request_id = ?", (request_id,))
 
     def prune_flywheel(self, *, older_than: timedelta, now: datetime | None = None) -> None:
-        """Forget served requests and parked feedback older than the inference topic keeps them."""
+        """Forget served requests and generations and parked feedback older than the inference topic
+        keeps them (preference pairs made from them stay: they are training data)."""
         cutoff = ((now or datetime.now(UTC)) - older_than).isoformat()
         with self._write() as connection:
             connection.execute("DELETE FROM served_requests WHERE received_at < ?", (cutoff,))
             connection.execute("DELETE FROM pending_feedback WHERE received_at < ?", (cutoff,))
+            connection.execute("DELETE FROM served_generations WHERE received_at < ?", (cutoff,))
+            connection.execute("DELETE FROM pending_generation_feedback WHERE received_at < ?", (cutoff,))
+
+    # --- generations and preference pairs -------------------------------------------------
+
+    @staticmethod
+    def remember_generation(
+        connection: sqlite3.Connection, generation: ServedGeneration, *, received_at: datetime
+    ) -> None:
+        """Store a generation, or add its feedback to the stored one (the first rating and the first
+        corrected answer stay: feedback delivered twice changes nothing)."""
+        connection.execute(
+            "INSERT INTO served_generations (request_id, tenant, model_name, model_version, prompt_json,"
+            " prompt_key, output, rating, corrected_answer, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (request_id) DO UPDATE SET"
+            " rating = coalesce(served_generations.rating, excluded.rating),"
+            " corrected_answer = coalesce(served_generations.corrected_answer, excluded.corrected_answer)",
+            (
+                generation.request_id,
+                generation.tenant,
+                generation.model_name,
+                generation.model_version,
+                generation.prompt_json,
+                generation.prompt_key,
+                generation.output,
+                generation.rating,
+                generation.corrected_answer,
+                received_at.isoformat(),
+            ),
+        )
+
+    def served_generation(self, request_id: str) -> ServedGeneration | None:
+        row = self._connection.execute(
+            f"SELECT {_GENERATION_COLUMNS} FROM served_generations WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return _generation(row) if row else None
+
+    def rated_generations(self, *, tenant: str, prompt_key: str, exclude: str, limit: int) -> list[ServedGeneration]:
+        """Up to ``limit`` rated generations of ``tenant`` for the same prompt, newest first, other
+        than request ``exclude``."""
+        rows = self._connection.execute(
+            f"SELECT {_GENERATION_COLUMNS} FROM served_generations"
+            " WHERE tenant = ? AND prompt_key = ? AND rating IS NOT NULL AND request_id != ?"
+            " ORDER BY received_at DESC, request_id LIMIT ?",
+            (tenant, prompt_key, exclude, limit),
+        ).fetchall()
+        return [_generation(row) for row in rows]
+
+    @staticmethod
+    def park_generation_feedback(
+        connection: sqlite3.Connection, feedback: PendingGenerationFeedback, *, received_at: datetime
+    ) -> None:
+        """Park feedback for a generation not seen yet; feedback parked before keeps what it had."""
+        connection.execute(
+            "INSERT INTO pending_generation_feedback"
+            ' (request_id, rating, corrected_answer, topic, partition, "offset", received_at)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET"
+            " rating = coalesce(pending_generation_feedback.rating, excluded.rating),"
+            " corrected_answer = coalesce(pending_generation_feedback.corrected_answer, excluded.corrected_answer)",
+            (
+                feedback.request_id,
+                feedback.rating,
+                feedback.corrected_answer,
+                feedback.position.topic,
+                feedback.position.partition,
+                feedback.position.offset,
+                received_at.isoformat(),
+            ),
+        )
+
+    def pending_generation_feedback(self, request_id: str) -> PendingGenerationFeedback | None:
+        row = self._connection.execute(
+            'SELECT request_id, rating, corrected_answer, topic, partition, "offset"'
+            " FROM pending_generation_feedback WHERE request_id = ?",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return PendingGenerationFeedback(row[0], row[1], row[2], Position(row[3], row[4], row[5]))
+
+    @staticmethod
+    def drop_pending_generation_feedback(connection: sqlite3.Connection, request_id: str) -> None:
+        connection.execute("DELETE FROM pending_generation_feedback WHERE request_id = ?", (request_id,))
+
+    @staticmethod
+    def store_pairs(
+        connection: sqlite3.Connection, pairs: Sequence[PreferencePair], *, position: Position, created_at: datetime
+    ) -> list[PreferencePair]:
+        """Store pairs not stored before (by ``pair_id``); returns those that were new."""
+        new: list[PreferencePair] = []
+        for pair in pairs:
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO preference_pairs (pair_id, tenant, messages_json, chosen, rejected, source,"
+                ' split_key, topic, partition, "offset", created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (
+                    pair.pair_id,
+                    pair.tenant,
+                    pair.messages_json,
+                    pair.chosen,
+                    pair.rejected,
+                    pair.source,
+                    pair.split_key,
+                    position.topic,
+                    position.partition,
+                    position.offset,
+                    created_at.isoformat(),
+                ),
+            )
+            if cursor.rowcount:
+                new.append(pair)
+        return new
+
+    def max_pair_seq(self) -> int:
+        return int(self._connection.execute("SELECT coalesce(max(seq), 0) FROM preference_pairs").fetchone()[0])
+
+    def pairs(self, *, up_to_seq: int) -> list[StoredPair]:
+        """Every preference pair stored up to ``up_to_seq``, in the order they were made."""
+        rows = self._connection.execute(
+            "SELECT pair_id, tenant, messages_json, chosen, rejected, source, split_key, topic, partition,"
+            ' "offset" FROM preference_pairs WHERE seq <= ? ORDER BY seq',
+            (up_to_seq,),
+        ).fetchall()
+        return [StoredPair(PreferencePair(*row[:7]), Position(row[7], row[8], row[9])) for row in rows]
 
     # --- snapshots ------------------------------------------------------------------------
 
@@ -361,13 +560,15 @@ class IngestionState:
         event_json: str,
         cause: str | None = None,
         content: str = RECORDS,
+        max_pair_seq: int = 0,
     ) -> None:
-        """``cause``: the id of the event the snapshot was cut for (a retraining request), if any."""
+        """``cause``: the id of the event the snapshot was cut for (a retraining request), if any;
+        ``max_pair_seq``: the last preference pair it holds (instruction snapshots)."""
         with self._write() as connection:
             connection.execute(
-                "INSERT INTO snapshots (dataset_id, max_seq, created_at, event_json, cause, content)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (dataset_id, max_seq, created_at.isoformat(), event_json, cause, content),
+                "INSERT INTO snapshots (dataset_id, max_seq, created_at, event_json, cause, content, max_pair_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (dataset_id, max_seq, created_at.isoformat(), event_json, cause, content, max_pair_seq),
             )
 
     def snapshot_caused_by(self, event_id: str) -> str | None:
@@ -396,3 +597,12 @@ class IngestionState:
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._processed.transaction()
+
+
+_GENERATION_COLUMNS = "request_id, tenant, model_name, model_version, prompt_json, output, rating, corrected_answer"
+
+
+def _generation(row: Sequence[Any]) -> ServedGeneration:
+    request_id, tenant, model_name, model_version, prompt_json, output, rating, corrected = row
+    prompt = tuple(Turn(turn["role"], turn["content"]) for turn in msgspec.json.decode(prompt_json))
+    return ServedGeneration(request_id, tenant, model_name, model_version, prompt, output, rating, corrected)

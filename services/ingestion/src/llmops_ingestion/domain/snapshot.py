@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops_events.v1 import DatasetContent, OffsetRange
+from llmops_models.snapshots import PREFERENCE_COLUMNS, preference_file_name
 
 
 class Split(StrEnum):
@@ -66,18 +67,34 @@ def content_columns(content: DatasetContent) -> tuple[str, ...]:
     return INSTRUCTION_CONTENT_COLUMNS if content is DatasetContent.INSTRUCTIONS else CONTENT_COLUMNS
 
 
-def content_hash(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = CONTENT_COLUMNS) -> str:
-    """``sha256:`` over the rows' content ``columns``, rows ordered by ``record_id``.
+def content_hash(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str] = CONTENT_COLUMNS,
+    *,
+    preferences: Iterable[Mapping[str, Any]] = (),
+) -> str:
+    """``sha256:`` over the rows' content ``columns``, rows ordered by ``record_id``, then (when
+    there are any) a ``preferences`` line and the preference pairs' ``PREFERENCE_COLUMNS``, ordered
+    by ``pair_id``.
 
     Each row is canonical JSON (sorted keys, no whitespace, UTF-8) followed by a newline, so
-    the hash is reproducible from the Parquet files with any JSON library.
+    the hash is reproducible from the Parquet files with any JSON library; a snapshot without
+    pairs hashes as it did before pairs existed.
     """
     digest = hashlib.sha256()
     for row in sorted(rows, key=lambda row: str(row["record_id"])):
-        canonical = {column: row.get(column) for column in columns}
-        digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
-        digest.update(b"\n")
+        _hash_row(digest, {column: row.get(column) for column in columns})
+    pairs = sorted(preferences, key=lambda pair: str(pair["pair_id"]))
+    if pairs:
+        digest.update(b"preferences\n")
+        for pair in pairs:
+            _hash_row(digest, {column: pair.get(column) for column in PREFERENCE_COLUMNS})
     return f"sha256:{digest.hexdigest()}"
+
+
+def _hash_row(digest: Any, canonical: Mapping[str, Any]) -> None:
+    digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    digest.update(b"\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +150,10 @@ class SnapshotManifest(BaseModel):
     split_counts: dict[str, int]
     files: dict[str, str]
     """Split name → Parquet file name, relative to the manifest."""
+    preference_files: dict[str, str] | None = None
+    """Split name → preference-pair Parquet file name (instructions snapshots with pairs only)."""
+    preference_counts: dict[str, int] | None = None
+    """Preference pairs per split (absent: none)."""
     lineage: list[OffsetRange]
     feature_view: str
     as_of: datetime
@@ -149,10 +170,15 @@ def build_manifest(
     as_of: datetime,
     created_at: datetime,
     content: DatasetContent = DatasetContent.RECORDS,
+    preferences: Sequence[Mapping[str, Any]] = (),
 ) -> SnapshotManifest:
     """The manifest of ``rows`` (each with ``record_id``, ``label`` and ``split``; instruction
-    examples with ``messages_json`` and ``output_format_json`` too)."""
+    examples with ``messages_json`` and ``output_format_json`` too) and of the preference pairs
+    (``PREFERENCE_COLUMNS``; instruction snapshots only)."""
+    if preferences and content is not DatasetContent.INSTRUCTIONS:
+        raise ValueError("preference pairs belong to an instructions snapshot")
     columns = content_columns(content)
+    pair_counts = Counter(str(pair["split"]) for pair in preferences)
     labels = Counter(str(row["label"]) for row in rows) if content is DatasetContent.RECORDS else Counter()
     splits = Counter(str(row["split"]) for row in rows)
     return SnapshotManifest(
@@ -160,11 +186,13 @@ def build_manifest(
         content=content,
         created_at=created_at,
         row_count=len(rows),
-        content_hash=content_hash(rows, columns),
+        content_hash=content_hash(rows, columns, preferences=preferences),
         content_columns=list(columns),
         label_counts=dict(sorted(labels.items())),
         split_counts={split.value: splits.get(split.value, 0) for split in Split},
         files=files,
+        preference_files={split: preference_file_name(split) for split in sorted(pair_counts)} or None,
+        preference_counts=dict(sorted(pair_counts.items())) or None,
         lineage=lineage,
         feature_view=feature_view,
         as_of=as_of,

@@ -141,6 +141,19 @@ def check_turns(roles: Sequence[str], contents: Sequence[str], *, rules: Validat
     return None
 
 
+def check_corrected_answer(text: str, *, rules: ValidationRules) -> RuleViolation | None:
+    """A corrected answer (feedback on a generation) is held to the rules of a turn. Details never
+    echo the answer."""
+    if len(text) > rules.max_text_length:
+        return RuleViolation(
+            RejectReason.TEXT_TOO_LONG,
+            f"the corrected answer has {len(text)} characters; the limit is {rules.max_text_length}",
+        )
+    if not text.strip():
+        return RuleViolation(RejectReason.EMPTY_TEXT, "the corrected answer is blank")
+    return None
+
+
 def check_output_format(labels: Sequence[str] | None, json_schema: Mapping[str, Any] | None) -> RuleViolation | None:
     """Whether a declared answer format can be checked: labels non-blank, unpadded and distinct; a
     JSON Schema within the supported subset (``answer_format``)."""
