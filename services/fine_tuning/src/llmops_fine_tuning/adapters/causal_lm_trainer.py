@@ -36,11 +36,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from llmops_fine_tuning.adapters.dpo import train_dpo
 from llmops_fine_tuning.adapters.training_loop import (
     JobClock,
     ProgressMeter,
@@ -55,6 +57,7 @@ from llmops_fine_tuning.domain.ports import (
     TrainingData,
     TrainingResult,
 )
+from llmops_fine_tuning.domain.preferences import dpo_steps, select_pairs
 from llmops_fine_tuning.domain.request import CausalLmTrainerPolicy, TrainingJob
 from llmops_fine_tuning.errors import TrainingRejected
 from llmops_models.kinds.causal_lm.answers import exact_match
@@ -176,6 +179,12 @@ class LoraCausalLmTrainer:
         optimizer = torch.optim.AdamW(trainable_parameters, lr=hp.learning_rate, weight_decay=policy.weight_decay)
         scheduler = warmup_then_linear_decay(optimizer, total_steps=total_steps, warmup_ratio=policy.warmup_ratio)
         batches = endless_batches(lengths, batch_size=hp.batch_size, bucket_batches=policy.bucket_batches, seed=hp.seed)
+        # DPO after SFT when the snapshot has enough preference pairs; its steps are part of the
+        # job's progress from the start, so the reported total never jumps.
+        dpo_pairs = select_pairs(
+            data.preferences_train, min_pairs=policy.dpo_min_pairs, max_pairs=policy.dpo_max_pairs, seed=hp.seed
+        )
+        planned_dpo_steps = dpo_steps(len(dpo_pairs), policy)
 
         logger.info(
             "training started",
@@ -213,9 +222,36 @@ class LoraCausalLmTrainer:
                 step, loss=float(loss.detach()), examples=len(batch), tokens=int(attention_mask.sum())
             )
             if progress is not None:
+                progress = replace(progress, total_steps=total_steps + planned_dpo_steps)
                 logger.info("training progressed", extra={"model_name": job.model_name, **vars(progress)})
                 on_progress(progress)
         train_seconds = meter.elapsed()
+
+        dpo_metrics: dict[str, float] = {
+            "preference_pairs": float(len(data.preferences_train)),
+            "preference_pairs_validation": float(len(data.preferences_validation)),
+            "invalid_preference_pairs": float(data.invalid_pairs),
+            "dpo_pairs": 0.0,
+        }
+        if dpo_pairs:
+            dpo_metrics.update(
+                train_dpo(
+                    model,
+                    tokenizer,
+                    train_pairs=dpo_pairs,
+                    validation_pairs=data.preferences_validation,
+                    policy=policy,
+                    max_length=hp.max_length,
+                    seed=hp.seed,
+                    trainable_parameters=trainable_parameters,
+                    device=self._device,
+                    dtype=dtype,
+                    clock=clock,
+                    on_progress=on_progress,
+                    progress_interval_s=self._progress_interval_s,
+                    step_offset=total_steps,
+                )
+            )
 
         model.eval()
         metrics = self._validate(
@@ -227,6 +263,7 @@ class LoraCausalLmTrainer:
             train_tokens_per_second=meter.seen_tokens / max(train_seconds, 1e-9),
             train_examples=float(len(examples)),
             dropped_examples=float(dropped + data.invalid_rows),
+            **dpo_metrics,
         )
 
         output.mkdir(parents=True, exist_ok=True)
@@ -245,6 +282,12 @@ class LoraCausalLmTrainer:
             "device": str(self._device),
             "compute_dtype": str(dtype).removeprefix("torch."),
             "num_threads": torch.get_num_threads(),
+            "dpo": {
+                "ran": bool(dpo_pairs),
+                "pairs": len(dpo_pairs),
+                "pair_ids": [pair.pair_id for pair in dpo_pairs],
+                "reference": "the SFT adapter, frozen (its log-probabilities computed before the first DPO step)",
+            },
         }
         (output / TRAINING_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))

@@ -21,6 +21,7 @@ from llmops_models.kinds.causal_lm.conversations import (
     parse_messages,
     snapshot_content,
 )
+from llmops_models.kinds.causal_lm.preferences import PreferencePair, parse_pairs
 from llmops_models.snapshots import SnapshotReader
 from llmops_storage import ArtifactStore
 
@@ -83,6 +84,23 @@ class ArtifactDatasetReader:
         self._conversations = (dataset_id, splits, len(invalid))
         return splits, len(invalid)
 
+    def _preferences(self, dataset_id: str) -> tuple[dict[str, list[PreferencePair]], int]:
+        """The snapshot's preference pairs per split (none for a snapshot without them), and how
+        many rows were left out (``parse_pairs`` says why)."""
+        frame = self._snapshots.preferences(dataset_id)
+        splits: dict[str, list[PreferencePair]] = {}
+        invalid_count = 0
+        for split, rows in frame.groupby("split", sort=True):
+            pairs, invalid = parse_pairs(rows.to_dict("records"))
+            splits[str(split)] = pairs
+            invalid_count += len(invalid)
+            if invalid:
+                logger.warning(
+                    "preference pairs left out",
+                    extra={"dataset_id": dataset_id, "split": split, "pairs": len(invalid), "first": invalid[:3]},
+                )
+        return splits, invalid_count
+
     def summary(self, dataset_id: str) -> DatasetSummary | None:
         if not self._snapshots.is_complete(dataset_id):
             return None
@@ -122,10 +140,14 @@ class ArtifactDatasetReader:
             read = self._instructions(dataset_id)
             assert read is not None
             splits, invalid = read
+            pairs, invalid_pairs = self._preferences(dataset_id)
             return InstructionData(
                 train=Conversations(splits.get(TRAIN, [])),
                 validation=Conversations(splits.get(VALIDATION, [])),
                 invalid_rows=invalid,
+                preferences_train=pairs.get(TRAIN, []),
+                preferences_validation=pairs.get(VALIDATION, []),
+                invalid_pairs=invalid_pairs,
             )
         frame = self._frame(dataset_id)
         assert frame is not None

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from llmops_fine_tuning.domain.request import TrainingJob
 from llmops_fine_tuning.domain.validation import DatasetSummary
+from llmops_models.kinds.causal_lm.preferences import PreferencePair
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ class InstructionData:
     validation: Conversations
     invalid_rows: int = 0
     """Rows left out because their ``messages_json`` cannot be read."""
+    preferences_train: Sequence[PreferencePair] = ()
+    """Preference pairs of the training split (DPO after SFT, when there are enough)."""
+    preferences_validation: Sequence[PreferencePair] = ()
+    """Preference pairs of the validation split (DPO's loss, reward margin and preference accuracy)."""
+    invalid_pairs: int = 0
+    """Preference rows left out: an unreadable prompt, an empty answer, two equal answers."""
 
 
 @dataclass(frozen=True)
