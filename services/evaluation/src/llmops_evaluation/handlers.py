@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_evaluation.adapters.datasets import load_test_set
-from llmops_evaluation.adapters.instructions import load_instruction_test_set
+from llmops_evaluation.adapters.instructions import load_instruction_test_set, load_preference_pairs
 from llmops_evaluation.adapters.metrics import EvaluationMetrics
 from llmops_evaluation.adapters.models import GeneratorModel, kind_of_version, load_generator, load_scorer
 from llmops_evaluation.adapters.probes import load_probes
@@ -185,6 +185,9 @@ class EvaluationService:
                 "min_examples",
                 f"the {test_set.origin} has no readable conversation ({test_set.invalid_rows} unreadable row(s))",
             )
+        pairs, invalid_pairs = load_preference_pairs(
+            self._store, dataset_id, max_pairs=settings.preference_max_pairs, seed=settings.seed
+        )
         if settings.generation_threads:
             torch.set_num_threads(settings.generation_threads)
         candidate = load_generator(self._store, model_name, version, workdir)
@@ -216,12 +219,25 @@ class EvaluationService:
             probes=self._probes,
             find_pii=self._find_pii,
             toxicity=self._toxicity,
+            pairs=pairs,
         )
+        preferences = verdict.preferences
         context = {
             "test_set": test_set.origin,
             "invalid_rows": test_set.invalid_rows,
             "invalid_output_formats": test_set.invalid_formats,
+            "preference_pairs": len(pairs),
+            "invalid_preference_pairs": invalid_pairs,
         }
+        if preferences is not None:
+            context.update(
+                win_rate=preferences.win_rate,
+                wins=preferences.wins,
+                ties=preferences.ties,
+                losses=preferences.losses,
+                preference_accuracy=preferences.candidate_preference_accuracy,
+                rouge_l_to_chosen=preferences.candidate_rouge_l_to_chosen,
+            )
         completed = EvaluationCompleted(
             **base,
             decision=verdict.decision,
@@ -236,6 +252,8 @@ class EvaluationService:
                     "rouge_l_comparison": verdict.rouge_l_comparison.model_dump(mode="json")
                     if verdict.rouge_l_comparison
                     else None,
+                    "preference_accuracy": preferences.champion_preference_accuracy if preferences else None,
+                    "rouge_l_to_chosen": preferences.champion_rouge_l_to_chosen if preferences else None,
                 }
                 if verdict.champion
                 else {}

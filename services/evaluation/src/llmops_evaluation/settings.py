@@ -35,6 +35,10 @@ class EvaluationSettings(BaseSettings):
     """Generative (``causal_lm``) models: test conversations answered (a seeded sample beyond it);
     generation costs far more than a classification."""
 
+    preference_max_pairs: int = Field(default=200, ge=0, le=10_000)
+    """Generative models: held-out preference pairs (test split) both models answer and score for
+    the win rate and the preference accuracy (a seeded sample beyond it; 0: none)."""
+
     generation_max_new_tokens: int = Field(default=64, ge=1, le=2048)
     """Generative models: the longest answer generated (greedy) per conversation and per probe."""
 

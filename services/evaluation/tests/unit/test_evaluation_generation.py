@@ -60,6 +60,13 @@ class Scripted:
         texts = [self.answers.get(m[-1]["content"], self.probe_answer) for m in messages_batch]
         return [Answer(text=t, output_tokens=3, ttft_ms=10.0, latency_ms=30.0, tokens_per_s=100.0) for t in texts]
 
+    def answer_logprobs(
+        self, prompts: Sequence[Sequence[dict[str, str]]], answers: Sequence[str], *, batch_size: int
+    ) -> list[float]:
+        """The answer it would give scores -1, any other -5 (per token, on three tokens)."""
+        given = self.generate(prompts, max_new_tokens=1, batch_size=batch_size)
+        return [-3.0 if a.text == answer else -15.0 for a, answer in zip(given, answers, strict=True)]
+
 
 def _no_pii(text: str) -> list[tuple[str, str]]:
     return []

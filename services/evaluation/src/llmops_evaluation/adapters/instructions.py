@@ -17,6 +17,7 @@ from llmops_models.kinds.causal_lm.conversations import (
     prompt_turns,
     snapshot_content,
 )
+from llmops_models.kinds.causal_lm.preferences import PreferencePair, parse_pairs
 from llmops_models.snapshots import SnapshotReader
 from llmops_storage import ArtifactStore
 
@@ -87,3 +88,23 @@ def load_instruction_test_set(
         invalid_rows=invalid_rows,
         invalid_formats=invalid_formats,
     )
+
+
+def load_preference_pairs(
+    store: ArtifactStore, dataset_id: str, *, max_pairs: int, seed: int
+) -> tuple[list[PreferencePair], int]:
+    """The test split's preference pairs of ``datasets/<dataset_id>/`` (a seeded sample of
+    ``max_pairs`` beyond it, ordered by ``pair_id``), and how many rows could not be read (left out).
+    No pairs for a snapshot without them."""
+    if max_pairs == 0:
+        return [], 0
+    frame = SnapshotReader(store).preferences(dataset_id, split="test")
+    if len(frame) > max_pairs:
+        frame = frame.sample(n=max_pairs, random_state=seed).sort_values("pair_id", kind="stable")
+    pairs, invalid = parse_pairs(frame.to_dict("records"))
+    if invalid:
+        logger.warning(
+            "held-out preference pairs left out",
+            extra={"dataset_id": dataset_id, "pairs": len(invalid), "first": invalid[:3]},
+        )
+    return pairs, len(invalid)

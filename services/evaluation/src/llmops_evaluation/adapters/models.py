@@ -98,6 +98,32 @@ class GeneratorModel:
             for g in generations
         ]
 
+    def answer_logprobs(
+        self, prompts: Sequence[Sequence[dict[str, str]]], answers: Sequence[str], *, batch_size: int
+    ) -> list[float]:
+        """log p(answer | prompt), summed over the answer's tokens, with the chat template and
+        truncation of training (the kind's ``logprobs``), in the dtype the model generates in."""
+        from llmops_models.kinds.causal_lm.logprobs import encode_answer, score_answers
+
+        loaded = self._predictor.model  # network.LoadedCausalLm
+        encoded = [
+            encode_answer(loaded.tokenizer, prompt, answer, max_length=loaded.max_prompt_tokens)
+            for prompt, answer in zip(prompts, answers, strict=True)
+        ]
+        kept = [(i, example) for i, example in enumerate(encoded) if example is not None]
+        scores = score_answers(
+            loaded.model,
+            [example for _, example in kept],
+            pad_id=int(loaded.tokenizer.pad_token_id),
+            batch_size=batch_size,
+            device=loaded.device,
+            dtype=loaded.dtype,
+        )
+        result = [float("-inf")] * len(encoded)  # an answer with no token left within the length: never preferred
+        for (i, _), score in zip(kept, scores, strict=True):
+            result[i] = score
+        return result
+
 
 def load_generator(store: ArtifactStore, model_name: str, version: int, workdir: Path) -> GeneratorModel:
     """Download and verify a causal_lm version, check that its adapter was trained on the base

@@ -109,7 +109,59 @@ def _examples(current: pd.DataFrame, reference: pd.DataFrame | None) -> list[dic
     return rows
 
 
-def _html_section(title: str, examples: list[dict[str, Any]], probes: list[dict[str, Any]]) -> str:
+def _preference_rows(verdict: GenerativeVerdict) -> list[dict[str, Any]]:
+    """One row per shown held-out preference pair: both models' answers, their ROUGE-L to the
+    chosen answer, the outcome and the log-probability margins."""
+    if verdict.preferences is None:
+        return []
+    rows = []
+    for result in verdict.preferences.results:
+        row: dict[str, Any] = {
+            "pair_id": result.pair_id,
+            "prompt": result.prompt,
+            "chosen": result.chosen,
+            "rejected": result.rejected,
+            "candidate_answer": result.candidate_answer,
+            "candidate_rouge_l": round(result.candidate_rouge_l, 4),
+            "candidate_logp_margin": round(result.candidate_logp_margin, 3),
+        }
+        if result.champion_answer is not None:
+            row.update(
+                champion_answer=result.champion_answer,
+                champion_rouge_l=round(result.champion_rouge_l or 0.0, 4),
+                champion_logp_margin=round(result.champion_logp_margin or 0.0, 3),
+                outcome=result.outcome.value if result.outcome else None,
+            )
+        rows.append(row)
+    return rows
+
+
+def _preference_heading(verdict: GenerativeVerdict) -> str:
+    p = verdict.preferences
+    if p is None:
+        return "Held-out preference pairs: none in the test split"
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    against = (
+        f"win rate against the champion {share(p.win_rate)} ({p.wins} won, {p.ties} tied, {p.losses} lost); "
+        if p.win_rate is not None
+        else ""
+    )
+    return (
+        f"Held-out preference pairs ({p.pairs}): {against}preference accuracy (log p(chosen) > log p(rejected)) "
+        f"candidate {share(p.candidate_preference_accuracy)}, champion {share(p.champion_preference_accuracy)}"
+    )
+
+
+def _html_section(
+    title: str,
+    examples: list[dict[str, Any]],
+    probes: list[dict[str, Any]],
+    preference_heading: str = "",
+    preferences: list[dict[str, Any]] | None = None,
+) -> str:
     def table(rows: list[dict[str, Any]]) -> str:
         if not rows:
             return "<p>none</p>"
@@ -122,6 +174,7 @@ def _html_section(title: str, examples: list[dict[str, Any]], probes: list[dict[
     return (
         f'<section id="generated-examples" style="font-family:sans-serif;margin:2em">'
         f"<h2>{html.escape(title)}</h2>{table(examples)}"
+        f'<h2 id="preference-pairs">{html.escape(preference_heading)}</h2>{table(preferences or [])}'
         f"<h2>Prompt-injection probes</h2>{table(probes)}</section>"
     )
 
@@ -153,6 +206,7 @@ def write_generative_report(
         "rouge_l_comparison": verdict.rouge_l_comparison.model_dump(mode="json")
         if verdict.rouge_l_comparison
         else None,
+        "preferences": verdict.preferences.summary() if verdict.preferences else None,
         "system_prompt_probed": verdict.system_prompt,
         "decision": verdict.decision.value,
         "reasons": [r.model_dump(mode="json") for r in verdict.reasons],
@@ -164,10 +218,11 @@ def write_generative_report(
         snapshot.save_json(str(json_path))
         title = f"Generated answers of {model_name} version {version} next to the references"
         page = html_path.read_text(encoding="utf-8")
-        section = _html_section(title, examples, probes)
+        preference_rows = _preference_rows(verdict)
+        section = _html_section(title, examples, probes, _preference_heading(verdict), preference_rows)
         page = page.replace("</body>", section + "</body>", 1) if "</body>" in page else page + section
         document = json.loads(json_path.read_text(encoding="utf-8"))
-        document.update(summary=summary, examples=examples, probes=probes)
+        document.update(summary=summary, examples=examples, probes=probes, preference_pairs=preference_rows)
         html_uri = store.write_bytes(f"{base}/report.html", page.encode())
         json_uri = store.write_bytes(f"{base}/report.json", json.dumps(document, default=str).encode())
     predictions = current.rename(

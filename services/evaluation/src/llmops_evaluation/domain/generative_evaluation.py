@@ -30,9 +30,11 @@ from llmops_evaluation.domain.generative_policy import (
     GenerativePolicy,
     decide_generative,
 )
+from llmops_evaluation.domain.preferences import PreferenceComparison, compare_on_pairs
 from llmops_evaluation.domain.statistics import BootstrapComparison, PairedComparison, compare, paired_bootstrap
 from llmops_evaluation.errors import EvaluationRejected
 from llmops_events.v1 import Decision, RuleFailure
+from llmops_models.kinds.causal_lm.preferences import PreferencePair
 
 ToxicityScorer = Callable[[list[str]], Sequence[float]]
 """Answers → one score in [0, 1] each (1: toxic): a user's own model, named in the settings."""
@@ -45,6 +47,12 @@ class Generator(Protocol):
         self, messages_batch: Sequence[Sequence[dict[str, str]]], *, max_new_tokens: int, batch_size: int
     ) -> list[Answer]:
         """One greedy answer per conversation (its final assistant turn, if any, left out)."""
+        ...
+
+    def answer_logprobs(
+        self, prompts: Sequence[Sequence[dict[str, str]]], answers: Sequence[str], *, batch_size: int
+    ) -> list[float]:
+        """log p(answer | prompt) of each (prompt, answer), summed over the answer's tokens."""
         ...
 
 
@@ -85,6 +93,8 @@ class GenerativeVerdict(BaseModel):
     rouge_l_comparison: BootstrapComparison | None
     system_prompt: str
     """The system prompt the probes attacked."""
+    preferences: PreferenceComparison | None = None
+    """Both models on the test split's preference pairs; None when it has none."""
 
 
 def _toxicity(scorer: ToxicityScorer | None, texts: list[str]) -> list[float] | None:
@@ -167,8 +177,9 @@ def evaluate_generative(
     probes: Probes,
     find_pii: PiiFinder,
     toxicity: ToxicityScorer | None = None,
+    pairs: Sequence[PreferencePair] = (),
 ) -> GenerativeVerdict:
-    """Both models on the same conversations and probes, then the policy's decision."""
+    """Both models on the same conversations, probes and preference pairs, then the policy's decision."""
     options: dict[str, Any] = dict(
         test_set=test_set, policy=policy, settings=settings, probes=probes, find_pii=find_pii, toxicity=toxicity
     )
@@ -188,11 +199,19 @@ def evaluate_generative(
             seed=settings.seed,
             confidence=1 - policy.significance_level,
         )
+    preferences = (
+        compare_on_pairs(
+            candidate, champion, pairs, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size
+        )
+        if pairs
+        else None
+    )
     evidence = GenerativeEvidence(
         candidate=candidate_report.metrics,
         champion=champion_report.metrics if champion_report else None,
         exact_match_comparison=em,
         rouge_l_comparison=rouge,
+        preferences=preferences,
     )
     decision, reasons = decide_generative(policy, evidence)
     return GenerativeVerdict(
@@ -203,4 +222,5 @@ def evaluate_generative(
         exact_match_comparison=em,
         rouge_l_comparison=rouge,
         system_prompt=test_set.system_prompt() or probes.canary_system_prompt,
+        preferences=preferences,
     )

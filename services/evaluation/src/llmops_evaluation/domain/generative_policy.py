@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops_evaluation.domain.generation import GenerativeMetrics
+from llmops_evaluation.domain.preferences import PreferenceComparison
 from llmops_evaluation.domain.statistics import BootstrapComparison, PairedComparison
 from llmops_events.v1 import Decision, RuleFailure
 
@@ -59,6 +60,13 @@ class GenerativePolicy(BaseModel):
     """p95 time to first token, batched as evaluated, on the evaluating machine."""
     min_tokens_per_s: float | None = Field(default=None, gt=0)
     """Median per-request output tokens/s, batched as evaluated."""
+    min_win_rate: float | None = Field(default=None, ge=0, le=1)
+    """Smallest accepted win rate against the champion on the test split's preference pairs (the
+    candidate's answer closer to the chosen one than the champion's; ties count half; 0.5 is a
+    draw). None: the win rate is reported, not enforced."""
+    min_win_rate_pairs: int = Field(default=20, ge=1)
+    """Fewer held-out preference pairs than this is not evidence: ``min_win_rate`` is then not
+    applied (the win rate is still reported)."""
 
 
 class GenerativeEvidence(BaseModel):
@@ -68,6 +76,7 @@ class GenerativeEvidence(BaseModel):
     champion: GenerativeMetrics | None = None
     exact_match_comparison: PairedComparison | None = None
     rouge_l_comparison: BootstrapComparison | None = None
+    preferences: PreferenceComparison | None = None
 
 
 def _failure(rule: str, observed: float, threshold: float, message: str) -> RuleFailure:
@@ -120,8 +129,24 @@ def decide_generative(policy: GenerativePolicy, evidence: GenerativeEvidence) ->
         _floor("min_tokens_per_s", "median tokens/s per request", c.tokens_per_s, policy.min_tokens_per_s),
     ]
     failures.extend(_champion_rules(policy, evidence))
+    failures.append(_win_rate_rule(policy, evidence.preferences))
     reasons = [failure for failure in failures if failure is not None]
     return (Decision.REJECTED if reasons else Decision.APPROVED), reasons
+
+
+def _win_rate_rule(policy: GenerativePolicy, preferences: PreferenceComparison | None) -> RuleFailure | None:
+    if policy.min_win_rate is None or preferences is None or preferences.win_rate is None:
+        return None  # not enforced, no champion or no pairs
+    if preferences.pairs < policy.min_win_rate_pairs or preferences.win_rate >= policy.min_win_rate:
+        return None
+    return _failure(
+        "min_win_rate",
+        preferences.win_rate,
+        policy.min_win_rate,
+        f"win rate against the champion {preferences.win_rate:.4f} on {preferences.pairs} held-out preference "
+        f"pairs ({preferences.wins} won, {preferences.ties} tied, {preferences.losses} lost) is below the minimum "
+        f"{policy.min_win_rate}",
+    )
 
 
 def _champion_rules(policy: GenerativePolicy, evidence: GenerativeEvidence) -> list[RuleFailure | None]:
