@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from llmops_ingestion.adapters.state import CuratedRow, IngestionState, StoreOutcome
+from llmops_ingestion.domain.feedback import PreferencePair, ServedGeneration
+from llmops_ingestion.domain.instructions import Turn
 from llmops_ingestion.domain.snapshot import Position
 from llmops_messaging import ProcessedEvents
 
@@ -78,3 +81,49 @@ def test_a_database_from_before_instruction_examples_is_all_records() -> None:
     assert [m.record_id for m in state.labelled_members(up_to_seq=state.max_seq(), content="instructions")] == ["a/3"]
     assert [m.record_id for m in state.labelled_members(up_to_seq=state.max_seq())] == ["a/1", "a/2"]
     assert [(entry.content, entry.row["record_id"]) for entry in state.outbox(10)] == [("instructions", "a/3")]
+    # Preference pairs came later still: none is covered by the old snapshot, each counts as new.
+    assert state.max_pair_seq() == 0
+    with processed.transaction() as connection:
+        new = IngestionState.store_pairs(connection, [_pair("a/ratings-1"), _pair("a/ratings-1")], **_made())
+    assert [pair.pair_id for pair in new] == ["a/ratings-1"]
+    assert state.labelled_since_last_snapshot("instructions") == 2  # the example and the pair
+    assert state.labelled_since_last_snapshot("records") == 1
+    state.record_snapshot(
+        dataset_id="i-1",
+        max_seq=state.max_seq(),
+        created_at=now,
+        event_json="{}",
+        content="instructions",
+        max_pair_seq=state.max_pair_seq(),
+    )
+    assert state.labelled_since_last_snapshot("instructions") == 0
+
+
+def _pair(pair_id: str) -> PreferencePair:
+    return PreferencePair(pair_id, "a", '[{"role":"user","content":"q"}]', "good", "bad", "ratings", "a/prompt-x")
+
+
+def _made() -> dict[str, Any]:
+    return {"position": Position("feedback", 0, 7), "created_at": datetime.now(UTC)}
+
+
+def test_a_generation_keeps_the_first_feedback_and_is_forgotten_after_the_retention() -> None:
+    processed = ProcessedEvents(":memory:", consumer="ingestion")
+    state = IngestionState(processed)
+    generation = ServedGeneration("r-1", "a", "bot", 1, (Turn("user", "q"),), "answer")
+    now = datetime.now(UTC)
+    with processed.transaction() as connection:
+        IngestionState.remember_generation(connection, generation, received_at=now)
+        IngestionState.remember_generation(
+            connection, generation.with_feedback(rating=2, corrected_answer=None), received_at=now
+        )
+        IngestionState.remember_generation(
+            connection, generation.with_feedback(rating=5, corrected_answer="better"), received_at=now
+        )
+    assert state.served_generation("r-1") == generation.with_feedback(rating=2, corrected_answer="better")
+    assert state.rated_generations(tenant="a", prompt_key=generation.prompt_key, exclude="r-0", limit=4) == [
+        generation.with_feedback(rating=2, corrected_answer="better")
+    ]
+    assert state.rated_generations(tenant="a", prompt_key=generation.prompt_key, exclude="r-1", limit=4) == []
+    state.prune_flywheel(older_than=timedelta(days=1), now=now + timedelta(days=2))
+    assert state.served_generation("r-1") is None
