@@ -614,6 +614,19 @@ async def run(context: BenchContext) -> list[BenchResult]:
         measured = await _platform(context, sizes, work / "adapters")
         llama = await _llama(context)
 
+    for label, load in (("concurrency 1", "c1"), ("concurrency 16", "c16"), ("two adapters", "mixed")):
+        if measured[load].errors:
+            failed = measured[load]
+            context.reporter.step(
+                f"  {label}: {failed.errors} streams failed (left out), the first: {failed.first_error}"
+            )
+    return result_rows(reference, measured, llama)
+
+
+def result_rows(reference: dict[str, Any], measured: dict[str, Any], llama: dict[str, Any] | str) -> list[BenchResult]:
+    """The rows from the reference script's summary, the platform's measurements (``Load``s
+    ``c1``, ``c16``, ``mixed`` and the ``adapters`` figures) and the llama.cpp script's summary
+    (or why it did not run)."""
     c1, c16 = measured["c1"], measured["c16"]
     per_token = float(reference["flops_per_token"])
     ceiling = float(reference["gemm_flops_per_second"])
@@ -641,9 +654,6 @@ async def run(context: BenchContext) -> list[BenchResult]:
             VS_LLAMA_SINGLE.measured(c1.tokens_per_s, reference_value=llama["llama_single_tokens_per_second"]),
             VS_LLAMA_PARALLEL.measured(c16.tokens_per_s, reference_value=llama["llama_parallel_tokens_per_second"]),
         ]
-    for label, load in (("concurrency 1", c1), ("concurrency 16", c16), ("two adapters", measured["mixed"])):
-        if load.errors:
-            context.reporter.step(f"  {label}: {load.errors} streams failed (left out), the first: {load.first_error}")
     return rows
 
 

@@ -36,7 +36,7 @@ def log(message: str) -> None:
 class Engine:
     """One llama.cpp context with room for ``sequences`` sequences of ``width`` tokens each."""
 
-    def __init__(self, gguf: str, *, sequences: int, width: int, prefill: int, threads: int) -> None:
+    def __init__(self, gguf: str, *, sequences: int, width: int, prefill: int, threads: int, eos_id: int) -> None:
         import llama_cpp
         from llama_cpp import _internals
 
@@ -54,7 +54,8 @@ class Engine:
         self.context = _internals.LlamaContext(model=self.model, params=params, verbose=False)
         self.batch = _internals.LlamaBatch(n_tokens=params.n_batch, embd=0, n_seq_max=sequences, verbose=False)
         self.vocabulary = self.model.n_vocab()
-        self.end = {self.model.token_eos(), self.model.token_eot()}
+        self.end = {self.model.token_eos(), self.model.token_eot(), eos_id}
+        """End of turn as llama.cpp and the platform's tokenizer see it (the same id, normally)."""
 
     def _logits(self, index: int) -> Any:
         import numpy as np
@@ -107,12 +108,18 @@ def main() -> int:
         return 0
     plan_path = Path(os.environ[PLAN_ENV])
     plan: dict[str, Any] = json.loads(plan_path.read_text())
-    prompts: list[list[int]] = json.loads((plan_path.parent / PROMPT_TOKENS_FILE).read_text())["prompts"]
+    rendered = json.loads((plan_path.parent / PROMPT_TOKENS_FILE).read_text())
+    prompts: list[list[int]] = rendered["prompts"]
     batch, max_tokens, threads = int(plan["batch"]), int(plan["max_tokens"]), int(plan["threads"])
     width = max(len(p) for p in prompts) + max_tokens + 8
     log(f"llama-cpp-python {llama_cpp.__version__}: {plan['gguf']} ({threads} threads)")
     engine = Engine(
-        plan["gguf"], sequences=batch, width=width, prefill=batch * max(len(p) for p in prompts), threads=threads
+        plan["gguf"],
+        sequences=batch,
+        width=width,
+        prefill=batch * max(len(p) for p in prompts),
+        threads=threads,
+        eos_id=int(rendered["eos_id"]),
     )
     engine.generate(prompts[:2], max_tokens=4)  # warm-up, untimed
 
