@@ -337,6 +337,8 @@ class IngestionService:
         if pending is None:
             with self._processed.transaction() as connection:
                 IngestionState.remember_request(connection, served, received_at=datetime.now(UTC))
+                # A rating parked in case this was a generation: it is not, and says nothing here.
+                IngestionState.drop_pending_generation_feedback(connection, logged.request_id)
                 self._processed.mark_processed(envelope.id)
             return
         self._curate_feedback(
@@ -541,6 +543,7 @@ class IngestionService:
             if served is not None:
                 IngestionState.remember_request(connection, served, received_at=now)
                 IngestionState.drop_pending_feedback(connection, served.request_id)
+                IngestionState.drop_pending_generation_feedback(connection, served.request_id)
             self._processed.mark_processed(event_id)
         self._count_stored([curated], [outcome])
 

@@ -1,6 +1,7 @@
 """The gateway's generation logs (``inference.logged`` with ``generation`` set) and feedback that
 carries only a corrected answer pass through ingestion on the real broker: handled, never
-dead-lettered, and a classification's feedback behind them still becomes a labelled record."""
+dead-lettered, and a classification's feedback behind them still becomes a labelled record (the
+correction makes an instruction example, not a record: ``test_ingestion_feedback_flywheel``)."""
 
 from __future__ import annotations
 

@@ -269,6 +269,7 @@ async def test_feedback_on_classifications_is_unchanged(flywheel: Flywheel) -> N
     classified = _generation("cls-1").model_copy(update={"generation": None, "label": "card_arrival"})
     await flywheel.deliver(FeedbackSubmitted(request_id="cls-1", true_label="lost_card", rating=2))
     await flywheel.deliver(classified)
+    assert flywheel.service._state.pending_generation_feedback("cls-1") is None  # it was no generation
     await flywheel.deliver(FeedbackSubmitted(request_id="cls-1", rating=1))  # a rating of a classification
     await flywheel.service.push_pending()
     assert list(flywheel.features.views[RECORDS_VIEW.name]) == ["acme/feedback-cls-1"]

@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS served_generations (
 );
 CREATE INDEX IF NOT EXISTS served_generations_rated
     ON served_generations (tenant, prompt_key, received_at) WHERE rating IS NOT NULL;
+CREATE INDEX IF NOT EXISTS served_generations_received ON served_generations (received_at);
 CREATE TABLE IF NOT EXISTS pending_generation_feedback (
     request_id TEXT PRIMARY KEY,
     rating INTEGER,
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS pending_generation_feedback (
     "offset" INTEGER NOT NULL,
     received_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS pending_generation_feedback_received ON pending_generation_feedback (received_at);
 CREATE TABLE IF NOT EXISTS preference_pairs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     pair_id TEXT NOT NULL UNIQUE,
