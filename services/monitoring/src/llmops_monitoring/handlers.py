@@ -44,6 +44,7 @@ from llmops_monitoring.domain.generation import (
     GenerationObservation,
     PiiFinder,
     analyse_generations,
+    generation_observation,
 )
 from llmops_monitoring.domain.policy import (
     DRIFT_SIGNALS,
@@ -184,21 +185,8 @@ class MonitoringService:
             await self.report_window(closed)
 
     async def _on_generation(self, event: InferenceLogged) -> None:
-        generation = event.generation
-        assert generation is not None
         key = WindowKey(event.model_name, event.model_version)
-        users = [turn.content for turn in generation.messages if turn.role == "user"]
-        observation = GenerationObservation(
-            request_id=event.request_id,
-            prompt=users[-1] if users else event.text,
-            output=generation.output,
-            finish_reason=generation.finish_reason,
-            prompt_tokens=generation.prompt_tokens,
-            completion_tokens=generation.completion_tokens,
-            time_to_first_token_ms=generation.time_to_first_token_ms,
-            tokens_per_s=generation.tokens_per_s,
-            served_at=event.served_at,
-        )
+        observation = generation_observation(event)
         window, closed = self._generations.add(key, observation, now=self._clock())
         self._generation_feedback.served(window, observation)
         await self._embed_while_filling(window.size - 1, observation.prompt, closed=closed is not None)

@@ -164,10 +164,12 @@ async def drift_report_by_hand(
     runtime: MonitoringRuntime | None = None,
 ) -> list[WindowReport]:
     """``make drift-report``: a report per model version over the latest ``last`` inference events of
-    ``model_name`` on the inference topic. The policy's decision is recorded in the report, but
-    nothing is published and the policy state (streak, cooldown) is left alone."""
+    ``model_name`` on the inference topic (generations for a ``causal_lm`` model). The policy's
+    decision is recorded in the report, but nothing is published and the policy state (streak,
+    cooldown) is left alone."""
     from llmops_monitoring.adapters.traffic import read_latest_traffic
-    from llmops_monitoring.domain.windows import WindowKey
+    from llmops_monitoring.domain.generation import GenerationObservation
+    from llmops_monitoring.domain.windows import Observation, WindowKey
 
     runtime = runtime or MonitoringRuntime(settings or MonitoringSettings())
     settings = runtime.settings
@@ -176,9 +178,13 @@ async def drift_report_by_hand(
     try:
         reports = []
         for model_version, observations in sorted(traffic.items()):
-            report = await asyncio.to_thread(
-                service.build_report, WindowKey(model_name, model_version), observations, act=False
-            )
+            key = WindowKey(model_name, model_version)
+            if observations and isinstance(observations[0], GenerationObservation):
+                generations = [o for o in observations if isinstance(o, GenerationObservation)]
+                report = await asyncio.to_thread(service.build_generation_report, key, generations, act=False)
+            else:
+                classifications = [o for o in observations if isinstance(o, Observation)]
+                report = await asyncio.to_thread(service.build_report, key, classifications, act=False)
             reports.append(report)
         return reports
     finally:

@@ -12,6 +12,7 @@ from llmops_config import PlatformSettings
 from llmops_events import DecodeError, KafkaRecord, decode
 from llmops_events.topics import INFERENCE
 from llmops_events.v1 import InferenceLogged
+from llmops_monitoring.domain.generation import GenerationObservation, generation_observation
 from llmops_monitoring.domain.windows import Observation
 
 
@@ -23,10 +24,12 @@ async def read_latest_traffic(
     version: int | None = None,
     scan_per_partition: int = 50_000,
     topic: str = INFERENCE,
-) -> dict[int, list[Observation]]:
+) -> dict[int, list[Observation] | list[GenerationObservation]]:
     """The latest ``last`` events of ``model_name`` (by serving time) per model version, read from the
     newest ``scan_per_partition`` messages of each partition, without a consumer group (no offsets move).
-    Undecodable messages are skipped: they are the service's DLQ's business, not a report's."""
+    Undecodable messages are skipped: they are the service's DLQ's business, not a report's. A
+    version's list holds generations when its latest event is a generation (a ``causal_lm`` model),
+    classifications otherwise; the other kind's events are left out."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=platform.kafka_bootstrap_servers,
@@ -79,15 +82,23 @@ async def read_latest_traffic(
     finally:
         await consumer.stop()
     events.sort(key=lambda e: e.served_at)
-    by_version: dict[int, list[Observation]] = defaultdict(list)
+    by_version: dict[int, list[InferenceLogged]] = defaultdict(list)
     for event in events[-last:]:
-        by_version[event.model_version].append(
-            Observation(
-                request_id=event.request_id,
-                text=event.text,
-                label=event.label,
-                confidence=event.confidence,
-                served_at=event.served_at,
-            )
-        )
-    return dict(by_version)
+        by_version[event.model_version].append(event)
+    traffic: dict[int, list[Observation] | list[GenerationObservation]] = {}
+    for model_version, logged in by_version.items():
+        if logged[-1].generation is not None:
+            traffic[model_version] = [generation_observation(e) for e in logged if e.generation is not None]
+        else:
+            traffic[model_version] = [
+                Observation(
+                    request_id=e.request_id,
+                    text=e.text,
+                    label=e.label,
+                    confidence=e.confidence,
+                    served_at=e.served_at,
+                )
+                for e in logged
+                if e.generation is None
+            ]
+    return traffic

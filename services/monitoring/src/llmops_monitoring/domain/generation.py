@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmops_events.v1 import InferenceLogged
 from llmops_models.kinds.causal_lm.answers import THUMBS_DOWN_MAX_RATING, exact_match, in_format
 from llmops_monitoring.domain.analysis import MIN_EMBEDDING_SAMPLE, embedding_drift, embedding_sample_rows, oov_share
 from llmops_monitoring.domain.ports import Encoder, GenerationReference
@@ -99,6 +100,26 @@ class GenerationObservation:
     @property
     def has_feedback(self) -> bool:
         return self.rating is not None or self.corrected_answer is not None
+
+
+def generation_observation(event: InferenceLogged) -> GenerationObservation:
+    """The generation of an ``inference.logged`` event whose ``generation`` is set; the prompt is the
+    last user turn."""
+    generation = event.generation
+    if generation is None:
+        raise ValueError(f"inference event {event.request_id} is not a generation")
+    users = [turn.content for turn in generation.messages if turn.role == "user"]
+    return GenerationObservation(
+        request_id=event.request_id,
+        prompt=users[-1] if users else event.text,
+        output=generation.output,
+        finish_reason=generation.finish_reason,
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+        time_to_first_token_ms=generation.time_to_first_token_ms,
+        tokens_per_s=generation.tokens_per_s,
+        served_at=event.served_at,
+    )
 
 
 def _refusal_form(text: str) -> str:
