@@ -4,19 +4,26 @@ whichever arrives first; the prompt embedded while the window fills is the last 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from llmops_config import PlatformSettings
 from llmops_events import Envelope
 from llmops_events.v1 import ChatTurn, FeedbackSubmitted, Generation, InferenceLogged
 from llmops_messaging import EventPublisher, ProcessedEvents
+from llmops_models import manifest_path
+from llmops_models.snapshots import write_snapshot
+from llmops_monitoring.adapters.generation_reference import GenerationReferences
 from llmops_monitoring.adapters.metrics import MonitoringMetrics
 from llmops_monitoring.adapters.policy_state import PolicyStateStore
+from llmops_monitoring.domain.generation import GenerationObservation
 from llmops_monitoring.domain.policy import DriftPolicy
+from llmops_monitoring.domain.windows import WindowKey
 from llmops_monitoring.handlers import MonitoringService
 from llmops_monitoring.settings import MonitoringSettings
 from llmops_serving import ChampionTable
@@ -100,3 +107,66 @@ async def test_generation_logs_open_their_own_window_and_feedback_joins_them(tmp
     await service.on_inference(_logged("cls-1", generation=None))
     assert [w.key.model_name for w in service._book.open_windows()] == ["banking"]
     assert [w.key.model_name for w in service._generations.open_windows()] == ["support-bot"]
+
+
+async def test_a_generation_report_is_built_from_the_versions_instructions_snapshot(tmp_path: Path) -> None:
+    """The reference comes from the snapshot the version's lineage names (its declared format too);
+    the report's files hold the generation signals and the decision under the generation rules."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    intents = ["card_arrival", "lost_or_stolen_card"]
+    texts = [f"my card {i} has not arrived" if i % 2 else f"i lost card {i}" for i in range(40)]
+    labels = [intents[i % 2 == 0] for i in range(40)]
+    frame = pd.DataFrame(
+        {
+            "text": texts,
+            "label": labels,
+            "split": ["train"] * 30 + ["validation"] * 10,
+            "messages_json": [
+                json.dumps([{"role": "user", "content": t}, {"role": "assistant", "content": a}])
+                for t, a in zip(texts, labels, strict=True)
+            ],
+            "output_format_json": json.dumps({"labels": intents, "json_schema": None}),
+        }
+    )
+    write_snapshot(store, frame, dataset_id="instructions-1", content="instructions")
+    store.write_json(manifest_path("bot", 1), {"lineage": {"dataset_id": "instructions-1"}})
+    processed = ProcessedEvents(tmp_path / "monitoring.db", consumer="monitoring")
+    state = PolicyStateStore(processed.connection)
+    settings = MonitoringSettings(
+        platform=PlatformSettings(var_dir=tmp_path / "var"), window_size=40, embedding_sample_size=20, metrics_port=0
+    )
+    encoder = CountingEncoder()
+    service = MonitoringService(
+        settings=settings,
+        policy=DriftPolicy.model_validate({"consecutive_windows": 1, "generation": {"min_window_size": 20}}),
+        store=store,
+        references=None,  # type: ignore[arg-type]
+        encoder=encoder,
+        publisher=EventPublisher(PlatformSettings(), service="monitoring"),
+        policy_state=state,
+        champions=ChampionTable(state._connection),
+        metrics=MonitoringMetrics(),
+        generation_references=GenerationReferences(
+            store, encoder=encoder, cache_dir=settings.reference_cache_dir, size=20, seed=1
+        ),
+        find_pii=lambda text: 0,
+    )
+    now = datetime.now(UTC)
+    window = [
+        GenerationObservation(
+            f"r{i}", texts[i], "I'm sorry, but I can't" if i < 10 else labels[i], "stop", 5, 2, 90.0, 30.0, now
+        )
+        for i in range(40)
+    ]
+    report = service.build_generation_report(WindowKey("bot", 1), window)
+    summary = report.summary
+    assert summary["kind"] == "generation" and summary["reference"]["size"] == 20
+    assert summary["reference"]["output_format"] == {"labels": intents, "json_schema": None}
+    assert summary["signals"]["refusal_share"]["score"] == 0.25 and summary["signals"]["refusal_share"]["breached"]
+    assert report.decision.action.value == "request" and report.decision.kind == "quality"
+    assert report.policy_state is not None and report.policy_state.requests == 1
+    written = json.loads((Path(report.html_uri).parent / "summary.json").read_text())
+    assert set(written["signals"]) >= {"prompt_embedding", "prompt_oov_share", "refusal_share", "ttft_p95_ms"}
+    assert "refusal_share" in Path(report.html_uri).read_text()
+    # Built once: the second report of the version reads the cached reference.
+    assert (settings.reference_cache_dir / "generations" / "bot" / "1" / "reference.json").exists()
