@@ -27,8 +27,8 @@ logs: ## Follow the logs of every component started by `make up`
 	@$(LLMOPS) stack logs
 
 ##@ Lifecycle
-demo: up ## Run the closed loop on the embedded default (starts the stack first)
-	@$(LLMOPS) demo
+demo: up ## Run the closed loops on the embedded default: the classifier's, then the generative model's (starts the stack first) [KIND=classifier|generative]
+	@$(LLMOPS) demo $(if $(KIND),--kind $(KIND))
 
 snapshot: ## Cut dataset snapshots of everything ingested so far: records and instruction examples [CONTENT=records|instructions]
 	@$(LLMOPS) snapshot $(if $(CONTENT),--content $(CONTENT))

@@ -250,16 +250,28 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option(help="Folder holding banking77/ (default: $LLMOPS_SHARED_DATA or ../shared/data).")
     ] = None,
+    kind: Annotated[
+        str, typer.Option(help="all (the classifier's loop, then the generative one), classifier or generative.")
+    ] = "all",
 ) -> None:
     """The lifecycle on the embedded default, as a timeline (the stack must be up: `make demo` does it)."""
     from llmops_cli.demo import DemoOptions, run_demo
+    from llmops_cli.demo_generative import GenerativeDemoOptions, run_generative_demo
     from llmops_stack import repo_paths
 
+    if kind not in {"all", "classifier", "generative"}:
+        raise typer.BadParameter("one of all, classifier, generative", param_hint="--kind")
     if data_dir is None:
         configured = os.environ.get("LLMOPS_SHARED_DATA")
         data_dir = Path(configured) if configured else _guard(repo_paths).root.parent / "shared" / "data"
-    options = DemoOptions(model_name=model, labels=labels, per_label=per_label, epochs=epochs, data_dir=data_dir)
-    raise typer.Exit(asyncio.run(run_demo(_settings(), options)))
+    code = 0
+    if kind in {"all", "classifier"}:
+        options = DemoOptions(model_name=model, labels=labels, per_label=per_label, epochs=epochs, data_dir=data_dir)
+        code = asyncio.run(run_demo(_settings(), options))
+    if code == 0 and kind in {"all", "generative"}:
+        print("\nthe generative loop: a support assistant (SmolLM2-135M + LoRA) learns from its users\n")
+        code = asyncio.run(run_generative_demo(_settings(), GenerativeDemoOptions(data_dir=data_dir)))
+    raise typer.Exit(code)
 
 
 @app.command("snapshot")

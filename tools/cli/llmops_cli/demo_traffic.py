@@ -17,7 +17,7 @@ import grpc
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_cli.demo_data import DemoRecord
 from llmops_config import PlatformSettings
-from llmops_events.v1 import FeedbackSubmitted
+from llmops_events.v1 import ChatTurn, FeedbackSubmitted
 from llmops_messaging import EventPublisher
 
 
@@ -72,6 +72,27 @@ class GatewayClient:
         request = inference_pb2.PredictRequest(text=text, model=model, tenant=self._tenant, request_id=request_id)
         return await self._stub.Predict(request, metadata=self._metadata, timeout=timeout)
 
+    async def generate(self, messages: Sequence[ChatTurn], model: str, *, max_tokens: int = 16) -> Generated:
+        """One greedy answer streamed through ``GenerateStream``, with its time to first token."""
+        return await _generate(self, messages, model, max_tokens)
+
+    async def wait_until_generating(
+        self, model: str, version: int, messages: Sequence[ChatTurn], timeout: float = 180.0
+    ) -> None:
+        """Until the gateway streams answers of ``model`` from ``version``."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                answer = await self.generate(messages, model, max_tokens=2)
+                if answer.model_version == version:
+                    return
+                last = f"answered by version {answer.model_version}"
+            except grpc.aio.AioRpcError as error:
+                last = f"{error.code().name}: {error.details()}"
+            await asyncio.sleep(1.0)
+        raise TimeoutError(f"the gateway did not stream {model} v{version} within {timeout:.0f}s ({last})")
+
     async def wait_until_serving(self, model: str, version: int, text: str, timeout: float = 120.0) -> None:
         """Until the gateway answers for ``model`` with ``version`` (it follows the deployments topic)."""
         deadline = time.monotonic() + timeout
@@ -125,6 +146,113 @@ async def send_traffic(
                     FeedbackSubmitted(request_id=request_id, true_label=record.label), correlationid=correlationid
                 )
                 report.feedback += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return report
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    model_version: int
+    finish_reason: str
+    ttft_ms: float
+    request_id: str
+
+
+@dataclass
+class GenerationTraffic:
+    served: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    right: int = 0
+    ttft_ms: list[float] = field(default_factory=list)
+    versions: Counter[int] = field(default_factory=Counter)
+    thumbs_up: int = 0
+    thumbs_down: int = 0
+
+    def describe(self) -> str:
+        versions = ", ".join(f"v{v}: {n}" for v, n in sorted(self.versions.items()))
+        failed = f", {sum(self.failed.values())} failed ({dict(self.failed)})" if self.failed else ""
+        ttft = statistics.median(self.ttft_ms) if self.ttft_ms else 0.0
+        return (
+            f"{self.served} streamed ({versions}){failed}; right answers {self.right / max(1, self.served):.3f}; "
+            f"time to first token p50 {ttft:.0f} ms; feedback: {self.thumbs_up} thumbs up, "
+            f"{self.thumbs_down} thumbs down with a correction"
+        )
+
+
+async def _generate(client: GatewayClient, messages: Sequence[ChatTurn], model: str, max_tokens: int) -> Generated:
+    assert client._stub is not None
+    request_id = f"gen-{uuid.uuid4().hex}"
+    request = inference_pb2.GenerateStreamRequest(
+        model=model,
+        tenant=client._tenant,
+        request_id=request_id,
+        messages=[inference_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+        max_tokens=max_tokens,
+        temperature=0.0,
+    )
+    started = time.perf_counter()
+    first: float | None = None
+    text, version, finish = "", 0, ""
+    async for chunk in client._stub.GenerateStream(request, metadata=client._metadata, timeout=60):
+        if first is None and chunk.text:
+            first = time.perf_counter()
+        text += chunk.text
+        version = int(chunk.model_version) or version
+        finish = chunk.finish_reason or finish
+    return Generated(text, version, finish, ((first or time.perf_counter()) - started) * 1000, request_id)
+
+
+async def _feedback(client: GatewayClient, request_id: str, *, rating: int, corrected_answer: str = "") -> None:
+    assert client._stub is not None
+    request = inference_pb2.SubmitFeedbackRequest(
+        request_id=request_id, rating=rating, corrected_answer=corrected_answer
+    )
+    await client._stub.SubmitFeedback(request, metadata=client._metadata, timeout=30)
+
+
+async def generate_traffic(
+    client: GatewayClient,
+    prompts: Sequence[tuple[Sequence[ChatTurn], str]],
+    *,
+    model: str,
+    feedback_share: float,
+    max_tokens: int,
+    seed: int,
+    concurrency: int = 16,
+) -> GenerationTraffic:
+    """Stream an answer to every prompt through the gateway; for a share of them, rate it through
+    ``SubmitFeedback`` as a user would: thumbs up (5) when it is the expected answer, thumbs down (1)
+    with the expected answer as the correction when not."""
+    from llmops_models.kinds.causal_lm.answers import exact_match
+
+    report = GenerationTraffic()
+    rng = random.Random(seed)
+    queue: asyncio.Queue[tuple[Sequence[ChatTurn], str]] = asyncio.Queue()
+    for prompt in prompts:
+        queue.put_nowait(prompt)
+
+    async def worker() -> None:
+        while not queue.empty():
+            messages, expected = queue.get_nowait()
+            try:
+                answer = await client.generate(messages, model, max_tokens=max_tokens)
+            except grpc.aio.AioRpcError as error:
+                report.failed[error.code().name] += 1
+                continue
+            report.served += 1
+            report.ttft_ms.append(answer.ttft_ms)
+            report.versions[answer.model_version] += 1
+            right = exact_match(answer.text, expected)
+            report.right += right
+            if rng.random() < feedback_share:
+                if right:
+                    await _feedback(client, answer.request_id, rating=5)
+                    report.thumbs_up += 1
+                else:
+                    await _feedback(client, answer.request_id, rating=1, corrected_answer=expected)
+                    report.thumbs_down += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return report
