@@ -397,7 +397,7 @@ def _describe_instructions(events: EventLog, dataset_id: str) -> str:
         return f"retrained on {dataset_id} (cut before the demo started)"
     pairs: Any = "?"
     try:
-        manifest = json.loads(Path(snapshot.uri.removeprefix("file://").rstrip("/"), "manifest.json").read_text())
+        manifest = json.loads(Path(snapshot.manifest_uri.removeprefix("file://")).read_text())
         pairs = sum(manifest.get("preference_counts", {}).values())
     except (OSError, ValueError):
         pass

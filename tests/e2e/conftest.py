@@ -1,0 +1,67 @@
+"""One stack for the end-to-end tests: every service its own process, as `make up` runs them, with
+tiny settings (small snapshots, windows and canaries) so each loop closes in minutes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from llmops_cli import stack
+from llmops_config import PlatformSettings
+from llmops_stack import free_port
+
+POLICY = """min_examples: 5
+min_accuracy: 0.5
+max_accuracy_drop: 0.05
+max_latency_p95_ms: 2000
+causal_lm:
+  min_examples: 5
+  max_exact_match_drop: 0.05
+  max_rouge_l_drop: 0.05
+"""
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
+    var_dir = tmp_path_factory.mktemp("e2e-var")
+    policies = tmp_path_factory.mktemp("e2e-policies")
+    (policies / "default.yaml").write_text(POLICY)
+    environment = {
+        "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "LLMOPS_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "LLMOPS_TRITON_HTTP_PORT": str(free_port()),
+        "LLMOPS_TRITON_GRPC_PORT": str(free_port()),
+        "LLMOPS_TRITON_METRICS_PORT": str(free_port()),
+        "LLMOPS_GATEWAY_PORT": str(free_port()),
+        "LLMOPS_OPS_PORT": str(free_port()),
+        "LLMOPS_VAR_DIR": str(var_dir),
+        "LLMOPS_LOG_FORMAT": "text",
+        "LLMOPS_GATEWAY_API_KEYS": "e2e-key",
+        "LLMOPS_GATEWAY_DEFAULT_MODEL": "e2e-intents",
+        "LLMOPS_INGESTION_SNAPSHOT_EVERY_N_LABELLED": "100",
+        "LLMOPS_INGESTION_SNAPSHOT_EVERY_N_INSTRUCTIONS": "100",
+        "LLMOPS_EVALUATION_POLICY_DIR": str(policies),
+        "LLMOPS_EVALUATION_LATENCY_EXAMPLES": "10",
+        "LLMOPS_MONITORING_WINDOW_SIZE": "200",
+        "LLMOPS_DEPLOYMENT_CANARY_MIN_REQUESTS": "20",
+        "LLMOPS_DEPLOYMENT_CANARY_TRAFFIC_SHARE": "0.5",
+        "LLMOPS_DEPLOYMENT_WARMUP_REQUESTS": "1",
+        "LLMOPS_FINE_TUNING_PROGRESS_INTERVAL_S": "10",
+    }
+    for name in ("ingestion", "fine_tuning", "evaluation", "deployment", "gateway", "monitoring"):
+        environment[f"LLMOPS_{name.upper()}_METRICS_PORT"] = str(free_port())
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)  # the services are child processes: they read the environment
+    settings = PlatformSettings()
+    try:
+        stack.up(settings)
+        yield settings
+    finally:
+        stack.down(settings)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
