@@ -36,7 +36,16 @@ from bench.results import (
 
 def registry() -> list[Benchmark]:
     """Every benchmark of the service issues, in the order they run."""
-    from bench import fine_tuning, gateway, ingestion, instruction_tuning, monitoring, redaction
+    from bench import (
+        fine_tuning,
+        gateway,
+        generation,
+        generation_monitoring,
+        ingestion,
+        instruction_tuning,
+        monitoring,
+        redaction,
+    )
 
     return [
         ingestion.BENCHMARK,
@@ -45,6 +54,8 @@ def registry() -> list[Benchmark]:
         instruction_tuning.BENCHMARK,
         gateway.BENCHMARK,
         monitoring.BENCHMARK,
+        generation.BENCHMARK,
+        generation_monitoring.BENCHMARK,
     ]
 
 
