@@ -62,7 +62,7 @@ test: setup ## Run every test: unit, contract and integration (starts its own Ka
 test-unit: setup ## Run the fast tests only (no broker, no Triton)
 	@$(PYTEST) -m "not integration and not e2e" $(PYTEST_ARGS)
 
-bench: setup ## Run every benchmark (ingestion, redaction, fine-tuning, instruction tuning, gateway, monitoring) into var/bench/results.{json,md} and README (~40 min; ONLY=name)
+bench: setup ## Run every benchmark (ingestion, redaction, fine-tuning, instruction tuning, gateway, monitoring, generation, generation monitoring) into var/bench/results.{json,md} and README (~40 min; ONLY=name)
 	@$(VENV)/bin/python -m bench.run --readme README.md $(if $(ONLY),--only $(ONLY))
 
 bench-setup: ## Install the generation benchmark's llama.cpp reference (llama-cpp-python, built from source: ~10 min) in the throw-away venv var/bench/llama-cpp
