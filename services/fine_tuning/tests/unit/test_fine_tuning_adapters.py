@@ -122,3 +122,15 @@ def test_training_is_deterministic_and_the_artifact_reproduces_its_metrics(tmp_p
     accuracy = sum(p == t for p, t in zip(labels, data.validation.labels, strict=True)) / len(labels)
     assert accuracy == pytest.approx(first.metrics["accuracy"])
     assert all(abs(sum(row) - 1) < 1e-5 for row in probabilities)
+
+
+def test_lora_top_layers_selects_the_upper_decoder_layers() -> None:
+    from types import SimpleNamespace
+
+    from llmops_fine_tuning.adapters.causal_lm_trainer import top_layers
+
+    model = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=30))
+    assert top_layers(model, 20) == list(range(10, 30))
+    assert top_layers(model, 1) == [29]
+    assert top_layers(model, None) is None
+    assert top_layers(model, 30) is None and top_layers(model, 64) is None  # every layer

@@ -95,6 +95,15 @@ def _pad_right(examples: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, 
     return input_ids, attention_mask, labels
 
 
+def top_layers(model: Any, count: int | None) -> list[int] | None:
+    """The indices of the top ``count`` decoder layers of ``model`` (None, or a model with no more
+    layers than that: every layer)."""
+    layers = int(model.config.num_hidden_layers)
+    if count is None or count >= layers:
+        return None
+    return list(range(layers - count, layers))
+
+
 def encode_all(tokenizer: Any, conversations: Conversations, max_length: int) -> tuple[list[Encoded], int]:
     """Every conversation that keeps an answer token within ``max_length``, and how many did not."""
     encoded: list[Encoded] = []
@@ -158,6 +167,7 @@ class LoraCausalLmTrainer:
             lora_alpha=hp.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
             lora_dropout=hp.lora_dropout,
             target_modules=list(hp.target_modules),
+            layers_to_transform=top_layers(base, policy.lora_top_layers),
         )
         try:
             model: Any = get_peft_model(base, lora)
