@@ -186,7 +186,9 @@ def train_dpo(
     ref_val_chosen, ref_val_rejected = reference[2 * n : 2 * n + v], reference[2 * n + v :]
     ref_train = torch.tensor(ref_chosen), torch.tensor(ref_rejected)
 
-    total_steps = dpo_steps(n, policy)
+    # Steps as planned from the pairs selected (the job's progress total counts them), even if a
+    # pair too long to keep an answer token was dropped since.
+    total_steps = dpo_steps(len(train_pairs), policy)
     steps_per_epoch = math.ceil(n / policy.dpo_batch_size)
     optimizer = torch.optim.AdamW(trainable_parameters, lr=policy.dpo_learning_rate, weight_decay=policy.weight_decay)
     scheduler = warmup_then_linear_decay(optimizer, total_steps=total_steps, warmup_ratio=policy.warmup_ratio)
