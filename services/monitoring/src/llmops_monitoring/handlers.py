@@ -438,7 +438,7 @@ class MonitoringService:
                     else {"labels": list(output_format[0] or []) or None, "json_schema": output_format[1]}
                 ),
                 "description": (
-                    f"{reference.size} training conversations of instructions snapshot {reference.dataset_id}"
+                    f"{reference.size} held-out conversations of instructions snapshot {reference.dataset_id}"
                     f" (output format {'declared' if output_format is not None else 'not declared'})"
                 ),
             },

@@ -26,7 +26,7 @@ class MonitoringSettings(BaseSettings):
     """...or when its first event is this old (None: count-based only)."""
 
     reference_size: int = Field(default=2000, ge=10)
-    """Validation examples (a seeded sample) in a model version's reference; training conversations
+    """Validation examples (a seeded sample) in a model version's reference; held-out conversations
     in a causal LM version's."""
 
     embedding_sample_size: int = Field(default=1000, ge=10)

@@ -110,8 +110,9 @@ async def test_generation_logs_open_their_own_window_and_feedback_joins_them(tmp
 
 
 async def test_a_generation_report_is_built_from_the_versions_instructions_snapshot(tmp_path: Path) -> None:
-    """The reference comes from the snapshot the version's lineage names (its declared format too);
-    the report's files hold the generation signals and the decision under the generation rules."""
+    """The reference comes from the snapshot the version's lineage names (its held-out split, its
+    declared format); the report's files hold the generation signals and the decision under the
+    generation rules."""
     store = ArtifactStore(str(tmp_path / "artifacts"))
     intents = ["card_arrival", "lost_or_stolen_card"]
     texts = [f"my card {i} has not arrived" if i % 2 else f"i lost card {i}" for i in range(40)]
@@ -120,7 +121,7 @@ async def test_a_generation_report_is_built_from_the_versions_instructions_snaps
         {
             "text": texts,
             "label": labels,
-            "split": ["train"] * 30 + ["validation"] * 10,
+            "split": ["train"] * 20 + ["validation"] * 20,
             "messages_json": [
                 json.dumps([{"role": "user", "content": t}, {"role": "assistant", "content": a}])
                 for t, a in zip(texts, labels, strict=True)
@@ -160,7 +161,7 @@ async def test_a_generation_report_is_built_from_the_versions_instructions_snaps
     ]
     report = service.build_generation_report(WindowKey("bot", 1), window)
     summary = report.summary
-    assert summary["kind"] == "generation" and summary["reference"]["size"] == 20
+    assert summary["kind"] == "generation" and summary["reference"]["size"] == 20  # the validation split
     assert summary["reference"]["output_format"] == {"labels": intents, "json_schema": None}
     assert summary["signals"]["refusal_share"]["score"] == 0.25 and summary["signals"]["refusal_share"]["breached"]
     assert report.decision.action.value == "request" and report.decision.kind == "quality"

@@ -1,10 +1,11 @@
 """A causal LM version's reference, built from the artifact store and cached on disk.
 
 ``models/<name>/<version>/manifest.json`` names the instructions snapshot the adapter was trained
-on (``lineage.dataset_id``, as for classifiers); the reference is a seeded sample of its training
-split's conversations: the last user turns (the prompts), the final assistant turns (the answers),
-the prompts' MiniLM embeddings, the vocabulary of every training prompt, and the output format the
-task declares (``output_format_json``). No model is loaded: the training answers are the reference
+on (``lineage.dataset_id``, as for classifiers); the reference is a seeded sample of its held-out
+conversations (the validation split, else the test split, else the training split): the last user
+turns (the prompts), the final assistant turns (the answers), the prompts' MiniLM embeddings, the
+vocabulary of the training split's prompts, and the output format the task declares
+(``output_format_json``). No model is loaded: the snapshot's answers are the reference
 for the outputs. Kept under ``var/monitoring/references/generations/<name>/<version>/``.
 """
 
@@ -130,12 +131,20 @@ class GenerationReferences:
                 "dataset_not_instructions", f"snapshot {dataset_id} is not an instructions snapshot"
             )
         snapshot = snapshots.frame(dataset_id).dropna(subset=["text", "label"])
+        if snapshot.empty:
+            raise ReferenceUnavailable("dataset_empty", f"snapshot {dataset_id} has no conversations")
         train = snapshot[snapshot["split"] == "train"]
         if train.empty:
             train = snapshot
-        if train.empty:
-            raise ReferenceUnavailable("dataset_empty", f"snapshot {dataset_id} has no conversations")
-        sample = train.sample(n=self._size, random_state=self._seed) if len(train) > self._size else train
+        # As for classifiers: the held-out conversations (validation, else test) against the training
+        # vocabulary, so the reference's own OOV share is what unseen in-distribution prompts have
+        # (a sample of the training prompts would have none, and any traffic would look drifted).
+        held_out = snapshot[snapshot["split"] == "validation"]
+        if held_out.empty:
+            held_out = snapshot[snapshot["split"] == "test"]
+        if held_out.empty:
+            held_out = train
+        sample = held_out.sample(n=self._size, random_state=self._seed) if len(held_out) > self._size else held_out
         prompts = sample["text"].astype(str).tolist()
         answers = sample["label"].astype(str).tolist()
         formats = train[OUTPUT_FORMAT_COLUMN].tolist() if OUTPUT_FORMAT_COLUMN in train.columns else []

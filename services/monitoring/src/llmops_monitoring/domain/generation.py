@@ -3,10 +3,11 @@ said about it, and every signal of the window against the version's training con
 
 Signals are scores where higher means worse:
 
-* **prompt drift** against the training prompts (the last user turns of the instructions snapshot
-  the version was trained on): embedding drift (Evidently's classifier drift method on MiniLM
-  embeddings, as for classifiers) and Evidently ``ValueDrift`` of prompt length and OOV share;
-* **output drift and quality**: ``ValueDrift`` of the answers' length against the training answers;
+* **prompt drift** against the prompts of the instructions snapshot the version was trained on
+  (the last user turns of its held-out conversations; OOV against its training split): embedding
+  drift (Evidently's classifier drift method on MiniLM embeddings, as for classifiers) and
+  Evidently ``ValueDrift`` of prompt length and OOV share;
+* **output drift and quality**: ``ValueDrift`` of the answers' length against the snapshot's answers;
   shares of refusals, of answers outside the task's declared format, of answers with PII and of
   generations cut at ``max_tokens``; the 95th percentile of the time to first token and the median
   milliseconds per token;

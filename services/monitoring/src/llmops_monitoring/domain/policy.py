@@ -152,7 +152,7 @@ class GenerationPolicy(BaseModel):
     min_feedback: int = Field(default=20, ge=1)
     """Generations with a rating or a correction needed before feedback signals decide."""
     reference_size: int | None = Field(default=None, ge=10)
-    """Optional override of the service's reference sample size (training conversations)."""
+    """Optional override of the service's reference sample size (held-out conversations)."""
 
     @field_validator("drift_thresholds", "decide_on")
     @classmethod
