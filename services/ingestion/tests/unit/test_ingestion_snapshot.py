@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from llmops_events.v1 import OffsetRange
+from llmops_events.v1 import DatasetContent, OffsetRange
 from llmops_ingestion.domain.snapshot import (
     Position,
     Split,
@@ -39,13 +39,13 @@ def test_policy() -> None:
 
 
 def test_content_hash_ignores_row_order_and_extra_columns_but_not_content() -> None:
-    rows = [
+    rows: list[dict[str, object]] = [
         {"record_id": "b", "tenant": "t", "source": "s", "text": "x", "label": "l", "split": "train"},
         {"record_id": "a", "tenant": "t", "source": "s", "text": "y", "label": "m", "split": "test", "extra": 1},
     ]
     assert content_hash(rows) == content_hash(list(reversed(rows)))
     assert content_hash(rows).startswith("sha256:")
-    changed = [dict(rows[0], label="other"), rows[1]]
+    changed = [{**rows[0], "label": "other"}, rows[1]]
     assert content_hash(changed) != content_hash(rows)
 
 
@@ -85,3 +85,31 @@ def test_manifest_counts_and_id() -> None:
     assert sum(manifest.split_counts.values()) == 30 and set(manifest.split_counts) == {"train", "validation", "test"}
     dataset_id = dataset_id_for(name="records", created_at=now, content_hash="sha256:abcdef0123")
     assert dataset_id == "records-20261128T101500Z-abcdef"
+
+
+def test_preference_pairs_are_counted_per_split_and_hashed_after_the_rows() -> None:
+    now = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+    rows = [{"record_id": "t/feedback-1", "label": "Open the app.", "split": "train"}]
+    pairs = [
+        {"pair_id": pair_id, "messages_json": "[]", "chosen": "a", "rejected": "b", "source": "ratings", "split": split}
+        for pair_id, split in [("t/ratings-2", "test"), ("t/ratings-1", "train"), ("t/correction-1", "train")]
+    ]
+    options = {
+        "dataset_id": "d",
+        "rows": rows,
+        "lineage": [],
+        "files": {},
+        "feature_view": "curated_instructions",
+        "as_of": now,
+        "created_at": now,
+        "content": DatasetContent.INSTRUCTIONS,
+    }
+    manifest = build_manifest(**options, preferences=pairs)  # type: ignore[arg-type]
+    assert manifest.preference_counts == {"test": 1, "train": 2}
+    assert manifest.preference_files == {"test": "preferences-test.parquet", "train": "preferences-train.parquet"}
+    assert manifest.content_hash == content_hash(rows, manifest.content_columns, preferences=list(reversed(pairs)))
+    without = build_manifest(**options)  # type: ignore[arg-type]
+    assert without.preference_files is None and without.preference_counts is None
+    assert without.content_hash == content_hash(rows, without.content_columns) != manifest.content_hash
+    with pytest.raises(ValueError, match="instructions"):
+        build_manifest(**{**options, "content": DatasetContent.RECORDS}, preferences=pairs)  # type: ignore[arg-type]
