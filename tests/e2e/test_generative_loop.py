@@ -31,7 +31,7 @@ MODEL = "e2e-assistant"
 
 async def test_user_corrections_lead_to_a_new_adapter(running_stack: PlatformSettings) -> None:
     events = EventLog(running_stack)
-    options = GenerativeDemoOptions(model_name=MODEL, data_dir=None, max_shift_windows=4, shift_share=0.6)
+    options = GenerativeDemoOptions(model_name=MODEL, data_dir=None, epochs=4.0, max_shift_windows=4, shift_share=0.6)
 
     exit_code = await run_generative_demo(running_stack, options, events=events)
 
