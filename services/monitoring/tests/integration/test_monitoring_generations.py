@@ -42,7 +42,7 @@ from llmops_models.snapshots import write_snapshot
 from llmops_monitoring.adapters.encoder import MiniLMEncoder
 from llmops_monitoring.adapters.pii import RedactorPiiFinder
 from llmops_monitoring.domain.policy import DriftPolicy
-from llmops_monitoring.main import MonitoringRuntime
+from llmops_monitoring.main import MonitoringRuntime, drift_report_by_hand
 from llmops_monitoring.settings import MonitoringSettings
 from llmops_privacy import Redactor
 from llmops_storage import ArtifactStore
@@ -83,6 +83,9 @@ class World:
         self.dataset_id = f"instructions-{uuid.uuid4().hex[:6]}"
         self.events: list[Envelope[Any]] = []
         self.test_rows: list[tuple[str, str]] = []
+        self.runtime: MonitoringRuntime | None = None
+        self.encoder: MiniLMEncoder | None = None
+        self.find_pii: RedactorPiiFinder | None = None
 
     def new_model(self) -> str:
         """A causal LM name of its own whose adapter version 1 was trained on the snapshot."""
@@ -211,7 +214,10 @@ async def world(
         reference_size=300,
         embedding_sample_size=WINDOW,
     )
-    runtime = MonitoringRuntime(settings, encoder=MiniLMEncoder(), policy=POLICY, find_pii=RedactorPiiFinder(redactor))
+    harness.encoder, harness.find_pii = MiniLMEncoder(), RedactorPiiFinder(redactor)
+    runtime = harness.runtime = MonitoringRuntime(
+        settings, encoder=harness.encoder, policy=POLICY, find_pii=harness.find_pii
+    )
     broker = create_broker(platform, service="monitoring-generations-test")
     await runtime.open()
     runtime.attach(broker)
@@ -306,3 +312,21 @@ async def test_feedback_requests_retraining(world: World) -> None:
     summary = json.loads((Path(detection.data.report_uri).parent / "summary.json").read_text())
     assert summary["window"]["labelled"] == 30
     assert summary["quality"]["corrected"] == 15 and summary["quality"]["corrected_exact_match"] == 0.0
+
+
+async def test_drift_report_on_demand_of_a_causal_lm(world: World) -> None:
+    model = world.new_model()
+    await world.generate(model, world.calm(30, seed=7))
+    assert world.runtime is not None
+    on_demand = MonitoringRuntime(
+        world.runtime.settings.model_copy(update={"group_id": "drift-report"}),
+        encoder=world.encoder,
+        policy=POLICY,
+        find_pii=world.find_pii,
+    )
+    [report] = await drift_report_by_hand(model, last=25, runtime=on_demand)
+    assert report.summary["kind"] == "generation" and report.summary["window"]["size"] == 25
+    assert report.summary["on_demand"] is True
+    assert report.decision.action.value == "insufficient"  # 25 < min_window_size: reported, not decided
+    assert "refusal_share" in report.summary["signals"]
+    assert Path(report.html_uri).exists() and Path(report.json_uri).exists()
