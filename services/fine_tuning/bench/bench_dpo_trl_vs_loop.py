@@ -8,7 +8,8 @@ zero). Prints one JSON object: seconds to prepare (tokenising, the reference pas
 for each, and the losses of the first and last steps (they must agree at the first step: log 2).
 
 Environment: ``LLMOPS_BENCH_PAIRS`` (32), ``LLMOPS_BENCH_STEPS`` (8), ``LLMOPS_BENCH_BATCH`` (8),
-``LLMOPS_BENCH_THREADS`` (2), ``LLMOPS_BENCH_MAX_LENGTH`` (256).
+``LLMOPS_BENCH_THREADS`` (2), ``LLMOPS_BENCH_MAX_LENGTH`` (256), ``LLMOPS_BENCH_ONLY`` (``loop`` or
+``trl``: one of the two).
 
     .venv/bin/python services/fine_tuning/bench/bench_dpo_trl_vs_loop.py
 """
@@ -176,15 +177,14 @@ def main() -> None:
     max_length = int(os.environ.get("LLMOPS_BENCH_MAX_LENGTH", "256"))
     torch.set_num_threads(int(os.environ.get("LLMOPS_BENCH_THREADS", "2")))
     data = pairs(count)
-    result = {
-        "pairs": count,
-        "steps": steps,
-        "batch_pairs": batch,
-        "threads": torch.get_num_threads(),
-        "loop": run_loop(data, steps=steps, batch=batch, max_length=max_length),
-        "trl_dpo_trainer": run_trl(data, steps=steps, batch=batch, max_length=max_length),
-    }
-    print(json.dumps(result, indent=2))
+    result: dict[str, Any] = {"pairs": count, "steps": steps, "batch_pairs": batch, "threads": torch.get_num_threads()}
+    only = os.environ.get("LLMOPS_BENCH_ONLY", "")
+    if only in ("", "loop"):
+        result["loop"] = run_loop(data, steps=steps, batch=batch, max_length=max_length)
+        print(json.dumps({"loop": result["loop"]}), flush=True)
+    if only in ("", "trl"):
+        result["trl_dpo_trainer"] = run_trl(data, steps=steps, batch=batch, max_length=max_length)
+    print(json.dumps(result, indent=2), flush=True)
 
 
 if __name__ == "__main__":

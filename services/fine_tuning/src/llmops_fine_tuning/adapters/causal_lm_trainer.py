@@ -16,7 +16,13 @@ A plain loop, like the classifier's:
   bfloat16: AMX on a CPU, a recent GPU), with the LoRA weights and AdamW in float32; attention is
   the policy's kernel (``eager`` by default: faster on CPU for short conversations).
 
-Validation: the teacher-forced loss, perplexity and token accuracy on every validation
+Then **DPO** (``adapters/dpo.py``), when the snapshot's training split has at least the policy's
+``dpo_min_pairs`` preference pairs (at most ``dpo_max_pairs``, a seeded sample): the same adapter
+trains on, against the SFT adapter's frozen log-probabilities; its steps follow SFT's in the
+job's progress. Corrected answers need nothing of their own: ingestion writes them as ordinary
+conversations (``source=feedback``), so SFT learns them like any other.
+
+Validation (of the final adapter): the teacher-forced loss, perplexity and token accuracy on every validation
 conversation (cheap), and ``exact_match`` of greedily generated answers on the first
 ``generation_eval_examples`` of them (the evaluation gate's normalisation).
 
