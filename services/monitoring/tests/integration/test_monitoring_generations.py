@@ -68,6 +68,15 @@ POLICY = DriftPolicy.model_validate(
                 "prompt_oov_share": 0.5,
                 "output_length": 0.5,
             },
+            # The shipped policy reports the timings only; a policy may give them thresholds.
+            "output_thresholds": {
+                "refusal_share": 0.1,
+                "format_invalid_share": 0.2,
+                "pii_share": 0.02,
+                "length_finish_share": 0.2,
+                "ttft_p95_ms": 5000,
+                "ms_per_token": 250,
+            },
         },
     }
 )
@@ -283,7 +292,7 @@ async def test_output_quality_requests_retraining_and_the_report_shows_it(world:
     assert any(name.startswith("MeanValue(column=refusal") for name in names)
 
 
-async def test_slow_generation_requests_retraining(world: World) -> None:
+async def test_slow_generation_breaches_the_latency_thresholds_a_policy_sets(world: World) -> None:
     model = world.new_model()
     items = [{**item, "ttft": 9000.0, "rate": 2.0} for item in world.calm(WINDOW, seed=5)]
     await world.generate(model, items)

@@ -140,7 +140,8 @@ def test_the_declared_format_is_the_majority_one_or_none() -> None:
 def test_the_shipped_policy_has_a_generation_section_for_every_signal() -> None:
     policy = load_policy(REPO / "deploy" / "policies" / "drift.yaml")
     rules = policy.generation.rules
-    assert set(rules.thresholds) == set(GENERATION_SIGNALS)
+    # Every signal but the timings (reported only: retraining does not fix a slow server).
+    assert set(rules.thresholds) == set(GENERATION_SIGNALS) - {"ttft_p95_ms", "ms_per_token"}
     assert policy.generation == GenerationPolicy()  # the file repeats the built-in defaults
 
 

@@ -120,8 +120,7 @@ DEFAULT_GENERATION_OUTPUT_THRESHOLDS: dict[str, float] = {
     "format_invalid_share": 0.2,
     "pii_share": 0.02,
     "length_finish_share": 0.2,
-    "ttft_p95_ms": 5000.0,
-    "ms_per_token": 250.0,
+    # ttft_p95_ms and ms_per_token are reported only: retraining does not fix a slow server.
 }
 DEFAULT_GENERATION_FEEDBACK_THRESHOLDS: dict[str, float] = {
     "thumbs_down_share": 0.3,
