@@ -281,3 +281,10 @@ def test_monitoring_computes_exactly_the_signals_the_classifier_kind_declares() 
     from llmops_monitoring.domain.policy import DRIFT_SIGNALS, QUALITY_SIGNALS
 
     assert set(DRIFT_SIGNALS) | set(QUALITY_SIGNALS) == set(CLASSIFIER.monitoring_signals)
+
+
+def test_monitoring_computes_exactly_the_signals_the_causal_lm_kind_declares() -> None:
+    from llmops_models.kinds import CAUSAL_LM
+    from llmops_monitoring.domain.policy import GENERATION_SIGNALS
+
+    assert set(GENERATION_SIGNALS) == set(CAUSAL_LM.monitoring_signals)

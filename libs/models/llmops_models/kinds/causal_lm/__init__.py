@@ -85,14 +85,20 @@ class CausalLmKind:
     )
     canary_signals: tuple[str, ...] = ("error_rate", "requests", "ttft_p95_ms", "tokens_per_s")
     monitoring_signals: tuple[str, ...] = (
+        "prompt_embedding",
         "prompt_length",
-        "output_tokens",
-        "oov_share",
-        "mean_token_probability",
-        "pii_leakage",
-        "exact_match_drop",
+        "prompt_oov_share",
+        "output_length",
+        "refusal_share",
+        "format_invalid_share",
+        "pii_share",
+        "length_finish_share",
+        "ttft_p95_ms",
+        "ms_per_token",
+        "thumbs_down_share",
+        "corrected_share",
+        "correction_mismatch_share",
     )
-    """For issue 16: monitoring does not compute these for this kind yet."""
 
     def load_predictor(self, folder: Path, *, device: str = "cpu") -> Predictor:
         from llmops_models.kinds.causal_lm.network import load_causal_lm
