@@ -53,7 +53,14 @@ pytestmark = pytest.mark.integration
 TINY = Hyperparameters(
     epochs=2, batch_size=8, max_length=64, lora_rank=4, target_modules=["q_proj", "v_proj"], learning_rate=5e-3
 )
-DPO = {"dpo_min_pairs": 8, "dpo_batch_size": 4, "dpo_epochs": 2, "dpo_learning_rate": 2e-3, "dpo_beta": 0.1}
+DPO = {
+    "dpo_min_pairs": 8,
+    "dpo_batch_size": 4,
+    "dpo_epochs": 2,
+    "dpo_learning_rate": 2e-3,
+    "dpo_beta": 0.1,
+    "dpo_sft_weight": 1.0,
+}
 POLICY = """\
 causal_lm:
   min_examples: 5
@@ -163,6 +170,9 @@ def test_dpo_runs_after_sft_when_there_are_enough_pairs_and_moves_the_margin(wor
     # since right and wrong intents generalise, on the validation pairs too.
     assert dpo["dpo_train_logp_margin_after"] > dpo["dpo_train_logp_margin_before"]
     assert dpo["dpo_reward_margin"] > 0 and dpo["dpo_loss"] < 0.6931  # below log 2: the reference's loss
+    # With the NLL term on the chosen answers (dpo_sft_weight), the corrected answers became more
+    # likely, not only the rejected ones less.
+    assert dpo["dpo_train_chosen_logp_after"] > dpo["dpo_train_chosen_logp_before"]
     # Progress counts both phases: SFT's 6 steps, then DPO's 12.
     progressed = [e for e in world.events.published if isinstance(e, TrainingProgressed) and e.model_version == 2]
     assert progressed[-1].step == progressed[-1].total_steps == 6 + 12
@@ -171,7 +181,8 @@ def test_dpo_runs_after_sft_when_there_are_enough_pairs_and_moves_the_margin(wor
     assert config["dpo"]["ran"] and config["dpo"]["pairs"] == 24 and config["trainer"]["dpo_beta"] == 0.1
     print(
         f"\nDPO: {dpo['dpo_pairs_per_second']:.2f} pairs/s; train log-prob margin "
-        f"{dpo['dpo_train_logp_margin_before']:.2f} -> {dpo['dpo_train_logp_margin_after']:.2f}; validation "
+        f"{dpo['dpo_train_logp_margin_before']:.2f} -> {dpo['dpo_train_logp_margin_after']:.2f}, log p(chosen) "
+        f"{dpo['dpo_train_chosen_logp_before']:.2f} -> {dpo['dpo_train_chosen_logp_after']:.2f}; validation "
         f"loss {dpo['dpo_loss']:.4f}, reward margin {dpo['dpo_reward_margin']:.4f}, "
         f"preference accuracy {dpo['dpo_preference_accuracy']:.2f}"
     )

@@ -84,7 +84,15 @@ def test_dpo_steps_follow_the_epochs_and_batch_size() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", [{"dpo_beta": 0}, {"dpo_beta": 11}, {"dpo_min_pairs": 0}, {"dpo_max_pairs": 10**6}, {"dpo_epochs": 20}]
+    "field",
+    [
+        {"dpo_beta": 0},
+        {"dpo_beta": 11},
+        {"dpo_min_pairs": 0},
+        {"dpo_max_pairs": 10**6},
+        {"dpo_epochs": 20},
+        {"dpo_sft_weight": -1},
+    ],
 )
 def test_dpo_settings_are_bounded(field: dict[str, float]) -> None:
     with pytest.raises(ValidationError):

@@ -38,8 +38,8 @@ step, up to bfloat16 rounding (the reference is scored in other batch shapes: a 
 Metrics (into ``metrics.json``, ``training.completed``): on the validation pairs, ``dpo_loss``,
 ``dpo_reward_margin`` (mean of beta*(chosen - rejected) log-ratio gaps) and
 ``dpo_preference_accuracy`` (share of pairs whose chosen reward is the larger); on the training
-pairs, the log-probability margin log p(chosen) - log p(rejected) before (the SFT adapter) and
-after DPO.
+pairs, the log-probability margin log p(chosen) - log p(rejected) and the mean log p(chosen),
+before (the SFT adapter) and after DPO.
 """
 
 from __future__ import annotations
@@ -222,6 +222,9 @@ def train_dpo(
             beta=policy.dpo_beta,
         )
         loss = losses.mean()
+        if policy.dpo_sft_weight > 0:
+            chosen_tokens = (labels[: len(batch), 1:] != -100).sum(dim=1).clamp(min=1).to(device)
+            loss = loss + policy.dpo_sft_weight * (-logps[: len(batch)] / chosen_tokens).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable_parameters, policy.max_grad_norm)
@@ -244,6 +247,10 @@ def train_dpo(
         dpo_train_logp_margin_before=before_metrics["logp_margin"],
         dpo_train_logp_margin_after=after_metrics["logp_margin"],
         dpo_train_preference_accuracy=after_metrics["preference_accuracy"],
+        # DPO can widen the margin by pushing both answers down; a falling chosen log-probability
+        # is the sign (the answer users wanted becomes less likely).
+        dpo_train_chosen_logp_before=sum(ref_chosen) / n,
+        dpo_train_chosen_logp_after=sum(after[:n]) / n,
         dpo_train_seconds=train_seconds,
         dpo_pairs_per_second=meter.seen / max(train_seconds, 1e-9),
     )

@@ -85,6 +85,10 @@ class CausalLmTrainerPolicy(BaseModel):
     dpo_epochs: float = Field(default=2, gt=0, le=10)
     dpo_learning_rate: float = Field(default=5e-4, ge=1e-7, le=1e-2)
     """LoRA weights during DPO (AdamW, the warm-up and decay of SFT, a fresh optimizer)."""
+    dpo_sft_weight: float = Field(default=0.0, ge=0, le=10)
+    """Weight of a negative log-likelihood term on the chosen answers (per token) added to DPO's
+    loss (RPO; TRL's ``rpo_alpha``): DPO alone can widen the margin by making both answers less
+    likely, the corrected one included; 0 is plain DPO."""
     dpo_batch_size: int = Field(default=8, ge=1, le=64)
     """Pairs per step; each step runs both answers of each pair (2x rows)."""
 
