@@ -6,6 +6,10 @@ default: with ``log p`` the sum of an answer's token log-probabilities given the
 
     loss = -log sigmoid(beta * ((log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))))
 
+plus, with ``dpo_sft_weight`` w > 0, w times the per-token negative log-likelihood of the chosen
+answer (RPO, TRL's ``rpo_alpha``): plain DPO may widen the margin by making *both* answers less
+likely, and a user's correction should become more likely, not only the bad answer less.
+
 **The reference is the SFT adapter, frozen**: its log-probabilities of every pair are computed
 once, before the first DPO step (TRL's ``precompute_ref_log_probs``), then the same adapter
 trains on. That is DPO as published (the reference is the SFT model), costs one forward pass per
