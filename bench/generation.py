@@ -584,6 +584,8 @@ async def _llama(context: BenchContext) -> dict[str, Any] | str:
             dataclasses.replace(context, python=str(python)), context.repo_root / LLAMA_SCRIPT, timeout_s=1800
         )
     except Unmeasurable as error:
+        if "exited with -" in str(error):  # killed by a signal: llama.cpp itself crashed
+            return f"SKIP: llama.cpp crashed ({error})"
         return f"SKIP: {error}"
 
 
