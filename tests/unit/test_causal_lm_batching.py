@@ -112,6 +112,42 @@ def test_sequences_joining_mid_flight_generate_what_they_generate_alone(base_sch
     assert base_scheduler.running == 0 and base_scheduler._cache is None
 
 
+def test_sequences_waiting_together_are_prefilled_in_one_forward_pass(
+    base_scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three requests of different prompt lengths waiting at once: one left-padded prefill for all,
+    the one that ends at its first token leaves at once, and each generates what it does alone."""
+    model, tokenizer = _fresh_base()
+    alone = LoadedCausalLm(model, tokenizer, max_prompt_tokens=1024, device=torch.device("cpu"))
+    requests = [(CONVERSATIONS[0], MAX_TOKENS), (CONVERSATIONS[1], 1), (CONVERSATIONS[3], MAX_TOKENS)]
+    expected = [alone.generate([c], max_new_tokens=n, batch_size=1)[0] for c, n in requests]
+    prefill_rows: list[int] = []
+    forward = base_scheduler._forward
+
+    def counting_forward(
+        input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, adapters: Any
+    ) -> Any:
+        if cache is None:  # a prefill: no cache yet
+            prefill_rows.append(int(input_ids.shape[0]))
+        return forward(input_ids, mask, positions, cache, adapters)
+
+    monkeypatch.setattr(base_scheduler, "_forward", counting_forward)
+    sinks = [Collected() for _ in requests]
+    for (conversation, max_tokens), sink in zip(requests, sinks, strict=True):
+        base_scheduler.submit(_request(conversation, max_tokens=max_tokens), sink)
+    base_scheduler.step()
+    assert prefill_rows == [3]
+    assert base_scheduler.running == 2, "the one-token request ended at its first token"
+    _run(base_scheduler)
+
+    assert prefill_rows == [3]
+    for sink, generation, (_, max_tokens) in zip(sinks, expected, requests, strict=True):
+        assert sink.final is not None
+        assert sink.text.strip() == generation.text
+        assert sink.final.completion_tokens == generation.output_tokens <= max_tokens
+    assert base_scheduler.running == 0 and base_scheduler._cache is None
+
+
 def test_rows_of_one_batch_use_their_own_adapters(adapters_dir: Path) -> None:
     model, tokenizer = _fresh_base()
     scheduler = Scheduler(model, tokenizer, adapters_dir=adapters_dir, limits=Limits(max_running=4, max_adapters=2))

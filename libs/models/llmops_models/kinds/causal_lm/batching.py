@@ -6,9 +6,10 @@ How it works (the scheme of vLLM's and TGI's schedulers, without paging):
 * ``submit`` checks a request, renders its prompt with the chat template and puts it on a bounded
   admission queue (full: ``QueueFull``, "resource exhausted:").
 * ``step`` is one iteration of the loop the background thread runs: cancelled sequences leave;
-  waiting ones are admitted while fewer than ``max_running`` run (each prefilled alone, so its
-  first token is exactly what it would be alone, then joined to the batch); then every running
-  sequence decodes one token in a single forward pass; finished ones leave.
+  waiting ones are admitted while fewer than ``max_running`` run (those admitted in one step are
+  prefilled together, left-padded, in one forward pass, then joined to the batch: sixteen
+  requests arriving at once wait for one prefill, not for fifteen others' one by one); then every
+  running sequence decodes one token in a single forward pass; finished ones leave.
 * The KV cache is one left-padded batch cache (transformers ``DynamicCache``, rows aligned on their
   last token) with an attention mask. It is re-padded only when membership changes: a joining
   row is padded on the left to the batch's width (or the batch to the row's), leaving rows are
@@ -362,30 +363,55 @@ class Scheduler:
                 self._finish(rows[i], serving.FINISH_CANCELLED)
 
     def _admit(self) -> None:
-        """Prefill waiting sequences into free slots (in order, skipping one whose adapter has no
-        free slot yet), each alone, and join them to the batch."""
-        while len(self._running) < self.limits.max_running:
-            busy = {g.adapter for g in self._running}
+        """Take waiting sequences into free slots (in order, skipping one whose adapter has no free
+        slot yet), prefill them together and join them to the batch."""
+        chosen: list[Generation] = []
+        busy = {g.adapter for g in self._running}
+        while len(self._running) + len(chosen) < self.limits.max_running:
             with self._lock:
                 generation = next((g for g in self._waiting if self.adapters.can_use(g.adapter, busy)), None)
                 if generation is None:
-                    return
+                    break
                 self._waiting.remove(generation)
             try:
                 self.adapters.use(generation.adapter, busy)
-                prompt = torch.tensor([generation.prompt], device=self.device)
-                mask = torch.ones_like(prompt)
-                positions = torch.arange(len(generation.prompt), device=self.device).unsqueeze(0)
-                logits, cache = self._forward(prompt, mask, positions, None, [generation.adapter])
             except InvalidRequest as error:  # the adapter's folder went away since submit
                 self._finish(generation, serving.FINISH_ERROR, error=str(error))
                 continue
             except Exception as error:
                 self._finish(generation, serving.FINISH_ERROR, error=f"{type(error).__name__}: {error}")
                 continue
-            token = self._choose(logits, [generation])[0]
-            if not self._advance(generation, token):
-                self._join(generation, cache, mask)
+            busy.add(generation.adapter)  # not evicted for a later one of this step
+            chosen.append(generation)
+        if not chosen:
+            return
+        try:
+            logits, cache, mask = self._prefill(chosen)
+        except Exception as error:
+            for generation in chosen:
+                self._finish(generation, serving.FINISH_ERROR, error=f"{type(error).__name__}: {error}")
+            return
+        tokens = self._choose(logits, chosen)
+        joining = [i for i, (g, token) in enumerate(zip(chosen, tokens, strict=True)) if not self._advance(g, token)]
+        if len(joining) < len(chosen) and joining:  # some ended at their first token
+            cache, mask = _select(cache, mask, joining)
+        if joining:
+            self._join([chosen[i] for i in joining], cache, mask)
+
+    def _prefill(self, generations: Sequence[Generation]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """One forward pass over the prompts of ``generations``, left-padded to the longest: the
+        logits of each one's last prompt token, the cache and its mask. Each row's position ids
+        count its own tokens only, so padding never shifts a sequence."""
+        width = max(len(g.prompt) for g in generations)
+        prompt = torch.full((len(generations), width), self.pad_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(prompt)
+        for row, generation in enumerate(generations):
+            length = len(generation.prompt)
+            prompt[row, width - length :] = torch.tensor(generation.prompt, device=self.device)
+            mask[row, width - length :] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        logits, cache = self._forward(prompt, mask, positions, None, [g.adapter for g in generations])
+        return logits, cache, mask
 
     def _forward(
         self,
@@ -415,10 +441,10 @@ class Scheduler:
 
     # ---- the batch cache ----
 
-    def _join(self, generation: Generation, cache: Any, mask: torch.Tensor) -> None:
-        """Add a prefilled row, left-padding it or the batch to a common width."""
+    def _join(self, generations: list[Generation], cache: Any, mask: torch.Tensor) -> None:
+        """Add prefilled rows, left-padding them or the batch to a common width."""
         if not self._running:
-            self._running, self._cache, self._mask = [generation], cache, mask
+            self._running, self._cache, self._mask = generations, cache, mask
             return
         assert self._mask is not None
         width = max(self._mask.shape[1], mask.shape[1])
@@ -431,7 +457,7 @@ class Scheduler:
         ]
         self._mask = torch.cat([_pad_left(self._mask, width), _pad_left(mask, width)])
         self._cache = _cache_of(layers)
-        self._running = [*self._running, generation]
+        self._running = [*self._running, *generations]
 
     def _keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` of the batch, and cut the columns none of them uses."""
@@ -439,16 +465,7 @@ class Scheduler:
             self._running, self._cache, self._mask = [], None, None
             return
         assert self._mask is not None
-        index = torch.tensor(rows, device=self.device)
-        mask = self._mask.index_select(0, index)
-        start = int(mask.any(dim=0).nonzero()[0])
-        self._mask = mask[:, start:]
-        self._cache = _cache_of(
-            [
-                (layer.keys.index_select(0, index)[:, :, start:], layer.values.index_select(0, index)[:, :, start:])
-                for layer in self._cache.layers
-            ]
-        )
+        self._cache, self._mask = _select(self._cache, self._mask, rows)
         self._running = [self._running[i] for i in rows]
 
     # ---- tokens and text ----
@@ -530,6 +547,18 @@ def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[axis] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
+
+
+def _select(cache: Any, mask: torch.Tensor, rows: list[int]) -> tuple[Any, torch.Tensor]:
+    """Only ``rows`` of a batch cache and its mask, without the columns none of them uses."""
+    index = torch.tensor(rows, device=mask.device)
+    mask = mask.index_select(0, index)
+    start = int(mask.any(dim=0).nonzero()[0])
+    layers = [
+        (layer.keys.index_select(0, index)[:, :, start:], layer.values.index_select(0, index)[:, :, start:])
+        for layer in cache.layers
+    ]
+    return _cache_of(layers), mask[:, start:]
 
 
 def _cache_of(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
