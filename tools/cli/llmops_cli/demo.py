@@ -363,11 +363,12 @@ async def _lifecycle(
         retrain: Envelope[Any] | None = None
         for round_number in range(1, options.max_drift_windows + 1):
             shifted = drifted([rng.choice(serving) for _ in range(window)], seed=options.seed + round_number)
+            # Counted before the traffic: its window may be reported before the traffic call returns.
+            reports_so_far = _reports(events, options.model_name, first.model_version)
             report = await send_traffic(
                 client, publisher, shifted, model=options.model_name, feedback_share=0.8, seed=round_number
             )
             timeline.say("gateway", f"drifted traffic, window {round_number}: {report.describe()}")
-            reports_so_far = _reports(events, options.model_name, first.model_version)
             _say_report(
                 timeline,
                 await _next_report(

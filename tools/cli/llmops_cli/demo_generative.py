@@ -270,9 +270,10 @@ async def _lifecycle(
                 rng.choice(data.new) if rng.random() < options.shift_share else rng.choice(data.serving)
                 for _ in range(window)
             ]
+            # Counted before the traffic: its window may be reported before the traffic call returns.
+            seen = len(_reports(events, model, first.model_version))
             traffic = await _traffic(client, shifted, model, options, seed=options.seed + round_number)
             timeline.say("gateway", f"shifted traffic, window {round_number}: {traffic.describe()}")
-            seen = len(_reports(events, model, first.model_version))
             _say_generation_report(
                 timeline, await _next_report(events, model, first.model_version, seen=seen, timeout=600)
             )
