@@ -1,5 +1,6 @@
-"""One stack for the end-to-end tests: every service its own process, as `make up` runs them, with
-tiny settings (small snapshots, windows and canaries) so each loop closes in minutes."""
+"""The stack of the end-to-end tests: every service its own process, as `make up` runs them, with
+tiny settings (small snapshots, windows and canaries) so each loop closes in minutes. One stack per
+module, torn down after it, so that nothing it runs loads the machine during the rest of the tests."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ causal_lm:
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
     var_dir = tmp_path_factory.mktemp("e2e-var")
     policies = tmp_path_factory.mktemp("e2e-policies")

@@ -1,7 +1,8 @@
-"""The closed loop on the real stack, every service its own process (as `make up` runs them),
+"""The closed loops on the real stack, every service its own process (as `make up` runs them),
 with tiny settings: records → snapshot → training → evaluation → deployment → gateway traffic
 with feedback → drift → monitoring's retraining request → a new version serving traffic; every
-event of the retraining chain present and correlated by ``correlationid``."""
+event of the retraining chain present and correlated by ``correlationid``. Then the generative
+loop on the same stack: user corrections → monitoring → SFT + DPO → gate → canary."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 
 from llmops_cli.demo import DemoOptions, EventLog, run_demo
+from llmops_cli.demo_generative import GenerativeDemoOptions, run_generative_demo
 from llmops_config import PlatformSettings
 from llmops_events.v1 import (
+    DatasetSnapshotted,
     DeploymentCanaryStarted,
     DeploymentPromoted,
     DeploymentRequested,
@@ -60,6 +63,54 @@ async def test_drift_leads_to_a_new_version_serving_traffic(running_stack: Platf
     promoted = next(e.data for e in chain if isinstance(e.data, DeploymentPromoted))
     assert promoted.model_version == new_version >= 2
     assert Path(str(retrain.data.evidence["report_uri"]).removeprefix("file://")).exists()
+
+
+GENERATIVE_MODEL = "e2e-assistant"
+
+
+async def test_user_corrections_lead_to_a_new_adapter(running_stack: PlatformSettings) -> None:
+    events = EventLog(running_stack)
+    options = GenerativeDemoOptions(
+        model_name=GENERATIVE_MODEL, data_dir=None, epochs=4.0, max_shift_windows=4, shift_share=0.6
+    )
+
+    exit_code = await run_generative_demo(running_stack, options, events=events)
+
+    seen = [e for e in events.events if getattr(e.data, "model_name", None) == GENERATIVE_MODEL]
+    assert exit_code == 0, _story(seen)
+    retrain = next(
+        e
+        for e in seen
+        if isinstance(e.data, TrainingRequested) and e.data.reason in (TrainingReason.DRIFT, TrainingReason.QUALITY)
+    )
+    assert retrain.data.requested_by == "monitoring" and retrain.data.task.value == "causal-lm"
+    chain = [e for e in seen if e.correlationid == retrain.correlationid]
+    kinds = {type(e.data) for e in chain}
+    for expected in (
+        MonitoringDriftDetected,
+        TrainingRequested,
+        TrainingStarted,
+        TrainingCompleted,
+        EvaluationCompleted,
+    ):
+        assert expected in kinds, f"{expected.__name__} missing from the chain: {_story(chain)}"
+    detection = next(e.data for e in chain if isinstance(e.data, MonitoringDriftDetected))
+    assert {"thumbs_down_share", "corrected_share"} & set(detection.breached), detection.breached
+
+    # The retraining learned from the users: its snapshot holds their corrections and preference pairs.
+    started = next(e.data for e in chain if isinstance(e.data, TrainingStarted))
+    snapshot = next(
+        e.data
+        for e in events.events
+        if isinstance(e.data, DatasetSnapshotted) and e.data.dataset_id == started.dataset_id
+    )
+    completed = next(e.data for e in chain if isinstance(e.data, TrainingCompleted))
+    assert completed.metrics.get("dpo_pairs", 0) >= 16, completed.metrics
+    assert snapshot.row_count > 0
+    evaluation = next(e.data for e in chain if isinstance(e.data, EvaluationCompleted))
+    if evaluation.decision.value == "approved":
+        promoted = [e.data for e in chain if isinstance(e.data, DeploymentPromoted)]
+        assert promoted and promoted[0].model_version == completed.model_version, _story(chain)
 
 
 def _story(events: list[Any]) -> str:
