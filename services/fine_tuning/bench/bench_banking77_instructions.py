@@ -245,4 +245,7 @@ def run() -> dict[str, Any] | None:
 
 
 if __name__ == "__main__":
+    from llmops_fine_tuning.adapters.training_loop import flush_subnormal_floats
+
+    flush_subnormal_floats()  # as the service does, before torch starts its threads
     run()

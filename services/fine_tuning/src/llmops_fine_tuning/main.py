@@ -158,4 +158,7 @@ def create_app(settings: FineTuningSettings | None = None) -> FastStream:
 
 
 def main() -> None:
+    from llmops_fine_tuning.adapters.training_loop import flush_subnormal_floats
+
+    flush_subnormal_floats()  # before torch starts its threads: they copy the flag
     asyncio.run(create_app().run())

@@ -134,3 +134,14 @@ def test_lora_top_layers_selects_the_upper_decoder_layers() -> None:
     assert top_layers(model, 1) == [29]
     assert top_layers(model, None) is None
     assert top_layers(model, 30) is None and top_layers(model, 64) is None  # every layer
+
+
+def test_importing_the_training_loop_leaves_subnormal_floats_alone() -> None:
+    # Flushing them is process state for a training process's entry point, not an import's side
+    # effect: code sharing the process (Hypothesis in the tests) relies on IEEE subnormals.
+    import torch
+
+    import llmops_fine_tuning.adapters.causal_lm_trainer
+    import llmops_fine_tuning.adapters.training_loop  # noqa: F401
+
+    assert float(torch.tensor(1e-39, dtype=torch.float32) * 1.0) > 0
