@@ -23,7 +23,6 @@ artifacts (snapshot manifests), never the services' internals.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
@@ -37,6 +36,7 @@ from llmops_cli.demo import (
     Timeline,
     _deployment_outcome,
     _follow_training,
+    _next_report,
     _reports,
     _retraining_request,
 )
@@ -56,6 +56,7 @@ from llmops_events.v1 import (
     Hyperparameters,
     InstructionSubmitted,
     MonitoringDriftDetected,
+    MonitoringReportCreated,
     TrainingFailed,
     TrainingReason,
     TrainingRequested,
@@ -347,14 +348,7 @@ async def _traffic(
     )
 
 
-async def _next_report(events: EventLog, model: str, version: int, *, seen: int, timeout: float) -> Any:
-    async with asyncio.timeout(timeout):
-        while len(reports := _reports(events, model, version)) <= seen:
-            await asyncio.sleep(0.5)
-    return reports[seen]
-
-
-def _say_generation_report(timeline: Timeline, report: Any) -> None:
+def _say_generation_report(timeline: Timeline, report: MonitoringReportCreated) -> None:
     breached = sorted(k for k, v in report.drifted.items() if v)
     shown = ("thumbs_down_share", "corrected_share", "prompt_embedding", "refusal_share", "length_finish_share")
     signals = ", ".join(f"{k} {report.signals[k]:.2f}" for k in shown if k in report.signals)

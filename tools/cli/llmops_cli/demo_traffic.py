@@ -74,7 +74,33 @@ class GatewayClient:
 
     async def generate(self, messages: Sequence[ChatTurn], model: str, *, max_tokens: int = 16) -> Generated:
         """One greedy answer streamed through ``GenerateStream``, with its time to first token."""
-        return await _generate(self, messages, model, max_tokens)
+        assert self._stub is not None
+        request_id = f"gen-{uuid.uuid4().hex}"
+        request = inference_pb2.GenerateStreamRequest(
+            model=model,
+            tenant=self._tenant,
+            request_id=request_id,
+            messages=[inference_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+            max_tokens=max_tokens,
+            temperature=0.0,
+        )
+        started = time.perf_counter()
+        first: float | None = None
+        text, version, finish = "", 0, ""
+        async for chunk in self._stub.GenerateStream(request, metadata=self._metadata, timeout=60):
+            if first is None and chunk.text:
+                first = time.perf_counter()
+            text += chunk.text
+            version = int(chunk.model_version) or version
+            finish = chunk.finish_reason or finish
+        return Generated(text, version, finish, ((first or time.perf_counter()) - started) * 1000, request_id)
+
+    async def submit_feedback(self, request_id: str, *, rating: int, corrected_answer: str = "") -> None:
+        assert self._stub is not None
+        request = inference_pb2.SubmitFeedbackRequest(
+            request_id=request_id, rating=rating, corrected_answer=corrected_answer
+        )
+        await self._stub.SubmitFeedback(request, metadata=self._metadata, timeout=30)
 
     async def wait_until_generating(
         self, model: str, version: int, messages: Sequence[ChatTurn], timeout: float = 180.0
@@ -181,37 +207,6 @@ class GenerationTraffic:
         )
 
 
-async def _generate(client: GatewayClient, messages: Sequence[ChatTurn], model: str, max_tokens: int) -> Generated:
-    assert client._stub is not None
-    request_id = f"gen-{uuid.uuid4().hex}"
-    request = inference_pb2.GenerateStreamRequest(
-        model=model,
-        tenant=client._tenant,
-        request_id=request_id,
-        messages=[inference_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
-        max_tokens=max_tokens,
-        temperature=0.0,
-    )
-    started = time.perf_counter()
-    first: float | None = None
-    text, version, finish = "", 0, ""
-    async for chunk in client._stub.GenerateStream(request, metadata=client._metadata, timeout=60):
-        if first is None and chunk.text:
-            first = time.perf_counter()
-        text += chunk.text
-        version = int(chunk.model_version) or version
-        finish = chunk.finish_reason or finish
-    return Generated(text, version, finish, ((first or time.perf_counter()) - started) * 1000, request_id)
-
-
-async def _feedback(client: GatewayClient, request_id: str, *, rating: int, corrected_answer: str = "") -> None:
-    assert client._stub is not None
-    request = inference_pb2.SubmitFeedbackRequest(
-        request_id=request_id, rating=rating, corrected_answer=corrected_answer
-    )
-    await client._stub.SubmitFeedback(request, metadata=client._metadata, timeout=30)
-
-
 async def generate_traffic(
     client: GatewayClient,
     prompts: Sequence[tuple[Sequence[ChatTurn], str]],
@@ -248,10 +243,10 @@ async def generate_traffic(
             report.right += right
             if rng.random() < feedback_share:
                 if right:
-                    await _feedback(client, answer.request_id, rating=5)
+                    await client.submit_feedback(answer.request_id, rating=5)
                     report.thumbs_up += 1
                 else:
-                    await _feedback(client, answer.request_id, rating=1, corrected_answer=expected)
+                    await client.submit_feedback(answer.request_id, rating=1, corrected_answer=expected)
                     report.thumbs_down += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
