@@ -60,6 +60,10 @@ class PlatformSettings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|text)$")
     """``json`` for one JSON object per line (machines), ``text`` for people."""
 
+    audit_retention_ms: int = Field(default=-1, ge=-1)
+    """``retention.ms`` of the audit topic ``llmops.audit.v1`` (never compacted): ``-1`` keeps it
+    forever; set the legal retention period in production (10 years: ``315360000000``)."""
+
     @property
     def triton_grpc_url(self) -> str:
         return f"{self.triton_host}:{self.triton_grpc_port}"
