@@ -64,6 +64,19 @@ class PlatformSettings(BaseSettings):
     """``retention.ms`` of the audit topic ``llmops.audit.v1`` (never compacted): ``-1`` keeps it
     forever; set the legal retention period in production (10 years: ``315360000000``)."""
 
+    evidently_workspace: str = ""
+    """Directory of the Evidently workspace the monitoring and evaluation reports are added to (a
+    project per model, a snapshot per window and per evaluation); empty means ``<var_dir>/evidently``."""
+
+    stack_start_timeout: float = Field(default=300.0, gt=0)
+    """Seconds ``llmops stack up`` (``make up``) waits for the whole stack to be healthy."""
+
+    ui_host: str = "127.0.0.1"
+    """Where ``llmops ui`` (``make ui``, Evidently's UI on the workspace) listens."""
+
+    ui_port: int = Field(default=8085, ge=1, le=65535)
+    """Port of ``llmops ui`` (8000-8002 are Triton's)."""
+
     @property
     def triton_grpc_url(self) -> str:
         return f"{self.triton_host}:{self.triton_grpc_port}"
@@ -79,6 +92,10 @@ class PlatformSettings(BaseSettings):
     @property
     def resolved_artifact_store_uri(self) -> str:
         return self.artifact_store_uri or str((self.var_dir / "artifacts").resolve())
+
+    @property
+    def resolved_evidently_workspace(self) -> Path:
+        return Path(self.evidently_workspace) if self.evidently_workspace else self.var_dir / "evidently"
 
     @property
     def model_repository(self) -> Path:
