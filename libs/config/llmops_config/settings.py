@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmops_config.tls import TlsSettings
+
 
 class PlatformSettings(BaseSettings):
     """Where the shared infrastructure lives. Defaults describe the embedded single-machine stack."""
@@ -59,6 +61,9 @@ class PlatformSettings(BaseSettings):
 
     log_format: str = Field(default="json", pattern="^(json|text)$")
     """``json`` for one JSON object per line (machines), ``text`` for people."""
+
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    """TLS of the gRPC endpoints and their clients (``LLMOPS_TLS_*``, see ``llmops_config.tls``)."""
 
     audit_retention_ms: int = Field(default=-1, ge=-1)
     """``retention.ms`` of the audit topic ``llmops.audit.v1`` (never compacted): ``-1`` keeps it
