@@ -252,7 +252,7 @@ def test_the_readme_lists_every_dead_letter_reason_of_the_catalogue() -> None:
 
     from llmops_events import DeadLetterReason
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()  # the manual page for producers
     table = readme[readme.index("| DLQ `error.reason` | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
     rows = [line for line in table if not line.startswith("| service-specific")]
     assert rows == [f"| `{reason}` | {reason.meaning} |" for reason in DeadLetterReason]

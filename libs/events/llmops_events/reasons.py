@@ -2,7 +2,7 @@
 
 Decoding (``llmops_events.decode``) and the consumer (``llmops_messaging.EventConsumer``) dead-letter
 with these reasons; a handler's ``Rejected(reason, ...)`` adds service-specific ones on top. The
-README's table of DLQ reasons lists exactly these (a unit test keeps the two in sync).
+manual's table of DLQ reasons (docs/events.md) lists exactly these (a unit test keeps the two in sync).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from llmops_events.v1 import DeploymentCanaryStarted, DeploymentPromoted, Deploy
 from llmops_serving import DeploymentBook
 
 S, C, E = VersionState, Command, EffectKind
-README = Path(__file__).resolve().parents[4] / "README.md"
+README = Path(__file__).resolve().parents[4] / "docs" / "operations.md"  # the manual page with the table
 MODEL = "m"
 
 GO_LIVE = (E.SUPERSEDE_CANARY, E.PUBLISH_REQUESTED, E.GO_LIVE)

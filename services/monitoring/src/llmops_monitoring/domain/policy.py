@@ -59,7 +59,7 @@ GENERATION_SIGNALS: dict[str, str] = {
     **GENERATION_FEEDBACK_SIGNALS,
 }
 DAY_SECONDS = 24 * 60 * 60
-# Calibrated on BANKING77 (README "Monitoring"); deploy/policies/drift.yaml repeats them.
+# Calibrated on BANKING77 (docs/operations.md, "Monitoring"); deploy/policies/drift.yaml repeats them.
 DEFAULT_DRIFT_THRESHOLDS: dict[str, float] = {
     "embedding": 0.62,
     "confidence": 0.35,
