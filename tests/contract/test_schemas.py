@@ -32,6 +32,7 @@ DESIGN_EVENT_TYPES = {
     "llmops.feedback.submitted.v1",
     "llmops.monitoring.report_created.v1",
     "llmops.monitoring.drift_detected.v1",
+    "llmops.audit.recorded.v1",
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -27,6 +27,11 @@ DEPLOYMENTS = "llmops.deployments.v1"
 INFERENCE = "llmops.inference.v1"
 FEEDBACK = "llmops.feedback.v1"
 MONITORING = "llmops.monitoring.v1"
+AUDIT = "llmops.audit.v1"
+
+AUDIT_RETENTION_MS = -1
+"""The audit topic's default ``retention.ms``: kept forever (``-1``). Override with the setting
+``LLMOPS_AUDIT_RETENTION_MS`` (``platform_topics``) where a legal retention period applies."""
 
 # Event streams keep a week; the DLQ a month so an operator can replay after a fix;
 # state topics (datasets, deployments) are compacted *and* kept, since the latest event
@@ -56,6 +61,23 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(FEEDBACK, "request id", 3, _STREAM, "True labels and ratings for served requests."),
     TopicSpec(MONITORING, "model name", 1, _STREAM, "Monitoring reports and drift detections."),
+    # Never compacted: compaction would keep one event per model and lose the history the
+    # audit exists for (and the default rollback reads). One partition: one total order.
+    TopicSpec(
+        AUDIT,
+        "model name (else tenant, else principal)",
+        1,
+        {"cleanup.policy": "delete", "retention.ms": str(AUDIT_RETENTION_MS)},
+        "Audit trail: promotions, rollbacks, canary verdicts, overrides, policy changes, denied keys, erasures.",
+    ),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
+
+
+def platform_topics(*, audit_retention_ms: int = AUDIT_RETENTION_MS) -> tuple[TopicSpec, ...]:
+    """``TOPICS`` with the audit topic's retention from settings (``PlatformSettings.audit_retention_ms``)."""
+    return tuple(
+        replace(spec, config={**spec.config, "retention.ms": str(audit_retention_ms)}) if spec.name == AUDIT else spec
+        for spec in TOPICS
+    )

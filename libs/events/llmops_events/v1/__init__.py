@@ -1,5 +1,6 @@
 """Version 1 of every event of the platform (DESIGN.md, Contracts)."""
 
+from llmops_events.v1.audit import AuditAction, AuditRecorded, publish_audit
 from llmops_events.v1.datasets import DatasetContent, DatasetSnapshotted, OffsetRange
 from llmops_events.v1.deployment import (
     DeploymentCanaryStarted,
@@ -23,6 +24,8 @@ from llmops_events.v1.training import (
 )
 
 __all__ = [
+    "AuditAction",
+    "AuditRecorded",
     "ChatTurn",
     "DatasetContent",
     "DatasetSnapshotted",
@@ -50,4 +53,5 @@ __all__ = [
     "TrainingRequested",
     "TrainingStarted",
     "TrainingTask",
+    "publish_audit",
 ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmops_events import topics
 from llmops_events.base import EventData
+from llmops_events.names import DatasetId
 
 
 class OffsetRange(BaseModel):
@@ -40,7 +41,7 @@ class DatasetSnapshotted(EventData):
     topic: ClassVar[str] = topics.DATASETS
     key_field: ClassVar[str] = "dataset_id"
 
-    dataset_id: str = Field(examples=["banking-20261128T101500Z-3f9a1c"])
+    dataset_id: DatasetId
     """Unique, immutable id of the snapshot."""
 
     uri: str

@@ -8,14 +8,15 @@ from pydantic import Field
 
 from llmops_events import topics
 from llmops_events.base import EventData
+from llmops_events.names import ModelName, ModelVersion
 
 
 class _DeploymentEvent(EventData):
     topic: ClassVar[str] = topics.DEPLOYMENTS
     key_field: ClassVar[str] = "model_name"
 
-    model_name: str
-    model_version: int = Field(ge=1)
+    model_name: ModelName
+    model_version: ModelVersion
     kind: str = Field(default="classifier", examples=["classifier", "causal_lm"])
     """The model kind (``llmops_models.kinds``): what the gateway serves it with (``Predict`` for a
     classifier, ``Generate`` for a causal LM, whose versions are LoRA adapters on a shared base)."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmops_events import topics
 from llmops_events.base import EventData
+from llmops_events.names import ModelName, ModelVersion
 
 
 class Decision(StrEnum):
@@ -32,8 +33,8 @@ class EvaluationCompleted(EventData):
     topic: ClassVar[str] = topics.EVALUATIONS
     key_field: ClassVar[str] = "version_key"
 
-    model_name: str
-    model_version: int = Field(ge=1)
+    model_name: ModelName
+    model_version: ModelVersion
     candidate_artifact_uri: str
     champion_version: int | None = None
     decision: Decision

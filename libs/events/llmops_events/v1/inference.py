@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmops_events import topics
 from llmops_events.base import EventData
+from llmops_events.names import ModelName
 from llmops_events.v1.records import ChatTurn
 
 
@@ -50,7 +51,7 @@ class InferenceLogged(EventData):
 
     request_id: str
     tenant: str = "default"
-    model_name: str
+    model_name: ModelName
     model_version: int = Field(ge=0)
     """The version that served it; 0 for a generation on the causal-LM base model alone (no adapter)."""
     text: str

@@ -9,13 +9,14 @@ from pydantic import Field
 
 from llmops_events import topics
 from llmops_events.base import EventData
+from llmops_events.names import ModelName
 
 
 class _MonitoringEvent(EventData):
     topic: ClassVar[str] = topics.MONITORING
     key_field: ClassVar[str] = "model_name"
 
-    model_name: str
+    model_name: ModelName
     model_version: int | None = None
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmops_events import topics
 from llmops_events.base import EventData
+from llmops_events.names import DatasetId, ModelName, ModelVersion
 
 
 class TrainingReason(StrEnum):
@@ -45,7 +46,7 @@ class _TrainingEvent(EventData):
     topic: ClassVar[str] = topics.TRAINING
     key_field: ClassVar[str] = "model_name"
 
-    model_name: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.-]+$", examples=["banking-intents"])
+    model_name: ModelName
     """The served model's name; every version of it shares this name."""
 
 
@@ -61,7 +62,7 @@ class TrainingRequested(_TrainingEvent):
     base_model: str | None = None
     """Hugging Face model directory or id; None means the configured default (all-MiniLM-L6-v2)."""
 
-    dataset_id: str | None = None
+    dataset_id: DatasetId | None = None
     """None means the latest snapshot."""
 
     task: TrainingTask = TrainingTask.SEQUENCE_CLASSIFICATION
@@ -74,8 +75,8 @@ class TrainingStarted(_TrainingEvent):
 
     request_id: str
     """The event id of the request this job serves."""
-    model_version: int = Field(ge=1)
-    dataset_id: str
+    model_version: ModelVersion
+    dataset_id: DatasetId
     worker: str
 
 
