@@ -62,6 +62,34 @@ class PlatformSettings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|text)$")
     """``json`` for one JSON object per line (machines), ``text`` for people."""
 
+    log_file: Path | None = None
+    """Write the log to this file, rotated by size, instead of stderr; ``make up`` sets it to each
+    service's ``<var_dir>/logs/<name>.log``."""
+
+    log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """Size at which a log file is rotated (``<name>.log`` becomes ``<name>.log.1``, ...)."""
+
+    log_backup_count: int = Field(default=5, ge=1)
+    """Rotated log files kept per service (older ones are deleted)."""
+
+    jaeger_host: str = "127.0.0.1"
+    """Host of the local trace backend (Jaeger) that ``make up`` starts when ``build/go/bin/jaeger`` exists."""
+
+    jaeger_otlp_grpc_port: int = Field(default=4317, ge=1, le=65535)
+    """Jaeger's OTLP/gRPC receiver."""
+
+    jaeger_otlp_http_port: int = Field(default=4318, ge=1, le=65535)
+    """Jaeger's OTLP/HTTP receiver: the services export their spans here (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+
+    jaeger_ui_port: int = Field(default=16686, ge=1, le=65535)
+    """Jaeger's UI and HTTP query API (``/api/traces?service=...``)."""
+
+    jaeger_query_grpc_port: int = Field(default=16685, ge=1, le=65535)
+    """Jaeger's gRPC query API."""
+
+    jaeger_health_port: int = Field(default=13133, ge=1, le=65535)
+    """Jaeger's health check (``/status``)."""
+
     tls: TlsSettings = Field(default_factory=TlsSettings)
     """TLS of the gRPC endpoints and their clients (``LLMOPS_TLS_*``, see ``llmops_config.tls``)."""
 
@@ -81,6 +109,15 @@ class PlatformSettings(BaseSettings):
 
     ui_port: int = Field(default=8085, ge=1, le=65535)
     """Port of ``llmops ui`` (8000-8002 are Triton's)."""
+
+    @property
+    def jaeger_otlp_endpoint(self) -> str:
+        """The OTLP/HTTP endpoint the services export to (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+        return f"http://{self.jaeger_host}:{self.jaeger_otlp_http_port}"
+
+    @property
+    def jaeger_ui_url(self) -> str:
+        return f"http://{self.jaeger_host}:{self.jaeger_ui_port}"
 
     @property
     def triton_grpc_url(self) -> str:
