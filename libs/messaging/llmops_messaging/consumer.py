@@ -53,7 +53,7 @@ from llmops_messaging.faults import FaultInjection, is_disk_full
 from llmops_messaging.health import ConsumerHealth, ConsumerProgress, watch
 from llmops_messaging.idempotency import AttemptKey, ProcessedEvents, RunRange
 from llmops_messaging.retry import RetryPolicy
-from llmops_messaging.tracing import batch_consumer_span, consumer_span
+from llmops_messaging.tracing import batch_consumer_span, consumer_span, traceparent_of
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +404,8 @@ class EventConsumer:
                 return
         deliveries = [Delivery(envelopes[index], batch[index][1]) for index in run]
         try:
-            verdicts = await self._timed(self._call_batch(handler, deliveries))
+            traceparents = [traceparent_of(batch[index][0], envelopes[index].traceparent) for index in run]
+            verdicts = await self._timed(self._call_batch(handler, deliveries, traceparents))
         except asyncio.CancelledError:  # stopped, not failed
             if keys:
                 self._processed.undo_attempts(keys)
@@ -494,11 +495,13 @@ class EventConsumer:
                 raise HandlerTimeout(f"handler did not finish within {self.handler_timeout_s:g}s") from error
             raise
 
-    async def _call_batch(self, handler: BatchHandler, deliveries: list[Delivery]) -> Sequence[Rejected | None]:
+    async def _call_batch(
+        self, handler: BatchHandler, deliveries: list[Delivery], traceparents: list[str | None]
+    ) -> Sequence[Rejected | None]:
         first = deliveries[0].origin
         with batch_consumer_span(
             f"{first.topic} process",
-            traceparents=(delivery.envelope.traceparent for delivery in deliveries),
+            traceparents=traceparents,
             attributes={
                 "messaging.consumer.group.name": self.group_id,
                 "messaging.batch.message_count": len(deliveries),
@@ -524,7 +527,7 @@ class EventConsumer:
             return await self._attempts_exhausted(record, origin, key, before)
         with consumer_span(
             f"{origin.topic} process",
-            traceparent=envelope.traceparent,
+            traceparent=traceparent_of(record, envelope.traceparent),
             attributes={"messaging.consumer.group.name": self.group_id, "cloudevents.event_id": envelope.id},
         ):
             task = asyncio.current_task()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -9,7 +10,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from llmops_config import telemetry
+from llmops_events import KafkaRecord
+
 _PROPAGATOR = TraceContextTextMapPropagator()
+PLAIN_TRACEPARENT = "traceparent"
+"""The W3C header name other producers (OpenTelemetry's Kafka instrumentations) use."""
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def current_traceparent() -> str | None:
@@ -51,14 +58,30 @@ def batch_consumer_span(
 
 
 def configure_tracing(service: str) -> None:
-    """Install an SDK tracer provider so each service starts real traces that events carry on.
+    """Install the SDK tracer provider so each service starts real traces that events carry on,
+    exported over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``llmops_config.telemetry``)."""
+    telemetry.configure_tracing(service)
 
-    Spans are not exported by default; an OpenTelemetry exporter can be added by configuration
-    (``OTEL_*`` variables with the exporter package installed) without code changes here.
-    """
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
 
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        return
-    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": f"llmops-{service}"})))
+def traceparent_of(record: KafkaRecord, envelope_traceparent: str | None) -> str | None:
+    """The producer's trace context of a message: the CloudEvents extension (``ce_traceparent``
+    header or the structured-mode attribute), else a plain W3C ``traceparent`` header as other
+    producers' OpenTelemetry Kafka instrumentations write it."""
+    if envelope_traceparent:
+        return envelope_traceparent
+    raw = record.header(PLAIN_TRACEPARENT)
+    if raw is None:
+        return None
+    try:
+        value = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    return value if _TRACEPARENT.fullmatch(value) else None
+
+
+@contextmanager
+def job_span(name: str, *, attributes: dict[str, str | int] | None = None) -> Iterator[trace.Span]:
+    """An internal span around one long unit of work (a training job, an evaluation) inside the
+    handler's consumer span, so a trace shows the job itself next to the bus hops."""
+    with trace.get_tracer("llmops.jobs").start_as_current_span(name, attributes=attributes) as span:
+        yield span
