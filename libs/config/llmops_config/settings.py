@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmops_config.kafka import KafkaSettings
 from llmops_config.tls import TlsSettings
 
 
@@ -28,6 +29,9 @@ class PlatformSettings(BaseSettings):
 
     kafka_client_id_prefix: str = "llmops"
     """Prefix of every Kafka client id, so broker logs show which service connected."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    """Kafka security, credentials and topic replication (``LLMOPS_KAFKA_*``, see ``llmops_config.kafka``)."""
 
     triton_host: str = "127.0.0.1"
     """Host of the Triton Inference Server."""
