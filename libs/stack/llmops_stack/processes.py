@@ -1,8 +1,10 @@
 """Detached background processes tracked by pid files, so ``down`` stops exactly what ``up`` started.
 
 Each process gets ``<var_dir>/run/<name>.pid`` (a small JSON record: pid and argv) and appends its
-stdout/stderr to ``<var_dir>/logs/<name>.log``. A pid is only trusted while ``/proc/<pid>/cmdline``
-still equals the recorded argv: a stale file whose pid was reused by something else reads as stopped.
+stdout/stderr to ``<var_dir>/logs/<name>.log``, which ``LLMOPS_LOG_FILE`` names to it: a platform
+process then writes that file itself and rotates it by size (``llmops_config.logging``). A pid is
+only trusted while ``/proc/<pid>/cmdline`` still equals the recorded argv: a stale file whose pid was
+reused by something else reads as stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+LOG_FILE_ENV = "LLMOPS_LOG_FILE"
 
 
 class Progress(Protocol):
@@ -143,7 +147,7 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None,
+                env={**(os.environ if env is None else env), LOG_FILE_ENV: str(self.log_file)},
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
