@@ -35,6 +35,7 @@ from llmops_models import model_path
 from llmops_models.kinds.causal_lm import CAUSAL_LM
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
+from llmops_storage.evidently_workspace import ReportWorkspace
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,11 @@ class EvaluationService:
         publisher: EventPublisher,
         champions: ChampionTable,
         metrics: EvaluationMetrics,
+        workspace: ReportWorkspace | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
+        self._workspace = workspace
         self._publisher = publisher
         self._champions = champions
         self._metrics = metrics
@@ -163,6 +166,7 @@ class EvaluationService:
             test_set=test_set,
             verdict=verdict,
             decision_record={"policy": policy.model_dump(), **completed.model_dump(mode="json")},
+            workspace=self._workspace,
         )
         completed = completed.model_copy(update={"report_uri": html_uri})
         self._record(completed, started)
@@ -266,6 +270,7 @@ class EvaluationService:
             test_set=test_set,
             verdict=verdict,
             decision_record={"policy": rules.model_dump(), **completed.model_dump(mode="json")},
+            workspace=self._workspace,
         )
         return completed.model_copy(update={"report_uri": html_uri})
 

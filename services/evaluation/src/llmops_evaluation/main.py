@@ -24,6 +24,7 @@ from llmops_messaging.app import service_app
 from llmops_models import ModelRegistry
 from llmops_serving import ChampionTable
 from llmops_storage import open_store
+from llmops_storage.evidently_workspace import ReportWorkspace
 
 SERVICE = "evaluation"
 
@@ -47,6 +48,7 @@ class EvaluationRuntime:
             publisher=self.publisher,
             champions=ChampionTable(self.processed.connection),
             metrics=self.metrics,
+            workspace=ReportWorkspace(self.settings.platform.resolved_evidently_workspace),
         )
         return self.service
 

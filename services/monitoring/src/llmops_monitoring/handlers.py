@@ -37,6 +37,7 @@ from llmops_monitoring.adapters.metrics import MonitoringMetrics
 from llmops_monitoring.adapters.policy_state import PolicyStateStore
 from llmops_monitoring.adapters.reference import ArtifactReferences
 from llmops_monitoring.adapters.report_store import write_report
+from llmops_monitoring.adapters.workspace import add_window
 from llmops_monitoring.domain.analysis import Analysis, analyse, embedding_stride
 from llmops_monitoring.domain.generation import (
     GenerationAnalysis,
@@ -62,6 +63,7 @@ from llmops_monitoring.errors import MonitoringError, ReferenceUnavailable
 from llmops_monitoring.settings import MonitoringSettings
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
+from llmops_storage.evidently_workspace import ReportWorkspace
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +126,10 @@ class MonitoringService:
         wall_clock: Callable[[], float] = time.time,
         generation_references: GenerationReferences | None = None,
         find_pii: PiiFinder | None = None,
+        workspace: ReportWorkspace | None = None,
     ) -> None:
         self._settings = settings
+        self._workspace = workspace
         self.policy = policy
         self._store = store
         self._references = references
@@ -468,6 +472,14 @@ class MonitoringService:
             drift_snapshot=analysis.drift_snapshot,
             quality_snapshot=analysis.quality_snapshot,
         )
+        if self._workspace is not None:
+            add_window(
+                self._workspace,
+                summary=summary,
+                drift_snapshot=analysis.drift_snapshot,
+                quality_snapshot=analysis.quality_snapshot,
+                html_uri=html_uri,
+            )
         summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
         self._metrics.report_duration.observe(time.perf_counter() - started)
         logger.info(

@@ -34,6 +34,7 @@ from llmops_monitoring.handlers import SERVICE, MonitoringService, WindowReport
 from llmops_monitoring.settings import MonitoringSettings
 from llmops_serving import ChampionTable
 from llmops_storage import open_store
+from llmops_storage.evidently_workspace import ReportWorkspace
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class MonitoringRuntime:
                 seed=settings.seed,
             ),
             find_pii=self._find_pii or (RedactorPiiFinder() if settings.detect_output_pii else None),
+            workspace=ReportWorkspace(settings.platform.resolved_evidently_workspace),
         )
         return self.service
 

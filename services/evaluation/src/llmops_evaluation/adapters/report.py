@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from llmops_evaluation.adapters.workspace import add_evaluation
 from llmops_evaluation.domain.evaluation import Verdict
 from llmops_evaluation.domain.ports import TestSet
 from llmops_models import evaluation_path
 from llmops_storage import ArtifactStore
+from llmops_storage.evidently_workspace import ReportWorkspace
 
 
 def _frame(test_set: TestSet, predictions: list[str], confidences: list[float]) -> pd.DataFrame:
@@ -32,8 +34,10 @@ def write_report(
     test_set: TestSet,
     verdict: Verdict,
     decision_record: dict[str, object],
+    workspace: ReportWorkspace | None = None,
 ) -> tuple[str, str]:
-    """Write report.html/.json, predictions.parquet and decision.json; returns the HTML and JSON URIs."""
+    """Write report.html/.json, predictions.parquet and decision.json (and the Evidently snapshot
+    into ``workspace``); returns the HTML and JSON URIs."""
     from evidently import DataDefinition, Dataset, MulticlassClassification, Report
     from evidently.presets import ClassificationPreset
 
@@ -56,6 +60,16 @@ def write_report(
         snapshot.save_json(str(report_json))
         html_uri = store.write_bytes(f"{base}/report.html", html.read_bytes())
         json_uri = store.write_bytes(f"{base}/report.json", report_json.read_bytes())
+    if workspace is not None:
+        add_evaluation(
+            workspace,
+            model_name=model_name,
+            version=version,
+            snapshot=snapshot,
+            decision=verdict.decision.value,
+            html_uri=html_uri,
+            kind="classification",
+        )
     predictions = current.rename(columns={"prediction": "candidate_prediction", "confidence": "candidate_confidence"})
     if verdict.champion is not None:
         predictions["champion_prediction"] = verdict.champion.predictions

@@ -22,10 +22,12 @@ from typing import Any
 
 import pandas as pd
 
+from llmops_evaluation.adapters.workspace import add_evaluation
 from llmops_evaluation.domain.generation import GenerativeTestSet
 from llmops_evaluation.domain.generative_evaluation import GenerativeReport, GenerativeVerdict
 from llmops_models import evaluation_path
 from llmops_storage import ArtifactStore
+from llmops_storage.evidently_workspace import ReportWorkspace
 
 DESCRIPTOR_COLUMNS = (
     "answer_length",
@@ -187,8 +189,10 @@ def write_generative_report(
     test_set: GenerativeTestSet,
     verdict: GenerativeVerdict,
     decision_record: dict[str, object],
+    workspace: ReportWorkspace | None = None,
 ) -> tuple[str, str]:
-    """Write report.html/.json, predictions.parquet and decision.json; returns the HTML and JSON URIs."""
+    """Write report.html/.json, predictions.parquet and decision.json (and the Evidently snapshot
+    into ``workspace``); returns the HTML and JSON URIs."""
     current = _frame(test_set, verdict.candidate)
     reference = _frame(test_set, verdict.champion) if verdict.champion is not None else None
     snapshot = _evidently(current, reference)
@@ -225,6 +229,16 @@ def write_generative_report(
         document.update(summary=summary, examples=examples, probes=probes, preference_pairs=preference_rows)
         html_uri = store.write_bytes(f"{base}/report.html", page.encode())
         json_uri = store.write_bytes(f"{base}/report.json", json.dumps(document, default=str).encode())
+    if workspace is not None:
+        add_evaluation(
+            workspace,
+            model_name=model_name,
+            version=version,
+            snapshot=snapshot,
+            decision=verdict.decision.value,
+            html_uri=html_uri,
+            kind="causal_lm",
+        )
     predictions = current.rename(
         columns={
             c: f"candidate_{c}"
