@@ -2,7 +2,9 @@
 as the version's kind says (configuration and Python-backend files beside the artifact).
 
 A version is written into a staging folder beside the repository and renamed into place, so
-Triton (and anyone listing the repository) never sees a half-written model.
+Triton (and anyone listing the repository) never sees a half-written model. Every folder named
+after a model (or adapter) is checked to stay inside its root (``llmops_storage.inside``) before
+anything is written, renamed or deleted: a name like ``../../victim__v1`` is refused, not obeyed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from google.protobuf import text_format
 from llmops_models.kinds import ServingOptions, TritonModel, kind_of
 from llmops_models.manifest import read_manifest
 from llmops_serving import parse_triton_name, triton_name
+from llmops_storage import inside
 
 CONFIG_FILE = "config.pbtxt"
 _ARTIFACT_FILES_SKIPPED = frozenset({"_COMPLETE"})
@@ -31,7 +34,7 @@ class ModelRepository:
         self._staging = root.parent / f".{root.name}-staging"
 
     def path(self, model_name: str, version: int) -> Path:
-        return self.root / triton_name(model_name, version)
+        return inside(self.root, triton_name(model_name, version))
 
     def has(self, model_name: str, version: int) -> bool:
         return (self.path(model_name, version) / CONFIG_FILE).is_file()
@@ -49,6 +52,7 @@ class ModelRepository:
         Triton name. ``name`` overrides the default ``<model>__v<version>`` (benchmarks deploy one
         artifact under two configurations). Replaces an existing folder of the same name."""
         name = name or triton_name(model_name, version)
+        inside(self.root, name)
         triton_model = kind_of(read_manifest(artifact_folder)).triton_model(name, artifact_folder, options)
         return self._publish(name, triton_model, artifact_folder)
 
@@ -59,6 +63,7 @@ class ModelRepository:
         return self._publish(name, triton_model, None)
 
     def _publish(self, name: str, triton_model: TritonModel, artifact_folder: Path | None) -> str:
+        target = inside(self.root, name)
         self.root.mkdir(parents=True, exist_ok=True)
         self._staging.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._staging))
@@ -74,7 +79,6 @@ class ModelRepository:
             for file_name, source in triton_model.files.items():
                 shutil.copy2(source, version_dir / file_name)
             (staging / CONFIG_FILE).write_text(text_format.MessageToString(triton_model.config))
-            target = self.root / name
             if target.exists():  # same version rewritten (e.g. after a restart): swap, then delete the old one
                 retired = self._staging / f"retired-{uuid.uuid4().hex}"
                 os.rename(target, retired)
@@ -88,7 +92,7 @@ class ModelRepository:
             raise
 
     def remove(self, name: str) -> None:
-        target = self.root / name
+        target = inside(self.root, name)
         if target.exists():
             retired = self._staging / f"retired-{uuid.uuid4().hex}"
             self._staging.mkdir(parents=True, exist_ok=True)
@@ -120,6 +124,7 @@ class AdapterRepository:
 
     def write(self, name: str, artifact_folder: Path) -> Path:
         """Publish ``artifact_folder/adapter/`` as the adapter ``name``; returns its folder."""
+        target = inside(self.root, name)
         source = artifact_folder / self.ADAPTER_DIR
         if not (source / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{source} holds no adapter_config.json: not a LoRA adapter")
@@ -128,7 +133,6 @@ class AdapterRepository:
         staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._staging))
         try:
             shutil.copytree(source, staging / name)
-            target = self.root / name
             if target.exists():
                 retired = self._staging / f"retired-{uuid.uuid4().hex}"
                 os.rename(target, retired)
@@ -141,7 +145,7 @@ class AdapterRepository:
             shutil.rmtree(staging, ignore_errors=True)
 
     def remove(self, name: str) -> None:
-        target = self.root / name
+        target = inside(self.root, name)
         if target.exists():
             self._staging.mkdir(parents=True, exist_ok=True)
             retired = self._staging / f"retired-{uuid.uuid4().hex}"

@@ -4,6 +4,9 @@ Local folders under ``var/`` by default; ``s3://bucket/prefix`` (with the ``s3``
 other fsspec URI by configuration. A folder is *published* by writing a ``_COMPLETE`` marker
 last: readers ignore folders without it, so a crash mid-write never exposes half a version,
 on object stores as on local disks.
+
+Every path is checked to stay below the root (``PathOutsideRoot``): a relative path with ``..``,
+an absolute one or a symlink out of the root is refused before anything is read or written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from llmops_storage.paths import PathOutsideRoot, inside_posix
 
 COMPLETE_MARKER = "_COMPLETE"
 
@@ -36,11 +41,19 @@ class ArtifactStore:
 
     def uri(self, path: str) -> str:
         """The full URI of a relative path, as published in events."""
-        full = posixpath.normpath(posixpath.join(self._root, path))
+        full = self._full(path)
         return full if self._protocol == "file" else f"{self._protocol}://{full}"
 
     def _full(self, path: str) -> str:
-        return posixpath.normpath(posixpath.join(self._root, path))
+        """``root/path``, normalised; ``PathOutsideRoot`` unless it is the root or below it
+        (locally after resolving symlinks too: ``resolve()`` + ``is_relative_to``)."""
+        if self._protocol != "file":
+            return inside_posix(self._root, path)
+        full = posixpath.normpath(posixpath.join(self._root, path))
+        root, resolved = Path(self._root).resolve(), Path(full).resolve()
+        if resolved != root and not resolved.is_relative_to(root):
+            raise PathOutsideRoot(self._root, resolved, (path,))
+        return full
 
     def write_bytes(self, path: str, data: bytes) -> str:
         full = self._full(path)
