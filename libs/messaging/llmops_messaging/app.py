@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from llmops_config import PlatformSettings, configure_logging
 from llmops_messaging.broker import create_broker
-from llmops_messaging.health import ConsumerHealthCollector
+from llmops_messaging.bus_metrics import ConsumerLagCollector, DeadLetterCollector
+from llmops_messaging.health import ConsumerHealthCollector, watched
 from llmops_messaging.tracing import configure_tracing
 
 
@@ -36,13 +37,18 @@ def service_app(*, service: str, platform: PlatformSettings, runtime: ServiceRun
     """A FastStream app running ``runtime``; its metrics endpoint opens once the service is ready,
     so ``make up`` can use it as the readiness signal. An optional ``begin()`` of the runtime runs
     after the broker started, and an optional ``metrics.up`` gauge is set while it runs. The
-    health of the service's consumers (``llmops_consumer_stalled``, read by ``make status``) is
-    added to the ``metrics.registry`` of the runtime."""
+    health of the service's consumers (``llmops_consumer_stalled``, read by ``make status``), their
+    lag and the messages they dead-lettered (``llmops_messaging.bus_metrics``) are added to the
+    ``metrics.registry`` of the runtime."""
     broker = create_broker(platform, service=service)
     app = FastStream(broker)
     registry = getattr(getattr(runtime, "metrics", None), "registry", None)
     if isinstance(registry, CollectorRegistry):
         registry.register(ConsumerHealthCollector())
+        registry.register(DeadLetterCollector())
+        registry.register(
+            ConsumerLagCollector(platform, service=service, groups=lambda: [c.group_id for c in watched()])
+        )
 
     @app.on_startup
     async def _open() -> None:

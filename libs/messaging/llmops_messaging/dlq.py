@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from llmops_events import KafkaRecord
 from llmops_events.topics import RECORDS_DLQ
 from llmops_messaging import headers as h
+from llmops_messaging.bus_metrics import count_dead_letter
 from llmops_messaging.producer import EventPublisher
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class DeadLetterQueue:
         await self._publisher.publish_record(
             self._topic, dead_letter(record, origin=origin, stage=stage, reason=reason, detail=detail)
         )
+        count_dead_letter(consumer_group=origin.consumer_group, topic=origin.topic, stage=stage, reason=reason)
         logger.warning(
             "message sent to the DLQ",
             extra={
