@@ -26,6 +26,9 @@ status: ## One line per component: healthy or not, and why; non-zero exit if any
 logs: ## Follow the logs of every component started by `make up`
 	@$(LLMOPS) stack logs
 
+ui: ## Evidently's UI on the reports (a project per model: monitoring windows, evaluations, drift and quality over time); prints the URL [LLMOPS_UI_PORT=8085]
+	@$(LLMOPS) ui
+
 ##@ Lifecycle
 demo: up ## Run the closed loops on the embedded default: the classifier's, then the generative model's (starts the stack first) [KIND=classifier|generative]
 	@$(LLMOPS) demo $(if $(KIND),--kind $(KIND))
@@ -87,4 +90,4 @@ help: ## List the targets
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
-.PHONY: setup up down status logs demo snapshot retrain evaluate promote rollback drift-report dlq-replay test test-unit bench bench-setup lint generate clean help
+.PHONY: setup up down status logs ui demo snapshot retrain evaluate promote rollback drift-report dlq-replay test test-unit bench bench-setup lint generate clean help

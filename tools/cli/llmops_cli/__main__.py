@@ -430,6 +430,22 @@ def drift_report(
         console.print(f"  report {report.html_uri}\n  json   {report.json_uri}")
 
 
+# -- console ------------------------------------------------------------------------------------------
+@app.command("ui")
+def ui_command() -> None:
+    """Evidently's UI on the platform's Evidently workspace: a project per model, its monitoring windows
+    and evaluations as reports, dashboards of drift and quality over time (Ctrl-C stops it)."""
+    from llmops_cli import ui
+
+    console = _console()
+    try:
+        status = ui.serve(_settings(), say=lambda line: console.print(escape(line), highlight=False))
+    except ui.UiError as error:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(status)
+
+
 def main() -> None:
     """Entry point of the ``llmops`` console script."""
     app()
