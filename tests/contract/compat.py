@@ -312,8 +312,8 @@ def asyncapi_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> Changes:
         if old_key != new_key:
             changes.breaking.append(f"topic {address}: key changed from {old_key!r} to {new_key!r}")
 
-    old_messages = {m["name"]: m for m in old.get("components", {}).get("messages", {}).values()}
-    new_messages = {m["name"]: m for m in new.get("components", {}).get("messages", {}).values()}
+    old_messages = _structured_messages(old)
+    new_messages = _structured_messages(new)
     for event_type in sorted(old_messages.keys() & new_messages.keys()):
         old_message, new_message = old_messages[event_type], new_messages[event_type]
         if old_message.get("contentType") != new_message.get("contentType"):
@@ -325,6 +325,16 @@ def asyncapi_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> Changes:
     new_payloads = {name: _payload(new, message) for name, message in new_messages.items()}
     changes.extend(event_changes(old_payloads, new_payloads))
     return changes
+
+
+def _structured_messages(document: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Messages by name, in structured mode: an event's binary-mode message has the same name and
+    the envelope's ``data`` as its payload, so comparing the envelope covers both modes."""
+    return {
+        m["name"]: m
+        for m in document.get("components", {}).get("messages", {}).values()
+        if m.get("contentType") != "application/json"
+    }
 
 
 def _deref_document(document: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -347,7 +357,31 @@ def _channel_key(channel: Mapping[str, Any]) -> str:
 
 
 def _payload(document: Mapping[str, Any], message: Mapping[str, Any]) -> Schema:
-    return _deref_document(document, message.get("payload", {}))
+    """A message's payload as a self-contained schema: the ``#/components/schemas/...`` it refers
+    to, directly or not, become its ``$defs`` (the form of the event schemas and old snapshots)."""
+    payload = _deref_document(document, message.get("payload", {}))
+    schemas = document.get("components", {}).get("schemas", {})
+    prefix = "#/components/schemas/"
+    definitions: dict[str, Any] = {}
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix):
+                name = ref.removeprefix(prefix)
+                if name not in definitions:
+                    definitions[name] = {}  # placeholder first: recursive models
+                    definitions[name] = inline(schemas[name])
+                return {**{k: inline(v) for k, v in node.items() if k != "$ref"}, "$ref": f"#/$defs/{name}"}
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    inlined = inline(payload)
+    if definitions:
+        inlined["$defs"] = {**inlined.get("$defs", {}), **definitions}
+    return inlined
 
 
 # --------------------------------------------------------------------------- protobuf

@@ -156,9 +156,9 @@ def test_envelope_changes_are_checked_too(schemas: dict[str, Any]) -> None:
 def test_asyncapi_message_removed_from_topic_and_payload_change_are_breaking() -> None:
     old = asyncapi_document()
     new = copy.deepcopy(old)
-    del new["channels"]["llmops_feedback_v1"]["messages"]["llmops_feedback_submitted_v1"]
-    payload = new["components"]["schemas"]["llmops_training_requested_v1"]
-    payload["$defs"]["TrainingRequested"]["properties"]["model_name"]["type"] = "integer"
+    for mode in ("", "_binary"):  # the event in neither content mode
+        del new["channels"]["llmops_feedback_v1"]["messages"][f"llmops_feedback_submitted_v1{mode}"]
+    new["components"]["schemas"]["TrainingRequested"]["properties"]["model_name"]["type"] = "integer"
 
     changes = asyncapi_changes(old, new)
     assert changes.breaking == [

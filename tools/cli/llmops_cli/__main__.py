@@ -213,15 +213,30 @@ def topics_create(
 
 # -- other runbooks -----------------------------------------------------------------------------------
 @app.command("generate")
-def generate() -> None:
-    """Regenerate gen/python (protobuf and gRPC stubs), gen/schemas and gen/asyncapi.yaml."""
-    from llmops_cli.codegen import generate_contracts, generate_protobuf
+def generate(
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; fail if contracts/ differs from what the models generate.")
+    ] = False,
+) -> None:
+    """Regenerate gen/python (protobuf and gRPC stubs) and contracts/ (JSON Schemas, AsyncAPI, protos)."""
+    from llmops_cli.codegen import check_contracts, generate_contracts, generate_protobuf
     from llmops_stack import repo_paths
 
     root = _guard(repo_paths).root
+    console = _console()
+    if check:
+        problems = check_contracts(root / "contracts", root / "proto")
+        if problems:
+            console.print("contracts/ is out of date with the models and protos:", highlight=False)
+            for problem in problems:
+                console.print(f"  {escape(problem)}", highlight=False)
+            console.print("regenerate and commit it: make generate && git add contracts", highlight=False)
+            raise typer.Exit(1)
+        console.print("contracts/ matches the models and protos")
+        return
     stubs = generate_protobuf(root / "proto", root / "gen" / "python")
-    contracts = generate_contracts(root / "gen")
-    _console().print(f"generated {len(stubs)} stub modules in gen/python and {len(contracts)} contract files in gen/")
+    contracts = generate_contracts(root / "contracts", root / "proto")
+    console.print(f"generated {len(stubs)} stub modules in gen/python, {len(contracts)} contract files in contracts/")
 
 
 @dlq_app.command("replay")

@@ -41,6 +41,7 @@ class RecordSubmitted(EventData):
 
     @property
     def partition_key(self) -> str:
+        """data.record_id, or ``<tenant>:<source>`` when the record has none."""
         return self.record_id or f"{self.tenant}:{self.source}"
 
 
@@ -118,4 +119,5 @@ class InstructionSubmitted(EventData):
 
     @property
     def partition_key(self) -> str:
+        """data.record_id, or ``<tenant>:<source>`` when the record has none."""
         return self.record_id or f"{self.tenant}:{self.source}"
