@@ -28,6 +28,7 @@ INFERENCE = "llmops.inference.v1"
 FEEDBACK = "llmops.feedback.v1"
 MONITORING = "llmops.monitoring.v1"
 AUDIT = "llmops.audit.v1"
+PRIVACY = "llmops.privacy.v1"
 
 AUDIT_RETENTION_MS = -1
 """The audit topic's default ``retention.ms``: kept forever (``-1``). Override with the setting
@@ -69,6 +70,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         1,
         {"cleanup.policy": "delete", "retention.ms": str(AUDIT_RETENTION_MS)},
         "Audit trail: promotions, rollbacks, canary verdicts, overrides, policy changes, denied keys, erasures.",
+    ),
+    # Erasure requests: written by operators only, kept forever (never compacted: each request is
+    # its own fact), so an ingestion rebuilt by replaying the bus re-applies every erasure.
+    TopicSpec(
+        PRIVACY,
+        "tenant",
+        1,
+        {"cleanup.policy": "delete", "retention.ms": "-1"},
+        "Erasure requests: a tenant's records, or a data subject's by record id.",
     ),
 )
 

@@ -11,6 +11,7 @@ from llmops_events.v1.deployment import (
 from llmops_events.v1.evaluation import Decision, EvaluationCompleted, RuleFailure
 from llmops_events.v1.inference import FeedbackSubmitted, Generation, InferenceLogged
 from llmops_events.v1.monitoring import MonitoringDriftDetected, MonitoringReportCreated
+from llmops_events.v1.privacy import ErasureRequested
 from llmops_events.v1.records import ChatTurn, InstructionSubmitted, OutputFormat, RecordSubmitted
 from llmops_events.v1.training import (
     Hyperparameters,
@@ -34,6 +35,7 @@ __all__ = [
     "DeploymentPromoted",
     "DeploymentRequested",
     "DeploymentRolledBack",
+    "ErasureRequested",
     "EvaluationCompleted",
     "FeedbackSubmitted",
     "Generation",
