@@ -4,6 +4,8 @@ import time
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmops_privacy.redaction import (
     _PHONE_CANDIDATE,
@@ -16,6 +18,7 @@ from llmops_privacy.redaction import (
     PiiKind,
     Redactor,
     _resolve_overlaps,
+    normalize_text,
 )
 
 MAX_TEXT_LENGTH = 8000  # LLMOPS_INGESTION_MAX_TEXT_LENGTH's default
@@ -289,3 +292,79 @@ def test_overlap_resolution_keeps_the_most_specific_then_longest_finding() -> No
             start = rng.randrange(100)
             findings.append(Finding(rng.choice(list(PiiKind)), start, start + rng.randint(1, 15)))
         assert _resolve_overlaps(findings) == naive(findings)
+
+
+# ---- Unicode before redaction (issue 17, item 10) ---------------------------------------------
+
+ZWSP, SOFT_HYPHEN, RLM, LRM, RLO, PDF, WORD_JOINER, BOM = (
+    "\u200b",
+    "\u00ad",
+    "\u200f",
+    "\u200e",
+    "\u202e",
+    "\u202c",
+    "\u2060",
+    "\ufeff",
+)
+
+
+def _full_width(text: str) -> str:
+    """``text`` with every printable ASCII character in its full-width form (U+FF01..U+FF5E)."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The issue's two: both reached the inference log unredacted through Predict.
+        (f"mail {_full_width('jane.doe@example.com')} now", "mail <EMAIL> now"),
+        (f"mail jane.doe@exam{ZWSP}ple.com now", "mail <EMAIL> now"),
+        (f"mail jane{ZWSP}.doe{ZWSP}@{ZWSP}example.com now", "mail <EMAIL> now"),
+        (f"mail jane{SOFT_HYPHEN}.doe@example.com now", "mail <EMAIL> now"),
+        (f"mail {RLO}jane.doe@example.com{PDF} now", "mail <EMAIL> now"),
+        (f"mail ja{RLM}ne.doe@exa{LRM}mple.com now", "mail <EMAIL> now"),
+        (f"mail {BOM}jane.doe@example{WORD_JOINER}.com now", "mail <EMAIL> now"),
+        (f"my number is {_full_width('020 7946 0958')}", "my number is <PHONE>"),
+        (f"my number is 020{ZWSP} 7946 09{SOFT_HYPHEN}58", "my number is <PHONE>"),
+        (f"card {_full_width('4111 1111 1111 1111')} was charged", "card <CREDIT_CARD> was charged"),
+    ],
+)
+def test_disguised_pii_is_normalised_then_redacted(redactor: Redactor, text: str, expected: str) -> None:
+    assert redactor.redact(text).text == expected
+    assert normalize_text(text) != text  # it was disguised
+
+
+def test_normalisation_leaves_ascii_alone_and_folds_the_rest() -> None:
+    assert normalize_text("plain ascii, unchanged") == "plain ascii, unchanged"
+    assert normalize_text("café") == "café"
+    assert normalize_text(f"a{ZWSP}b{SOFT_HYPHEN}c{RLM}d") == "abcd"
+    assert normalize_text(_full_width("ABC123@")) == "ABC123@"
+    assert normalize_text("ﬁle №5") == "file No5"  # compatibility ligature and numero sign
+
+
+def test_find_reports_offsets_in_the_normalised_text(redactor: Redactor) -> None:
+    text = f"to {ZWSP}jane.doe@example.com"
+    (finding,) = redactor.find(text)
+    assert normalize_text(text)[finding.start : finding.end] == "jane.doe@example.com"
+
+
+_INVISIBLE = [ZWSP, "\u200c", "\u200d", WORD_JOINER, BOM, SOFT_HYPHEN, LRM, RLM, "\u202a", RLO, PDF, "\u2066", "\u034f"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    local=st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z0-9]{1,6})?", fullmatch=True),
+    domain=st.from_regex(r"[a-z]{2,10}", fullmatch=True),
+    suffix=st.sampled_from(["com", "org", "de", "co.uk"]),
+    data=st.data(),
+)
+def test_an_e_mail_disguised_anyhow_is_redacted(
+    redactor: Redactor, local: str, domain: str, suffix: str, data: st.DataObject
+) -> None:
+    """Any mix of full-width characters and invisible ones inside an address: still ``<EMAIL>``."""
+    disguised = []
+    for character in f"{local}@{domain}.{suffix}":
+        disguised.append(_full_width(character) if data.draw(st.booleans()) else character)
+        if data.draw(st.booleans()):
+            disguised.append(data.draw(st.sampled_from(_INVISIBLE)))
+    assert redactor.redact(f"write to {''.join(disguised)} today").text == "write to <EMAIL> today"

@@ -1,5 +1,5 @@
 """PII redaction shared by everything that keeps or forwards user text (ingestion, the gateway)."""
 
-from llmops_privacy.redaction import Finding, PiiKind, RedactionResult, Redactor
+from llmops_privacy.redaction import Finding, PiiKind, RedactionResult, Redactor, normalize_text
 
-__all__ = ["Finding", "PiiKind", "RedactionResult", "Redactor"]
+__all__ = ["Finding", "PiiKind", "RedactionResult", "Redactor", "normalize_text"]

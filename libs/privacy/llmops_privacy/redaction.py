@@ -25,6 +25,13 @@ digit-heavy records only (tables, statements, lists of numbers): their digit run
 ~256 characters of runs are redacted whether or not they are phone numbers, over-redacting (and
 counting them as phones) rather than letting a number through.
 
+Text is normalised before any pattern runs (``normalize_text``): NFKC, which folds full-width and
+other compatibility forms (a full-width e-mail address, full-width digits) to the characters
+the patterns know, then every format character (Unicode category ``Cf``: zero-width spaces and
+joiners, soft hyphens, bidirectional marks) and the other default-ignorable characters are
+removed, since they are invisible to a reader but split an e-mail or a number for a regex. Both
+``redact`` and ``find`` work on the normalised text: what is stored or published is normalised.
+
 The module is free of service code: ingestion and the gateway redact with the same ``Redactor``.
 """
 
@@ -34,11 +41,51 @@ import bisect
 import logging
 import re
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from typing import Any
+
+# Default-ignorable code points outside category Cf (DerivedCoreProperties.txt): invisible too.
+_IGNORABLE_NOT_CF = (
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x115F, 0x1160),  # Hangul choseong/jungseong fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian free variation selectors
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFFA0, 0xFFA0),  # half-width Hangul filler
+    (0xE0100, 0xE01EF),  # variation selectors supplement
+)
+
+
+@cache
+def _invisible() -> re.Pattern[str]:
+    """Every format (``Cf``) and other default-ignorable character, as one character class; built
+    on first use (a pass over every code point, ~0.1 s), never for ASCII-only text."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) == "Cf":
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    ranges += _IGNORABLE_NOT_CF
+    members = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    return re.compile(f"[{members}]+")
+
+
+def normalize_text(text: str) -> str:
+    """``text`` as the redaction patterns must see it: format and other invisible characters
+    removed, then NFKC (full-width and compatibility forms folded), then removed again (NFKC never
+    makes them, but the rule stays true whatever a future Unicode does). ASCII is returned as is."""
+    if text.isascii():
+        return text
+    invisible = _invisible()
+    return invisible.sub("", unicodedata.normalize("NFKC", invisible.sub("", text)))
 
 
 class PiiKind(StrEnum):
@@ -227,7 +274,9 @@ class Redactor:
             self.find(text)
 
     def find(self, text: str) -> list[Finding]:
-        """Every PII span in ``text``, non-overlapping, in text order."""
+        """Every PII span in ``normalize_text(text)``, non-overlapping, in text order: the offsets
+        index the normalised text (the same as ``text`` when it is ASCII)."""
+        text = normalize_text(text)
         candidates: list[Finding] = []
         if "@" in text:
             candidates += self._run(self._email, text)
@@ -250,7 +299,9 @@ class Redactor:
         return _resolve_overlaps(candidates)
 
     def redact(self, text: str) -> RedactionResult:
-        """``text`` with each PII span replaced by its kind's placeholder, and counts per kind."""
+        """``normalize_text(text)`` with each PII span replaced by its kind's placeholder, and
+        counts per kind."""
+        text = normalize_text(text)
         findings = self.find(text)
         if not findings:
             return RedactionResult(text=text, counts={})
