@@ -38,6 +38,7 @@ def registry() -> list[Benchmark]:
     """Every benchmark of the service issues, in the order they run."""
     from bench import (
         fine_tuning,
+        flywheel,
         gateway,
         generation,
         generation_monitoring,
@@ -56,6 +57,7 @@ def registry() -> list[Benchmark]:
         monitoring.BENCHMARK,
         generation.BENCHMARK,
         generation_monitoring.BENCHMARK,
+        flywheel.BENCHMARK,
     ]
 
 
