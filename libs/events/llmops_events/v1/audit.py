@@ -23,8 +23,9 @@ from llmops_events.names import ModelName, ModelVersion
 if TYPE_CHECKING:
     from llmops_events.envelope import Envelope
 
-PRINCIPAL_REGEX = r"^[a-z][a-z_]*:\S{1,200}$"
-"""``<kind>:<name>``: ``operator:alice``, ``service:deployment``, ``key:<key id>``."""
+PRINCIPAL_REGEX = r"^[a-z][a-z_]*:\S.*$"
+"""``<kind>:<name>``: ``operator:alice``, ``service:deployment``, ``key:<key id>`` (a name may hold
+spaces, as a certificate's common name can; not a line break)."""
 
 SERVICE_DEPLOYMENT = "service:deployment"
 """The principal of the deployment service's own automatic decisions (canary verdicts, auto-promotion)."""
