@@ -1,6 +1,12 @@
-"""The local stack as an ordered list of components: ``up`` starts them in order, ``down`` stops them
-in reverse, ``status`` asks each one. Kafka and Triton come from ``llmops_stack``; the platform's
-services join them here, each as a :class:`ServiceComponent` named in :data:`SERVICES`.
+"""The local stack as a list of components: ``up`` starts them, ``down`` stops them in reverse,
+``status`` asks each one. Kafka and Triton come from ``llmops_stack``; the platform's services join
+them here, each as a :class:`ServiceComponent` named in :data:`SERVICES`.
+
+``up`` starts in two phases, each in parallel: first the infrastructure (Kafka with its topics,
+Triton, and whatever else ``llmops_stack`` runs: none of them needs another), then every service
+(each needs the broker's topics, the gateway also Triton; none needs another service). One deadline
+(``LLMOPS_STACK_START_TIMEOUT``) covers the whole start; a component still not ready then is named
+with its state, how long it has been starting and the last line of its log, as ``status`` does.
 
 A component found answering on its ports without a pid file of ours (a broker someone else runs, or
 the production endpoints) counts as *external*: ``up`` uses it and ``down`` leaves it alone.
@@ -8,7 +14,9 @@ the production endpoints) counts as *external*: ``up`` uses it and ``down`` leav
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -37,12 +45,18 @@ from llmops_stack import (
 )
 from llmops_stack.keys import export_gateway_keys
 
+LOG_LINE_CHARS = 200
+"""How much of a log line ``status`` and ``up`` quote."""
+
 
 @dataclass
 class ServiceComponent:
     """A platform service (``python -m <module>``) as a background process, healthy when its
     Prometheus endpoint answers (it opens only after the service has started) and reports no
-    stalled consumer (``llmops_consumer_stalled``: deliveries failing again and again)."""
+    stalled consumer (``llmops_consumer_stalled``: deliveries failing again and again).
+
+    ``up`` uses :meth:`begin` and :meth:`ready` to start every service first and then wait for all;
+    :meth:`ensure_up` (one service, start and wait) is the :class:`Component` protocol's way."""
 
     name: str
     module: str
@@ -70,7 +84,9 @@ class ServiceComponent:
     def _answers(self) -> bool:
         return self._scrape() is not None
 
-    def ensure_up(self, progress: Progress) -> str:
+    def begin(self, progress: Progress) -> str | None:
+        """Start the process unless it runs; a summary if it already runs and answers, else None
+        (then :meth:`ready` tells when it is up)."""
         if self.process.is_running() and self._answers():
             return f"already running (metrics :{self.metrics_port})"
         if not self.process.is_running():
@@ -78,11 +94,21 @@ class ServiceComponent:
             if self.name == "gateway":
                 export_gateway_keys(self.settings)
             self.process.start([sys.executable, "-m", self.module], cwd=Path.cwd())
+        return None
+
+    def ready(self) -> bool:
+        """True once the service answers; raises StackError (with its log's tail) if it exited."""
+        if not self.process.is_running():
+            raise self.process.failure("exited during start-up")
+        return self._answers()
+
+    def ensure_up(self, progress: Progress) -> str:
+        summary = self.begin(progress)
+        if summary is not None:
+            return summary
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < self.ready_timeout:
-            if not self.process.is_running():
-                raise self.process.failure("exited during start-up")
-            if self._answers():
+            if self.ready():
                 return f"ready in {elapsed:.1f}s (metrics :{self.metrics_port})"
             progress.waiting(f"{self.name}: starting ({elapsed:.0f}s)")
             time.sleep(0.5)
@@ -116,7 +142,7 @@ SERVICES: tuple[tuple[str, str, str, int], ...] = (
 
 
 def components(settings: PlatformSettings, paths: RepoPaths | None = None) -> list[Component]:
-    """The stack in start order."""
+    """The stack: the infrastructure first, then the services."""
     paths = paths or repo_paths()
     services: list[Component] = [
         ServiceComponent(name, module, int(os.environ.get(port_variable, default)), settings)
@@ -140,21 +166,100 @@ def up(
     paths: RepoPaths | None = None,
     progress: Progress | None = None,
     stack: Sequence[Component] | None = None,
+    timeout: float | None = None,
 ) -> list[ComponentStatus]:
-    """Start every component not already running (idempotent), in order, and wait until each is healthy.
+    """Start every component not already running (idempotent) and wait until all are healthy:
+    the infrastructure together, then the services together, all within ``timeout`` seconds
+    (default ``settings.stack_start_timeout``).
 
-    If one fails, the ones this call started are left running (inspect with ``status``/logs, stop with ``down``).
+    If one fails, the others still get their chance (so the error names every failure), and the ones
+    this call started are left running (inspect with ``status``/logs, stop with ``down``).
     """
     progress = progress or NullProgress()
     stack = list(stack if stack is not None else components(settings, paths))
     for component in stack:
         component.preflight()
-    statuses = []
-    for component in stack:
-        summary = component.ensure_up(progress)
-        progress.step(f"{component.name}: {summary}")
-        statuses.append(component.status())
-    return statuses
+    deadline = time.monotonic() + (timeout if timeout is not None else settings.stack_start_timeout)
+    services = [component for component in stack if isinstance(component, ServiceComponent)]
+    _start_together([c for c in stack if not isinstance(c, ServiceComponent)], progress, deadline)
+    _start_services(services, progress, deadline)
+    return [component.status() for component in stack]
+
+
+def _start_together(stack: Sequence[Component], progress: Progress, deadline: float) -> None:
+    """``ensure_up`` of every component at once (each waits in a thread of its own)."""
+    if not stack:
+        return
+    started = time.monotonic()
+    failures: list[str] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(stack), thread_name_prefix="stack-up")
+    futures = {pool.submit(component.ensure_up, progress): component for component in stack}
+    try:
+        for future in concurrent.futures.as_completed(futures, timeout=max(0.0, deadline - time.monotonic())):
+            component = futures[future]
+            try:
+                summary = future.result()
+            except StackError as error:
+                failures.append(str(error))
+            else:
+                progress.step(f"{component.name}: {summary}")
+    except TimeoutError:
+        slow = [component for future, component in futures.items() if not future.done()]
+        failures.append(_too_slow(slow, time.monotonic() - started))
+    finally:
+        # A component still starting keeps its own time limit; nothing waits for it here.
+        pool.shutdown(wait=False, cancel_futures=True)
+    if failures:
+        raise StackError("\n\n".join(failures))
+
+
+def _start_services(services: Sequence[ServiceComponent], progress: Progress, deadline: float) -> None:
+    """Start every service, then wait for all of them (one loop polls each ``/metrics``)."""
+    started = time.monotonic()
+    waiting: dict[str, ServiceComponent] = {}
+    failures: list[str] = []
+    for service in services:
+        try:
+            summary = service.begin(progress)
+        except StackError as error:
+            failures.append(str(error))
+            continue
+        if summary is None:
+            waiting[service.name] = service
+        else:
+            progress.step(f"{service.name}: {summary}")
+    while waiting:
+        for name, service in list(waiting.items()):
+            try:
+                if not service.ready():
+                    continue
+            except StackError as error:
+                failures.append(str(error))
+            else:
+                progress.step(f"{name}: ready in {_age(service.process):.1f}s (metrics :{service.metrics_port})")
+            del waiting[name]
+        if not waiting:
+            break
+        if time.monotonic() > deadline:
+            failures.append(_too_slow(list(waiting.values()), time.monotonic() - started))
+            break
+        slowest = max(waiting.values(), key=lambda s: _age(s.process))
+        progress.waiting(
+            f"waiting for {', '.join(f'{name} ({_age(s.process):.0f}s)' for name, s in waiting.items())}"
+            f" — {slowest.name}: {last_log_line(slowest.process) or 'no output yet'}"
+        )
+        time.sleep(0.5)
+    if failures:
+        raise StackError("\n\n".join(failures))
+
+
+def _too_slow(slow: Sequence[Component], waited: float) -> str:
+    lines = [f"not ready after {waited:.0f}s (LLMOPS_STACK_START_TIMEOUT):"]
+    for component in slow:
+        process = process_of(component)
+        state = startup_state(process) if process is not None else "no process of ours"
+        lines.append(f"  {component.name}: {state}")
+    return "\n".join(lines)
 
 
 def down(
@@ -181,5 +286,56 @@ def down(
 def status(
     settings: PlatformSettings, *, paths: RepoPaths | None = None, stack: Sequence[Component] | None = None
 ) -> list[ComponentStatus]:
-    """The health of every component, in start order."""
-    return [component.status() for component in (stack if stack is not None else components(settings, paths))]
+    """The health of every component; an unhealthy one also says how long its process has been up
+    and the last line of its log (a service still loading its model, a broker still electing)."""
+    statuses = []
+    for component in stack if stack is not None else components(settings, paths):
+        entry = component.status()
+        process = process_of(component)
+        if not entry.healthy and process is not None and process.record() is not None:
+            entry = ComponentStatus(entry.name, False, f"{entry.detail}; {startup_state(process)}")
+        statuses.append(entry)
+    return statuses
+
+
+# -- why a component is slow ---------------------------------------------------------------------------
+def process_of(component: Component) -> ManagedProcess | None:
+    """The background process ``up`` started for ``component`` (services, Kafka, Triton, ...)."""
+    for holder in (component, getattr(component, "broker", None), getattr(component, "server", None)):
+        process = getattr(holder, "process", None)
+        if isinstance(process, ManagedProcess):
+            return process
+    return None
+
+
+def _age(process: ManagedProcess) -> float:
+    record = process.record()
+    return max(0.0, time.time() - record.started_at) if record is not None else 0.0
+
+
+def startup_state(process: ManagedProcess) -> str:
+    """``running for 41s (pid 123); last log line: ...`` or ``exited after ...``: for people."""
+    record = process.record()
+    if record is None:
+        return "never started by llmops (no pid file)"
+    pid = process.pid()
+    state = f"running for {_age(process):.0f}s (pid {pid})" if pid is not None else "exited (stale pid file)"
+    line = last_log_line(process)
+    return f"{state}; last log line: {line}" if line else f"{state}; nothing in {process.log_file}"
+
+
+def last_log_line(process: ManagedProcess) -> str:
+    """The last line of the process's log, shortened; a JSON log line shows as ``level: message``."""
+    lines = [line for line in process.log_tail(5).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1].strip()
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            pass
+        else:
+            if isinstance(entry, dict) and "message" in entry:
+                line = f"{entry.get('level', 'info')}: {entry['message']}"
+    return line if len(line) <= LOG_LINE_CHARS else line[: LOG_LINE_CHARS - 1] + "…"
