@@ -6,6 +6,8 @@
     models/<model_name>/<version>/    a model version (the kind's files + manifest.json)
     evaluations/<model_name>/<version>/  the evaluation gate's report of that version (beside the
                                       model folder, not inside it: a published model is immutable)
+    erasures/<erasure_id>.json        what an erasure removed and which snapshots and model
+                                      versions held the erased records (``llmops_models.erasures``)
 
 Every name that becomes part of a path (model name, dataset id) must match ``NAME_PATTERN``:
 a name from an event can never climb out of its folder (``../x``) or hide (``.x``).
@@ -18,6 +20,7 @@ import re
 DATASETS_PREFIX = "datasets"
 MODELS_PREFIX = "models"
 EVALUATIONS_PREFIX = "evaluations"
+ERASURES_PREFIX = "erasures"
 MANIFEST_FILE = "manifest.json"
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -79,3 +82,8 @@ def manifest_path(model_name: str, version: int) -> str:
 
 def evaluation_path(model_name: str, version: int) -> str:
     return model_path(model_name, version).replace(MODELS_PREFIX, EVALUATIONS_PREFIX, 1)
+
+
+def erasure_path(erasure_id: str) -> str:
+    """``erasures/<erasure_id>.json``: the record of one erasure."""
+    return f"{ERASURES_PREFIX}/{check_name(erasure_id, what='erasure id')}.json"

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from llmops_models.layout import DATASETS_PREFIX, MANIFEST_FILE, dataset_file, dataset_path, is_valid_name
 from llmops_models.registry import ArtifactMissing
@@ -207,6 +208,36 @@ class SnapshotReader:
             if newest is None or (created, name) > newest:
                 newest = (created, name)
         return (newest[1], newest[0]) if newest else None
+
+    def dataset_ids(self) -> list[str]:
+        """Every complete snapshot, by id (sorted)."""
+        return [name for name in self.store.list(DATASETS_PREFIX) if self.is_complete(name)]
+
+    def record_ids(self, dataset_id: str) -> pd.DataFrame:
+        """The snapshot's rows as ``record_id`` and ``tenant`` only (what an erasure looks for),
+        without reading the text: ``tenant`` is ``<tenant>`` of the ``<tenant>/<id>`` record id
+        where a snapshot (``write_snapshot``'s) has no tenant column. ``ArtifactMissing`` when it
+        does not exist."""
+        if not self.is_complete(dataset_id):
+            raise ArtifactMissing(f"snapshot {dataset_id!r} does not exist or was never completely written")
+        path = dataset_path(dataset_id)
+        frames = []
+        for name in self.store.list(path):
+            if not name.endswith(".parquet") or name.startswith(_PREFERENCE_FILE_PREFIX):
+                continue
+            data = self.store.read_bytes(posixpath.join(path, name))
+            columns = set(pq.read_schema(io.BytesIO(data)).names)
+            if "record_id" not in columns:
+                raise ValueError(f"snapshot {dataset_id} file {name} has no record_id column")
+            part = pd.read_parquet(
+                io.BytesIO(data), columns=["record_id", "tenant"] if "tenant" in columns else ["record_id"]
+            )
+            if "tenant" not in part.columns:
+                part["tenant"] = part["record_id"].astype(str).str.partition("/")[0]
+            frames.append(part[["record_id", "tenant"]].astype(str))
+        if not frames:
+            return pd.DataFrame({"record_id": pd.Series([], dtype=str), "tenant": pd.Series([], dtype=str)})
+        return pd.concat(frames, ignore_index=True)
 
     def latest_dataset_id(self, content: str = RECORDS) -> str | None:
         latest = self.latest(content)

@@ -9,6 +9,11 @@ snapshots read Feast with a point-in-time join, which yields one row per record 
 Records and instruction examples are two snapshot series (``DatasetContent``): each has its own
 feature view, its own count policy and its own snapshots, never mixed.
 
+An erasure (``erasure.requested``) removes a tenant's or a data subject's curated rows from the
+service's store and from Feast (online and offline), leaves a tombstone per record id so a
+redelivered record stays erased, records which snapshots and model versions held them
+(``llmops_models.erasures``) and writes the audit trail.
+
 Feedback closes two loops: a true label for a classification makes a labelled record; a corrected
 answer for a generation makes an instruction example (``source=feedback``), and answers that
 feedback compares make preference pairs, which the next instructions snapshot carries beside its
@@ -31,8 +36,11 @@ import pandas as pd
 
 from llmops_events import Envelope, derived_id
 from llmops_events.v1 import (
+    AuditAction,
+    AuditRecorded,
     DatasetContent,
     DatasetSnapshotted,
+    ErasureRequested,
     FeedbackSubmitted,
     InferenceLogged,
     InstructionSubmitted,
@@ -52,6 +60,7 @@ from llmops_ingestion.adapters.metrics import IngestionMetrics
 from llmops_ingestion.adapters.snapshots import publish_snapshot, split_files
 from llmops_ingestion.adapters.state import (
     CuratedRow,
+    Erasure,
     IngestionState,
     PendingFeedback,
     PendingGenerationFeedback,
@@ -59,6 +68,7 @@ from llmops_ingestion.adapters.state import (
 )
 from llmops_ingestion.adapters.tokenizer import ChatTokenizer
 from llmops_ingestion.domain.curation import CuratedRecord, RecordInput, curate, curate_batch
+from llmops_ingestion.domain.erasure import as_utc, curated_ids, is_erased_tenant
 from llmops_ingestion.domain.feedback import (
     PreferencePair,
     ServedGeneration,
@@ -101,13 +111,19 @@ from llmops_ingestion.domain.validation import (
 )
 from llmops_ingestion.errors import NothingToSnapshot
 from llmops_messaging import Delivery, Origin, ProcessedEvents, Rejected
-from llmops_models.snapshots import PREFERENCE_COLUMNS
+from llmops_models import ModelRegistry
+from llmops_models.erasures import ErasureRecord, snapshots_holding, versions_trained_on, write_erasure
+from llmops_models.layout import erasure_path
+from llmops_models.snapshots import PREFERENCE_COLUMNS, SnapshotReader
 from llmops_privacy.redaction import PiiKind, RedactionResult
 from llmops_storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
 VALIDATE_STAGE = "validate"
+AUDIT_DETAIL_LIMIT = 2000
+"""Longest text of one audit detail (a list of versions is cut there; the erasure record in the
+artifact store has all of them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +177,8 @@ class IngestionService:
         # Per series: the policy's running cut, and labelled rows since its last snapshot.
         self._snapshot_tasks: dict[DatasetContent, asyncio.Task[Any]] = {}
         self._labelled_pending: dict[DatasetContent, int | None] = {content: None for content in DatasetContent}
+        # Tenants erased as a whole → the latest such erasure's requested_at (checked per record).
+        self._erased_tenants = state.tenant_erasures()
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -174,14 +192,20 @@ class IngestionService:
         verdicts: list[Rejected | None] = [None] * len(deliveries)
         valid: list[int] = []
         rules = self._config.rules
+        erased = 0
         for index, delivery in enumerate(deliveries):
             record = delivery.envelope.data
+            if self._is_erased(record.tenant, delivery.envelope.time):
+                erased += 1  # applied: there is nothing to store
+                continue
             violation = check_record(text=record.text, label=record.label, rules=rules)
             if violation is None:
                 valid.append(index)
             else:
                 verdicts[index] = Rejected(violation.reason.value, violation.detail, stage=VALIDATE_STAGE)
         self._metrics.records_in.labels("records").inc(len(deliveries))
+        if erased:
+            self._metrics.duplicates.labels(StoreOutcome.ERASED.value).inc(erased)
         inputs = [
             RecordInput(
                 tenant=record.tenant,
@@ -228,6 +252,9 @@ class IngestionService:
         inputs: list[InstructionInput] = []
         for index, delivery in enumerate(deliveries):
             example: InstructionSubmitted = delivery.envelope.data
+            if self._is_erased(example.tenant, delivery.envelope.time):
+                self._metrics.duplicates.labels(StoreOutcome.ERASED.value).inc()
+                continue
             answer_format = _answer_format(example)
             violation = check_turns(
                 [turn.role for turn in example.messages], [turn.content for turn in example.messages], rules=rules
@@ -320,6 +347,8 @@ class IngestionService:
     async def on_inference(self, envelope: Envelope[InferenceLogged]) -> None:
         """Remember a served request, or complete feedback that arrived before it."""
         logged = envelope.data
+        if self._is_erased(logged.tenant, envelope.time):
+            return  # served before its tenant was erased: nothing of it may be kept
         if logged.generation is not None:
             await self._on_generation(envelope.id, logged)
             return
@@ -579,6 +608,136 @@ class IngestionService:
                 logger.exception("pushing curated records to Feast failed; retrying")
             await asyncio.sleep(interval_s)
 
+    # --- erasure --------------------------------------------------------------------------
+
+    def _is_erased(self, tenant: str, submitted_at: datetime) -> bool:
+        return bool(self._erased_tenants) and is_erased_tenant(self._erased_tenants, tenant, submitted_at)
+
+    async def on_erasure(self, envelope: Envelope[ErasureRequested]) -> None:
+        """Erase a tenant's (or a data subject's) curated records: from this service's store (the
+        outbox included) and from Feast, online and offline; tombstones keep them from coming
+        back; the erasure record names the snapshots and model versions that held them; the audit
+        trail gets one event for the erasure and one per such version.
+
+        Handled again (a crash before the offset commit), every step finds its earlier effect:
+        the tombstones say which rows to remove from Feast again, the record and the audit events
+        are written under the same names and ids.
+        """
+        request = envelope.data
+        named = request.subject_record_ids
+        subjects = None if named is None else curated_ids(request.tenant, named)
+        erasure = Erasure(
+            erasure_id=envelope.id,
+            tenant=request.tenant,
+            record_ids=subjects,
+            requested_by=request.requested_by,
+            reason=request.reason,
+            requested_at=as_utc(request.requested_at),
+        )
+        erased_at = datetime.now(UTC)
+        # The snapshot lock first (the order cut_snapshot takes them in): no cut reads rows that
+        # are leaving, and no push sends a row to Feast while its copies there are removed.
+        async with self._snapshot_lock, self._push_lock:
+            with self._processed.transaction() as connection:
+                IngestionState.erase(connection, erasure, erased_at=erased_at)
+            if subjects is None:
+                known = self._erased_tenants.get(request.tenant)
+                self._erased_tenants[request.tenant] = max(erasure.requested_at, known or erasure.requested_at)
+            removed = [entry for entry in self._state.erased_records(erasure.erasure_id) if entry.content is not None]
+            ids = [entry.record_id for entry in removed]
+            offline_rows = await asyncio.to_thread(
+                self._features.erase, ids, tenant=request.tenant if subjects is None else None
+            )
+            self._outbox_changed()
+        record = await asyncio.to_thread(self._record_erasure, erasure, erased_at, record_ids=ids)
+        self._metrics.erasures.labels("tenant" if subjects is None else "subjects").inc()
+        self._metrics.erased.inc(len(ids))
+        await self._audit_erasure(record, feature_rows=offline_rows)
+        self._processed.mark_processed(envelope.id)
+        logger.info(
+            "erasure applied",
+            extra={
+                "erasure_id": erasure.erasure_id,
+                "tenant": request.tenant,
+                "records": len(ids),
+                "datasets": record.datasets,
+                "model_versions": [f"{v.model}:{v.version}" for v in record.model_versions],
+            },
+        )
+
+    def _outbox_changed(self) -> None:
+        self._metrics.outbox.set(self._state.outbox_size())
+
+    def _record_erasure(self, erasure: Erasure, erased_at: datetime, *, record_ids: Sequence[str]) -> ErasureRecord:
+        """Find the snapshots holding an erased record and the versions trained on them; write the
+        erasure record beside them (blocking: reads every snapshot's id column)."""
+        if erasure.record_ids is None:
+            datasets = snapshots_holding(SnapshotReader(self._artifacts), tenant=erasure.tenant, record_ids=None)
+        else:
+            # The ids the request named, whether or not they were curated: a snapshot may hold a
+            # row this service's store no longer has (a rebuilt state).
+            named = set(erasure.record_ids) | set(record_ids)
+            datasets = snapshots_holding(SnapshotReader(self._artifacts), tenant=erasure.tenant, record_ids=named)
+        record = ErasureRecord(
+            erasure_id=erasure.erasure_id,
+            tenant=erasure.tenant,
+            subject_record_ids=None if erasure.record_ids is None else list(erasure.record_ids),
+            requested_by=erasure.requested_by,
+            reason=erasure.reason,
+            requested_at=erasure.requested_at,
+            erased_at=erased_at,
+            erased_records=len(record_ids),
+            datasets=datasets,
+            model_versions=versions_trained_on(ModelRegistry(self._artifacts), datasets),
+        )
+        write_erasure(self._artifacts, record)
+        return record
+
+    async def _audit_erasure(self, record: ErasureRecord, *, feature_rows: int) -> None:
+        """One ``audit.recorded`` for the erasure and one per model version trained on erased data
+        (keyed by its model, so ``make audit MODEL=...`` shows it in the model's history); ids
+        derived from the erasure's, so a second handling publishes duplicates readers skip."""
+        principal = record.requested_by
+        scope = "tenant" if record.subject_record_ids is None else f"{len(record.subject_record_ids)} record id(s)"
+        details = {
+            "erasure_id": record.erasure_id,
+            "scope": scope,
+            "records_erased": str(record.erased_records),
+            "feature_rows_removed": str(feature_rows),
+            "datasets": _cut(",".join(record.datasets)),
+            "model_versions": _cut(",".join(f"{v.model}:{v.version}" for v in record.model_versions)),
+            "record_uri": self._artifacts.uri(erasure_path(record.erasure_id)),
+        }
+        await self._events.publish(
+            AuditRecorded(
+                action=AuditAction.ERASURE,
+                principal=principal,
+                tenant=record.tenant,
+                reason=record.reason or f"erasure of {scope} of tenant {record.tenant}",
+                details=details,
+            ),
+            id=derived_id(record.erasure_id, AuditRecorded.event_type),
+        )
+        for version in record.model_versions:
+            await self._events.publish(
+                AuditRecorded(
+                    action=AuditAction.ERASURE,
+                    principal=principal,
+                    model=version.model,
+                    version=version.version,
+                    tenant=record.tenant,
+                    reason=(
+                        f"trained on snapshot {version.dataset_id}, which holds records erased by {record.erasure_id}"
+                    ),
+                    details={
+                        "erasure_id": record.erasure_id,
+                        "dataset_id": version.dataset_id,
+                        "trained_on_erased_data": "true",
+                    },
+                ),
+                id=derived_id(record.erasure_id, f"{AuditRecorded.event_type}/{version.model}:{version.version}"),
+            )
+
     # --- snapshots ------------------------------------------------------------------------
 
     def _maybe_start_snapshot(self, *, new_labelled: int = 1, content: DatasetContent = DatasetContent.RECORDS) -> None:
@@ -659,8 +818,11 @@ class IngestionService:
                 return DatasetSnapshotted.model_validate_json(earlier)
             last = self._state.last_snapshot(content.value)
             if not force and last is not None and self._state.labelled_since_last_snapshot(content.value) == 0:
-                # Nothing new: the same records would make the same dataset, so it is the answer.
-                return DatasetSnapshotted.model_validate_json(last)
+                previous = DatasetSnapshotted.model_validate_json(last)
+                # Nothing new: the same records would make the same dataset, so it is the answer,
+                # unless an erasure removed some of them since (then it holds erased rows).
+                if not self._state.erased_since(previous.created_at.isoformat(), content.value):
+                    return previous
             await self.push_pending()  # everything curated so far must be in the offline store
             up_to_seq = self._state.max_seq()
             members = self._state.labelled_members(up_to_seq=up_to_seq, content=content.value)
@@ -840,6 +1002,10 @@ def _answer_format(example: InstructionSubmitted) -> AnswerFormat:
     return AnswerFormat(
         labels=tuple(declared.labels) if declared.labels is not None else None, json_schema=declared.json_schema
     )
+
+
+def _cut(text: str, limit: int = AUDIT_DETAIL_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _rejected(violation: RuleViolation) -> Rejected:

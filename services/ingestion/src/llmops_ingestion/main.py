@@ -12,10 +12,11 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
-from llmops_events.topics import FEEDBACK, INFERENCE, RECORDS_RAW, TRAINING
+from llmops_events.topics import FEEDBACK, INFERENCE, PRIVACY, RECORDS_RAW, TRAINING
 from llmops_events.v1 import (
     DatasetContent,
     DatasetSnapshotted,
+    ErasureRequested,
     FeedbackSubmitted,
     InferenceLogged,
     InstructionSubmitted,
@@ -114,6 +115,7 @@ class IngestionRuntime:
                 InferenceLogged: self.service.on_inference,
                 FeedbackSubmitted: self.service.on_feedback,
                 TrainingRequested: self.service.on_training_requested,
+                ErasureRequested: self.service.on_erasure,
             },
             # Records come by the thousand: curated and stored a FastStream batch at a time.
             batch_handlers={
@@ -126,7 +128,15 @@ class IngestionRuntime:
         )
         self.consumer = consumer
         return subscribe(
-            broker, consumer, RECORDS_RAW, INFERENCE, FEEDBACK, TRAINING, on_outcome=on_outcome, **subscriber_options
+            broker,
+            consumer,
+            RECORDS_RAW,
+            INFERENCE,
+            FEEDBACK,
+            TRAINING,
+            PRIVACY,
+            on_outcome=on_outcome,
+            **subscriber_options,
         )
 
     async def begin(self) -> None:

@@ -27,13 +27,14 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import Entity
 from feast.feature_view import FeatureView
@@ -191,6 +192,7 @@ class RecordRowWriter:
     ) -> None:
         self._connection = connection
         self._upsert = upsert_statement(table)
+        self._delete = f"DELETE FROM {_quoted(table)} WHERE entity_key = ?"
         self._entity = entity
         self._strings = tuple(string_features)
         self._ints = tuple(int_features)
@@ -228,6 +230,22 @@ class RecordRowWriter:
             )
         with self._connection:
             self._connection.executemany(self._upsert, values)
+
+    def delete(self, record_ids: Sequence[str], *, entity_key_serialization_version: int) -> int:
+        """Remove the rows of ``record_ids`` (an erasure); returns how many there were."""
+        keys = [
+            (
+                serialize_entity_key(
+                    EntityKeyProto(join_keys=[self._entity], entity_values=[ValueProto(string_val=record_id)]),
+                    entity_key_serialization_version=entity_key_serialization_version,
+                ),
+            )
+            for record_id in record_ids
+        ]
+        with self._connection:
+            before = self._connection.total_changes
+            self._connection.executemany(self._delete, keys)
+            return self._connection.total_changes - before
 
     def close(self) -> None:
         self._connection.close()
@@ -294,6 +312,31 @@ class PartDirectory:
             if len(self.parts(tier)) < FANOUT:
                 break
             self._merge(tier)
+
+    def remove_rows(self, *, record_ids: Collection[str], tenant: str | None = None, entity: str = "record_id") -> int:
+        """Rewrite every part holding a row of ``record_ids`` (or, with ``tenant``, of that tenant)
+        without those rows: Parquet cannot delete in place, and an erasure must leave no copy.
+        Each part is replaced atomically under the exclusive lock, so a reader in another process
+        sees it before or after, never half-written. The caller makes sure no append (and so no
+        merge) runs meanwhile. Returns the rows removed."""
+        wanted = pa.array(sorted(record_ids), type=pa.string())
+        removed = 0
+        with self._locked(fcntl.LOCK_EX):
+            for part in self.parts():
+                table = pq.read_table(part)
+                drop = pc.is_in(table[entity], value_set=wanted)
+                if tenant is not None and "tenant" in table.column_names:
+                    drop = pc.or_(drop, pc.equal(table["tenant"], tenant))
+                drop = pc.fill_null(drop, False)
+                count = pc.sum(drop).as_py() or 0
+                if not count:
+                    continue
+                kept = table.filter(pc.invert(drop))
+                staging = self.path / f".{part.name}.erase.tmp"
+                pq.write_table(kept, staging)
+                os.replace(staging, part)
+                removed += count
+        return removed
 
     @contextmanager
     def reading(self) -> Iterator[None]:

@@ -199,6 +199,23 @@ class FeastCuratedStore:
         with PartDirectory(self._offline_path(spec)).reading():
             return self._require_open().get_historical_features(entity_df=entity_df, features=features).to_df()
 
+    def erase(self, record_ids: Sequence[str], *, tenant: str | None = None) -> int:
+        """Remove the rows of ``record_ids`` (with ``tenant``: also any row of that tenant) from
+        both feature views, online and offline; returns the offline rows removed (a record pushed
+        twice has two). Pushes must not run meanwhile: the caller holds the push lock."""
+        from llmops_ingestion.adapters.feast_local import PartDirectory
+
+        self._require_open()
+        removed = 0
+        for spec in _VIEWS:
+            self._online[spec.name].delete(
+                record_ids, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION
+            )
+            removed += PartDirectory(self._offline_path(spec)).remove_rows(
+                record_ids=record_ids, tenant=tenant, entity=ENTITY
+            )
+        return removed
+
     def online(self, record_ids: Sequence[str], *, view: ViewSpec = RECORDS_VIEW) -> dict[str, list[Any]]:
         """The online feature values of ``record_ids`` (of instruction examples with
         ``view=INSTRUCTIONS_VIEW``)."""

@@ -49,7 +49,8 @@ class IngestionMetrics:
         )
         self.duplicates = Counter(
             f"{prefix}_duplicates_total",
-            "Records and instruction examples dropped as duplicates, by kind.",
+            "Records and instruction examples dropped as duplicates, by kind (erased: an erasure removed"
+            " the record, or its whole tenant, before it came again).",
             ["kind"],
             registry=self.registry,
         )
@@ -75,6 +76,17 @@ class IngestionMetrics:
             f"{prefix}_snapshots_total",
             "Dataset snapshots cut (either series), by trigger.",
             ["trigger"],
+            registry=self.registry,
+        )
+        self.erasures = Counter(
+            f"{prefix}_erasures_total",
+            "Erasure requests applied, by scope (tenant: every record of a tenant; subjects: listed record ids).",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.erased = Counter(
+            f"{prefix}_records_erased_total",
+            "Curated records and instruction examples removed by erasures (store and Feast).",
             registry=self.registry,
         )
         self.up = Gauge(f"{prefix}_up", "1 while the service is consuming.", registry=self.registry)

@@ -16,6 +16,10 @@ Tables:
 * ``snapshots``: which curated rows each snapshot covered (of its ``content`` series), whether its
   event went out, and the event that caused it (a retraining request), so handling that event again
   finds the snapshot.
+* ``erasures`` / ``erased_records``: every erasure handled, and a tombstone per erased record id
+  (curated and removed, or named by the request before it arrived): a record whose id has a
+  tombstone is never stored again, however often it is redelivered; a tenant's erasure also
+  refuses the tenant's records submitted up to its ``requested_at``.
 """
 
 from __future__ import annotations
@@ -107,6 +111,24 @@ CREATE TABLE IF NOT EXISTS preference_pairs (
     "offset" INTEGER NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS erasures (
+    erasure_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    subjects_json TEXT,
+    requested_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    erased_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS erasures_tenant ON erasures (tenant) WHERE subjects_json IS NULL;
+CREATE TABLE IF NOT EXISTS erased_records (
+    record_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    erasure_id TEXT NOT NULL,
+    content TEXT,
+    labelled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS erased_records_erasure ON erased_records (erasure_id);
 CREATE TABLE IF NOT EXISTS snapshots (
     dataset_id TEXT PRIMARY KEY,
     max_seq INTEGER NOT NULL,
@@ -125,6 +147,31 @@ class StoreOutcome(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE_RECORD_ID = "duplicate_record_id"
     DUPLICATE_TEXT = "duplicate_text"
+    ERASED = "erased"
+    """The record id has an erasure's tombstone: it is never stored again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """An erasure request as the state keeps it: the whole tenant (``record_ids`` None) or the
+    listed curated record ids (``<tenant>/<id>``)."""
+
+    erasure_id: str
+    tenant: str
+    record_ids: tuple[str, ...] | None
+    requested_by: str
+    reason: str
+    requested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedRecord:
+    """A tombstone: a record id an erasure removed (``content`` None: named by the request, never
+    curated here, so nothing had to be removed)."""
+
+    record_id: str
+    content: str | None
+    labelled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +236,13 @@ _encode_outbox = msgspec.json.Encoder().encode
 _decode_outbox = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def _existing_ids(connection: sqlite3.Connection, record_ids: Sequence[str]) -> set[str]:
-    """The ids of ``record_ids`` already stored."""
+def _existing_ids(connection: sqlite3.Connection, record_ids: Sequence[str], *, table: str = "curated") -> set[str]:
+    """The ids of ``record_ids`` already in ``table`` (curated rows, or erasures' tombstones)."""
     found: set[str] = set()
     unique = list(dict.fromkeys(record_ids))
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
-        query = f"SELECT record_id FROM curated WHERE record_id IN ({','.join('?' * len(chunk))})"
+        query = f"SELECT record_id FROM {table} WHERE record_id IN ({','.join('?' * len(chunk))})"
         found.update(row[0] for row in connection.execute(query, chunk))
     return found
 
@@ -251,7 +298,10 @@ class IngestionState:
         ingested_at: datetime,
         content: str = RECORDS,
     ) -> StoreOutcome:
-        """Insert a curated record unless its id or its text (per tenant) is already known."""
+        """Insert a curated record unless its id or its text (per tenant) is already known, or an
+        erasure removed its id."""
+        if connection.execute("SELECT 1 FROM erased_records WHERE record_id = ?", (record_id,)).fetchone():
+            return StoreOutcome.ERASED
         if connection.execute("SELECT 1 FROM curated WHERE record_id = ?", (record_id,)).fetchone():
             return StoreOutcome.DUPLICATE_RECORD_ID
         if connection.execute(
@@ -285,10 +335,14 @@ class IngestionState:
         a record is a duplicate of one stored before or of one earlier in the batch."""
         known_ids = _existing_ids(connection, [r.record_id for r in records])
         known_texts = _existing_texts(connection, [(r.tenant, r.dedup_key) for r in records])
+        erased = _existing_ids(connection, [r.record_id for r in records], table="erased_records")
         outcomes: list[StoreOutcome] = []
         rows: list[tuple[Any, ...]] = []
         stamp = ingested_at.isoformat()
         for record in records:
+            if record.record_id in erased:
+                outcomes.append(StoreOutcome.ERASED)
+                continue
             if record.record_id in known_ids:
                 outcomes.append(StoreOutcome.DUPLICATE_RECORD_ID)
                 continue
@@ -550,6 +604,89 @@ class IngestionState:
             (up_to_seq,),
         ).fetchall()
         return [StoredPair(PreferencePair(*row[:7]), Position(row[7], row[8], row[9])) for row in rows]
+
+    # --- erasures -------------------------------------------------------------------------
+
+    @staticmethod
+    def erase(connection: sqlite3.Connection, erasure: Erasure, *, erased_at: datetime) -> None:
+        """Remove the erasure's curated rows (outbox included: a row not yet pushed never reaches
+        Feast) and leave a tombstone per id; for a whole tenant also its served requests and
+        generations and its preference pairs (they hold its redacted texts). Idempotent: handled
+        again, it finds its tombstones and removes nothing more."""
+        subjects = None if erasure.record_ids is None else msgspec.json.encode(list(erasure.record_ids)).decode()
+        connection.execute(
+            "INSERT OR IGNORE INTO erasures (erasure_id, tenant, subjects_json, requested_by, reason, requested_at,"
+            " erased_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                erasure.erasure_id,
+                erasure.tenant,
+                subjects,
+                erasure.requested_by,
+                erasure.reason,
+                erasure.requested_at.isoformat(),
+                erased_at.isoformat(),
+            ),
+        )
+        if erasure.record_ids is None:
+            matched = connection.execute(
+                "SELECT record_id, content, labelled FROM curated WHERE tenant = ?", (erasure.tenant,)
+            ).fetchall()
+        else:
+            matched = []
+            ids = list(dict.fromkeys(erasure.record_ids))
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                matched += connection.execute(
+                    "SELECT record_id, content, labelled FROM curated"
+                    f" WHERE tenant = ? AND record_id IN ({','.join('?' * len(chunk))})",
+                    (erasure.tenant, *chunk),
+                ).fetchall()
+        connection.executemany(
+            "INSERT OR IGNORE INTO erased_records (record_id, tenant, erasure_id, content, labelled)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (record_id, erasure.tenant, erasure.erasure_id, content, labelled)
+                for record_id, content, labelled in matched
+            ],
+        )
+        connection.executemany("DELETE FROM curated WHERE record_id = ?", [(record_id,) for record_id, _, _ in matched])
+        if erasure.record_ids is not None:
+            # Ids not curated (yet): a tombstone alone, so the record is refused when it comes.
+            connection.executemany(
+                "INSERT OR IGNORE INTO erased_records (record_id, tenant, erasure_id, content, labelled)"
+                " VALUES (?, ?, ?, NULL, 0)",
+                [(record_id, erasure.tenant, erasure.erasure_id) for record_id in erasure.record_ids],
+            )
+            return
+        for table in ("served_requests", "served_generations", "preference_pairs"):
+            connection.execute(f"DELETE FROM {table} WHERE tenant = ?", (erasure.tenant,))
+
+    def erased_records(self, erasure_id: str) -> list[ErasedRecord]:
+        """The tombstones an erasure left, in id order."""
+        rows = self._connection.execute(
+            "SELECT record_id, content, labelled FROM erased_records WHERE erasure_id = ? ORDER BY record_id",
+            (erasure_id,),
+        ).fetchall()
+        return [ErasedRecord(record_id, content, bool(labelled)) for record_id, content, labelled in rows]
+
+    def tenant_erasures(self) -> dict[str, datetime]:
+        """Per tenant erased as a whole, the latest ``requested_at``: its records submitted up to
+        then are refused."""
+        rows = self._connection.execute(
+            "SELECT tenant, max(requested_at) FROM erasures WHERE subjects_json IS NULL GROUP BY tenant"
+        ).fetchall()
+        return {tenant: datetime.fromisoformat(moment) for tenant, moment in rows}
+
+    def erased_since(self, moment: str, content: str = RECORDS) -> bool:
+        """Whether an erasure removed a row of the ``content`` series after ``moment`` (ISO 8601),
+        the creation of the series' last snapshot: that snapshot then holds erased rows and is no
+        answer to "the latest data" any more."""
+        row = self._connection.execute(
+            "SELECT 1 FROM erased_records JOIN erasures USING (erasure_id)"
+            " WHERE erased_records.content = ? AND erasures.erased_at > ? LIMIT 1",
+            (content, moment),
+        ).fetchone()
+        return row is not None
 
     # --- snapshots ------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ class FeatureStore(Protocol):
     def historical_instructions(self, record_ids: Sequence[str], *, as_of: datetime) -> Any:
         """``historical`` for instruction examples."""
 
+    def erase(self, record_ids: Sequence[str], *, tenant: str | None = None) -> int:
+        """Remove the rows of ``record_ids`` (and, with ``tenant``, every row of that tenant) from
+        every view, online and offline; returns the offline rows removed."""
+
 
 class ChatTokenCounter(Protocol):
     """Measures chats in tokens (blocking: call it from a worker thread)."""
