@@ -58,6 +58,16 @@ drift-report: ## Write a drift/quality report from a model's latest traffic: MOD
 dlq-replay: ## Re-submit dead-lettered messages to their original topic (TOPIC=, REASON= to filter)
 	@$(LLMOPS) dlq replay $(if $(TOPIC),--topic $(TOPIC)) $(if $(REASON),--reason $(REASON))
 
+lineage: ## Where MODEL=name [VERSION=n] came from: artifact hashes, training request, snapshot and its Kafka offset ranges, evaluation, canary verdict, erasures [JSON=1]
+	@test -n "$(MODEL)" || { echo "usage: make lineage MODEL=<name> [VERSION=<n>] [JSON=1]"; exit 2; }
+	@$(LLMOPS) lineage --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(if $(JSON),--json)
+
+erase: ## Erase TENANT=name's curated records, or only SUBJECT=id[,id...] (record ids), from Feast and later snapshots; audited [REASON="..."]
+	@test -n "$(TENANT)" || { echo "usage: make erase TENANT=<tenant> [SUBJECT=<record id>[,<record id>...]] [REASON=<why>]"; exit 2; }
+	@$(LLMOPS) erase --tenant "$(TENANT)" $(if $(SUBJECT),--subject "$(SUBJECT)") $(if $(REASON),--reason "$(REASON)")
+
+.PHONY: lineage erase
+
 ##@ Development
 test: setup ## Run every test: unit, contract and integration (starts its own Kafka and Triton)
 	@$(PYTEST) $(PYTEST_ARGS)

@@ -445,6 +445,77 @@ def drift_report(
         console.print(f"  report {report.html_uri}\n  json   {report.json_uri}")
 
 
+# -- lineage and erasure ------------------------------------------------------------------------------
+@app.command("lineage")
+def lineage_command(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    version: Annotated[
+        int | None, typer.Option(help="Version (default: the champion, else the latest published version).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the lineage as JSON.")] = False,
+    bus: Annotated[
+        bool, typer.Option("--bus/--no-bus", help="Read the training, evaluation, deployment and audit topics.")
+    ] = True,
+    verify: Annotated[bool, typer.Option(help="Download the version and check every file's hash.")] = False,
+) -> None:
+    """Where a model version came from: artifact hashes, training request, snapshot and the Kafka
+    offset ranges of its records, evaluation decision, canary verdict, erasures."""
+    from llmops_cli.lineage import lineage_of, render
+    from llmops_models import ArtifactMissing
+    from llmops_storage import open_store
+
+    settings = _settings()
+    store = open_store(settings.resolved_artifact_store_uri)
+    try:
+        lineage = asyncio.run(lineage_of(settings, store, model=model, version=version, read_bus=bus, verify=verify))
+    except (ArtifactMissing, ValueError) as error:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(lineage.model_dump_json(indent=2))
+    else:
+        _console().print(escape(render(lineage)), highlight=False)
+
+
+@app.command("erase")
+def erase_command(
+    tenant: Annotated[str, typer.Option(help="The tenant whose records are erased.")],
+    subject: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these record ids (a data subject's; repeat it or separate with commas)."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")] = "",
+    requested_by: Annotated[
+        str | None, typer.Option("--by", help="Operator name for the audit trail (default: the OS user).")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for ingestion's confirmation (0: do not wait).")] = 60.0,
+) -> None:
+    """Erase a tenant's curated records (or a data subject's, by record id) from Feast and from every
+    later snapshot; model versions trained on them are marked in their lineage; audited."""
+    from llmops_cli.erase import request_erasure
+
+    subjects = [part.strip() for entry in subject or [] for part in entry.split(",") if part.strip()]
+    outcome = asyncio.run(
+        request_erasure(
+            _settings(), tenant=tenant, subjects=subjects, requested_by=requested_by, reason=reason, wait_s=wait
+        )
+    )
+    console = _console()
+    what = f"{len(subjects)} record id(s) of tenant {tenant}" if subjects else f"every record of tenant {tenant}"
+    console.print(f"erasure {outcome.request.id} requested: {escape(what)}")
+    confirmation = outcome.confirmation
+    if confirmation is not None:
+        details = confirmation.details
+        console.print(
+            f"  done: {details.get('records_erased', '?')} record(s) erased; snapshots holding them: "
+            f"{escape(details.get('datasets') or 'none')}; model versions trained on them: "
+            f"{escape(details.get('model_versions') or 'none')}"
+        )
+    elif wait > 0:
+        console.print(f"  not confirmed within {wait:g}s: ingestion applies it when it runs (`make status`)")
+        raise typer.Exit(1)
+
+
 # -- console ------------------------------------------------------------------------------------------
 @app.command("ui")
 def ui_command() -> None:
