@@ -4,6 +4,9 @@ writer, so after replaying the topic on start it keeps the state by folding what
 
 Every change is the same three steps: ask ``domain.lifecycle`` what a command does to a version
 (or be refused), perform the effects it names through the adapters, and fold what was published.
+Every promotion, rollback and canary verdict is also recorded on the audit topic with the principal
+that decided it (``domain.audit``); ``rollback`` without a version reads the champions' order from
+there, since the deployments topic is compacted and forgets it.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from llmops_deployment.adapters.artifacts import Artifacts
+from llmops_deployment.adapters.audit import AuditTrail
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.traffic import ConfidenceTracker
 from llmops_deployment.adapters.triton import TritonControl
 from llmops_deployment.canary_watch import CanaryWatcher
+from llmops_deployment.domain.audit import audit_of_deployment, audit_of_verdict, previous_champion
 from llmops_deployment.domain.canary import Verdict
 from llmops_deployment.domain.lifecycle import (
     Command,
@@ -44,8 +49,8 @@ from llmops_deployment.golive import GoLive
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, derived_id
 from llmops_events.base import EventData
+from llmops_events.v1 import AuditRecorded, EvaluationCompleted
 from llmops_events.v1 import Decision as EvaluationDecision
-from llmops_events.v1 import EvaluationCompleted
 from llmops_messaging import EventPublisher, current_event_id
 from llmops_models import NAME_PATTERN, is_valid_name, shown
 from llmops_serving import ModelDeployment, triton_name
@@ -63,11 +68,15 @@ class DeploymentService:
         publisher: EventPublisher,
         confidence: ConfidenceTracker | None = None,
         metrics: DeploymentMetrics | None = None,
+        audit: AuditTrail | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._artifacts = artifacts
         self._publisher = publisher
+        self._audit = audit
+        """Where promotions, rollbacks and verdicts are recorded (None: nowhere, in unit tests of
+        other behaviour; the service's composition root always passes one)."""
         self._metrics = metrics or DeploymentMetrics()
         self._clock = clock
         self.go_live = GoLive(settings=settings, triton=triton, artifacts=artifacts, clock=clock)
@@ -173,10 +182,19 @@ class DeploymentService:
         # publishes the same ids, and consumers skip the copies (issue 20). Otherwise a new one.
         cause = current_event_id()
         if cause is None:
-            await self._publisher.publish(data, correlationid=correlationid)
+            sent = await self._publisher.publish(data, correlationid=correlationid)
         else:
             step = f"{data.event_type}/{getattr(data, 'model_version', '')}"
-            await self._publisher.publish(data, correlationid=correlationid, id=derived_id(cause, step))
+            sent = await self._publisher.publish(data, correlationid=correlationid, id=derived_id(cause, step))
+        model_name = str(getattr(data, "model_name", ""))
+        before = self.state(model_name).champion_version
+        after = self.lifecycle(model_name).apply(data).deployment.champion_version
+        record = audit_of_deployment(data, before, after)
+        if record is not None:
+            # Before the fold: if recording fails, the handling fails and runs again from the state
+            # before, publishing the deployment event again under the same derived id, then this.
+            sent_id = getattr(sent, "id", None)
+            await self._record(record, correlationid, derived_id(sent_id, record.event_type) if sent_id else None)
         self.replay(data)
         self._metrics.observe(self.state(getattr(data, "model_name", "")))
         fields = {k: v for k, v in data.model_dump().items() if k in _LOGGED}
@@ -282,7 +300,7 @@ class DeploymentService:
             if canary is not None and version in (0, canary):
                 await self._apply(model_name, canary, Command.ROLLBACK, by=by, reason=reason)
                 return self.state(model_name)
-            target = version or life.previous_champion()
+            target = version or await self._previous_champion(model_name)
             if target is None:
                 raise FailedPrecondition(f"{model_name} has no earlier version to roll back to")
             if not life.state_of(target).live:
@@ -305,7 +323,31 @@ class DeploymentService:
         async with self.lock(model_name):
             if command is None or self.lifecycle(model_name).state_of(version) is not VersionState.CANARY:
                 return  # an operator or a newer candidate acted meanwhile
+            champion = self.state(model_name).champion_version
+            await self._record(audit_of_verdict(model_name, version, verdict, champion), corr, None)
             await self._apply(model_name, version, command, reason=verdict.reason, corr=corr)
+
+    async def _record(self, record: AuditRecorded, correlationid: str | None, id: str | None) -> None:
+        if self._audit is not None:
+            await self._audit.record(record, correlationid=correlationid, id=id)
+
+    async def _previous_champion(self, model_name: str) -> int | None:
+        """The champion before the current one, from the audit trail (which compaction does not
+        thin out); from this process's own fold when the trail cannot be read or predates it."""
+        life = self.lifecycle(model_name)
+        if self._audit is not None:
+            try:
+                records = await self._audit.history(model_name)
+            except Exception as error:  # an unreadable trail must not block an operator's way back
+                logger.warning(
+                    "audit trail unreadable; rolling back to the previous champion this process knows",
+                    extra={"model": model_name, "error": f"{type(error).__name__}: {first_line(error)}"},
+                )
+            else:
+                found = previous_champion(records, model_name, life.deployment.champion_version)
+                if found is not None:
+                    return found
+        return life.previous_champion()
 
     # ---- Triton ------------------------------------------------------------------------------
 

@@ -202,8 +202,7 @@ class ModelLifecycle:
 
     def previous_champion(self) -> int | None:
         """The champion before the current one that is still a way back (None: there is none)."""
-        earlier = [v for v in self.champions if v != self.deployment.champion_version]
-        return earlier[-1] if earlier else None
+        return previous_of(self.champions, self.deployment.champion_version)
 
     def apply(self, event: EventData) -> ModelLifecycle:
         before, after = self.deployment, fold_deployment(self.deployment, event)
@@ -219,11 +218,19 @@ class ModelLifecycle:
             self,
             deployment=after,
             ended=ended,
-            champions=_champions(self.champions, before.champion_version, after.champion_version),
+            champions=fold_champions(self.champions, before.champion_version, after.champion_version),
         )
 
 
-def _champions(history: tuple[int, ...], previous: int | None, current: int | None) -> tuple[int, ...]:
+def previous_of(champions: tuple[int, ...], current: int | None) -> int | None:
+    """The latest of ``champions`` (in the order they served) other than ``current``."""
+    earlier = [v for v in champions if v != current]
+    return earlier[-1] if earlier else None
+
+
+def fold_champions(history: tuple[int, ...], previous: int | None, current: int | None) -> tuple[int, ...]:
+    """``history`` (champions in the order they served) after the champion changed from
+    ``previous`` to ``current``; the audit trail is folded with it too (``domain.audit``)."""
     if current == previous or current is None:
         return history
     if previous is not None and current in history:
