@@ -107,6 +107,10 @@ class DeploymentSettings(BaseSettings):
     """Times the reconciler resumes a version left ``deploying`` before it rolls it back
     (``resume_exhausted``)."""
 
+    audit_read_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest ``rollback`` without a version spends reading the audit topic for the previous
+    champion; past it, the previous champion this process knows is used (and the delay logged)."""
+
     instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
     """Triton ``instance_group`` kind: ``KIND_GPU`` runs the model on CUDA where a GPU exists."""
 
