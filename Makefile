@@ -8,6 +8,7 @@ VENV       := .venv
 LLMOPS     := $(VENV)/bin/llmops
 PYTEST     := $(VENV)/bin/pytest
 BUF        := build/go/bin/buf
+ASYNCAPI   := build/node/node_modules/.bin/asyncapi
 export UV_PYTHON ?= 3.11
 
 ##@ Stack
@@ -82,14 +83,17 @@ bench-setup: ## Install the generation benchmark's llama.cpp reference (llama-cp
 	@uv venv --quiet --allow-existing --python 3.11 var/bench/llama-cpp
 	@uv pip install --quiet --python var/bench/llama-cpp/bin/python "llama-cpp-python==0.3.36"
 
-lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf)
+lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf); check contracts/ against the models and validate its AsyncAPI document
 	@$(VENV)/bin/ruff check libs services tools tests bench conftest.py
 	@$(VENV)/bin/mypy libs services/*/src tools bench
 	@test -x $(BUF) || { echo "$(BUF) is missing: make setup installs it (needs Go)"; exit 1; }
 	@$(BUF) lint proto
 	@$(BUF) breaking proto --against tests/contract/snapshots/proto.binpb
+	@$(LLMOPS) generate --check
+	@test -x $(ASYNCAPI) || { echo "$(ASYNCAPI) is missing: make setup installs @asyncapi/cli (needs npm)"; exit 1; }
+	@ASYNCAPI_METRICS=false $(ASYNCAPI) validate contracts/asyncapi.yaml --fail-severity=warn
 
-generate: ## Regenerate protobuf stubs, JSON Schemas and the AsyncAPI document
+generate: ## Regenerate protobuf stubs (gen/) and the published contracts (contracts/: JSON Schemas, AsyncAPI, protos)
 	@$(LLMOPS) generate
 
 clean: down ## Remove environments, build outputs and generated code (keeps var/)
