@@ -2,8 +2,10 @@
 Triton server per test session.
 
 Both run on free ports with a temporary ``var/``, so a stack started with ``make up`` is left
-alone. Each test uses its own consumer group (and, where it matters, its own ids), so tests
-share the broker without seeing each other's effects.
+alone. The session broker is plaintext (tests create throw-away topics and groups as whoever they
+like); the security tests get a second, secured broker (``secured_kafka_settings``) with exactly
+the SCRAM users and ACLs ``make up`` creates. Each test uses its own consumer group (and, where it
+matters, its own ids), so tests share the broker without seeing each other's effects.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from typing import Any
 import pytest
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import KafkaSettings
 from llmops_privacy import Redactor
 from llmops_stack import KafkaBroker, KafkaComponent, TritonComponent, TritonServer, free_port, repo_paths, running
+
+# Processes the tests start (services, the CLI, helper scripts) read their Kafka security from the
+# environment, and the platform's default is SASL: the session's throw-away brokers are plaintext,
+# so say so once for every child. The e2e stack and `secured_kafka_settings` set SASL explicitly.
+os.environ.setdefault("LLMOPS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +44,29 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> PlatformSettings
         ops_port=free_port(),
         var_dir=var_dir,
         log_format="text",
+        # Plaintext on purpose: most tests make uuid-named topics and groups, which no ACL of the
+        # platform's table grants; the ACLs themselves are tested on `secured_kafka_settings`.
+        kafka=KafkaSettings(security_protocol="PLAINTEXT"),
     )
+
+
+@pytest.fixture(scope="session")
+def secured_kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
+    """A second real broker, secured as ``make up`` runs it: SASL/SCRAM-SHA-512, one principal per
+    service with its generated password under its ``var/kafka/credentials``, the ACL table applied
+    (started only by the tests that ask for it; ~10 s)."""
+    settings = PlatformSettings(
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        var_dir=tmp_path_factory.mktemp("secured-var"),
+        log_format="text",
+        kafka=KafkaSettings(
+            security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", sasl_username="", credentials_dir=None
+        ),
+    )
+    paths = repo_paths()
+    with running(KafkaComponent(KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config))):
+        yield settings
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import KafkaClientOptions, KafkaSettings, kafka_client_options
 from llmops_events.topics import RECORDS_DLQ, RECORDS_RAW
 from llmops_ingestion.main import IngestionRuntime
 from llmops_ingestion.settings import IngestionSettings
@@ -169,12 +170,10 @@ class Feeder(threading.Thread):
             self.error = error
 
 
-async def _topic_records(bootstrap: str, topic: str, *, read: bool) -> tuple[int, Counter[str]]:
+async def _topic_records(kafka: KafkaClientOptions, topic: str, *, read: bool) -> tuple[int, Counter[str]]:
     """(messages on ``topic``, keys read when ``read``): end offsets, or the whole topic read back."""
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, request_timeout_ms=10_000
-    )
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
+    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None, request_timeout_ms=10_000)
     await consumer.start()
     keys: Counter[str] = Counter()
     try:
@@ -239,6 +238,7 @@ async def test_a_broker_sigkilled_mid_stream_loses_and_duplicates_no_record(tmp_
         kafka_controller_port=free_port(),
         var_dir=tmp_path / "broker",
         log_format="text",
+        kafka=KafkaSettings(security_protocol="PLAINTEXT"),  # this test is about a broker crash, not ACLs
     )
     paths = repo_paths()
     broker = KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config)
@@ -299,8 +299,7 @@ async def test_a_broker_sigkilled_mid_stream_loses_and_duplicates_no_record(tmp_
                 [
                     "kcat",
                     "-P",
-                    "-b",
-                    component.bootstrap,
+                    *kafka_client_options(settings, service="test").kcat(),
                     "-t",
                     RECORDS_RAW,
                     "-E",
@@ -346,7 +345,9 @@ async def test_a_broker_sigkilled_mid_stream_loses_and_duplicates_no_record(tmp_
         _say(f"kcat exited with {report.kcat_exit_code}")
 
         # Ingestion catches up: every record on the topic is stored (bounded wait).
-        report.on_topic, keys = await _topic_records(component.bootstrap, RECORDS_RAW, read=True)
+        report.on_topic, keys = await _topic_records(
+            kafka_client_options(settings, service="test"), RECORDS_RAW, read=True
+        )
         report.on_topic_distinct = len(keys)
         report.duplicated_on_topic = report.on_topic - report.on_topic_distinct
         deadline = time.monotonic() + 240
@@ -364,7 +365,7 @@ async def test_a_broker_sigkilled_mid_stream_loses_and_duplicates_no_record(tmp_
         report.lost = len(set(record_ids) - set(stored))
         report.unexpected = len(set(stored) - set(record_ids))
         report.consumer_outcomes = dict(outcomes)
-        dead, _ = await _topic_records(component.bootstrap, RECORDS_DLQ, read=False)
+        dead, _ = await _topic_records(kafka_client_options(settings, service="test"), RECORDS_DLQ, read=False)
         report.dead_letters = dead
     finally:
         report.seconds = round(time.monotonic() - started, 1)

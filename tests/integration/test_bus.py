@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options, kafka_environment
 from llmops_events import ContentMode, Envelope, KafkaRecord, encode
 from llmops_events.topics import RECORDS_DLQ, RECORDS_RAW, TOPICS, TopicSpec
 from llmops_events.v1 import RecordSubmitted
@@ -35,7 +36,7 @@ async def _read_all(settings: PlatformSettings, topic: str, *, until: int, timeo
     """Read ``topic`` from the start until ``until`` messages are seen (or time runs out)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings, service="test").aiokafka(),
         auto_offset_reset="earliest",
         group_id=f"reader-{uuid.uuid4().hex}",
     )
@@ -76,7 +77,9 @@ class Harness:
         self.applied.append(envelope)
 
     async def __aenter__(self) -> Harness:
-        await ensure_topics(self.settings.kafka_bootstrap_servers, [TopicSpec(self.topic, "record id", 3)])
+        await ensure_topics(
+            kafka_client_options(self.settings, service="test"), [TopicSpec(self.topic, "record id", 3)]
+        )
         await self.publisher.start()
         consumer = EventConsumer(
             group_id=self.group,
@@ -198,7 +201,7 @@ async def test_dlq_replay_sends_entries_back_once(kafka_settings, tmp_path) -> N
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (apt-get install kcat)")
 def test_kcat_lists_topics_and_its_record_is_consumed(kafka_settings) -> None:
     listing = subprocess.run(
-        ["kcat", "-b", kafka_settings.kafka_bootstrap_servers, "-L"],
+        ["kcat", *kafka_client_options(kafka_settings, service="test").kcat(), "-L"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -218,7 +221,7 @@ def test_kcat_lists_topics_and_its_record_is_consumed(kafka_settings) -> None:
         }
     )
     subprocess.run(
-        ["kcat", "-P", "-b", kafka_settings.kafka_bootstrap_servers, "-t", RECORDS_RAW, "-k", event_id],
+        ["kcat", "-P", *kafka_client_options(kafka_settings, service="test").kcat(), "-t", RECORDS_RAW, "-k", event_id],
         input=document,
         text=True,
         timeout=30,
@@ -244,7 +247,8 @@ def test_retrain_asks_for_the_task_it_is_given(kafka_settings, monkeypatch) -> N
     from llmops_events import decode
     from llmops_events.topics import TRAINING
 
-    monkeypatch.setenv("LLMOPS_KAFKA_BOOTSTRAP_SERVERS", kafka_settings.kafka_bootstrap_servers)
+    for name, value in kafka_environment(kafka_settings).items():
+        monkeypatch.setenv(name, value)
     model = f"retrain-{uuid.uuid4().hex[:8]}"
     runner = CliRunner()
     refused = runner.invoke(app, ["retrain", "--model", model, "--task", "poetry"])

@@ -19,6 +19,7 @@ import torch
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_evaluation.main import EvaluationRuntime
 from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import Envelope, KafkaRecord, decode
@@ -73,7 +74,7 @@ class Loop:
         consumer = AIOKafkaConsumer(
             TRAINING,
             EVALUATIONS,
-            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )

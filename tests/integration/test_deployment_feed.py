@@ -26,9 +26,7 @@ async def test_the_feed_replays_history_then_follows_new_events(kafka_settings: 
         await publisher.publish(DeploymentPromoted(model_name=model, model_version=1))
 
         changes: asyncio.Queue[tuple[ModelDeployment, Envelope[Any]]] = asyncio.Queue()
-        feed = DeploymentFeed(
-            kafka_settings.kafka_bootstrap_servers, client_id="test", on_change=lambda s, e: changes.put_nowait((s, e))
-        )
+        feed = DeploymentFeed(kafka_settings, client_id="test", on_change=lambda s, e: changes.put_nowait((s, e)))
         await feed.start()
         try:
             assert feed.get(model) == ModelDeployment(model, champion_version=1)
@@ -76,9 +74,7 @@ async def test_a_follower_from_the_end_sees_only_events_published_after_it_start
 
     async with EventPublisher(kafka_settings, service="test") as publisher:
         await publisher.publish(logged("before"))
-        follower = TopicFollower(
-            kafka_settings.kafka_bootstrap_servers, INFERENCE, client_id="test", on_event=on_event, start_at="end"
-        )
+        follower = TopicFollower(kafka_settings, INFERENCE, client_id="test", on_event=on_event, start_at="end")
         await follower.start()
         try:
             assert follower.caught_up.is_set()

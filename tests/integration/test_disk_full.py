@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events.topics import RECORDS_DLQ, RECORDS_RAW
 from llmops_events.v1 import RecordSubmitted
 from llmops_ingestion.main import IngestionRuntime
@@ -91,7 +92,7 @@ def stored(state_db: Path, tenant: str) -> list[str]:
 
 
 async def committed(platform: PlatformSettings, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=platform.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(platform, service="test").aiokafka())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -104,7 +105,7 @@ async def dead_letters(platform: PlatformSettings, group: str, *, seconds: float
     """The DLQ entries this consumer group wrote (the whole topic read back)."""
     reader = AIOKafkaConsumer(
         RECORDS_DLQ,
-        bootstrap_servers=platform.kafka_bootstrap_servers,
+        **kafka_client_options(platform, service="test").aiokafka(),
         auto_offset_reset="earliest",
         group_id=f"reader-{uuid.uuid4().hex}",
     )

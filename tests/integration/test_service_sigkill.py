@@ -56,6 +56,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import KafkaClientOptions, KafkaSettings, kafka_client_options, kafka_environment
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import (
     DEPLOYMENTS,
@@ -189,8 +190,8 @@ class World:
     outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def bootstrap(self) -> str:
-        return self.platform.kafka_bootstrap_servers
+    def kafka(self) -> KafkaClientOptions:
+        return kafka_client_options(self.platform, service="test")
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +203,7 @@ def world(triton_settings: PlatformSettings, tmp_path_factory: pytest.TempPathFa
         var_dir=root / "broker",
         artifact_store_uri=str(root / "artifacts"),
         log_format="text",
+        kafka=KafkaSettings(security_protocol="PLAINTEXT"),  # this test is about crashes, not ACLs
     )
     paths = repo_paths()
     results = Results(root / "service-sigkill.json")
@@ -242,7 +244,7 @@ class ServiceProcess:
         env = {key: value for key, value in os.environ.items() if not key.startswith("LLMOPS_")}
         env.update(
             {
-                "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": world.bootstrap,
+                **kafka_environment(world.platform),
                 "LLMOPS_VAR_DIR": str(self.var_dir),
                 "LLMOPS_ARTIFACT_STORE_URI": world.platform.resolved_artifact_store_uri,
                 "LLMOPS_LOG_FORMAT": "text",
@@ -339,10 +341,10 @@ def services() -> Iterator[list[ServiceProcess]]:
 # --- reading the bus back --------------------------------------------------------------------------
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[Envelope[Any]]:
+async def read_topic(kafka: KafkaClientOptions, topic: str) -> list[Envelope[Any]]:
     """Every decodable event on ``topic``, from the start to its current end."""
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
+    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
     await consumer.start()
     events: list[Envelope[Any]] = []
     try:
@@ -362,9 +364,9 @@ async def read_topic(bootstrap: str, topic: str) -> list[Envelope[Any]]:
     return events
 
 
-async def count_on_topic(bootstrap: str, topic: str) -> int:
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+async def count_on_topic(kafka: KafkaClientOptions, topic: str) -> int:
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
+    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         return sum((await consumer.end_offsets(partitions)).values())
@@ -372,17 +374,17 @@ async def count_on_topic(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def caught_up(bootstrap: str, group: str, *topics: str) -> bool:
+async def caught_up(kafka: KafkaClientOptions, group: str, *topics: str) -> bool:
     """Whether ``group`` has committed every message of ``topics`` (the restarted service handled
     the redelivered ones, and everything published since)."""
-    partitions = [TopicPartition(topic, p) for topic in topics for p in await topic_partitions(bootstrap, topic)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    partitions = [TopicPartition(topic, p) for topic in topics for p in await topic_partitions(kafka, topic)]
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(partitions)
@@ -493,7 +495,7 @@ async def test_ingestion_killed_after_storing_a_batch(world: World, services: li
         )
         await wait_for(
             "every message committed",
-            lambda: caught_up(world.bootstrap, "ingestion", RECORDS_RAW, INFERENCE, FEEDBACK, TRAINING),
+            lambda: caught_up(world.kafka, "ingestion", RECORDS_RAW, INFERENCE, FEEDBACK, TRAINING),
             timeout=300,
             service=service,
         )
@@ -502,8 +504,8 @@ async def test_ingestion_killed_after_storing_a_batch(world: World, services: li
         counts.effects = len(set(rows))
         counts.duplicated = len(rows) - len(set(rows))
         counts.lost = len({f"{tenant}/{record_id}" for record_id in ids} - set(rows))
-        counts.dead_lettered = await count_on_topic(world.bootstrap, RECORDS_DLQ)
-        counts.copies["records on the topic"] = await count_on_topic(world.bootstrap, RECORDS_RAW)
+        counts.dead_lettered = await count_on_topic(world.kafka, RECORDS_DLQ)
+        counts.copies["records on the topic"] = await count_on_topic(world.kafka, RECORDS_RAW)
     finally:
         counts.seconds = time.monotonic() - started
         world.results.save(counts)
@@ -542,12 +544,12 @@ async def test_fine_tuning_killed_after_publishing_a_version(world: World, servi
         # The redelivered request is handled again: reported again, not trained again.
         await wait_for(
             "the request handled again",
-            lambda: caught_up(world.bootstrap, "fine-tuning", TRAINING),
+            lambda: caught_up(world.kafka, "fine-tuning", TRAINING),
             timeout=600,
             service=service,
         )
         await asyncio.sleep(SETTLE_S)
-        events = await read_topic(world.bootstrap, TRAINING)
+        events = await read_topic(world.kafka, TRAINING)
         versions = registry.published_versions(world.model)
         counts.effects = len(versions)
         counts.duplicated = max(0, len(versions) - 1)
@@ -588,20 +590,20 @@ async def test_evaluation_killed_after_publishing_its_decision(world: World, ser
         {"LLMOPS_EVALUATION_POLICY_DIR": str(policies), "LLMOPS_EVALUATION_LATENCY_EXAMPLES": "10"},
     )
     services.append(service)
-    trained = of(await read_topic(world.bootstrap, TRAINING), TrainingCompleted, lambda d: d.model_name == world.model)
+    trained = of(await read_topic(world.kafka, TRAINING), TrainingCompleted, lambda d: d.model_name == world.model)
     counts = ServiceCounts("evaluation", fault=fault, produced=len(trained))
     counts.notes.append(f"training.completed in: {len(trained)} copies, {len({e.id for e in trained})} id;")
     mine: Callable[[Any], bool] = lambda data: data.model_name == world.model and data.model_version == version  # noqa: E731
 
     async def decisions() -> list[Envelope[Any]]:
-        return of(await read_topic(world.bootstrap, EVALUATIONS), EvaluationCompleted, mine)
+        return of(await read_topic(world.kafka, EVALUATIONS), EvaluationCompleted, mine)
 
     try:
         counts.killed = await killed_and_restarted(service, fault, timeout=600)
         counts.notes.append(f"decisions at the kill: {len(await decisions())};")
         await wait_for(
             "the redelivered event handled",
-            lambda: caught_up(world.bootstrap, "evaluation", TRAINING, DEPLOYMENTS),
+            lambda: caught_up(world.kafka, "evaluation", TRAINING, DEPLOYMENTS),
             timeout=600,
             service=service,
         )
@@ -640,26 +642,26 @@ async def test_deployment_killed_after_the_version_went_live(world: World, servi
     (service.var_dir / "triton" / "models").symlink_to(world.triton.model_repository.resolve())
     services.append(service)
     approvals = of(
-        await read_topic(world.bootstrap, EVALUATIONS), EvaluationCompleted, lambda d: d.model_name == world.model
+        await read_topic(world.kafka, EVALUATIONS), EvaluationCompleted, lambda d: d.model_name == world.model
     )
     counts = ServiceCounts("deployment", fault=fault, produced=len(approvals))
     counts.notes.append(f"evaluation.completed in: {len(approvals)} copies, {len({e.id for e in approvals})} id;")
     mine: Callable[[Any], bool] = lambda data: data.model_name == world.model and data.model_version == version  # noqa: E731
 
     async def promotions() -> list[Envelope[Any]]:
-        return of(await read_topic(world.bootstrap, DEPLOYMENTS), DeploymentPromoted, mine)
+        return of(await read_topic(world.kafka, DEPLOYMENTS), DeploymentPromoted, mine)
 
     try:
         counts.killed = await killed_and_restarted(service, fault, timeout=900)
         counts.notes.append(f"promotions at the kill: {len(await promotions())};")
         await wait_for(
             "the redelivered approval handled",
-            lambda: caught_up(world.bootstrap, "deployment", EVALUATIONS),
+            lambda: caught_up(world.kafka, "deployment", EVALUATIONS),
             timeout=600,
             service=service,
         )
         await asyncio.sleep(SETTLE_S)
-        events = await read_topic(world.bootstrap, DEPLOYMENTS)
+        events = await read_topic(world.kafka, DEPLOYMENTS)
         requested = tally(counts, "deployment.requested", of(events, DeploymentRequested, mine))
         promoted = tally(counts, "deployment.promoted", of(events, DeploymentPromoted, mine))
         counts.effects = promoted
@@ -739,12 +741,12 @@ async def test_monitoring_killed_after_reporting_a_window(world: World, services
         # The restarted service is given the window's last event again (the others are recorded).
         await wait_for(
             "the redelivered event handled",
-            lambda: caught_up(world.bootstrap, "monitoring", INFERENCE, FEEDBACK, DEPLOYMENTS),
+            lambda: caught_up(world.kafka, "monitoring", INFERENCE, FEEDBACK, DEPLOYMENTS),
             timeout=300,
             service=service,
         )
         await asyncio.sleep(SETTLE_S)
-        events = await read_topic(world.bootstrap, MONITORING) + await read_topic(world.bootstrap, TRAINING)
+        events = await read_topic(world.kafka, MONITORING) + await read_topic(world.kafka, TRAINING)
         counts.effects = tally(counts, "monitoring.report_created", of(events, MonitoringReportCreated, mine))
         drift = tally(counts, "monitoring.drift_detected", of(events, MonitoringDriftDetected, mine))
         requests = tally(

@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events.topics import RECORDS_RAW
 from llmops_events.v1 import RecordSubmitted
 from llmops_messaging import EventPublisher
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 async def _first_message(settings: PlatformSettings) -> bytes | None:
     consumer = AIOKafkaConsumer(
         RECORDS_RAW,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings, service="test").aiokafka(),
         group_id=f"restart-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
     )

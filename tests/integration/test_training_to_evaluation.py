@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from safetensors.torch import load_file, save_file
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_evaluation.main import EvaluationRuntime
 from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import ContentMode, Envelope, KafkaRecord, decode, encode
@@ -117,7 +118,7 @@ class Loop:
         consumer = AIOKafkaConsumer(
             TRAINING,
             EVALUATIONS,
-            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )

@@ -57,6 +57,7 @@ from aiokafka import AIOKafkaConsumer
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, KafkaRecord, decode
@@ -277,7 +278,7 @@ def tally(counts: ScenarioCounts, codes: list[str], *, down: bool) -> None:
 async def _read_events(platform: PlatformSettings, models: set[str], sink: list[Envelope[Any]]) -> None:
     consumer = AIOKafkaConsumer(
         DEPLOYMENTS,
-        bootstrap_servers=platform.kafka_bootstrap_servers,
+        **kafka_client_options(platform, service="test").aiokafka(),
         auto_offset_reset="earliest",
         group_id=f"reader-{uuid.uuid4().hex}",
     )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from llmops_config.kafka import KafkaClientOptions
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
-    """The partition ids of ``topic`` (empty when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+
+async def topic_partitions(options: KafkaClientOptions, topic: str) -> list[int]:
+    """The partition ids of ``topic`` (empty when it does not exist), asked with ``options``
+    (``llmops_config.kafka.kafka_client_options``)."""
+    admin = AIOKafkaAdminClient(**options.aiokafka())
     await admin.start()
     try:
         [description] = await admin.describe_topics([topic])

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import DecodeError, Envelope, KafkaRecord, decode
 from llmops_messaging.admin import topic_partitions
 
@@ -33,10 +35,11 @@ class TopicFollower:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        platform: PlatformSettings,
         topic: str,
         *,
         client_id: str,
+        service: str | None = None,
         on_event: EventCallback,
         start_at: Literal["beginning", "end"],
         max_records: int = 2000,
@@ -44,7 +47,8 @@ class TopicFollower:
         self.topic = topic
         self.caught_up = asyncio.Event()
         """Set once the events present at ``start`` were read (at once when starting at the end)."""
-        self._bootstrap = bootstrap_servers
+        # The service (its Kafka principal) defaults to the client id: "gateway", "deployment".
+        self._options = kafka_client_options(platform, service=service or client_id)
         self._client_id = client_id
         self._on_event = on_event
         self._start_at = start_at
@@ -55,11 +59,10 @@ class TopicFollower:
     async def start(self, *, timeout: float = 30.0, follow: bool = True) -> None:
         """Position on every partition; from the beginning, read up to the current end before
         returning; then keep following (unless ``follow`` is false: a one-off replay)."""
-        partitions = [TopicPartition(self.topic, p) for p in await topic_partitions(self._bootstrap, self.topic)]
+        partitions = [TopicPartition(self.topic, p) for p in await topic_partitions(self._options, self.topic)]
         # A group id without subscribing or committing: aiokafka's group-less consumer has close bugs.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            client_id=self._client_id,
+            **self._options.aiokafka(client_id=self._client_id),
             group_id=f"{self._client_id}-follower-{uuid.uuid4().hex[:8]}",
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self._start_at == "beginning" else "latest",

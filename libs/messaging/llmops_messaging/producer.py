@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import ContentMode, Envelope, EventData, KafkaRecord, encode
 from llmops_messaging.tracing import current_traceparent
 
@@ -27,8 +28,8 @@ class EventPublisher:
         self._settings = settings
         self._source = f"/llmops/{service}"
         self._producer_options: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka_bootstrap_servers,
-            "client_id": f"{settings.kafka_client_id_prefix}-{service}",
+            # Credentials are read here, at construction: a missing password fails the caller early.
+            **kafka_client_options(settings, service=service).aiokafka(),
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 5,

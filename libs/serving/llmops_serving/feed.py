@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from llmops_config import PlatformSettings
 from llmops_events import Envelope
 from llmops_events.topics import DEPLOYMENTS
 from llmops_messaging.follower import TopicFollower
@@ -24,7 +25,7 @@ class DeploymentFeed:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        platform: PlatformSettings,
         *,
         client_id: str,
         on_change: ChangeCallback | None = None,
@@ -32,9 +33,7 @@ class DeploymentFeed:
     ) -> None:
         self.book = DeploymentBook()
         self._on_change = on_change
-        self._follower = TopicFollower(
-            bootstrap_servers, topic, client_id=client_id, on_event=self._apply, start_at="beginning"
-        )
+        self._follower = TopicFollower(platform, topic, client_id=client_id, on_event=self._apply, start_at="beginning")
         self.caught_up = self._follower.caught_up
 
     def get(self, model_name: str) -> ModelDeployment | None:

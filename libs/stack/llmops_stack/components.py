@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from llmops_events.topics import TOPICS, TopicSpec
+from llmops_events.topics import TopicSpec, platform_topics
 
+from .acls import acl_bindings, ensure_acls
 from .kafka import KafkaBroker
-from .processes import NullProgress, Progress, run_sync
+from .processes import NullProgress, Progress, StackError, run_sync
 from .topics import TopicsReport, ensure_topics
 from .triton import TritonServer
 
@@ -56,11 +57,17 @@ class Component(Protocol):
 
 @dataclass
 class KafkaComponent:
-    """The embedded broker plus the platform's topics."""
+    """The embedded broker plus the platform's topics and, when secured, the ACLs of ``llmops_stack.acls``.
+
+    ``replication_factor``/``min_insync_replicas`` default to the settings (``LLMOPS_KAFKA_*``); an
+    external broker (not started here) with replication factor 1 is refused unless
+    ``LLMOPS_KAFKA_ALLOW_SINGLE_REPLICA=true``: one lost broker would lose the platform's state."""
 
     broker: KafkaBroker
-    topics: Sequence[TopicSpec] = TOPICS
-    replication_factor: int = 1
+    topics: Sequence[TopicSpec] | None = None
+    """The topics to create; default: the platform's (``platform_topics``, audit retention from settings)."""
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
     ready_timeout: float = 90.0
     stop_timeout: float = 30.0
     name: str = "kafka"
@@ -75,6 +82,16 @@ class KafkaComponent:
 
     def ensure_up(self, progress: Progress) -> str:
         note = self._ensure_broker(progress)
+        kafka = self.broker.settings.kafka
+        ours = self.broker.process.is_running()
+        if not ours and self._replication_factor == 1 and not kafka.allow_single_replica:
+            raise StackError(
+                f"kafka: {note}: refusing to create topics with replication factor 1 on a cluster "
+                "(set LLMOPS_KAFKA_REPLICATION_FACTOR=3 and LLMOPS_KAFKA_MIN_INSYNC_REPLICAS=2, or "
+                "LLMOPS_KAFKA_ALLOW_SINGLE_REPLICA=true for a single-broker test cluster)"
+            )
+        if ours and self.broker.secured:
+            run_sync(ensure_acls(self.broker.admin_options(), acl_bindings()))
         report = self.create_topics()
         for line in report.drift:
             progress.step(f"kafka: topic drift (left as is): {line}")
@@ -93,14 +110,24 @@ class KafkaComponent:
         self.broker.wait_ready(self.ready_timeout, progress)
         return f"ready at {self.bootstrap} in {time.monotonic() - started:.1f}s"
 
+    @property
+    def _replication_factor(self) -> int:
+        return self.replication_factor or self.broker.settings.kafka.replication_factor
+
+    @property
+    def topic_specs(self) -> Sequence[TopicSpec]:
+        if self.topics is not None:
+            return self.topics
+        return platform_topics(audit_retention_ms=self.broker.settings.audit_retention_ms)
+
     def create_topics(self) -> TopicsReport:
-        """Create the missing platform topics (idempotent)."""
+        """Create the missing platform topics (idempotent), as the stack's admin principal."""
         return run_sync(
             ensure_topics(
-                self.bootstrap,
-                self.topics,
-                replication_factor=self.replication_factor,
-                client_id=f"{self.broker.settings.kafka_client_id_prefix}-stack",
+                self.broker.admin_options(),
+                self.topic_specs,
+                replication_factor=self._replication_factor,
+                min_insync_replicas=self.min_insync_replicas or self.broker.settings.kafka.min_insync_replicas,
             )
         )
 
@@ -114,7 +141,7 @@ class KafkaComponent:
             why = "not answering" if ours else not_running(self.broker.process.pid_file)
             return ComponentStatus(self.name, False, f"{self.bootstrap} {why}")
         user_topics = [name for name in topics if not name.startswith("__")]
-        missing = [spec.name for spec in self.topics if spec.name not in topics]
+        missing = [spec.name for spec in self.topic_specs if spec.name not in topics]
         detail = f"{self.bootstrap} ({len(user_topics)} topics)" + ("" if ours else " external")
         if missing:
             return ComponentStatus(self.name, False, f"{detail}; missing topics: {', '.join(missing)}")

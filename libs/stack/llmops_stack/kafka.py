@@ -3,6 +3,14 @@
 Jars come from Maven Central (``deploy/kafka/pom.xml`` → ``build/kafka/libs``). State lives under
 ``<var_dir>/kafka``: ``server.properties`` (re-rendered from the settings at every start),
 ``cluster.id`` (generated once) and ``data/`` (the log dirs, formatted once; kept across restarts).
+
+Secured by default (``LLMOPS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT``): clients authenticate with
+SASL/SCRAM-SHA-512 (or -256) on the client listener, the broker talks to its controller with
+SASL/PLAIN on the controller listener (KRaft cannot use SCRAM there: the SCRAM users live in the
+metadata log the controller serves), and ``StandardAuthorizer`` allows only what the ACL table
+(``llmops_stack.acls``) grants; ``broker`` and ``admin`` are super users. Every principal's password
+is generated once into ``<var_dir>/kafka/credentials/<principal>`` (mode 0600) and its SCRAM user
+is created when the log dirs are formatted (``StorageTool format --add-scram``).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -20,6 +29,14 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import (
+    BROKER_PRINCIPAL,
+    PRINCIPALS,
+    SUPER_USERS,
+    KafkaClientOptions,
+    credentials_dir,
+    kafka_client_options,
+)
 
 from .processes import ManagedProcess, NullProgress, Progress, StackError, port_open, run_sync
 
@@ -55,11 +72,9 @@ def new_cluster_id() -> str:
             return candidate
 
 
-async def fetch_topics(bootstrap: str, *, timeout: float = 5.0, client_id: str = "llmops-stack") -> list[str]:
+async def fetch_topics(options: KafkaClientOptions, *, timeout: float = 5.0) -> list[str]:
     """Topic names from a metadata request (raises on any failure or after ``timeout`` s)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=int(timeout * 1000)
-    )
+    admin = AIOKafkaAdminClient(**options.aiokafka(request_timeout_ms=int(timeout * 1000)))
     try:
         async with asyncio.timeout(timeout):
             await admin.start()
@@ -116,21 +131,63 @@ class KafkaBroker:
     def address(self) -> tuple[str, int]:
         return parse_address(self.settings.kafka_bootstrap_servers)
 
+    @property
+    def credentials_dir(self) -> Path:
+        return credentials_dir(self.settings)
+
+    @property
+    def scram_users_file(self) -> Path:
+        """The principals whose SCRAM users the log dirs were formatted with, one per line."""
+        return self.state_dir / "scram-users"
+
+    @property
+    def secured(self) -> bool:
+        """SASL + ACLs (``SASL_PLAINTEXT``, the default) rather than an open ``PLAINTEXT`` listener."""
+        return self.settings.kafka.security_protocol == "SASL_PLAINTEXT"
+
+    def admin_options(self) -> KafkaClientOptions:
+        """How the stack itself connects: as ``admin`` (a super user) when secured."""
+        return kafka_client_options(self.settings, service="stack")
+
+    # -- credentials --------------------------------------------------------------------------------
+    def credentials(self) -> dict[str, str]:
+        """Every principal's password, generated on first use (files mode 0600 in a 0700 folder)."""
+        folder = self.credentials_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        passwords = {}
+        for principal in PRINCIPALS:
+            path = folder / principal
+            if not path.is_file():
+                # Created 0600 before the secret is written, so it is never readable by others.
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "w") as handle:
+                    handle.write(secrets.token_urlsafe(24) + "\n")
+            passwords[principal] = path.read_text().strip()
+        return passwords
+
     # -- configuration ------------------------------------------------------------------------------
     def properties(self) -> dict[str, str]:
         """``server.properties`` for a combined broker+controller listening on loopback only."""
         host, port = self.address
         broker = f"{host}:{port}"
         controller = f"{host}:{self.settings.kafka_controller_port}"
+        listeners = (
+            self._security_properties(broker, controller)
+            if self.secured
+            else {
+                "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
+                "advertised.listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            }
+        )
         return {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             "controller.quorum.bootstrap.servers": controller,
-            "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            **listeners,
             "log.dirs": str(self.data_dir),
             # Topics are created by `llmops topics create` with their partitions and configs; a typo'd
             # topic name should fail loudly instead of silently creating a new topic.
@@ -152,11 +209,42 @@ class KafkaBroker:
             "log.cleaner.dedupe.buffer.size": "2097152",
         }
 
+    def _security_properties(self, broker: str, controller: str) -> dict[str, str]:
+        """SASL listeners and the authorizer: SCRAM for clients, PLAIN (the broker only) to the controller."""
+        password = self.credentials()[BROKER_PRINCIPAL]
+        scram_login = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_PRINCIPAL}" password="{password}";'
+        )
+        plain_login = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{BROKER_PRINCIPAL}" password="{password}" user_{BROKER_PRINCIPAL}="{password}";'
+        )
+        return {
+            "listeners": f"CLIENT://{broker},CONTROLLER://{controller}",
+            "advertised.listeners": f"CLIENT://{broker},CONTROLLER://{controller}",
+            "inter.broker.listener.name": "CLIENT",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
+            "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.client.scram-sha-512.sasl.jaas.config": scram_login,
+            "listener.name.client.scram-sha-256.sasl.jaas.config": scram_login,
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain_login,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": ";".join(f"User:{user}" for user in SUPER_USERS),
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
     def write_config(self) -> Path:
-        """Render ``server.properties`` from the current settings (always: ports may have changed)."""
+        """Render ``server.properties`` from the current settings (always: ports may have changed).
+        Mode 0600: when secured it holds the broker's own password."""
         lines = ["# Written by `llmops stack up` from PlatformSettings; edits are overwritten."]
         lines += [f"{key}={value}" for key, value in self.properties().items()]
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.touch(mode=0o600, exist_ok=True)
+        self.config_file.chmod(0o600)
         self.config_file.write_text("\n".join(lines) + "\n")
         return self.config_file
 
@@ -183,7 +271,16 @@ class KafkaBroker:
 
     # -- commands -----------------------------------------------------------------------------------
     def preflight(self) -> None:
-        """Fail early, before anything starts, if java, the jars or the logging config are missing."""
+        """Fail early, before anything starts, if java, the jars or the logging config are missing,
+        or the security settings ask for something the embedded broker does not offer."""
+        kafka = self.settings.kafka
+        if kafka.security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            raise StackError(
+                f"kafka: the embedded broker offers PLAINTEXT or SASL_PLAINTEXT, not {kafka.security_protocol} "
+                "(TLS is for an external cluster: point LLMOPS_KAFKA_BOOTSTRAP_SERVERS at it)"
+            )
+        if self.secured and not kafka.sasl_mechanism.startswith("SCRAM-"):
+            raise StackError(f"kafka: the embedded broker authenticates with SCRAM, not {kafka.sasl_mechanism}")
         find_java()
         self.classpath()
         if not self.log4j_config.is_file():
@@ -216,8 +313,14 @@ class KafkaBroker:
     def format_storage(self) -> bool:
         """Format the log dirs once (``StorageTool format --standalone``); False if already formatted."""
         if self.is_formatted():
+            self._check_scram_users()
             return False
         self.write_config()
+        scram: list[str] = []
+        if self.secured:
+            for principal, password in self.credentials().items():
+                for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+                    scram += ["--add-scram", f"{mechanism}=[name={principal},password={password}]"]
         command = self.java_command(
             "kafka.tools.StorageTool",
             "format",
@@ -227,6 +330,7 @@ class KafkaBroker:
             self.cluster_id(),
             "--config",
             str(self.config_file),
+            *scram,
             heap="256m",
         )
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
@@ -236,7 +340,21 @@ class KafkaBroker:
             handle.write(f"\n===== llmops formatting {self.data_dir}\n{result.stdout}{result.stderr}")
         if result.returncode != 0:
             raise self.process.failure(f"formatting {self.data_dir} failed (exit {result.returncode})")
+        if self.secured:
+            self.scram_users_file.write_text("\n".join(PRINCIPALS) + "\n")
         return True
+
+    def _check_scram_users(self) -> None:
+        """A secured start needs every principal's SCRAM user, created only when formatting."""
+        if not self.secured:
+            return
+        have = set(self.scram_users_file.read_text().split()) if self.scram_users_file.is_file() else set()
+        if missing := [principal for principal in PRINCIPALS if principal not in have]:
+            raise StackError(
+                f"kafka: {self.data_dir} was formatted without the SCRAM users {', '.join(missing)} "
+                "(an older plaintext broker?): stop the stack and remove "
+                f"{self.state_dir} to start a secured one, or set LLMOPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"
+            )
 
     def start(self) -> int:
         """Write the config, format on first use and launch the broker; returns its pid (not yet ready)."""
@@ -270,11 +388,7 @@ class KafkaBroker:
         if not port_open(host, port):
             return None
         try:
-            return run_sync(
-                fetch_topics(
-                    f"{host}:{port}", timeout=timeout, client_id=f"{self.settings.kafka_client_id_prefix}-stack"
-                )
-            )
+            return run_sync(fetch_topics(self.admin_options(), timeout=timeout))
         except Exception:  # any client error means "not answering yet"
             return None
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from llmops_config.kafka import KafkaClientOptions
 from llmops_events.topics import TopicSpec
 
 TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
@@ -35,19 +36,27 @@ class TopicsReport:
 
 
 async def ensure_topics(
-    bootstrap: str,
+    options: KafkaClientOptions,
     specs: Iterable[TopicSpec],
     *,
     replication_factor: int = 1,
-    client_id: str = "llmops-topics",
+    min_insync_replicas: int | None = None,
     timeout: float = 30.0,
 ) -> TopicsReport:
-    """Create every topic of ``specs`` that the cluster at ``bootstrap`` lacks; report drift on the others."""
+    """Create every topic of ``specs`` that the cluster ``options`` connect to lacks; report drift on
+    the others. ``min_insync_replicas``, when given, is set on every topic (and checked as drift)."""
+    if min_insync_replicas is not None:
+        if min_insync_replicas > replication_factor:
+            raise TopicCreationError(
+                f"min.insync.replicas={min_insync_replicas} exceeds the replication factor {replication_factor}: "
+                "no write with acks=all could ever succeed"
+            )
+        specs = [
+            replace(spec, config={**spec.config, "min.insync.replicas": str(min_insync_replicas)}) for spec in specs
+        ]
     specs = list(specs)
     report = TopicsReport()
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id=client_id, request_timeout_ms=int(timeout * 1000)
-    )
+    admin = AIOKafkaAdminClient(**options.aiokafka(request_timeout_ms=int(timeout * 1000)))
     try:
         async with asyncio.timeout(timeout):
             await admin.start()

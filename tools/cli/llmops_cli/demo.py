@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from llmops_cli.demo_data import OUT_OF_SCOPE, DemoRecord, banking77, drifted, generated, with_pii
 from llmops_cli.demo_traffic import GatewayClient, send_traffic
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import ContentMode, DecodeError, Envelope, KafkaRecord, decode
 from llmops_events.topics import DATASETS, DEPLOYMENTS, EVALUATIONS, MONITORING, RECORDS_DLQ, RECORDS_RAW, TRAINING
 from llmops_events.v1 import (
@@ -91,15 +92,16 @@ class EventLog:
         self._new = asyncio.Event()
 
     async def start(self) -> None:
+        options = kafka_client_options(self._settings, service="demo")
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **options.aiokafka(),
             group_id=f"demo-{uuid.uuid4().hex[:8]}",
             enable_auto_commit=False,
         )
         await consumer.start()
         partitions = []
         for topic in (DATASETS, TRAINING, EVALUATIONS, DEPLOYMENTS, MONITORING, RECORDS_DLQ):
-            ids = await topic_partitions(self._settings.kafka_bootstrap_servers, topic)
+            ids = await topic_partitions(options, topic)
             if not ids:
                 raise RuntimeError(f"topic {topic} does not exist; is the stack up (`make status`)?")
             partitions += [TopicPartition(topic, p) for p in ids]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import KafkaRecord
 from llmops_events.topics import RECORDS_DLQ
 from llmops_messaging import EventPublisher, ProcessedEvents, without_error_headers
@@ -33,18 +34,16 @@ async def replay_dead_letters(
     ledger = ProcessedEvents(settings.var_dir / "state" / "dlq-replay.db", consumer=dlq_topic)
     # Offsets are never committed (the ledger says what was replayed); the group id only avoids
     # aiokafka's group-less coordinator, whose close() re-raises its own cancellation.
+    options = kafka_client_options(settings, service="dlq-replay")
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **options.aiokafka(),
         enable_auto_commit=False,
         group_id=f"{settings.kafka_client_id_prefix}-dlq-replay",
-        client_id=f"{settings.kafka_client_id_prefix}-dlq-replay",
     )
     summary = ReplaySummary()
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(dlq_topic, p) for p in await topic_partitions(settings.kafka_bootstrap_servers, dlq_topic)
-        ]
+        partitions = [TopicPartition(dlq_topic, p) for p in await topic_partitions(options, dlq_topic)]
         if not partitions:
             return summary
         consumer.assign(partitions)

@@ -39,7 +39,7 @@ class DeploymentRuntime:
         self.metrics = metrics or DeploymentMetrics()
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
         self.triton: TritonControl | None = None
-        self.confidence = ConfidenceTracker(settings.platform.kafka_bootstrap_servers, client_id=SERVICE)
+        self.confidence = ConfidenceTracker(settings.platform, client_id=SERVICE)
         self.processed: ProcessedEvents | None = None
         self.service: DeploymentService | None = None
         self.reconciler: Reconciler | None = None
@@ -66,9 +66,7 @@ class DeploymentRuntime:
             metrics=self.metrics,
         )
         # The state is the fold of the whole deployments topic; this service is its only writer.
-        feed = DeploymentFeed(
-            settings.platform.kafka_bootstrap_servers, client_id=SERVICE, on_change=lambda _, e: service.replay(e.data)
-        )
+        feed = DeploymentFeed(settings.platform, client_id=SERVICE, on_change=lambda _, e: service.replay(e.data))
         await feed.start(follow=False)
         await self.confidence.start()
         self.service = service

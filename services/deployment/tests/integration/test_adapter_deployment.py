@@ -27,6 +27,7 @@ import tritonclient.grpc.aio as grpcclient
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_deployment.adapters.triton import TritonControl
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
@@ -142,7 +143,7 @@ class Harness:
     async def read(self) -> None:
         consumer = AIOKafkaConsumer(
             DEPLOYMENTS,
-            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )

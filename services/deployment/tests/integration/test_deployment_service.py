@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, KafkaRecord, decode
@@ -103,7 +104,7 @@ class Harness:
     async def read(self) -> None:
         consumer = AIOKafkaConsumer(
             DEPLOYMENTS,
-            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )

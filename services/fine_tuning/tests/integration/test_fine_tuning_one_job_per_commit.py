@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import TRAINING
 from llmops_events.v1.training import TrainingCompleted, TrainingFailed, TrainingStarted
@@ -87,7 +88,7 @@ class Topic:
     async def read(self) -> None:
         consumer = AIOKafkaConsumer(
             TRAINING,
-            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )
@@ -115,7 +116,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
 
 
 async def committed_offset(platform: PlatformSettings, group_id: str, partition: int) -> int | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=platform.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(platform, service="test").aiokafka())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group_id)

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import TRAINING
 from llmops_events.v1.training import (
@@ -86,7 +87,7 @@ class Service:
     async def read_training_topic(self) -> None:
         consumer = AIOKafkaConsumer(
             TRAINING,
-            bootstrap_servers=self.settings.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.settings.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )

@@ -57,7 +57,7 @@ class GatewayRuntime:
         self.port = settings.port if port is None else port
         self._redactor = redactor
         self._serve_metrics = serve_metrics
-        self.feed = DeploymentFeed(settings.platform.kafka_bootstrap_servers, client_id=SERVICE)
+        self.feed = DeploymentFeed(settings.platform, client_id=SERVICE)
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
         self.predictor = TritonPredictor(settings.platform.triton_grpc_url, metrics=self.metrics)
         self.generator = TritonGenerator(

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import FEEDBACK, INFERENCE
 from llmops_events.v1 import DeploymentCanaryStarted, DeploymentPromoted, FeedbackSubmitted, InferenceLogged
@@ -150,9 +151,11 @@ async def _read(
     settings: PlatformSettings, topic: str, found: Callable[[Envelope[Any]], bool], *, timeout: float = 60
 ) -> Envelope[Any]:
     """The first event on ``topic`` (from its beginning) for which ``found`` is true."""
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(settings.kafka_bootstrap_servers, topic)]
+    partitions = [
+        TopicPartition(topic, p) for p in await topic_partitions(kafka_client_options(settings, service="test"), topic)
+    ]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings, service="test").aiokafka(),
         group_id=f"reader-{uuid.uuid4().hex}",
         enable_auto_commit=False,
     )

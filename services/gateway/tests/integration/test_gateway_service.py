@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import KafkaRecord, decode
 from llmops_events.topics import INFERENCE
 from llmops_events.v1 import DeploymentCanaryStarted, DeploymentPromoted, DeploymentRolledBack, InferenceLogged
@@ -113,10 +114,11 @@ async def _logged(
     from aiokafka import TopicPartition
 
     partitions = [
-        TopicPartition(INFERENCE, p) for p in await topic_partitions(settings.kafka_bootstrap_servers, INFERENCE)
+        TopicPartition(INFERENCE, p)
+        for p in await topic_partitions(kafka_client_options(settings, service="test"), INFERENCE)
     ]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings, service="test").aiokafka(),
         group_id=f"reader-{uuid.uuid4().hex}",
         enable_auto_commit=False,
     )

@@ -15,6 +15,7 @@ import pandas as pd
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_ingestion.main import IngestionRuntime
 from llmops_ingestion.settings import IngestionSettings
 from llmops_messaging import EventPublisher, Outcome, create_broker
@@ -66,7 +67,7 @@ async def read_topic(
     """Messages of ``topic`` (from the start) that ``accept``, until ``until`` of them are seen."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_options(settings, service="test").aiokafka(),
         auto_offset_reset="earliest",
         group_id=f"reader-{uuid.uuid4().hex}",
     )

@@ -23,6 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import MONITORING, TRAINING
 from llmops_events.v1 import (
@@ -144,7 +145,7 @@ class World:
         consumer = AIOKafkaConsumer(
             MONITORING,
             TRAINING,
-            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )

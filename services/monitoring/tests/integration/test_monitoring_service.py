@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import INFERENCE, MONITORING, RECORDS_DLQ, TRAINING
 from llmops_events.v1 import (
@@ -96,7 +97,7 @@ class World:
             MONITORING,
             TRAINING,
             RECORDS_DLQ,
-            bootstrap_servers=self.platform.kafka_bootstrap_servers,
+            **kafka_client_options(self.platform, service="test").aiokafka(),
             auto_offset_reset="earliest",
             group_id=f"reader-{uuid.uuid4().hex}",
         )
@@ -283,7 +284,7 @@ async def test_feedback_labels_give_quality_figures_and_the_html_opens(world: Wo
 
 async def test_malformed_event_goes_to_the_dlq_and_the_service_carries_on(world: World) -> None:
     model = world.new_model()
-    producer = AIOKafkaProducer(bootstrap_servers=world.platform.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(**kafka_client_options(world.platform, service="test").aiokafka())
     await producer.start()
     try:
         await producer.send_and_wait(INFERENCE, key=b"bad", value=b"{not json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from llmops_config import PlatformSettings
 from llmops_events import Envelope
 from llmops_events.topics import INFERENCE
 from llmops_events.v1 import InferenceLogged
@@ -14,10 +15,15 @@ from llmops_messaging.follower import TopicFollower
 class ConfidenceTracker:
     """Follows ``llmops.inference.v1`` from its end; sums confidences per (model, version)."""
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str = "deployment") -> None:
+    def __init__(self, platform: PlatformSettings, *, client_id: str = "deployment") -> None:
         self._sums: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0.0])
         self._follower = TopicFollower(
-            bootstrap_servers, INFERENCE, client_id=f"{client_id}-confidence", on_event=self._add, start_at="end"
+            platform,
+            INFERENCE,
+            service=client_id,
+            client_id=f"{client_id}-confidence",
+            on_event=self._add,
+            start_at="end",
         )
 
     def totals(self, model_name: str, version: int) -> tuple[int, float]:

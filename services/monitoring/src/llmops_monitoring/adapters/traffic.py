@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import DecodeError, KafkaRecord, decode
 from llmops_events.topics import INFERENCE
 from llmops_events.v1 import InferenceLogged
@@ -32,8 +33,9 @@ async def read_latest_traffic(
     classifications otherwise; the other kind's events are left out."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=platform.kafka_bootstrap_servers,
-        client_id=f"{platform.kafka_client_id_prefix}-drift-report",
+        **kafka_client_options(platform, service="monitoring").aiokafka(
+            client_id=f"{platform.kafka_client_id_prefix}-drift-report"
+        ),
         enable_auto_commit=False,
         group_id=None,
     )
