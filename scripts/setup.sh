@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV_VERSION="${UV_VERSION:-0.13.9}"
-STEPS=7
+STEPS=9
 step() { printf '\n\033[1m[%s/%s] %s\033[0m\n' "$1" "$STEPS" "$2"; }
 started=$(date +%s)
 
@@ -35,21 +35,25 @@ fi
 step 5 "Triton backend folder (build/triton/backends/python)"
 .venv/bin/llmops stack build-triton-backend
 
-step 6 "generated code: protobuf/gRPC stubs, JSON Schemas, AsyncAPI (gen/)"
+step 6 "generated code: protobuf/gRPC stubs (gen/python) and the published contracts (contracts/)"
 .venv/bin/llmops generate
 
-step 7 "Go tools (build/go/bin): buf for make lint; optional grpcurl and ghz for the gateway's tests and bench"
+step 7 "Go tools (build/go/bin): buf for make lint; optional grpcurl and ghz for the gateway's tests and bench, protoc-gen-go(-grpc) for the Go examples"
 BUF_VERSION="v1.75.0"
 GRPCURL_VERSION="v1.9.4"
 GHZ_VERSION="v0.93.0"
+PROTOC_GEN_GO_VERSION="v1.36.12"
+PROTOC_GEN_GO_GRPC_VERSION="v1.6.2"
 if ! command -v go >/dev/null; then
   echo "skipped: go is not installed (make lint needs buf and will say so; the grpcurl test skips;" \
        "the gateway bench uses its own asyncio client)"
 else
-  # name, module, required: buf is needed by `make lint`; the other two are optional.
+  # name, module, required: buf is needed by `make lint`; the others are optional.
   for tool in "buf github.com/bufbuild/buf/cmd/buf@$BUF_VERSION required" \
               "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION optional" \
-              "ghz github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION optional"; do
+              "ghz github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION optional" \
+              "protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION optional" \
+              "protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION optional"; do
     read -r name module need <<< "$tool"
     stamp="build/go/.$name.version"
     if [ -x "build/go/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$module" ]; then
@@ -63,5 +67,33 @@ else
     fi
   done
 fi
+
+step 8 "Node tools (build/node): the AsyncAPI CLI for make lint (tools/node/package-lock.json)"
+stamp=build/node/.lock.sha256
+if ! command -v npm >/dev/null; then
+  echo "skipped: npm is not installed (make lint needs the AsyncAPI CLI and will say so)"
+elif [ ! -f tools/node/package-lock.json ]; then
+  echo "skipped: tools/node/package-lock.json is missing (make lint needs the AsyncAPI CLI and will say so)"
+elif [ -f "$stamp" ] && sha256sum --status -c "$stamp" 2>/dev/null && [ -x build/node/node_modules/.bin/asyncapi ]; then
+  echo "up to date (@asyncapi/cli)"
+else
+  mkdir -p build/node && cp tools/node/package.json tools/node/package-lock.json build/node/
+  if (cd build/node && npm ci --no-audit --no-fund --loglevel=error); then
+    sha256sum tools/node/package-lock.json > "$stamp"; echo "installed @asyncapi/cli into build/node"
+  else
+    echo "warning: could not install the AsyncAPI CLI (make lint will say so)" >&2
+  fi
+fi
+
+step 9 "examples (build/examples): the Java, Go and Node clients, built once online so their tests build offline"
+for example in "java mvn java" "go go" "node npm node"; do
+  read -r language tools <<< "$example"
+  missing=$(for tool in $tools; do command -v "$tool" >/dev/null || printf ' %s' "$tool"; done)
+  if [ -n "$missing" ]; then
+    echo "$language: skipped (not installed:$missing; its example tests skip)"
+  elif [ ! -x examples/build.sh ] || ! examples/build.sh "$language"; then
+    echo "warning: the $language examples did not build (their tests will fail the same way; see above)" >&2
+  fi
+done
 
 printf '\n\033[32mset-up complete in %ss\033[0m\n' "$(( $(date +%s) - started ))"
