@@ -69,6 +69,11 @@ erase: ## Erase TENANT=name's curated records, or only SUBJECT=id[,id...] (recor
 
 .PHONY: lineage erase
 
+audit: ## The audit trail (never compacted) of MODEL=name, or everything: promotions, rollbacks, canary verdicts, overrides, denied keys, erasures, with the verified principal [JSON=1]
+	@$(LLMOPS) audit $(if $(MODEL),--model $(MODEL)) $(if $(TENANT),--tenant "$(TENANT)") $(if $(JSON),--json)
+
+.PHONY: audit
+
 ##@ Development
 test: setup ## Run every test: unit, contract and integration (starts its own Kafka and Triton)
 	@$(PYTEST) $(PYTEST_ARGS)
