@@ -519,6 +519,41 @@ def erase_command(
         raise typer.Exit(1)
 
 
+# -- audit ---------------------------------------------------------------------------------------------
+@app.command("audit")
+def audit_command(
+    model: Annotated[str | None, typer.Option(help="Only this model's records (default: every record).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's records (key use, erasure).")] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(help="Only this action: promotion, rollback, canary_verdict, override, policy_change, ..."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as a JSON array.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to read the audit topic for at most.")] = 60.0,
+) -> None:
+    """The audit trail (never compacted): promotions, rollbacks, canary verdicts, overrides, policy
+    changes, denied keys and erasures, each with the verified principal, oldest first."""
+    from llmops_cli.audit import as_json as audit_json
+    from llmops_cli.audit import read_audit, table
+
+    settings = _settings()
+
+    def read() -> Any:
+        try:
+            return asyncio.run(read_audit(settings, model=model, tenant=tenant, action=action, timeout_s=timeout))
+        except (OSError, TimeoutError) as error:
+            raise ValueError(f"cannot read the audit topic at {settings.kafka_bootstrap_servers}: {error!r}") from error
+
+    records = _guard(read)
+    if as_json:
+        print(audit_json(records))
+        return
+    about = " ".join(
+        f"{name}={value}" for name, value in (("model", model), ("tenant", tenant), ("action", action)) if value
+    )
+    _console().print(table(records, title=f"audit trail{' of ' + about if about else ''}: {len(records)} records"))
+
+
 # -- console ------------------------------------------------------------------------------------------
 @app.command("ui")
 def ui_command() -> None:

@@ -12,6 +12,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from llmops_deployment.adapters.artifacts import Artifacts
+from llmops_deployment.adapters.audit import AuditTrail
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.ops_server import start_ops_server
 from llmops_deployment.adapters.traffic import ConfidenceTracker
@@ -64,6 +65,10 @@ class DeploymentRuntime:
             publisher=self.publisher,
             confidence=self.confidence,
             metrics=self.metrics,
+            # Promotions, rollbacks and verdicts, on the never-compacted audit topic.
+            audit=AuditTrail(
+                self.publisher, settings.platform, client_id=SERVICE, read_timeout_s=settings.audit_read_timeout_s
+            ),
         )
         # The state is the fold of the whole deployments topic; this service is its only writer.
         feed = DeploymentFeed(settings.platform, client_id=SERVICE, on_change=lambda _, e: service.replay(e.data))
