@@ -114,6 +114,10 @@ class PlatformSettings(BaseSettings):
     ui_port: int = Field(default=8085, ge=1, le=65535)
     """Port of ``llmops ui`` (8000-8002 are Triton's)."""
 
+    console_port: int = Field(default=8086, ge=1, le=65535)
+    """Port of the platform page ``llmops ui`` serves beside Evidently's UI (models, champion and
+    canary, the retraining chain, latest windows)."""
+
     @property
     def jaeger_otlp_endpoint(self) -> str:
         """The OTLP/HTTP endpoint the services export to (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
