@@ -36,6 +36,7 @@ FEEDBACK = "llmops.feedback.submitted.v1"
 REPORT = "llmops.monitoring.report_created.v1"
 DRIFT = "llmops.monitoring.drift_detected.v1"
 AUDIT = "llmops.audit.recorded.v1"
+ERASURE = "llmops.erasure.requested.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ PARTICIPANTS: tuple[Participant, ...] = (
         "ingestion",
         "Validates, redacts and de-duplicates records into Feast, cuts dataset snapshots, audits erasures.",
         sends=(SNAPSHOT, AUDIT),
-        receives=(RECORD, INSTRUCTION, INFERENCE, FEEDBACK, TRAINING_REQUESTED),
+        receives=(RECORD, INSTRUCTION, INFERENCE, FEEDBACK, TRAINING_REQUESTED, ERASURE),
         dead_letters=True,
     ),
     Participant(
@@ -104,8 +105,8 @@ PARTICIPANTS: tuple[Participant, ...] = (
     ),
     Participant(
         "operator",
-        "A person through the llmops CLI (make retrain, make dlq-replay, make audit, the demo).",
-        sends=(TRAINING_REQUESTED, RECORD, INSTRUCTION, FEEDBACK),
+        "A person through the llmops CLI (make retrain, make dlq-replay, make audit, make erase, the demo).",
+        sends=(TRAINING_REQUESTED, RECORD, INSTRUCTION, FEEDBACK, ERASURE),
         receives=(AUDIT,),
         replays_dead_letters=True,
     ),
