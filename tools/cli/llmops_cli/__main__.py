@@ -24,6 +24,8 @@ dlq_app = typer.Typer(help="The dead-letter queue.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
+events_app = typer.Typer(help="Events on the bus, across topics.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
 T = TypeVar("T")
 
@@ -154,13 +156,26 @@ def stack_build_triton_backend() -> None:
 def stack_logs(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f", help="Keep printing new lines.")] = True,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history per log.")] = 20,
+    service: Annotated[
+        str | None, typer.Option(help="Only this component's log (e.g. gateway, kafka, triton, jaeger).")
+    ] = None,
 ) -> None:
-    """Show (and follow) the logs of everything `llmops stack up` started."""
+    """Show (and follow) the logs of everything `llmops stack up` started (var/logs/<name>.log,
+    rotated by size into <name>.log.1, ...; `tail -F` follows the rotation)."""
     log_dir = _settings().var_dir / "logs"
     logs = sorted(str(path) for path in log_dir.glob("*.log"))
     if not logs:
         _console().print(f"no logs under {log_dir}")
         raise typer.Exit(0)
+    if service is not None:
+        wanted = log_dir / f"{service}.log"
+        if str(wanted) not in logs:
+            names = ", ".join(Path(path).stem for path in logs)
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"[red]error:[/red] no log {escape(str(wanted))}; the logs are: {escape(names)}"
+            )
+            raise typer.Exit(2)
+        logs = [str(wanted)]
     os.execvp("tail", ["tail", f"-n{lines}", *(["-F"] if follow else []), *logs])
 
 
@@ -257,6 +272,88 @@ def dlq_replay(
     console.print(
         f"skipped: {summary.skipped_already_replayed} already replayed, {summary.skipped_by_filter} filtered out"
     )
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: Annotated[str | None, typer.Option(help="Only entries that came from this topic.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only entries with this error.reason.")] = None,
+) -> None:
+    """Dead-lettered messages by origin topic and reason: how many, the newest, and its detail."""
+    from llmops_cli.bus import list_dead_letters
+
+    groups = _guard(lambda: asyncio.run(list_dead_letters(_settings(), topic=topic, reason=reason)))
+    console = _console()
+    if not groups:
+        console.print("the DLQ is empty" + (" for this filter" if topic or reason else ""))
+        return
+    console.print(f"{'topic':<28} {'reason':<24} {'stage':<10} {'count':>6}  newest")
+    for group in groups:
+        console.print(
+            f"{group.topic:<28} {group.reason:<24} {group.stage:<10} {group.count:>6}  {group.newest}"
+            f"\n    {escape(group.detail[:200])}"
+        )
+    console.print(
+        f"{sum(group.count for group in groups)} message(s); replay with `make dlq-replay [TOPIC=] [REASON=]`"
+    )
+
+
+@events_app.command("tail")
+def events_tail(
+    correlation: Annotated[str, typer.Option(help="The correlation id to follow (CloudEvents correlationid).")],
+    since_minutes: Annotated[
+        float, typer.Option(help="Start this many minutes ago (0: from the beginning of every topic).")
+    ] = 24 * 60,
+    follow: Annotated[
+        float, typer.Option(help="Then keep printing new events for this many seconds (0: stop at the end).")
+    ] = 0.0,
+) -> None:
+    """Every event that carries one correlation id, on every platform topic (the DLQ included)."""
+    from llmops_cli.bus import tail_correlation
+
+    console = _console()
+
+    async def tail() -> int:
+        seen = 0
+        since_s = since_minutes * 60 if since_minutes > 0 else None
+        async for event in tail_correlation(_settings(), correlation, since_s=since_s, follow_s=follow):
+            seen += 1
+            subject = f" subject={event.subject}" if event.subject else ""
+            console.print(
+                f"{event.time}  {event.topic}[{event.partition}]@{event.offset}  {event.type}  id={event.id}{subject}"
+            )
+        return seen
+
+    seen = _guard(lambda: asyncio.run(tail()))
+    console.print(f"{seen} event(s) with correlation id {escape(correlation)}")
+
+
+@app.command("lag")
+def lag_command(
+    group: Annotated[str | None, typer.Option(help="Only this consumer group (default: every group).")] = None,
+) -> None:
+    """Consumer lag per group and partition (end offset - committed offset), from the Admin API."""
+    from llmops_cli.bus import group_lag
+
+    rows = _guard(lambda: asyncio.run(group_lag(_settings(), group=group)))
+    console = _console()
+    if not rows:
+        console.print("no consumer group has committed offsets" + (f" (group {escape(group)})" if group else ""))
+        return
+    console.print(f"{'group':<36} {'topic':<28} {'partition':>9} {'committed':>10} {'end':>10} {'lag':>8}")
+    for row in rows:
+        committed = "-" if row.committed is None else str(row.committed)
+        console.print(f"{row.group:<36} {row.topic:<28} {row.partition:>9} {committed:>10} {row.end:>10} {row.lag:>8}")
+
+
+@app.command("dashboard")
+def dashboard_command() -> None:
+    """Regenerate the Grafana dashboard deploy/grafana/llmops.json from its builder (`make generate`)."""
+    from llmops_cli import dashboard
+    from llmops_stack import repo_paths
+
+    path = dashboard.write(_guard(repo_paths).root)
+    _console().print(f"wrote {path} ({len(dashboard.llmops_dashboard().queries())} queries)")
 
 
 @app.command("demo")
