@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from ingestion_harness import RunningIngestion, read_topic
 
+from llmops_config.kafka import kafka_client_options
 from llmops_events import ContentMode, KafkaRecord
 from llmops_events.topics import DATASETS, RECORDS_DLQ, RECORDS_RAW
 from llmops_events.v1 import DatasetContent, DatasetSnapshotted, InstructionSubmitted, RecordSubmitted
@@ -196,8 +197,7 @@ async def test_instruction_example_produced_by_kcat_is_ingested(ingestion: Runni
     process = await asyncio.create_subprocess_exec(
         "kcat",
         "-P",
-        "-b",
-        ingestion.settings.platform.kafka_bootstrap_servers,
+        *kafka_client_options(ingestion.settings.platform, service="test").kcat(),
         "-t",
         RECORDS_RAW,
         "-k",

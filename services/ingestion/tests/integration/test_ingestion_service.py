@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from ingestion_harness import LABELS, RunningIngestion, read_topic, start_ingestion, stop_ingestion, wait_until
 
+from llmops_config.kafka import kafka_client_options
 from llmops_events import ContentMode, Envelope, KafkaRecord, encode
 from llmops_events.topics import DATASETS, RECORDS_DLQ, RECORDS_RAW
 from llmops_events.v1 import (
@@ -76,8 +77,7 @@ async def test_record_produced_by_kcat_is_ingested(ingestion: RunningIngestion, 
     process = await asyncio.create_subprocess_exec(
         "kcat",
         "-P",
-        "-b",
-        ingestion.settings.platform.kafka_bootstrap_servers,
+        *kafka_client_options(ingestion.settings.platform, service="test").kcat(),
         "-t",
         RECORDS_RAW,
         "-k",
