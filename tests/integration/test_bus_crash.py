@@ -18,6 +18,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import Envelope, encode
 from llmops_events.topics import RECORDS_DLQ
 from llmops_events.v1 import RecordSubmitted
@@ -29,9 +31,9 @@ MAX_ATTEMPTS = 3
 SCRIPT = Path(__file__).with_name("crashing_consumer.py")
 
 
-async def _new_topic(bootstrap: str) -> str:
+async def _new_topic(settings: PlatformSettings) -> str:
     topic = f"test.crash.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings, service="test").aiokafka())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
@@ -40,9 +42,12 @@ async def _new_topic(bootstrap: str) -> str:
     return topic
 
 
-async def _dead_letters_of(bootstrap: str, topic: str, *, timeout: float) -> list[Any]:
+async def _dead_letters_of(settings: PlatformSettings, topic: str, *, timeout: float) -> list[Any]:
     reader = AIOKafkaConsumer(
-        RECORDS_DLQ, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"r-{uuid.uuid4().hex}"
+        RECORDS_DLQ,
+        **kafka_client_options(settings, service="test").aiokafka(),
+        auto_offset_reset="earliest",
+        group_id=f"r-{uuid.uuid4().hex}",
     )
     await reader.start()
     found: list[Any] = []
@@ -58,7 +63,7 @@ async def _dead_letters_of(bootstrap: str, topic: str, *, timeout: float) -> lis
 
 async def test_a_message_that_kills_its_process_is_dead_lettered_after_its_attempts(kafka_settings, tmp_path) -> None:
     bootstrap = kafka_settings.kafka_bootstrap_servers
-    topic = await _new_topic(bootstrap)
+    topic = await _new_topic(kafka_settings)
     group = f"crash-{uuid.uuid4().hex[:8]}"
     async with EventPublisher(kafka_settings, service="tests") as publisher:
         for text in ("first", "poison", "last"):
@@ -75,7 +80,7 @@ async def test_a_message_that_kills_its_process_is_dead_lettered_after_its_attem
             break
     assert exit_codes == [137] * MAX_ATTEMPTS + [0], process.stderr[-3000:]
     assert handled.read_text().splitlines() == ["first", "last"]  # each once, in order
-    letters = await _dead_letters_of(bootstrap, topic, timeout=3)
+    letters = await _dead_letters_of(kafka_settings, topic, timeout=3)
     assert len(letters) == 1
     headers = dict(letters[0].headers)
     assert headers["error.reason"] == b"attempts_exhausted"

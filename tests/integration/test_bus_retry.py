@@ -13,6 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from llmops_config import PlatformSettings
+from llmops_config.kafka import kafka_client_options
 from llmops_events import Envelope, encode
 from llmops_events.topics import RECORDS_DLQ
 from llmops_events.v1 import RecordSubmitted
@@ -32,9 +34,9 @@ pytestmark = pytest.mark.integration
 FAST = RetryPolicy(max_attempts=100, base_delay_s=0.05, max_delay_s=0.2, jitter=1.0, budget_s=1.0)
 
 
-async def _new_topic(bootstrap: str) -> str:
+async def _new_topic(settings: PlatformSettings) -> str:
     topic = f"test.retry.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings, service="test").aiokafka())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
@@ -43,10 +45,13 @@ async def _new_topic(bootstrap: str) -> str:
     return topic
 
 
-async def _dead_letters_of(bootstrap: str, topic: str, *, timeout: float) -> list[Any]:
+async def _dead_letters_of(settings: PlatformSettings, topic: str, *, timeout: float) -> list[Any]:
     """Every DLQ entry that came from ``topic``, reading for ``timeout`` seconds."""
     reader = AIOKafkaConsumer(
-        RECORDS_DLQ, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"r-{uuid.uuid4().hex}"
+        RECORDS_DLQ,
+        **kafka_client_options(settings, service="test").aiokafka(),
+        auto_offset_reset="earliest",
+        group_id=f"r-{uuid.uuid4().hex}",
     )
     await reader.start()
     found: list[Any] = []
@@ -61,7 +66,7 @@ async def _dead_letters_of(bootstrap: str, topic: str, *, timeout: float) -> lis
 
 
 async def _run(settings: Any, tmp_path: Any, handle: Any, count: int, until: Any) -> tuple[str, list[Outcome]]:
-    topic = await _new_topic(settings.kafka_bootstrap_servers)
+    topic = await _new_topic(settings)
     group = f"retry-{uuid.uuid4().hex[:8]}"
     publisher = EventPublisher(settings, service="tests")
     broker = create_broker(settings, service="tests")
@@ -105,7 +110,7 @@ async def test_an_outage_is_ridden_out_in_order_with_nothing_on_the_dlq(kafka_se
     )
     assert written == ["text 0", "text 1", "text 2"]  # once each, in the partition's order
     assert Outcome.DEAD_LETTERED not in outcomes
-    assert await _dead_letters_of(kafka_settings.kafka_bootstrap_servers, topic, timeout=2) == []
+    assert await _dead_letters_of(kafka_settings, topic, timeout=2) == []
 
 
 async def test_a_handler_that_never_recovers_dead_letters_once_after_the_budget(kafka_settings, tmp_path) -> None:
@@ -118,7 +123,7 @@ async def test_a_handler_that_never_recovers_dead_letters_once_after_the_budget(
     )
     assert time.monotonic() - started >= FAST.budget_s
     assert outcomes.count(Outcome.DEAD_LETTERED) == 1
-    letters = await _dead_letters_of(kafka_settings.kafka_bootstrap_servers, topic, timeout=3)
+    letters = await _dead_letters_of(kafka_settings, topic, timeout=3)
     assert len(letters) == 1
     headers = dict(letters[0].headers)
     assert headers["error.reason"] == b"handler_failed" and b"down for good" in headers["error.detail"]
