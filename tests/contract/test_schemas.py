@@ -33,6 +33,7 @@ DESIGN_EVENT_TYPES = {
     "llmops.monitoring.report_created.v1",
     "llmops.monitoring.drift_detected.v1",
     "llmops.audit.recorded.v1",
+    "llmops.erasure.requested.v1",
 }
 
 
