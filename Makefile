@@ -45,9 +45,9 @@ evaluate: ## Re-run the evaluation gate: MODEL=name VERSION=n (e.g. after a poli
 	@test -n "$(MODEL)" -a -n "$(VERSION)" || { echo "usage: make evaluate MODEL=<name> VERSION=<n>"; exit 2; }
 	@$(LLMOPS) evaluate --model $(MODEL) --version $(VERSION)
 
-promote: ## Make the canary (or VERSION=n) the champion of MODEL=name, through the ops API
+promote: ## Make the canary (or VERSION=n) the champion of MODEL=name, through the ops API (mTLS) [OVERRIDE_REASON="..." for a version the gate rejected]
 	@test -n "$(MODEL)" || { echo "usage: make promote MODEL=<name> [VERSION=<n>]"; exit 2; }
-	@$(LLMOPS) promote --model $(MODEL) $(if $(VERSION),--version $(VERSION))
+	@$(LLMOPS) promote --model $(MODEL) $(if $(VERSION),--version $(VERSION)) $(if $(OVERRIDE_REASON),--override-reason "$(OVERRIDE_REASON)")
 
 rollback: ## Roll MODEL=name back: end its canary, or restore VERSION=n (default: the previous champion)
 	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<name> [VERSION=<n>]"; exit 2; }

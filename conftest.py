@@ -30,6 +30,29 @@ from llmops_stack import KafkaBroker, KafkaComponent, TritonComponent, TritonSer
 os.environ.setdefault("LLMOPS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
 
 
+def _session_tls() -> None:
+    """One local CA and certificates for the whole session (``LLMOPS_TLS_DIR``, inherited by every
+    process a test starts), made before any settings are read: the gateway and the ops API serve
+    TLS in tests as they do by default, and every test client dials them through
+    ``llmops_config.tls``. A run with ``LLMOPS_TLS_INSECURE=true`` or its own ``LLMOPS_TLS_DIR``
+    keeps that."""
+    if os.environ.get("LLMOPS_TLS_DIR") or os.environ.get("LLMOPS_TLS_INSECURE", "").lower() in ("1", "true", "yes"):
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    from llmops_stack.certificates import ensure_local_certificates
+
+    folder = Path(tempfile.mkdtemp(prefix="llmops-tls-"))
+    atexit.register(shutil.rmtree, folder, True)
+    os.environ["LLMOPS_TLS_DIR"] = str(folder)
+    ensure_local_certificates(PlatformSettings(), operator="test-admin")
+
+
+_session_tls()
+
+
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> PlatformSettings:
     """Platform settings for this test session: free ports, a temporary var/ directory."""

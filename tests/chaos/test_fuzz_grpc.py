@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
+from llmops_config.tls import add_server_port, aio_channel
 from llmops_deployment.adapters.artifacts import Artifacts
 from llmops_deployment.adapters.ops_server import OpsServicer
 from llmops_deployment.adapters.triton import TritonControl
@@ -508,10 +509,11 @@ def ops(loop: LoopThread) -> Iterator[Ops]:
             ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(service), server)
             health_servicer = health.aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-            port = server.add_insecure_port("127.0.0.1:0")
+            # Mutual TLS as the deployment service serves it; the session's operator certificate is an admin's.
+            port = add_server_port(server, "127.0.0.1:0", platform, require_client_cert=True, name="fuzzed ops API")
             await server.start()
             await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            channel = aio_channel(platform, f"127.0.0.1:{port}", client_cert=True)
             return Ops(channel, ops_pb2_grpc.OpsServiceStub(channel), server, triton)
 
         running = loop.run(start())

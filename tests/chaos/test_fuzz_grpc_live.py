@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
+from llmops_config.tls import aio_channel
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events.v1 import DeploymentPromoted, DeploymentRolledBack
@@ -135,7 +136,7 @@ def gateway(deployed: PlatformSettings, redactor: Redactor, loop: LoopThread) ->
         deadline = time.monotonic() + 30
         while runtime.feed.get(LIVE) is None and time.monotonic() < deadline:  # the announcement is read
             await asyncio.sleep(0.1)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}")
+        channel = aio_channel(settings.platform, f"127.0.0.1:{runtime.port}")
         return LiveGateway(runtime, channel, inference_pb2_grpc.InferenceServiceStub(channel))
 
     running = loop.run(start())
@@ -238,7 +239,7 @@ def ops(deployed: PlatformSettings, loop: LoopThread, tmp_path_factory: pytest.T
         runtime = DeploymentRuntime(settings)
         await runtime.open()
         await runtime.begin()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{platform.ops_port}")
+        channel = aio_channel(platform, f"127.0.0.1:{platform.ops_port}", client_cert=True)
         return LiveOps(runtime, channel, ops_pb2_grpc.OpsServiceStub(channel))
 
     running = loop.run(start())

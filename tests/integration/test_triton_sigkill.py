@@ -58,6 +58,7 @@ from aiokafka import AIOKafkaConsumer
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
 from llmops_config.kafka import kafka_client_options
+from llmops_config.tls import aio_channel
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, KafkaRecord, decode
@@ -355,7 +356,7 @@ async def world(
         serve_metrics=False,
     )
     await gateway.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
+    channel = aio_channel(platform, f"127.0.0.1:{gateway.port}")
     w = World(platform, triton, runtime, gateway, inference_pb2_grpc.InferenceServiceStub(channel), events)
     try:
         yield w

@@ -22,9 +22,16 @@ def main() -> None:
     parser.add_argument("--address", default="127.0.0.1:50051")
     parser.add_argument("--key", default=os.environ.get("LLMOPS_API_KEY", ""), help="default: $LLMOPS_API_KEY")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--cacert", default="var/tls/ca.crt", help="the CA the gateway's certificate is signed by")
+    parser.add_argument("--plaintext", action="store_true", help="for a gateway run with LLMOPS_TLS_INSECURE=true")
     args = parser.parse_args()
 
-    with grpc.insecure_channel(args.address) as channel:
+    if args.plaintext:
+        channel = grpc.insecure_channel(args.address)
+    else:
+        with open(args.cacert, "rb") as ca:
+            channel = grpc.secure_channel(args.address, grpc.ssl_channel_credentials(root_certificates=ca.read()))
+    with channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         request = inference_pb2.GenerateStreamRequest(
             model=args.model,

@@ -501,7 +501,11 @@ def promote_command(
     """Make the canary (or a version with artifacts) the champion, through the ops API."""
     from llmops_cli import ops
 
-    status = _guard(lambda: ops.promote(_settings(), model, version, reason))
+    status = _guard(lambda: ops.promote(_settings(), model, version, reason, override_reason))
+    override_reason: Annotated[
+        str,
+        typer.Option(help="Promote a version the evaluation gate rejected, saying why (admin role; audited)."),
+    ] = "",
     _console().print(escape(ops.describe(status)))
 
 

@@ -17,6 +17,7 @@ import grpc
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_cli.demo_data import DemoRecord
 from llmops_config import PlatformSettings
+from llmops_config.tls import aio_channel
 from llmops_events.v1 import ChatTurn, FeedbackSubmitted
 from llmops_messaging import EventPublisher
 
@@ -52,6 +53,7 @@ class TrafficReport:
 
 class GatewayClient:
     def __init__(self, settings: PlatformSettings, api_key: str, *, tenant: str) -> None:
+        self._settings = settings
         self._target = f"127.0.0.1:{settings.gateway_port}"
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._tenant = tenant
@@ -59,7 +61,7 @@ class GatewayClient:
         self._stub: inference_pb2_grpc.InferenceServiceStub | None = None
 
     async def __aenter__(self) -> GatewayClient:
-        self._channel = grpc.aio.insecure_channel(self._target)
+        self._channel = aio_channel(self._settings, self._target)  # TLS unless LLMOPS_TLS_INSECURE
         self._stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
         return self
 

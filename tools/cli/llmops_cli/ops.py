@@ -1,13 +1,17 @@
-"""Operator calls to the deployment service's gRPC API (``llmops.ops.v1``): status, promote, rollback."""
+"""Operator calls to the deployment service's gRPC API (``llmops.ops.v1``): status, promote, rollback.
+
+Over mutual TLS: the CLI presents the operator's client certificate (``LLMOPS_TLS_CLIENT_CERT_FILE``,
+by default the one ``make up`` made under ``var/tls``), which is what names the operator and its
+role to the ops API."""
 
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 import grpc
 
 from llmops_config import PlatformSettings
+from llmops_config.tls import TlsConfigurationError, sync_channel
 
 
 class OpsUnavailable(Exception):
@@ -24,11 +28,14 @@ def _messages() -> Any:
 def _call(settings: PlatformSettings, method: str, request: Any, timeout: float) -> Any:
     from llmops.ops.v1 import ops_pb2_grpc
 
-    with grpc.insecure_channel(f"127.0.0.1:{settings.ops_port}") as channel:
+    try:
+        channel = sync_channel(settings, f"127.0.0.1:{settings.ops_port}", client_cert=True)
+    except TlsConfigurationError as error:
+        raise OpsUnavailable(str(error)) from error
+    with channel:
         stub = ops_pb2_grpc.OpsServiceStub(channel)
-        metadata = (("x-operator", getpass.getuser()),)
         try:
-            return getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+            return getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as error:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise OpsUnavailable(
@@ -42,8 +49,11 @@ def models_status(settings: PlatformSettings, model: str = "", timeout: float = 
     return list(_call(settings, "GetStatus", _messages().GetStatusRequest(model=model), timeout).models)
 
 
-def promote(settings: PlatformSettings, model: str, version: int = 0, reason: str = "") -> Any:
-    request = _messages().PromoteRequest(model=model, version=version, reason=reason)
+def promote(
+    settings: PlatformSettings, model: str, version: int = 0, reason: str = "", override_reason: str = ""
+) -> Any:
+    """``override_reason``: promote a version the evaluation gate rejected (needs the admin role; audited)."""
+    request = _messages().PromoteRequest(model=model, version=version, reason=reason, override_reason=override_reason)
     return _call(settings, "Promote", request, timeout=600).status
 
 

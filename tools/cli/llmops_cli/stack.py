@@ -43,6 +43,7 @@ from llmops_stack import (
     not_running,
     repo_paths,
 )
+from llmops_stack.certificates import ensure_local_certificates
 from llmops_stack.keys import export_gateway_keys
 
 LOG_LINE_CHARS = 200
@@ -179,6 +180,8 @@ def up(
     stack = list(stack if stack is not None else components(settings, paths))
     for component in stack:
         component.preflight()
+    # The gateway and the ops API serve TLS (mTLS for operators): a local CA on first start.
+    ensure_local_certificates(settings)
     deadline = time.monotonic() + (timeout if timeout is not None else settings.stack_start_timeout)
     services = [component for component in stack if isinstance(component, ServiceComponent)]
     _start_together([c for c in stack if not isinstance(c, ServiceComponent)], progress, deadline)

@@ -105,7 +105,9 @@ class DeploymentRuntime:
         assert self.service is not None and self.reconciler is not None, "open() first"
         await self.reconciler.reconcile()
         self._reconciler = asyncio.get_running_loop().create_task(self.reconciler.run())
-        self.ops_server = await start_ops_server(self.service, self.settings.platform.ops_port)
+        self.ops_server = await start_ops_server(
+            self.service, self.settings.platform.ops_port, platform=self.settings.platform, audit=self.publisher
+        )
 
     async def close(self) -> None:
         self.metrics.up.set(0)

@@ -25,6 +25,7 @@ from tritonclient.utils import InferenceServerException
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
 from llmops_config.kafka import kafka_client_options
+from llmops_config.tls import aio_channel
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, KafkaRecord, decode
@@ -221,7 +222,7 @@ async def test_a_canary_that_errors_is_rolled_back_automatically(harness: Harnes
 
 async def test_operators_roll_back_and_promote_through_the_ops_api(harness: Harness) -> None:
     await harness.wait_for(DeploymentRolledBack, 3)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{harness.platform.ops_port}") as channel:
+    async with aio_channel(harness.platform, f"127.0.0.1:{harness.platform.ops_port}", client_cert=True) as channel:
         ops = ops_pb2_grpc.OpsServiceStub(channel)
         status = (await ops.GetStatus(ops_pb2.GetStatusRequest(model=harness.model))).models[0]
         assert (status.champion_version, status.canary_version, status.state) == (2, 0, "serving")

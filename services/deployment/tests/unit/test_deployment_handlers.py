@@ -43,6 +43,7 @@ from llmops_events.v1 import (
     EvaluationCompleted,
 )
 from llmops_serving import triton_name
+from llmops_stack.certificates import client_certificate, new_authority, pem
 
 MODEL = "intents"
 
@@ -178,9 +179,25 @@ class Aborted(Exception):
         self.code, self.details = code, details
 
 
+_AUTHORITY = new_authority()
+
+
+def _certificate_of(name: str, role: str) -> bytes:
+    return pem(client_certificate(_AUTHORITY, name=name, role=role)[0])
+
+
 class FakeContext:
+    """A call whose TLS handshake verified ``operator:ann``'s client certificate (role operator);
+    the ``x-operator`` header it also sends is ignored."""
+
+    def __init__(self, certificate: bytes | None = None) -> None:
+        self._certificate = _certificate_of("ann", "operator") if certificate is None else certificate
+
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("x-operator", "ann"),)
+        return (("x-operator", "mallory"),)
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_pem_cert": [self._certificate]} if self._certificate else {}
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise Aborted(code, details)
@@ -493,14 +510,72 @@ async def test_a_resume_that_ends_in_a_verdict_rolls_back_at_once(world: World) 
     assert world.published(2) == [("rolled_back", 2, 1)]
 
 
-async def _call(servicer: OpsServicer, method: str, request: Any) -> Any:
-    return await getattr(servicer, method)(request, FakeContext())
+async def _call(servicer: OpsServicer, method: str, request: Any, context: FakeContext | None = None) -> Any:
+    return await getattr(servicer, method)(request, context or FakeContext())
 
 
-async def _status(servicer: OpsServicer, method: str, request: Any) -> tuple[grpc.StatusCode, str]:
+async def _status(
+    servicer: OpsServicer, method: str, request: Any, context: FakeContext | None = None
+) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(Aborted) as aborted:
-        await _call(servicer, method, request)
+        await _call(servicer, method, request, context)
     return aborted.value.code, aborted.value.details
+
+
+class FakeAudit:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def publish(self, data: Any, *, correlationid: str | None = None, id: str | None = None) -> Any:
+        self.events.append(data)
+        return data
+
+
+async def test_the_operator_and_role_come_from_the_client_certificate_not_a_header(world: World) -> None:
+    await world.approve(1)
+    await world.approve(2)
+    viewer = FakeContext(_certificate_of("victor", "viewer"))
+    ops = OpsServicer(world.service)
+    assert (await _call(ops, "GetStatus", ops_pb2.GetStatusRequest(), viewer)).models[0].champion_version == 1
+    assert await _status(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL), viewer) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "operator:victor has the role viewer; this needs operator",
+    )
+    code, _ = await _status(ops, "GetStatus", ops_pb2.GetStatusRequest(), FakeContext(b""))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    robot = FakeContext(pem(new_authority().certificate))  # a certificate that names no operator
+    assert (await _status(ops, "GetStatus", ops_pb2.GetStatusRequest(), robot))[0] == grpc.StatusCode.PERMISSION_DENIED
+    await _call(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL))
+    assert world.publisher.events[-1][0].promoted_by == "operator:ann"  # type: ignore[attr-defined]
+
+
+async def test_an_override_needs_an_admin_and_is_audited(world: World) -> None:
+    await world.approve(1)
+    audit = FakeAudit()
+    ops = OpsServicer(world.service, audit=audit)
+    request = ops_pb2.PromoteRequest(model=MODEL, version=3, override_reason="hotfix approved by the risk board")
+    code, message = await _status(ops, "Promote", request)  # ann is an operator, not an admin
+    assert code == grpc.StatusCode.PERMISSION_DENIED and message.endswith("this needs admin")
+    assert audit.events == []
+    promoted = await _call(ops, "Promote", request, FakeContext(_certificate_of("ada", "admin")))
+    assert promoted.status.champion_version == 3
+    [override] = audit.events
+    assert (override.action, override.principal, override.model, override.version) == (
+        "override",
+        "operator:ada",
+        MODEL,
+        3,
+    )
+    assert override.reason == "hotfix approved by the risk board"
+
+
+async def test_a_version_the_gate_rejected_needs_an_override(world: World) -> None:
+    await world.approve(1)
+    world.service.gate_rejection = lambda model, version: "accuracy 0.41 below 0.80" if version == 3 else None  # type: ignore[attr-defined]
+    ops = OpsServicer(world.service, audit=FakeAudit())
+    code, message = await _status(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL, version=3))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "rejected by the evaluation gate (accuracy 0.41 below 0.80)" in message and "--override-reason" in message
 
 
 async def test_operators_promote_and_roll_back_through_the_ops_api(world: World) -> None:

@@ -10,6 +10,7 @@ class ErrorCode(StrEnum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -41,6 +42,24 @@ class NotAuthenticated(GatewayError):
     code = ErrorCode.UNAUTHENTICATED
 
 
+class PermissionDenied(GatewayError):
+    """A known key asked for a tenant or scope it was not granted."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class Refused(GatewayError):
+    """A guardrail refused the request. The message starts with ``refused:<reason code>``, so a
+    client can branch on the code (FAILED_PRECONDITION: the request is well-formed, the policy
+    does not allow it)."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(f"refused:{reason_code}: {message}")
+        self.reason_code = reason_code
+
+
 class ModelUnavailable(GatewayError):
     """The model is known but nothing of it is live (or Triton cannot serve it now)."""
 
@@ -55,6 +74,14 @@ class Overloaded(GatewayError):
     """The gateway already serves as many calls as it may; the caller should retry with backoff."""
 
     code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class RateLimited(Overloaded):
+    """An API key is over its rate limit."""
+
+
+class TooManyConcurrent(Overloaded):
+    """An API key already has as many calls in flight as it may."""
 
 
 class BackendError(GatewayError):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,16 +21,19 @@ from grpc_reflection.v1alpha import reflection
 
 from llmops.inference.v1 import inference_pb2_grpc
 from llmops_config import configure_logging
-from llmops_gateway.adapters.grpc_api import SERVICE_NAME, Deadlines, InferenceServicer
+from llmops_config.tls import add_server_port
+from llmops_gateway.adapters.audit import DenialAudit
+from llmops_gateway.adapters.grpc_api import SERVICE_NAME, Deadlines, Guardrails, InferenceServicer
 from llmops_gateway.adapters.inference_log import InferenceLogBuffer, TextRedactor
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.adapters.triton import TritonGenerator, TritonPredictor
 from llmops_gateway.domain.admission import Admission
-from llmops_gateway.domain.auth import ApiKeys
+from llmops_gateway.domain.auth import KeyRing, keys_from_list
 from llmops_gateway.domain.feedback import FeedbackLimits
 from llmops_gateway.domain.generation import GenerationLimits
+from llmops_gateway.domain.guardrails import SpanFinder, load_policy
 from llmops_gateway.domain.routing import CAUSAL_LM, CLASSIFIER
-from llmops_gateway.domain.validation import Limits
+from llmops_gateway.domain.validation import FieldBounds, Limits
 from llmops_gateway.handlers import GenerationCore, InferenceCore
 from llmops_gateway.settings import GatewaySettings
 from llmops_messaging import EventPublisher
@@ -65,12 +69,23 @@ class GatewayRuntime:
         )
         self.health = HealthServicer()
         self.log: InferenceLogBuffer | None = None
+        self.audit: DenialAudit | None = None
+        self.keys: KeyRing | None = None
         self.server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         settings = self.settings
-        if not settings.api_keys:
-            logger.warning("no API keys configured (LLMOPS_GATEWAY_API_KEYS): every call will be refused")
+        # Read before anything opens: a malformed keys file or policy stops the start with its reason.
+        self.keys = KeyRing(
+            path=settings.api_keys_file,
+            extra=keys_from_list(settings.api_keys),
+            reload_interval_s=settings.keys_reload_interval_s,
+        )
+        if not len(self.keys):
+            logger.warning(
+                "no API keys configured (LLMOPS_GATEWAY_API_KEYS, LLMOPS_GATEWAY_API_KEYS_FILE): every call is refused"
+            )
+        policy = load_policy(settings.guardrails_file)
         redactor = self._redactor or await self._build_redactor()
         await self.publisher.start()
         await self.feed.start(timeout=settings.feed_timeout_s)
@@ -84,6 +99,13 @@ class GatewayRuntime:
             batch_size=settings.log_publish_batch,
         )
         self.log.start()
+        self.audit = DenialAudit(self.publisher, metrics=self.metrics)
+        self.audit.start()
+        bounds = FieldBounds(
+            max_tenant_chars=settings.max_tenant_chars,
+            max_request_id_chars=settings.max_request_id_chars,
+            max_model_chars=settings.max_model_chars,
+        )
         core = InferenceCore(
             predictor=self.predictor,
             log=self.log,
@@ -103,8 +125,10 @@ class GatewayRuntime:
         )
         servicer = InferenceServicer(
             core=core,
-            keys=ApiKeys(settings.api_keys),
-            limits=Limits(max_text_chars=settings.max_text_chars, max_batch_items=settings.max_batch_items),
+            keys=self.keys,
+            limits=Limits(
+                max_text_chars=settings.max_text_chars, max_batch_items=settings.max_batch_items, bounds=bounds
+            ),
             admission=Admission(
                 max_in_flight=settings.max_in_flight,
                 default_deadline_s=settings.default_deadline_s,
@@ -120,6 +144,7 @@ class GatewayRuntime:
                 max_temperature=settings.generate_max_temperature,
                 max_stop=settings.generate_max_stop,
                 max_stop_chars=settings.generate_max_stop_chars,
+                bounds=bounds,
             ),
             generation_deadlines=Deadlines(
                 default_s=settings.generate_default_deadline_s, max_s=settings.generate_max_deadline_s
@@ -128,7 +153,10 @@ class GatewayRuntime:
             feedback_limits=FeedbackLimits(
                 max_answer_chars=settings.feedback_max_answer_chars,
                 max_comment_chars=settings.feedback_max_comment_chars,
+                max_request_id_chars=settings.max_request_id_chars,
             ),
+            guardrails=Guardrails(policy=policy, finder=_span_finder(redactor)),
+            audit=self.audit,
         )
         self.server = grpc.aio.server()
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, self.server)
@@ -137,7 +165,13 @@ class GatewayRuntime:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{settings.host}:{self.port}")
+        self.port = add_server_port(
+            self.server,
+            f"{settings.host}:{self.port}",
+            settings.platform,
+            require_client_cert=settings.require_client_cert,
+            name="the gateway",
+        )
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -169,6 +203,9 @@ class GatewayRuntime:
         if self.log is not None:
             await self.log.stop(timeout=self.settings.log_drain_timeout_s)
             self.log = None
+        if self.audit is not None:
+            await self.audit.stop(timeout=self.settings.log_drain_timeout_s)
+            self.audit = None
         await self.feed.stop()
         await self.predictor.close()
         await self.generator.close()
@@ -184,6 +221,11 @@ class GatewayRuntime:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _span_finder(redactor: TextRedactor) -> SpanFinder | None:
+    """The redactor, if it can also say where PII is (streams need the spans); None otherwise."""
+    return cast(SpanFinder, redactor) if callable(getattr(redactor, "find", None)) else None
 
 
 async def serve(settings: GatewaySettings | None = None) -> None:

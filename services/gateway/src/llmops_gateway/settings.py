@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -18,7 +19,32 @@ class GatewaySettings(BaseSettings):
     """Shared settings (``LLMOPS_*``); the gRPC port is ``LLMOPS_GATEWAY_PORT`` (``platform.gateway_port``)."""
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
-    """Comma-separated API keys accepted in ``authorization: Bearer <key>``; none means every call is refused."""
+    """Comma-separated API keys accepted in ``authorization: Bearer <key>``, each for any tenant with
+    every scope and no limit of its own (the simple setting the demo uses); with no keys here nor in
+    ``api_keys_file`` every call is refused."""
+
+    api_keys_file: Path | None = None
+    """Tenant-bound keys (YAML or JSON; hashes, tenants, scopes, rate and concurrency limits; format
+    in ``deploy/security/api-keys.example.yaml``), re-read when it changes: keys rotate without a restart."""
+
+    keys_reload_interval_s: float = Field(default=1.0, gt=0)
+    """How often, at most, the keys file's modification time is checked."""
+
+    require_client_cert: bool = False
+    """Mutual TLS for the gateway too: clients must present a certificate signed by the CA
+    (``LLMOPS_TLS_CA_FILE``) besides their API key. TLS itself is on unless ``LLMOPS_TLS_INSECURE``."""
+
+    guardrails_file: Path = Path("deploy/policies/guardrails.yaml")
+    """Guardrails of generation: prompt-injection patterns and per-tenant output redaction."""
+
+    max_tenant_chars: int = Field(default=64, ge=1)
+    """Longest accepted ``tenant``, in characters."""
+
+    max_request_id_chars: int = Field(default=256, ge=1)
+    """Longest accepted ``request_id``, in characters."""
+
+    max_model_chars: int = Field(default=128, ge=1)
+    """Longest accepted model name, in characters."""
 
     default_model: str = ""
     """Model used when a request names none; empty: the only deployed model, if exactly one is."""

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
 from llmops_config.kafka import kafka_client_options
+from llmops_config.tls import aio_channel, tls_files
 from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import FEEDBACK, INFERENCE
 from llmops_events.v1 import DeploymentCanaryStarted, DeploymentPromoted, FeedbackSubmitted, InferenceLogged
@@ -124,7 +125,7 @@ async def gateway(
 
 @pytest.fixture
 async def stub(gateway: GatewayRuntime) -> AsyncIterator[inference_pb2_grpc.InferenceServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+    async with aio_channel(gateway.settings.platform, f"127.0.0.1:{gateway.port}") as channel:
         yield inference_pb2_grpc.InferenceServiceStub(channel)
 
 
@@ -477,7 +478,8 @@ async def test_grpcurl_streams_a_generation_with_a_key(gateway: GatewayRuntime) 
     request = json.dumps({"model": BOT, "prompt": COUNTING, "max_tokens": 16})
     process = await asyncio.create_subprocess_exec(
         _grpcurl(),
-        "-plaintext",
+        "-cacert",
+        str(tls_files(gateway.settings.platform).ca),
         "-max-time",  # the call's deadline (the gateway's default for generations is 60 s): a busy CPU is slow
         "240",
         "-H",
@@ -515,6 +517,8 @@ async def test_the_python_client_example_streams(gateway: GatewayRuntime) -> Non
         BOT,
         "--max-tokens",
         "8",
+        "--cacert",
+        str(tls_files(gateway.settings.platform).ca),
         COUNTING,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
+from llmops_config.tls import aio_channel
 from llmops_events.v1 import DeploymentPromoted
 from llmops_gateway.main import GatewayRuntime
 from llmops_gateway.settings import GatewaySettings
@@ -78,7 +79,7 @@ async def gateway(
 
 @pytest.fixture
 async def channel(gateway: GatewayRuntime) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+    async with aio_channel(gateway.settings.platform, f"127.0.0.1:{gateway.port}") as channel:
         yield channel
 
 

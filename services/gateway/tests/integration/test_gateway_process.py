@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmops_config import PlatformSettings
+from llmops_config.tls import aio_channel
 from llmops_stack import free_port
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ async def test_the_process_serves_exports_metrics_and_stops_on_sigterm(kafka_set
     }
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "llmops_gateway", env=env)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with aio_channel(kafka_settings, f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + 120
             while True:

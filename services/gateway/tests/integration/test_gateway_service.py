@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
 from llmops_config.kafka import kafka_client_options
+from llmops_config.tls import aio_channel, tls_files
 from llmops_events import KafkaRecord, decode
 from llmops_events.topics import INFERENCE
 from llmops_events.v1 import DeploymentCanaryStarted, DeploymentPromoted, DeploymentRolledBack, InferenceLogged
@@ -93,7 +94,7 @@ async def gateway(
 
 @pytest.fixture
 async def channel(gateway: GatewayRuntime) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+    async with aio_channel(gateway.settings.platform, f"127.0.0.1:{gateway.port}") as channel:
         yield channel
 
 
@@ -333,18 +334,19 @@ async def _run(*args: str) -> tuple[int, str, str]:
 async def test_grpcurl_lists_and_calls_predict_with_a_key(gateway: GatewayRuntime) -> None:
     grpcurl = _grpcurl()
     address = f"127.0.0.1:{gateway.port}"
-    code, out, err = await _run(grpcurl, "-plaintext", address, "list")
+    ca = str(tls_files(gateway.settings.platform).ca)
+    code, out, err = await _run(grpcurl, "-cacert", ca, address, "list")
     assert code == 0, err
     assert SERVICE_NAME in out.split()
 
     request = json.dumps({"text": "what exchange rate do you use", "model": SERVED, "request_id": "grpcurl-1"})
     code, out, err = await _run(
-        grpcurl, "-plaintext", "-H", f"authorization: Bearer {KEY}", "-d", request, address, f"{SERVICE_NAME}/Predict"
+        grpcurl, "-cacert", ca, "-H", f"authorization: Bearer {KEY}", "-d", request, address, f"{SERVICE_NAME}/Predict"
     )
     assert code == 0, err
     answer = json.loads(out)
     assert answer["label"] == "exchange_rate"
     assert answer.get("requestId", answer.get("request_id")) == "grpcurl-1"  # grpcurl prints proto or JSON names
 
-    code, _, err = await _run(grpcurl, "-plaintext", "-d", request, address, f"{SERVICE_NAME}/Predict")
+    code, _, err = await _run(grpcurl, "-cacert", ca, "-d", request, address, f"{SERVICE_NAME}/Predict")
     assert code != 0 and "Unauthenticated" in err

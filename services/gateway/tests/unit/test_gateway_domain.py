@@ -20,8 +20,9 @@ LIMITS = Limits(max_text_chars=10, max_batch_items=3)
 
 def test_keys_are_stored_hashed_and_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     keys = ApiKeys(["secret-one", "secret-two"])
-    assert all(isinstance(d, bytes) and len(d) == 32 for d in keys._digests)
-    assert b"secret-one" not in b"".join(keys._digests)
+    digests = [key.sha256 for key in keys.keys]
+    assert all(isinstance(d, bytes) and len(d) == 32 for d in digests)
+    assert b"secret-one" not in b"".join(digests)
     compared: list[tuple[bytes, bytes]] = []
     original = hmac.compare_digest
 

@@ -1,11 +1,21 @@
 """The operator API (``llmops.ops.v1.OpsService``) over gRPC, with health checking and reflection;
-the service's errors are mapped to gRPC status codes here, in one place."""
+the service's errors are mapped to gRPC status codes here, in one place.
+
+Operators are authenticated by mutual TLS: the client certificate, verified against the CA by the
+TLS handshake, names the operator (``CN=operator:<name>``) and its role (``OU=viewer``,
+``operator`` or ``admin``); a header a caller types (the old ``x-operator``) proves nothing and is
+ignored. ``GetStatus`` needs ``viewer``, ``Promote``/``Rollback`` ``operator``, and promoting a
+version the evaluation gate rejected needs ``admin`` and an ``override_reason``, audited as an
+``override``. With ``LLMOPS_TLS_INSECURE=true`` there is no identity: status is served, changes
+are refused (UNAUTHENTICATED)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -13,7 +23,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
-from llmops_deployment.errors import DeploymentError, ErrorCode, InvalidRequest, NotFound
+from llmops_config import PlatformSettings
+from llmops_config.tls import PeerCertificate, add_server_port, peer_certificate
+from llmops_deployment.errors import DeploymentError, ErrorCode, FailedPrecondition, InvalidRequest, NotFound
 from llmops_models import shown
 from llmops_serving import ModelDeployment
 
@@ -28,6 +40,58 @@ STATUS: dict[ErrorCode, grpc.StatusCode] = {
 }
 
 Response = TypeVar("Response")
+OPERATOR_PREFIX = "operator:"
+MAX_REASON_CHARS = 1024
+
+
+class Role(IntEnum):
+    """What an operator may do; each role may do what the ones below it may."""
+
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A verified operator: the principal (``operator:<name>``) and its role."""
+
+    principal: str
+    role: Role
+
+
+class Denied(Exception):
+    """The call is refused before it reaches the service: ``status`` and a readable ``message``."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def operator_of(certificate: PeerCertificate | None) -> Operator | None:
+    """The operator a verified client certificate names; None without a certificate. A certificate
+    that is not an operator's (no ``operator:`` common name, no known role) is refused."""
+    if certificate is None:
+        return None
+    name = certificate.common_name
+    if not name.startswith(OPERATOR_PREFIX) or len(name) == len(OPERATOR_PREFIX):
+        raise Denied(
+            grpc.StatusCode.PERMISSION_DENIED, f"the client certificate's CN {name!r} is not 'operator:<name>'"
+        )
+    roles = [Role[unit.upper()] for unit in certificate.organizational_units if unit.upper() in Role.__members__]
+    if not roles:
+        raise Denied(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"the client certificate of {name} names no role (OU=viewer, operator or admin)",
+        )
+    return Operator(principal=name, role=max(roles))
+
+
+class AuditSink(Protocol):
+    """Where overrides are recorded (``llmops_messaging.EventPublisher``, through ``publish_audit``)."""
+
+    async def publish(self, data: Any, *, correlationid: str | None = ..., id: str | None = ...) -> Any: ...
 
 
 def grpc_status(error: DeploymentError) -> grpc.StatusCode:
@@ -44,9 +108,39 @@ class Operations(Protocol):
     async def rollback(self, model_name: str, version: int = 0, *, reason: str = "", by: str = "operator") -> Any: ...
 
 
+class GateRecord(Protocol):
+    """Optional on the service: why the evaluation gate rejected a version (None: it did not)."""
+
+    def gate_rejection(self, model_name: str, version: int) -> str | None: ...
+
+
 class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
-    def __init__(self, service: Operations) -> None:
+    """``authenticated=False`` (plaintext, ``LLMOPS_TLS_INSECURE``): no caller has an identity, so
+    only ``GetStatus`` is served."""
+
+    def __init__(self, service: Operations, *, audit: AuditSink | None = None, authenticated: bool = True) -> None:
         self._service = service
+        self._audit = audit
+        self._authenticated = authenticated
+
+    def _operator(self, context: grpc.aio.ServicerContext[Any, Any], needs: Role) -> Operator | None:
+        """The verified caller, if it holds ``needs``; raises ``Denied`` otherwise. None only for
+        ``GetStatus`` on a plaintext server (nobody can be verified there)."""
+        operator = operator_of(peer_certificate(context.auth_context())) if self._authenticated else None
+        if operator is None:
+            if needs <= Role.VIEWER and not self._authenticated:
+                return None
+            raise Denied(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no operator identity: call the ops API over mutual TLS with an operator client certificate"
+                " (LLMOPS_TLS_CLIENT_CERT_FILE; `make up` makes one under var/tls)",
+            )
+        if operator.role < needs:
+            raise Denied(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{operator.principal} has the role {operator.role.name.lower()}; this needs {needs.name.lower()}",
+            )
+        return operator
 
     def _status(self, state: ModelDeployment) -> ops_pb2.ModelStatus:
         return ops_pb2.ModelStatus(
@@ -60,6 +154,7 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
 
     async def GetStatus(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def serve() -> Any:
+            self._operator(context, Role.VIEWER)
             models = self._service.models()
             if request.model:
                 models = [m for m in models if m.model_name == request.model]
@@ -71,23 +166,72 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
 
     async def Promote(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def serve() -> Any:
-            state = await self._service.promote(*_target(request), reason=request.reason, by=_operator(context))
+            override = _bounded(request.override_reason, "override_reason").strip()
+            operator = self._operator(context, Role.ADMIN if override else Role.OPERATOR)
+            assert operator is not None
+            model, version = _target(request)
+            rejection = self._gate_rejection(model, version)
+            if rejection is not None and not override:
+                raise FailedPrecondition(
+                    f"{model} v{version} was rejected by the evaluation gate ({rejection}); promote it only as an"
+                    " admin with an override reason (llmops promote --override-reason '...')"
+                )
+            reason = override or _bounded(request.reason, "reason")
+            if override:
+                # Recorded before the change: an override that then fails is still an attempt worth auditing.
+                await self._record_override(operator, model, version, override, rejection)
+            state = await self._service.promote(model, version, reason=reason, by=operator.principal)
             return ops_pb2.PromoteResponse(status=self._status(state))
 
         return await _answer(context, serve)
 
     async def Rollback(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def serve() -> Any:
-            state = await self._service.rollback(*_target(request), reason=request.reason, by=_operator(context))
+            operator = self._operator(context, Role.OPERATOR)
+            assert operator is not None
+            reason = _bounded(request.reason, "reason")
+            state = await self._service.rollback(*_target(request), reason=reason, by=operator.principal)
             return ops_pb2.RollbackResponse(status=self._status(state))
 
         return await _answer(context, serve)
+
+    def _gate_rejection(self, model: str, version: int) -> str | None:
+        record = getattr(self._service, "gate_rejection", None)
+        if record is None or version == 0:
+            # TODO(#17): the deployment service does not yet keep the gate's rejections (it ignores
+            # rejected evaluations); until it offers gate_rejection(model, version), no version is
+            # known as rejected and an override is only recorded when an admin asks for one.
+            return None
+        result: str | None = record(model, version)
+        return result
+
+    async def _record_override(
+        self, operator: Operator, model: str, version: int, reason: str, rejection: str | None
+    ) -> None:
+        if self._audit is None:
+            logger.warning("override not audited: the ops API has no audit publisher", extra={"model": model})
+            return
+        from llmops_events.v1 import AuditAction, publish_audit
+
+        details = {"gate_rejection": rejection} if rejection else {}
+        await publish_audit(
+            self._audit,
+            AuditAction.OVERRIDE,
+            operator.principal,
+            model=model,
+            version=version or None,
+            reason=reason,
+            details=details,
+        )
 
 
 async def _answer(context: grpc.aio.ServicerContext[Any, Any], serve: Callable[[], Awaitable[Response]]) -> Response:
     """Every RPC's errors, mapped in one place: the service's to their codes, anything else to INTERNAL."""
     try:
         return await serve()
+    except Denied as error:
+        await context.abort(error.status, error.message)
+        raise AssertionError("unreachable: abort raises") from error
     except DeploymentError as error:
         await context.abort(grpc_status(error), error.message)
         raise AssertionError("unreachable: abort raises") from error
@@ -107,21 +251,31 @@ def _target(request: Any) -> tuple[str, int]:
     return request.model, request.version
 
 
-def _operator(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-operator" and value:
-            return f"operator:{value if isinstance(value, str) else value.decode()}"
-    return "operator"
+def _bounded(value: str, name: str) -> str:
+    if len(value) > MAX_REASON_CHARS:
+        raise InvalidRequest(f"{name} has {len(value)} characters; the limit is {MAX_REASON_CHARS}")
+    return value
 
 
-async def start_ops_server(service: Operations, port: int, host: str = "127.0.0.1") -> grpc.aio.Server:
+async def start_ops_server(
+    service: Operations,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    platform: PlatformSettings | None = None,
+    audit: AuditSink | None = None,
+) -> grpc.aio.Server:
+    """Serve the ops API on ``host:port`` over mutual TLS (files from ``platform.tls``), or in
+    plaintext with a warning when ``LLMOPS_TLS_INSECURE`` is set. ``audit`` receives overrides."""
+    platform = platform or PlatformSettings()
     server = grpc.aio.server()
-    ops_pb2_grpc.add_OpsServiceServicer_to_server(OpsServicer(service), server)
+    servicer = OpsServicer(service, audit=audit, authenticated=not platform.tls.insecure)
+    ops_pb2_grpc.add_OpsServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_name = ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
     reflection.enable_server_reflection((service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    server.add_insecure_port(f"{host}:{port}")
+    add_server_port(server, f"{host}:{port}", platform, require_client_cert=True, name="the ops API")
     await server.start()
     await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

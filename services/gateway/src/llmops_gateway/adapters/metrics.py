@@ -91,6 +91,29 @@ class GatewayMetrics:
             "Inference calls being served (waiting on Triton included); bounded by LLMOPS_GATEWAY_MAX_IN_FLIGHT",
             registry=self.registry,
         )
+        self.key_denials = Counter(
+            "llmops_gateway_key_denials_total",
+            "Calls refused for their API key, by reason (unauthenticated, tenant, scope, rate, concurrency)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.guardrail_refusals = Counter(
+            "llmops_gateway_guardrail_refusals_total",
+            "Generation requests refused by a guardrail, by reason code (e.g. prompt_injection.ignore_instructions)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.output_redactions = Counter(
+            "llmops_gateway_output_redactions_total",
+            "PII spans redacted from generated answers before they left the gateway, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.audit_dropped = Counter(
+            "llmops_gateway_audit_dropped_total",
+            "Audit events (denied keys) not published: the bounded queue was full or the broker failed",
+            registry=self.registry,
+        )
         self.up = Gauge("llmops_gateway_up", "1 while the gateway serves", registry=self.registry)
 
     def serve(self, port: int, *, host: str) -> None:

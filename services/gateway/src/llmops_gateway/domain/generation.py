@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from llmops_gateway.domain.validation import DEFAULT_TENANT
+from llmops_gateway.domain.validation import DEFAULT_TENANT, FieldBounds, check_identifiers
 from llmops_gateway.errors import InvalidRequest
 from llmops_models import shown
 
@@ -55,6 +55,7 @@ class GenerationLimits:
     max_temperature: float = 2.0
     max_stop: int = 4
     max_stop_chars: int = 64
+    bounds: FieldBounds = field(default_factory=FieldBounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class GenerateItem:
 
 def validate_generation(raw: RawGeneration, limits: GenerationLimits) -> GenerateItem:
     """A ``GenerateItem`` for ``raw``; raises ``InvalidRequest`` naming what is wrong."""
+    check_identifiers(model=raw.model, tenant=raw.tenant, request_id=raw.request_id, bounds=limits.bounds)
     return GenerateItem(
         messages=_messages(raw, limits),
         model=raw.model.strip(),
