@@ -44,6 +44,7 @@ from llmops_stack import (
     repo_paths,
 )
 from llmops_stack.certificates import ensure_local_certificates
+from llmops_stack.jaeger import jaeger_component
 from llmops_stack.keys import export_gateway_keys
 
 LOG_LINE_CHARS = 200
@@ -153,6 +154,8 @@ def components(settings: PlatformSettings, paths: RepoPaths | None = None) -> li
     return [
         KafkaComponent(KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config)),
         TritonComponent(TritonServer(settings, paths.triton_venv, paths.triton_backend_dir)),
+        # Jaeger when `make setup` built it; once up, the services started after it export their spans to it.
+        *([jaeger] if (jaeger := jaeger_component(settings, paths.root)) is not None else []),
         *services,
     ]
 
