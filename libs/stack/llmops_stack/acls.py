@@ -47,11 +47,15 @@ class Access:
     reads: frozenset[str]
     writes: frozenset[str]
     group_prefixes: tuple[str, ...]
+    describes_all_groups: bool = False
+    """See every consumer group's committed offsets (``llmops lag``) without joining any."""
 
 
-def _access(*, reads: Iterable[str], writes: Iterable[str], groups: Iterable[str]) -> Access:
+def _access(
+    *, reads: Iterable[str], writes: Iterable[str], groups: Iterable[str], describes_all_groups: bool = False
+) -> Access:
     # Every principal may dead-letter what it cannot handle and record what it did.
-    return Access(frozenset(reads), frozenset({*writes, RECORDS_DLQ, AUDIT}), tuple(groups))
+    return Access(frozenset(reads), frozenset({*writes, RECORDS_DLQ, AUDIT}), tuple(groups), describes_all_groups)
 
 
 ACCESS: dict[str, Access] = {
@@ -88,6 +92,7 @@ ACCESS: dict[str, Access] = {
         reads=ALL_TOPICS,
         writes={RECORDS_RAW, FEEDBACK, TRAINING, PRIVACY},
         groups=["llmops-", "demo-", "operator"],
+        describes_all_groups=True,
     ),
 }
 """The ACL table: principal → :class:`Access`."""
@@ -137,6 +142,8 @@ def acl_bindings(access: dict[str, Access] | None = None) -> list[AclBinding]:
             bindings.append(AclBinding(principal, ResourceType.TOPIC, topic, PatternType.LITERAL, Operation.WRITE))
         for prefix in grant.group_prefixes:
             bindings.append(AclBinding(principal, ResourceType.GROUP, prefix, PatternType.PREFIXED, Operation.READ))
+        if grant.describes_all_groups:
+            bindings.append(AclBinding(principal, ResourceType.GROUP, "*", PatternType.LITERAL, Operation.DESCRIBE))
     return bindings
 
 
