@@ -124,9 +124,7 @@ def server_credentials(platform: PlatformSettings, *, require_client_cert: bool)
     key = _read(files.server_key, "the server key")
     chain = _read(files.server_cert, "the server certificate")
     ca = _read(files.ca, "the CA certificate") if require_client_cert else None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=ca, require_client_auth=require_client_cert
-    )
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca, require_client_auth=require_client_cert)
 
 
 def add_server_port(
