@@ -2,9 +2,11 @@
 default ``var/evidently``), where monitoring and evaluation add a snapshot per window and per
 evaluated version: a project per model, its reports, and dashboards of drift and quality over time.
 
-The UI runs in the foreground as a child process (``python -m evidently ui``), so Ctrl-C stops it;
-the URL is printed once it answers. It picks up new snapshots while it runs (Evidently watches the
-folder), so it can be started before ``make demo`` as well as after.
+Evidently's UI runs as a child process (``python -m evidently ui``); beside it, in the foreground,
+the platform page (:mod:`llmops_cli.console`: models, champion and canary, the retraining chain,
+latest windows, which Evidently cannot show). Ctrl-C stops both. The URLs are printed once they
+answer. New snapshots appear while it runs (Evidently watches the folder), so it can be started
+before ``make demo`` as well as after.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from llmops_config import PlatformSettings
+from llmops_stack.processes import port_open
 
 _PROJECT_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -38,6 +41,7 @@ class UiPlan:
     url: str
     argv: tuple[str, ...]
     env: dict[str, str]
+    console_url: str
 
 
 def plan(settings: PlatformSettings) -> UiPlan:
@@ -56,7 +60,13 @@ def plan(settings: PlatformSettings) -> UiPlan:
     )
     # No usage telemetry from an operator's console (and this machine may be offline).
     env = {**os.environ, "DO_NOT_TRACK": "1"}
-    return UiPlan(workspace=workspace, url=f"http://{settings.ui_host}:{settings.ui_port}", argv=argv, env=env)
+    return UiPlan(
+        workspace=workspace,
+        url=f"http://{settings.ui_host}:{settings.ui_port}",
+        argv=argv,
+        env=env,
+        console_url=f"http://{settings.ui_host}:{settings.console_port}",
+    )
 
 
 def projects(workspace: Path) -> list[str]:
@@ -81,10 +91,16 @@ def answers(url: str) -> bool:
 
 
 def serve(settings: PlatformSettings, *, say: Callable[[str], None], ready_timeout: float = 60.0) -> int:
-    """Run the UI until it exits or Ctrl-C; returns its exit status."""
+    """Run the UIs until Ctrl-C (or SIGTERM); returns the exit status."""
+    import uvicorn
+
+    from llmops_cli.console import create_app
+
     ui = plan(settings)
     if answers(ui.url):
         raise UiError(f"something already answers on {ui.url} (another `make ui`? set LLMOPS_UI_PORT)")
+    if port_open(settings.ui_host, settings.console_port):
+        raise UiError(f"something already answers on {ui.console_url} (set LLMOPS_CONSOLE_PORT)")
     ui.workspace.mkdir(parents=True, exist_ok=True)
     names = projects(ui.workspace)
     say(
@@ -92,6 +108,8 @@ def serve(settings: PlatformSettings, *, say: Callable[[str], None], ready_timeo
         + (f"{len(names)} project(s): {', '.join(names)}" if names else "no reports yet (run `make demo`)")
     )
     child = subprocess.Popen(list(ui.argv), env=ui.env)
+    # `kill` (SIGTERM) stops the UI as Ctrl-C does, so its child is never left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         started = time.monotonic()
         while not answers(ui.url):
@@ -101,7 +119,11 @@ def serve(settings: PlatformSettings, *, say: Callable[[str], None], ready_timeo
                 raise UiError(f"evidently ui did not answer on {ui.url} within {ready_timeout:.0f}s")
             time.sleep(0.3)
         say(f"Evidently UI: {ui.url}  (Ctrl-C stops it)")
-        return child.wait()
+        say(f"Platform page: {ui.console_url}  (models, champion and canary, the retraining chain)")
+        page = create_app(settings, evidently_url=ui.url)
+        config = uvicorn.Config(page, host=settings.ui_host, port=settings.console_port, log_level="warning")
+        uvicorn.Server(config).run()  # until Ctrl-C or SIGTERM
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:
@@ -112,3 +134,7 @@ def serve(settings: PlatformSettings, *, say: Callable[[str], None], ready_timeo
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
