@@ -9,7 +9,9 @@ Method:
    (the platform's default, as ``<model>__v1``, which the gateway routes to) and without it
    (``<model>-unbatched``), one CPU instance each, and both are loaded.
 3. A ``deployment.promoted`` event on this run's private broker makes version 1 the champion, and
-   the gateway runs as its own process (``python -m llmops_gateway``), as in production.
+   the gateway runs as its own process (``python -m llmops_gateway``), as in production, but in
+   plaintext (``LLMOPS_TLS_INSECURE=true``): direct Triton gRPC is plaintext too, and TLS on one
+   side only would measure record encryption rather than the gateway.
 4. One load generator drives every measurement over gRPC: ``ghz`` when installed (``make setup``
    puts it in ``build/go/bin``) unless ``LLMOPS_BENCH_GATEWAY_CLIENT=asyncio``, else an asyncio
    gRPC client; it cycles over BANKING77 test texts.
@@ -411,6 +413,7 @@ async def _start_gateway(context: BenchContext, platform: Any, port: int) -> asy
         "LLMOPS_GATEWAY_HOST": "127.0.0.1",
         "LLMOPS_GATEWAY_METRICS_PORT": str(free_port()),
         "LLMOPS_GATEWAY_API_KEYS": API_KEY,
+        "LLMOPS_TLS_INSECURE": "true",  # plaintext on purpose: see the method, step 3
     }
     log = (context.scratch("gateway-log") / "gateway.log").open("wb")
     process = await asyncio.create_subprocess_exec(
@@ -476,7 +479,7 @@ async def run(context: BenchContext) -> list[BenchResult]:
         async with EventPublisher(platform, service="bench") as publisher:
             await publisher.publish(DeploymentPromoted(model_name=MODEL, model_version=1, reason="bench"))
         port = free_port()
-        reporter.status("starting the gateway process (untimed)")
+        reporter.status("starting the gateway process (untimed; plaintext, as direct Triton gRPC is)")
         gateway = await _start_gateway(context, platform, port)
         _, texts, _ = _frame(context)
         generator = LoadGenerator(

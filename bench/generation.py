@@ -12,7 +12,8 @@ Method, all in one run on the same machine:
    trainer's causal-lm configuration: rank 16 on every projection).
 2. **The platform**: a private tritonserver with the decoupled causal-LM model (continuous
    batching, ``max_running`` = ``CONCURRENCY``, the same torch threads), a private Kafka broker, and
-   the gateway as its own process (``python -m llmops_gateway``). An asyncio gRPC client calls
+   the gateway as its own process (``python -m llmops_gateway``, in plaintext:
+   ``LLMOPS_TLS_INSECURE=true``, as the references have no network hop to encrypt). An asyncio gRPC client calls
    ``GenerateStream`` over a socket on the gateway's base-model alias (the base alone: the same
    model as the references), greedy: at concurrency 1 (``REQUESTS`` streams one after another) and
    at concurrency ``CONCURRENCY`` (``WAVES`` x ``CONCURRENCY`` streams, each worker starting its next
@@ -398,6 +399,7 @@ async def _start_gateway(context: BenchContext, platform: Any, port: int, max_to
         "LLMOPS_GATEWAY_HOST": "127.0.0.1",
         "LLMOPS_GATEWAY_METRICS_PORT": str(free_port()),
         "LLMOPS_GATEWAY_API_KEYS": API_KEY,
+        "LLMOPS_TLS_INSECURE": "true",  # plaintext on purpose: see the method (the baselines are plaintext)
         "LLMOPS_GATEWAY_CAUSAL_LM_MODEL": TRITON_MODEL,
         "LLMOPS_GATEWAY_BASE_MODEL_ALIAS": BASE_ALIAS,
         "LLMOPS_GATEWAY_GENERATE_MAX_TOKENS": str(max_tokens),
