@@ -27,7 +27,7 @@ status: ## One line per component: healthy or not, and why; non-zero exit if any
 logs: ## Follow the logs of every component started by `make up`
 	@$(LLMOPS) stack logs
 
-ui: ## Evidently's UI on the reports (a project per model: monitoring windows, evaluations, drift and quality over time); prints the URL [LLMOPS_UI_PORT=8085]
+ui: ## Evidently's UI on the reports (a project per model: windows, evaluations, drift and quality over time) and the platform page (who is live, the retraining chain); prints both URLs
 	@$(LLMOPS) ui
 
 ##@ Lifecycle
