@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,71 @@ def test_a_consumer_span_continues_a_plain_traceparent() -> None:
     ):
         current = current_traceparent()
     assert current is not None and current.split("-")[1] == TRACEPARENT.split("-")[1]
+
+
+def test_the_stack_runs_without_jaeger_when_setup_could_not_build_it(tmp_path: Path) -> None:
+    from llmops_stack.jaeger import jaeger_component
+
+    assert jaeger_component(PlatformSettings(var_dir=tmp_path), tmp_path) is None
+
+
+def test_jaeger_gets_its_ports_from_the_settings(tmp_path: Path) -> None:
+    from llmops_stack.jaeger import JaegerServer
+
+    settings = PlatformSettings(var_dir=tmp_path, jaeger_otlp_http_port=14318, jaeger_ui_port=17686)
+    server = JaegerServer(settings, tmp_path / "jaeger", tmp_path / "config.yaml")
+    assert server.environment()["LLMOPS_JAEGER_OTLP_HTTP_PORT"] == "14318"
+    assert server.environment()["LLMOPS_JAEGER_UI_PORT"] == "17686"
+    assert settings.jaeger_otlp_endpoint == "http://127.0.0.1:14318"
+    config = (Path(__file__).resolve().parents[2] / "deploy" / "jaeger" / "config.yaml").read_text()
+    for variable in server.environment():
+        assert f"${{env:{variable}}}" in config
+
+
+class _FakeLag:
+    """Stands in for the broker query of ``ConsumerLagCollector`` (its caching is what is tested)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    async def __call__(self, groups: list[str]) -> list[Any]:
+        from llmops_messaging.bus_metrics import PartitionLag
+
+        self.calls += 1
+        if self.fail:
+            raise ConnectionError("broker down")
+        return [PartitionLag(group, "t", 0, 5, 12) for group in groups]
+
+
+def _collect(collector: Any) -> dict[str, list[Any]]:
+    return {family.name: family.samples for family in collector.collect()}
+
+
+def test_consumer_lag_is_read_at_most_once_per_interval() -> None:
+    from llmops_messaging.bus_metrics import ConsumerLagCollector
+
+    now = [100.0]
+    collector = ConsumerLagCollector(
+        PlatformSettings(), service="tests", groups=lambda: ["g"], min_interval_s=10, clock=lambda: now[0]
+    )
+    fake = _FakeLag()
+    collector._query = fake  # type: ignore[method-assign]
+    [sample] = _collect(collector)["llmops_consumer_lag"]
+    assert sample.labels == {"consumer_group": "g", "topic": "t", "partition": "0"} and sample.value == 7
+    now[0] += 5
+    _collect(collector)
+    assert fake.calls == 1
+    now[0] += 6
+    _collect(collector)
+    assert fake.calls == 2
+
+
+def test_a_failed_lag_query_still_answers_the_scrape_and_is_counted() -> None:
+    from llmops_messaging.bus_metrics import ConsumerLagCollector
+
+    collector = ConsumerLagCollector(PlatformSettings(), service="tests", groups=lambda: ["g"])
+    collector._query = _FakeLag(fail=True)  # type: ignore[method-assign]
+    families = _collect(collector)
+    assert families["llmops_consumer_lag"] == []
+    assert [sample.value for sample in families["llmops_consumer_lag_errors"] if sample.name.endswith("_total")] == [1]
