@@ -313,14 +313,16 @@ class PartDirectory:
                 break
             self._merge(tier)
 
-    def remove_rows(self, *, record_ids: Collection[str], tenant: str | None = None, entity: str = "record_id") -> int:
+    def remove_rows(
+        self, *, record_ids: Collection[str], tenant: str | None = None, entity: str = "record_id"
+    ) -> list[str]:
         """Rewrite every part holding a row of ``record_ids`` (or, with ``tenant``, of that tenant)
         without those rows: Parquet cannot delete in place, and an erasure must leave no copy.
         Each part is replaced atomically under the exclusive lock, so a reader in another process
         sees it before or after, never half-written. The caller makes sure no append (and so no
-        merge) runs meanwhile. Returns the rows removed."""
+        merge) runs meanwhile. Returns the ids of the rows removed (once per copy)."""
         wanted = pa.array(sorted(record_ids), type=pa.string())
-        removed = 0
+        removed: list[str] = []
         with self._locked(fcntl.LOCK_EX):
             for part in self.parts():
                 table = pq.read_table(part)
@@ -328,14 +330,12 @@ class PartDirectory:
                 if tenant is not None and "tenant" in table.column_names:
                     drop = pc.or_(drop, pc.equal(table["tenant"], tenant))
                 drop = pc.fill_null(drop, False)
-                count = pc.sum(drop).as_py() or 0
-                if not count:
+                if not pc.any(drop).as_py():
                     continue
-                kept = table.filter(pc.invert(drop))
+                removed += table.filter(drop)[entity].to_pylist()
                 staging = self.path / f".{part.name}.erase.tmp"
-                pq.write_table(kept, staging)
+                pq.write_table(table.filter(pc.invert(drop)), staging)
                 os.replace(staging, part)
-                removed += count
         return removed
 
     @contextmanager

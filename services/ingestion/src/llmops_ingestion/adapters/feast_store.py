@@ -201,18 +201,20 @@ class FeastCuratedStore:
 
     def erase(self, record_ids: Sequence[str], *, tenant: str | None = None) -> int:
         """Remove the rows of ``record_ids`` (with ``tenant``: also any row of that tenant) from
-        both feature views, online and offline; returns the offline rows removed (a record pushed
-        twice has two). Pushes must not run meanwhile: the caller holds the push lock."""
+        both feature views, offline and online (online also every id found offline, so a row the
+        caller did not know of goes too); returns the offline rows removed (a record pushed twice
+        has two). Pushes must not run meanwhile: the caller holds the push lock."""
         from llmops_ingestion.adapters.feast_local import PartDirectory
 
         self._require_open()
         removed = 0
         for spec in _VIEWS:
-            self._online[spec.name].delete(
-                record_ids, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION
-            )
-            removed += PartDirectory(self._offline_path(spec)).remove_rows(
+            found = PartDirectory(self._offline_path(spec)).remove_rows(
                 record_ids=record_ids, tenant=tenant, entity=ENTITY
+            )
+            removed += len(found)
+            self._online[spec.name].delete(
+                sorted({*record_ids, *found}), entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION
             )
         return removed
 
