@@ -26,6 +26,9 @@ import httpx
 from llmops_config import PlatformSettings
 from llmops_stack.processes import port_open
 
+READY_TIMEOUT_S = 60.0
+"""How long ``llmops ui`` waits for Evidently's UI to answer (it imports Evidently: seconds)."""
+
 _PROJECT_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -90,7 +93,7 @@ def answers(url: str) -> bool:
         return False
 
 
-def serve(settings: PlatformSettings, *, say: Callable[[str], None], ready_timeout: float = 60.0) -> int:
+def serve(settings: PlatformSettings, *, say: Callable[[str], None], ready_timeout: float = READY_TIMEOUT_S) -> int:
     """Run the UIs until Ctrl-C (or SIGTERM); returns the exit status."""
     import uvicorn
 
