@@ -15,7 +15,8 @@ a name from an event can never climb out of its folder (``../x``) or hide (``.x`
 
 from __future__ import annotations
 
-import re
+from llmops_events.names import NAME_MAX_LENGTH, is_safe_name
+from llmops_events.names import NAME_PATTERN as NAME_PATTERN
 
 DATASETS_PREFIX = "datasets"
 MODELS_PREFIX = "models"
@@ -23,8 +24,9 @@ EVALUATIONS_PREFIX = "evaluations"
 ERASURES_PREFIX = "erasures"
 MANIFEST_FILE = "manifest.json"
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-"""Model names and dataset ids: letters, digits, ``.``, ``_``, ``-``; no leading dot, at most 128."""
+# The one rule for names that become paths, shared with the event types that carry them
+# (``llmops_events.names``: a forged name fails decoding before it reaches this kernel):
+# letters, digits, ``.``, ``_``, ``-``; a letter or digit first; no ``..``; at most 128.
 
 
 class InvalidName(ValueError):
@@ -33,8 +35,8 @@ class InvalidName(ValueError):
 
 def check_name(name: str, *, what: str = "name") -> str:
     """``name`` unchanged when it is a safe path segment, else ``InvalidName``."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise InvalidName(f"{what} {name!r} must match {NAME_PATTERN.pattern} (and contain no '..')")
+    if not is_safe_name(name):
+        raise InvalidName(f"{what} {shown(str(name))} must match {NAME_PATTERN.pattern} (at most {NAME_MAX_LENGTH})")
     return name
 
 
