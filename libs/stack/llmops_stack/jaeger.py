@@ -121,6 +121,7 @@ class JaegerComponent:
     ready_timeout: float = 60.0
     stop_timeout: float = 15.0
     name: str = "jaeger"
+    _pointed_at: str | None = field(default=None, init=False, repr=False)
 
     def preflight(self) -> None:
         self.server.preflight()
@@ -138,10 +139,16 @@ class JaegerComponent:
             self.server.start()
             self.server.wait_ready(self.ready_timeout, progress)
             note = f"ready in {time.monotonic() - started:.1f}s, UI {s.jaeger_ui_url}"
-        endpoint = os.environ.setdefault(OTLP_ENDPOINT_ENV, s.jaeger_otlp_endpoint)
-        return f"{note}; services export spans to {endpoint}"
+        if OTLP_ENDPOINT_ENV not in os.environ:
+            os.environ[OTLP_ENDPOINT_ENV] = s.jaeger_otlp_endpoint
+            self._pointed_at = s.jaeger_otlp_endpoint
+        return f"{note}; services export spans to {os.environ[OTLP_ENDPOINT_ENV]}"
 
     def stop(self) -> bool:
+        # Processes started after this one stops (a test session goes on) must not export to it.
+        if self._pointed_at is not None and os.environ.get(OTLP_ENDPOINT_ENV) == self._pointed_at:
+            del os.environ[OTLP_ENDPOINT_ENV]
+        self._pointed_at = None
         return self.server.stop(self.stop_timeout)
 
     def status(self) -> ComponentStatus:
