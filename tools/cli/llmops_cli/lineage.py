@@ -516,7 +516,8 @@ def render(lineage: VersionLineage) -> str:
         if dataset.content_hash_matches is not None:
             row("hash at training", "matches" if dataset.content_hash_matches else "DIFFERS: the snapshot changed")
         for entry in dataset.offset_ranges:
-            row("records from", f"{entry.topic} partition {entry.partition} offsets {entry.start}..{entry.end - 1}")
+            span = f"offsets {entry.start}..{entry.end - 1} ({entry.end - entry.start} messages)"
+            row("records from", f"{entry.topic} partition {entry.partition} {span}")
     if lineage.evaluation is not None:
         evaluation = lineage.evaluation
         lines.append(f"evaluation ({evaluation.source})")
