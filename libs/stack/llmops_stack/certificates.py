@@ -36,6 +36,7 @@ LEAF_VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=30)
 ROLES = ("viewer", "operator", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,7 @@ def ensure_local_certificates(settings: PlatformSettings, *, operator: str | Non
     if renew_leaves or not (_valid(files.server_cert) and files.server_key.exists()):
         hosts = ["localhost", "127.0.0.1", "::1"]
         hostname = socket.gethostname()
-        if hostname and hostname not in hosts:
+        if _HOSTNAME.match(hostname) and hostname not in hosts:
             hosts.append(hostname)
         issue_server_certificate(authority, files.server_cert, files.server_key, hosts)
     if renew_leaves or not (_valid(files.client_cert) and files.client_key.exists()):
