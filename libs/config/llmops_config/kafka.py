@@ -13,7 +13,7 @@ What each principal may read and write is the ACL table in ``llmops_stack.acls``
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -224,24 +224,24 @@ def kafka_client_options(
     The principal is ``principal`` if given (tests acting as someone else), else the configured
     ``sasl_username``, else the service's own (:func:`principal_for`)."""
     kafka = settings.kafka
-    common = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "client_id": f"{settings.kafka_client_id_prefix}-{service}",
-        "security_protocol": kafka.security_protocol,
-        "ssl_cafile": kafka.ssl_cafile,
-        "ssl_certfile": kafka.ssl_certfile,
-        "ssl_keyfile": kafka.ssl_keyfile,
-        "ssl_check_hostname": kafka.ssl_check_hostname,
-    }
+    options = KafkaClientOptions(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id_prefix}-{service}",
+        security_protocol=kafka.security_protocol,
+        ssl_cafile=kafka.ssl_cafile,
+        ssl_certfile=kafka.ssl_certfile,
+        ssl_keyfile=kafka.ssl_keyfile,
+        ssl_check_hostname=kafka.ssl_check_hostname,
+    )
     if not kafka.sasl:
-        return KafkaClientOptions(**common)
+        return options
     if kafka.sasl_mechanism == "PLAIN" and kafka.security_protocol != "SASL_SSL":
         raise KafkaConfigurationError(
             "LLMOPS_KAFKA_SASL_MECHANISM=PLAIN sends passwords in clear: use it with SASL_SSL, or use SCRAM"
         )
     username = principal or kafka.sasl_username or principal_for(service)
-    return KafkaClientOptions(
-        **common,
+    return replace(
+        options,
         sasl_mechanism=kafka.sasl_mechanism,
         username=username,
         password=_password(settings, username, explicit=principal is None),
