@@ -142,7 +142,8 @@ class KafkaComponent:
             return ComponentStatus(self.name, False, f"{self.bootstrap} {why}")
         user_topics = [name for name in topics if not name.startswith("__")]
         missing = [spec.name for spec in self.topic_specs if spec.name not in topics]
-        detail = f"{self.bootstrap} ({len(user_topics)} topics)" + ("" if ours else " external")
+        security = self.broker.settings.kafka.security_protocol
+        detail = f"{self.bootstrap} ({len(user_topics)} topics, {security})" + ("" if ours else " external")
         if missing:
             return ComponentStatus(self.name, False, f"{detail}; missing topics: {', '.join(missing)}")
         return ComponentStatus(self.name, True, detail)
