@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
+from llmops_cli.keys import keys_app
 from llmops_config import PlatformSettings
 
 app = typer.Typer(help="Operate the llmops platform.", no_args_is_help=True, add_completion=False)
@@ -26,6 +27,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 events_app = typer.Typer(help="Events on the bus, across topics.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(keys_app, name="keys")
 
 T = TypeVar("T")
 
