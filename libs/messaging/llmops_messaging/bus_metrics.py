@@ -82,10 +82,16 @@ class PartitionLag:
 
 
 async def consumer_lag(
-    settings: PlatformSettings, *, groups: Iterable[str] | None = None, service: str = "lag"
+    settings: PlatformSettings,
+    *,
+    groups: Iterable[str] | None = None,
+    service: str = "lag",
+    reader_group: str | None = None,
 ) -> list[PartitionLag]:
     """The lag of each partition that ``groups`` (default: every consumer group the broker knows)
-    have committed offsets for, from the Admin API; sorted by group, topic, partition."""
+    have committed offsets for, from the Admin API; sorted by group, topic, partition.
+    ``reader_group``: the group id of the consumer that asks for end offsets (it never joins or
+    commits; default ``<prefix>-<service>-lag-reader``), one the principal may use under its ACLs."""
     options = kafka_client_options(settings, service=service)
     admin = AIOKafkaAdminClient(**options.aiokafka())
     await admin.start()
@@ -106,7 +112,9 @@ async def consumer_lag(
     # A consumer that never subscribes: it only asks for end offsets. The group id avoids aiokafka's
     # group-less coordinator, whose close() re-raises its own cancellation; nothing is committed.
     reader = AIOKafkaConsumer(
-        **options.aiokafka(group_id=f"{settings.kafka_client_id_prefix}-{service}-lag-reader", enable_auto_commit=False)
+        **options.aiokafka(
+            group_id=reader_group or f"{settings.kafka_client_id_prefix}-{service}-lag-reader", enable_auto_commit=False
+        )
     )
     await reader.start()
     try:
@@ -181,4 +189,7 @@ class ConsumerLagCollector:
 
     async def _query(self, groups: list[str]) -> list[PartitionLag]:
         async with asyncio.timeout(self._timeout_s):
-            return await consumer_lag(self._settings, groups=groups, service=self._service)
+            # A group id under the service's own group prefix: the only groups its ACLs allow.
+            return await consumer_lag(
+                self._settings, groups=groups, service=self._service, reader_group=f"{groups[0]}-lag-reader"
+            )
