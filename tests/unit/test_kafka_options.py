@@ -20,7 +20,7 @@ from llmops_config.kafka import (
     kafka_environment,
     principal_for,
 )
-from llmops_stack import KafkaBroker
+from llmops_stack import KafkaBroker, StackError
 from llmops_stack.acls import ACCESS, Operation, ResourceType, acl_bindings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,3 +158,14 @@ def test_the_secured_broker_authenticates_authorizes_and_keeps_passwords_private
     assert set(broker.credentials()) == set(PRINCIPALS)
     for path in [*broker.credentials_dir.iterdir(), broker.write_config()]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_secured_start_refuses_log_dirs_formatted_without_or_with_other_scram_users(tmp_path: Path) -> None:
+    broker = KafkaBroker(_settings(tmp_path, security_protocol="SASL_PLAINTEXT"), tmp_path, tmp_path / "log4j2")
+    broker.data_dir.mkdir(parents=True)
+    (broker.data_dir / "meta.properties").write_text("cluster.id=x\n")  # formatted by a plaintext broker
+    with pytest.raises(StackError, match="formatted without the SCRAM users"):
+        broker.format_storage()
+    broker.scram_users_file.write_text("".join(f"{principal} 0000\n" for principal in PRINCIPALS))
+    with pytest.raises(StackError, match="are not those the SCRAM users were created with"):
+        broker.format_storage()

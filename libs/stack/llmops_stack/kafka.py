@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import secrets
 import shutil
@@ -341,19 +342,30 @@ class KafkaBroker:
         if result.returncode != 0:
             raise self.process.failure(f"formatting {self.data_dir} failed (exit {result.returncode})")
         if self.secured:
-            self.scram_users_file.write_text("\n".join(PRINCIPALS) + "\n")
+            lines = [f"{principal} {_fingerprint(password)}" for principal, password in self.credentials().items()]
+            self.scram_users_file.write_text("\n".join(lines) + "\n")
         return True
 
     def _check_scram_users(self) -> None:
         """A secured start needs every principal's SCRAM user, created only when formatting."""
         if not self.secured:
             return
-        have = set(self.scram_users_file.read_text().split()) if self.scram_users_file.is_file() else set()
-        if missing := [principal for principal in PRINCIPALS if principal not in have]:
+        lines = self.scram_users_file.read_text().splitlines() if self.scram_users_file.is_file() else []
+        formatted = dict(line.split(" ", 1) for line in lines if " " in line)
+        if missing := [principal for principal in PRINCIPALS if principal not in formatted]:
             raise StackError(
                 f"kafka: {self.data_dir} was formatted without the SCRAM users {', '.join(missing)} "
                 "(an older plaintext broker?): stop the stack and remove "
                 f"{self.state_dir} to start a secured one, or set LLMOPS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"
+            )
+        passwords = self.credentials()
+        if changed := [
+            principal for principal in PRINCIPALS if formatted[principal] != _fingerprint(passwords[principal])
+        ]:
+            raise StackError(
+                f"kafka: the passwords of {', '.join(changed)} in {self.credentials_dir} are not those the SCRAM "
+                f"users were created with (they are only created when {self.data_dir} is formatted): restore "
+                f"the files, or stop the stack and remove {self.state_dir}"
             )
 
     def start(self) -> int:
@@ -395,6 +407,11 @@ class KafkaBroker:
     def stop(self, timeout: float = 30.0) -> bool:
         """Controlled shutdown (SIGTERM), forced after ``timeout`` s; False if it was not running."""
         return self.process.stop(timeout)
+
+
+def _fingerprint(password: str) -> str:
+    """What ``scram-users`` keeps of a password: enough to notice a changed file, useless to log in."""
+    return hashlib.sha256(password.encode()).hexdigest()[:16]
 
 
 def _megabytes(size: str) -> int:
