@@ -327,11 +327,12 @@ def test_a_huge_unknown_model_name_is_refused_as_invalid_argument(loop: LoopThre
     """Found by this fuzzing, fixed: the gateway repeats the requested model name in its
     INVALID_ARGUMENT message, unbounded (``unknown model '...'``); past gRPC's metadata limit (8 KiB
     soft, 16 KiB hard) the client never receives that verdict and reports RESOURCE_EXHAUSTED
-    ("received metadata size exceeds hard limit")."""
+    ("received metadata size exceeds hard limit"). Model names are now bounded too (#17): the
+    message names the length, never the name."""
     request = inference_pb2.PredictRequest(text="hello", model="x" * 20_000)
     code, details, _ = loop.run(status_of(lambda: gateway.stub.Predict(request, metadata=AUTH, timeout=10)))
     assert code is grpc.StatusCode.INVALID_ARGUMENT, f"{code.name}: {details}"
-    assert "unknown model" in details
+    assert details == "model has 20000 characters; the limit is 128"
     still_serving(loop, gateway)
 
 

@@ -173,7 +173,7 @@ async def test_a_key_without_the_generate_scope_is_denied(stub: inference_pb2_gr
 async def test_the_rate_limit_refuses_the_third_immediate_call(stub: inference_pb2_grpc.InferenceServiceStub) -> None:
     request = inference_pb2.PredictRequest(text="hello", model="no-such-model", tenant=TENANT)
     codes = [(await _refusal(stub.Predict(request, metadata=_auth("limited"), timeout=10)))[0] for _ in range(3)]
-    assert codes[:2] == [grpc.StatusCode.NOT_FOUND] * 2  # admitted: the model is what is wrong
+    assert codes[:2] == [grpc.StatusCode.INVALID_ARGUMENT] * 2  # admitted: the model is what is wrong
     assert codes[2] == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -234,6 +234,6 @@ async def test_keys_rotate_without_a_restart(
         ):
             await asyncio.sleep(0.1)
     code, _ = await _refusal(stub.Predict(request, metadata=_auth(rotated), timeout=10))
-    assert code == grpc.StatusCode.NOT_FOUND  # authenticated and admitted: only the model is unknown
+    assert code == grpc.StatusCode.INVALID_ARGUMENT  # authenticated and admitted: only the model is unknown
     code, _ = await _refusal(stub.Predict(request, metadata=_auth("acme"), timeout=10))
     assert code == grpc.StatusCode.UNAUTHENTICATED
