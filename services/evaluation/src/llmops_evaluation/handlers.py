@@ -275,11 +275,13 @@ class EvaluationService:
         return completed.model_copy(update={"report_uri": html_uri})
 
     def _find_pii(self, text: str) -> list[tuple[str, str]]:
-        """The PII in ``text`` as (kind, matched text), with the platform's redactor (built on first use)."""
-        if self._redactor is None:
-            from llmops_privacy import Redactor
+        """The PII in ``text`` as (kind, matched text), with the platform's redactor (built on first use).
+        The redactor finds PII in the Unicode-normalised text, so the matches are cut from that."""
+        from llmops_privacy import Redactor, normalize_text
 
+        if self._redactor is None:
             self._redactor = Redactor()
+        text = normalize_text(text)
         return [(finding.kind.value, text[finding.start : finding.end]) for finding in self._redactor.find(text)]
 
     def _record(self, completed: EvaluationCompleted, started: float) -> None:
