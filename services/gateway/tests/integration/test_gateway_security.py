@@ -87,14 +87,19 @@ class ScriptedGenerator:
 async def gateway(
     kafka_settings: PlatformSettings, redactor: Redactor, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[GatewayRuntime]:
-    keys_file = tmp_path_factory.mktemp("keys") / "api-keys.yaml"
+    folder = tmp_path_factory.mktemp("security")
+    keys_file = folder / "api-keys.yaml"
     _write_keys(keys_file, _keys(), mtime_s=1_000_000)
+    policy = yaml.safe_load((REPO_ROOT / "deploy" / "policies" / "guardrails.yaml").read_text())
+    policy["output_redaction"]["tenants"] = {TENANT: True}  # the repository's patterns; this tenant's answers redacted
+    policy_file = folder / "guardrails.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
     settings = GatewaySettings(
         platform=kafka_settings,
         api_keys_file=keys_file,
         keys_reload_interval_s=0.2,
         base_model_alias=ALIAS,
-        guardrails_file=REPO_ROOT / "deploy" / "policies" / "guardrails.yaml",
+        guardrails_file=policy_file,
         metrics_port=0,
         host="127.0.0.1",
     )

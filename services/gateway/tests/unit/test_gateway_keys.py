@@ -109,9 +109,12 @@ def test_the_token_bucket_refuses_the_third_immediate_call_and_refills() -> None
 def test_concurrent_calls_are_capped_per_key_and_released() -> None:
     ring = KeyRing(parse_keys({"keys": [_entry("one-at-a-time", "s1", max_concurrent=1)]}))
     key = ring.authenticate("Bearer s1")
-    with ring.admit(key, Scope.PREDICT):
-        with pytest.raises(TooManyConcurrent, match="1 calls in flight"), ring.admit(key, Scope.PREDICT):
-            pass
+    with (
+        ring.admit(key, Scope.PREDICT),
+        pytest.raises(TooManyConcurrent, match="1 calls in flight"),
+        ring.admit(key, Scope.PREDICT),
+    ):
+        pass
     with ring.admit(key, Scope.PREDICT):  # released, also after an error inside the call
         pass
     with pytest.raises(RuntimeError), ring.admit(key, Scope.PREDICT):

@@ -11,8 +11,10 @@ The policy is a YAML file (``deploy/policies/guardrails.yaml``, ``LLMOPS_GATEWAY
 - ``output_redaction``: per tenant (``default`` for the others), whether answers are redacted
   with the platform's PII redactor before they leave the gateway. A stream is redacted through
   :class:`StreamRedactor`, which holds back the last ``lookbehind_chars`` characters so a PII span
-  split across chunks is still found whole. Limit: a span longer than ``lookbehind_chars`` (an
-  e-mail address of more than 64 characters by default) may be cut in two and missed.
+  split across chunks is still found whole. Limits: a span longer than ``lookbehind_chars`` (an
+  e-mail address of more than 64 characters by default) may be cut in two and missed; and the
+  first text of a redacted stream reaches the client ``lookbehind_chars`` characters later (about
+  15 tokens), which is why redaction is chosen per tenant.
 """
 
 from __future__ import annotations
