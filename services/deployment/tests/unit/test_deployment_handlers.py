@@ -8,6 +8,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from llmops.ops.v1 import ops_pb2
 from llmops_deployment.adapters.metrics import DeploymentMetrics
-from llmops_deployment.adapters.ops_server import STATUS, OpsServicer, grpc_status
+from llmops_deployment.adapters.ops_server import STATUS, GateDecisions, OpsServicer, grpc_status
 from llmops_deployment.adapters.triton import Counts, unreachable
 from llmops_deployment.errors import (
     DeploymentError,
@@ -42,8 +43,10 @@ from llmops_events.v1 import (
     DeploymentRolledBack,
     EvaluationCompleted,
 )
+from llmops_models import evaluation_path
 from llmops_serving import triton_name
 from llmops_stack.certificates import client_certificate, new_authority, pem
+from llmops_storage import ArtifactStore
 
 MODEL = "intents"
 
@@ -569,13 +572,25 @@ async def test_an_override_needs_an_admin_and_is_audited(world: World) -> None:
     assert override.reason == "hotfix approved by the risk board"
 
 
-async def test_a_version_the_gate_rejected_needs_an_override(world: World) -> None:
+async def test_a_version_the_gate_rejected_needs_an_override(world: World, tmp_path: Path) -> None:
     await world.approve(1)
-    world.service.gate_rejection = lambda model, version: "accuracy 0.41 below 0.80" if version == 3 else None  # type: ignore[attr-defined]
-    ops = OpsServicer(world.service, audit=FakeAudit())
+    store = ArtifactStore(str(tmp_path))
+    rejected = {"decision": "rejected", "reasons": [{"rule": "min_accuracy", "message": "accuracy 0.41 < 0.80"}]}
+    store.write_json(f"{evaluation_path(MODEL, 3)}/decision.json", rejected)
+    store.write_json(f"{evaluation_path(MODEL, 2)}/decision.json", {"decision": "approved", "reasons": []})
+    audit = FakeAudit()
+    ops = OpsServicer(world.service, audit=audit, gates=GateDecisions(store))
     code, message = await _status(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL, version=3))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "rejected by the evaluation gate (accuracy 0.41 below 0.80)" in message and "--override-reason" in message
+    assert "rejected by the evaluation gate (min_accuracy: accuracy 0.41 < 0.80)" in message
+    assert "--override-reason" in message and audit.events == []
+
+    admin = FakeContext(_certificate_of("ada", "admin"))
+    request = ops_pb2.PromoteRequest(model=MODEL, version=3, override_reason="known regression, hotfix")
+    assert (await _call(ops, "Promote", request, admin)).status.champion_version == 3
+    assert audit.events[0].details == {"gate_rejection": "min_accuracy: accuracy 0.41 < 0.80"}
+    promoted = await _call(ops, "Promote", ops_pb2.PromoteRequest(model=MODEL, version=2))  # approved: no override
+    assert promoted.status.champion_version == 2
 
 
 async def test_operators_promote_and_roll_back_through_the_ops_api(world: World) -> None:

@@ -26,8 +26,9 @@ from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
 from llmops_config.tls import PeerCertificate, add_server_port, peer_certificate
 from llmops_deployment.errors import DeploymentError, ErrorCode, FailedPrecondition, InvalidRequest, NotFound
-from llmops_models import shown
+from llmops_models import evaluation_path, shown
 from llmops_serving import ModelDeployment
+from llmops_storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +110,56 @@ class Operations(Protocol):
 
 
 class GateRecord(Protocol):
-    """Optional on the service: why the evaluation gate rejected a version (None: it did not)."""
+    """Why the evaluation gate rejected a version (None: it did not, or never judged it)."""
 
-    def gate_rejection(self, model_name: str, version: int) -> str | None: ...
+    def rejection(self, model_name: str, version: int) -> str | None: ...
+
+
+class GateDecisions:
+    """The gate's last decision on a version, as the evaluation service recorded it beside the
+    model (``evaluations/<model>/<version>/decision.json`` in the artifact store; a re-evaluation
+    replaces it). A record that cannot be read counts as a rejection: the override path, audited,
+    stays open, a silent promotion does not."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+
+    def rejection(self, model_name: str, version: int) -> str | None:
+        try:
+            path = f"{evaluation_path(model_name, version)}/decision.json"
+        except ValueError:
+            return None  # not a valid name: the service refuses the request itself
+        try:
+            if not self._store.exists(path):
+                return None
+            record = self._store.read_json(path)
+        except (OSError, ValueError) as error:
+            return f"its evaluation record could not be read ({type(error).__name__})"
+        if not isinstance(record, dict) or record.get("decision") != "rejected":
+            return None
+        reasons = [
+            f"{reason.get('rule', '?')}: {reason.get('message', '')}"
+            for reason in record.get("reasons") or []
+            if isinstance(reason, dict)
+        ]
+        return ("; ".join(reasons) or "rejected")[:MAX_REASON_CHARS]
 
 
 class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
     """``authenticated=False`` (plaintext, ``LLMOPS_TLS_INSECURE``): no caller has an identity, so
     only ``GetStatus`` is served."""
 
-    def __init__(self, service: Operations, *, audit: AuditSink | None = None, authenticated: bool = True) -> None:
+    def __init__(
+        self,
+        service: Operations,
+        *,
+        audit: AuditSink | None = None,
+        gates: GateRecord | None = None,
+        authenticated: bool = True,
+    ) -> None:
         self._service = service
         self._audit = audit
+        self._gates = gates
         self._authenticated = authenticated
 
     def _operator(self, context: grpc.aio.ServicerContext[Any, Any], needs: Role) -> Operator | None:
@@ -170,7 +209,7 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
             operator = self._operator(context, Role.ADMIN if override else Role.OPERATOR)
             assert operator is not None
             model, version = _target(request)
-            rejection = self._gate_rejection(model, version)
+            rejection = await self._gate_rejection(model, version)
             if rejection is not None and not override:
                 raise FailedPrecondition(
                     f"{model} v{version} was rejected by the evaluation gate ({rejection}); promote it only as an"
@@ -195,15 +234,11 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
 
         return await _answer(context, serve)
 
-    def _gate_rejection(self, model: str, version: int) -> str | None:
-        record = getattr(self._service, "gate_rejection", None)
-        if record is None or version == 0:
-            # TODO(#17): the deployment service does not yet keep the gate's rejections (it ignores
-            # rejected evaluations); until it offers gate_rejection(model, version), no version is
-            # known as rejected and an override is only recorded when an admin asks for one.
+    async def _gate_rejection(self, model: str, version: int) -> str | None:
+        # Version 0 is the canary, which the gate approved (only approved versions are deployed).
+        if self._gates is None or version == 0:
             return None
-        result: str | None = record(model, version)
-        return result
+        return await asyncio.to_thread(self._gates.rejection, model, version)
 
     async def _record_override(
         self, operator: Operator, model: str, version: int, reason: str, rejection: str | None
@@ -266,10 +301,12 @@ async def start_ops_server(
     audit: AuditSink | None = None,
 ) -> grpc.aio.Server:
     """Serve the ops API on ``host:port`` over mutual TLS (files from ``platform.tls``), or in
-    plaintext with a warning when ``LLMOPS_TLS_INSECURE`` is set. ``audit`` receives overrides."""
+    plaintext with a warning when ``LLMOPS_TLS_INSECURE`` is set. ``audit`` receives overrides;
+    the gate's decisions are read from the platform's artifact store."""
     platform = platform or PlatformSettings()
     server = grpc.aio.server()
-    servicer = OpsServicer(service, audit=audit, authenticated=not platform.tls.insecure)
+    gates = GateDecisions(ArtifactStore(platform.resolved_artifact_store_uri))
+    servicer = OpsServicer(service, audit=audit, gates=gates, authenticated=not platform.tls.insecure)
     ops_pb2_grpc.add_OpsServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
