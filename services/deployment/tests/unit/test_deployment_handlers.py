@@ -559,7 +559,9 @@ async def test_an_override_needs_an_admin_and_is_audited(world: World) -> None:
     request = ops_pb2.PromoteRequest(model=MODEL, version=3, override_reason="hotfix approved by the risk board")
     code, message = await _status(ops, "Promote", request)  # ann is an operator, not an admin
     assert code == grpc.StatusCode.PERMISSION_DENIED and message.endswith("this needs admin")
-    assert audit.events == []
+    [denied] = audit.events
+    assert (denied.action, denied.principal, denied.details["denial"]) == ("key_denied", "operator:ann", "role")
+    audit.events.clear()
     promoted = await _call(ops, "Promote", request, FakeContext(_certificate_of("ada", "admin")))
     assert promoted.status.champion_version == 3
     [override] = audit.events

@@ -162,7 +162,7 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
         self._gates = gates
         self._authenticated = authenticated
 
-    def _operator(self, context: grpc.aio.ServicerContext[Any, Any], needs: Role) -> Operator | None:
+    async def _operator(self, context: grpc.aio.ServicerContext[Any, Any], needs: Role, method: str) -> Operator | None:
         """The verified caller, if it holds ``needs``; raises ``Denied`` otherwise. None only for
         ``GetStatus`` on a plaintext server (nobody can be verified there)."""
         operator = operator_of(peer_certificate(context.auth_context())) if self._authenticated else None
@@ -175,11 +175,30 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
                 " (LLMOPS_TLS_CLIENT_CERT_FILE; `make up` makes one under var/tls)",
             )
         if operator.role < needs:
-            raise Denied(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{operator.principal} has the role {operator.role.name.lower()}; this needs {needs.name.lower()}",
-            )
+            message = f"{operator.principal} has the role {operator.role.name.lower()}; this needs {needs.name.lower()}"
+            await self._record_denial(operator, message, method)
+            raise Denied(grpc.StatusCode.PERMISSION_DENIED, message)
         return operator
+
+    async def _record_denial(self, operator: Operator, message: str, method: str) -> None:
+        """A verified operator refused for its role: on the audit topic as ``key_denied`` (a
+        credential used beyond its grant). Best effort: the refusal stands if the broker fails."""
+        if self._audit is None:
+            return
+        from llmops_events.v1 import AuditAction, publish_audit
+
+        try:
+            await publish_audit(
+                self._audit,
+                AuditAction.KEY_DENIED,
+                operator.principal,
+                reason=message,
+                details={"denial": "role", "method": method, "role": operator.role.name.lower()},
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning("denied operator call not audited: %s", type(error).__name__)
 
     def _status(self, state: ModelDeployment) -> ops_pb2.ModelStatus:
         return ops_pb2.ModelStatus(
@@ -193,7 +212,7 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
 
     async def GetStatus(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def serve() -> Any:
-            self._operator(context, Role.VIEWER)
+            await self._operator(context, Role.VIEWER, "GetStatus")
             models = self._service.models()
             if request.model:
                 models = [m for m in models if m.model_name == request.model]
@@ -206,7 +225,7 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
     async def Promote(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def serve() -> Any:
             override = _bounded(request.override_reason, "override_reason").strip()
-            operator = self._operator(context, Role.ADMIN if override else Role.OPERATOR)
+            operator = await self._operator(context, Role.ADMIN if override else Role.OPERATOR, "Promote")
             assert operator is not None
             model, version = _target(request)
             rejection = await self._gate_rejection(model, version)
@@ -226,7 +245,7 @@ class OpsServicer(ops_pb2_grpc.OpsServiceServicer):
 
     async def Rollback(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async def serve() -> Any:
-            operator = self._operator(context, Role.OPERATOR)
+            operator = await self._operator(context, Role.OPERATOR, "Rollback")
             assert operator is not None
             reason = _bounded(request.reason, "reason")
             state = await self._service.rollback(*_target(request), reason=reason, by=operator.principal)
