@@ -5,6 +5,7 @@ every position is still redacted)."""
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -224,3 +225,45 @@ def test_the_real_redactor_catches_a_full_width_email_split_across_chunks(redact
         assert counts["email"] == 1
     counts = Counter[str]()
     assert redact_text(redactor, "mail j\u200bane@example.com", counts) == "mail <EMAIL>"
+
+
+def test_plain_prose_waits_only_for_its_last_word() -> None:
+    redactor = StreamRedactor(EmailFinder(), lookbehind_chars=64)
+    assert redactor.feed("your card is on ") == "your card is on "
+    assert redactor.feed("its way, it sho") == "its way, it "
+    assert redactor.feed("uld arrive soon.") + redactor.flush() == "should arrive soon."
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "secret"),
+    [
+        ("Hello, my name is John Smith and I will help you today.", "person", "Smith"),
+        ("Call our team on +44 20 7946 0958 from Monday to Friday.", "phone", "7946"),
+        ("Transfer it to DE89 3704 0044 0532 0130 00 before noon please.", "iban", "0532"),
+    ],
+)
+def test_spans_with_spaces_are_caught_wherever_the_stream_splits_them(
+    redactor: Redactor, answer: str, kind: str, secret: str
+) -> None:
+    whole = redact_text(redactor, answer, Counter())
+    assert secret not in whole, "the redactor itself finds it"
+    for cut in range(1, len(answer)):
+        sent, counts = _streamed(redactor, [answer[:cut], answer[cut:]], lookbehind=64)
+        assert sent == whole, cut
+        assert counts[kind] == 1
+    pieces = [answer[i : i + 3] for i in range(0, len(answer), 3)]  # token by token
+    assert _streamed(redactor, pieces, lookbehind=64)[0] == whole
+
+
+def test_random_chunkings_of_a_mixed_answer_send_what_redacting_it_whole_gives(redactor: Redactor) -> None:
+    answer = (
+        "Sure! This is Dr Anna Berg from support. Write to anna.berg@example.org or call +1 415 555 0100; "
+        "your server at 10.0.0.12 looks fine, and the card 4111 1111 1111 1111 is blocked. Regards, Tom Lee"
+    )
+    whole = redact_text(redactor, answer, Counter())
+    assert all(secret not in whole for secret in ("Berg", "anna.berg", "0100", "10.0.0.12", "4111", "Lee"))
+    chunkings = random.Random(17)
+    for _ in range(40):
+        cuts = sorted(chunkings.sample(range(1, len(answer)), chunkings.randint(1, 40)))
+        pieces = [answer[start:end] for start, end in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
+        assert _streamed(redactor, pieces, lookbehind=64)[0] == whole, cuts

@@ -12,9 +12,9 @@ The policy is a YAML file (``deploy/policies/guardrails.yaml``, ``LLMOPS_GATEWAY
   with the platform's PII redactor before they leave the gateway. A stream is redacted through
   :class:`StreamRedactor`, which holds back the last ``lookbehind_chars`` characters so a PII span
   split across chunks is still found whole. Limits: a span longer than ``lookbehind_chars`` (an
-  e-mail address of more than 64 characters by default) may be cut in two and missed; and the
-  first text of a redacted stream reaches the client ``lookbehind_chars`` characters later (about
-  15 tokens), which is why redaction is chosen per tenant.
+  e-mail address of more than 64 characters by default) may be cut in two and missed; and text
+  near a digit, an ``@`` or a name introduction reaches the client up to ``lookbehind_chars``
+  characters (about 15 tokens) later; elsewhere only the trailing partial word waits.
 """
 
 from __future__ import annotations
@@ -144,6 +144,18 @@ def check_prompt(policy: GuardrailsPolicy, texts: Sequence[str]) -> None:
         raise Refused(f"prompt_injection.{code}", "the request looks like a prompt injection and was not served")
 
 
+_RISKY = re.compile(r"[\d@]")
+"""Characters every PII span that may hold whitespace has (phone, card, IBAN), or an e-mail's."""
+_NAME_INTRO = re.compile(
+    r"\b(?:[Mm]y|[Tt]his|[Nn]ame|[Ss]igned|[Rr]egards|[Ss]incerely|Mr|Mrs|Ms|Miss|Dr|Prof|Herr|Frau|Mme|M)\b"
+)
+"""The first word of each introduction after which ``llmops_privacy`` reads capitalised words as a
+person's name ("my name is", "this is", "Mr", ...; kept in step with its ``_NAME_PATTERN``). The
+first word, not the whole phrase: the redactor must see the introduction and the name in one
+text, so neither may be sent before the other has arrived. A wider match only holds text longer."""
+_INTRO_CHARS = 16
+
+
 class SpanFinder(Protocol):
     """``llmops_privacy.Redactor`` is one: PII spans of ``normalize_text(text)``, non-overlapping,
     in order (each with ``kind.placeholder``, ``start`` and ``end``)."""
@@ -183,18 +195,43 @@ class StreamRedactor:
         self._pending = ""
         self.counts: Counter[str] = Counter()
 
+    def _cut(self) -> int:
+        """Where the text that may be sent now ends. Always safe: all but the last
+        ``lookbehind_chars``. Earlier is fine when nothing near the end can still become a PII span
+        that crosses a word boundary: then only the trailing partial word is held. Spans without
+        whitespace (e-mail, IP address) cannot cross one; those with whitespace need a digit (phone,
+        card, IBAN) or follow a name introduction ("my name is", "Mr", ...), so the last word
+        boundary is used only when the ``lookbehind_chars`` before it (and the introduction's
+        length) hold neither."""
+        pending = self._pending
+        hard = len(pending) - self._lookbehind
+        boundary = max(pending.rfind(" "), pending.rfind("\n"), pending.rfind("\t")) + 1
+        if boundary <= max(hard, 0):
+            return hard
+        window = pending[max(0, boundary - self._lookbehind - _INTRO_CHARS) :]
+        if _RISKY.search(window) or _NAME_INTRO.search(window):
+            return hard
+        return boundary
+
     def feed(self, text: str) -> str:
         # A combining mark may compose with the previous piece's last character: the held text and
         # the new piece are normalised together.
         self._pending = normalize_text(self._pending + text)
-        cut = len(self._pending) - self._lookbehind
+        cut = self._cut()
         if cut <= 0:
             return ""
         spans = self._finder.find(self._pending)
-        for span in spans:
-            if span.start < cut < span.end:
-                cut = span.start
-                break
+        # A span not sent yet keeps what precedes it too: a name is only found after its
+        # introduction ("This is Dr Anna Berg"), so sending the introduction alone would let the
+        # name out unrecognised next time. Moving the cut back may hold more spans: until stable.
+        moved = True
+        while moved:
+            moved = False
+            for span in spans:
+                if span.end > cut:
+                    start = max(0, span.start - (_INTRO_CHARS if _kind_name(span.kind) == "person" else 0))
+                    if start < cut:
+                        cut, moved = start, True
         if cut <= 0:
             return ""
         before = [span for span in spans if span.end <= cut]
