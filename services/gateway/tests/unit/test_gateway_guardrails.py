@@ -5,6 +5,7 @@ every position is still redacted)."""
 
 from __future__ import annotations
 
+import csv
 import random
 import re
 from collections import Counter
@@ -267,3 +268,16 @@ def test_random_chunkings_of_a_mixed_answer_send_what_redacting_it_whole_gives(r
         cuts = sorted(chunkings.sample(range(1, len(answer)), chunkings.randint(1, 40)))
         pieces = [answer[start:end] for start, end in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
         assert _streamed(redactor, pieces, lookbehind=64)[0] == whole, cuts
+
+
+def test_real_customer_messages_are_not_refused(shared_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """BANKING77's 13,083 customer messages (train and test): benign traffic the patterns were not written on."""
+    texts = [
+        row["text"]
+        for name in ("train.csv", "test.csv")
+        for row in csv.DictReader((shared_data_dir / "banking77" / name).open())
+    ]
+    refused = [text for text in texts if injection_code(POLICY, [text])]
+    with capsys.disabled():
+        print(f"\nguardrails: {len(refused)} of {len(texts)} BANKING77 messages refused: {refused[:5]}")
+    assert len(refused) <= len(texts) // 1000
