@@ -26,7 +26,7 @@ from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
 from llmops_config.tls import PeerCertificate, add_server_port, peer_certificate
 from llmops_deployment.errors import DeploymentError, ErrorCode, FailedPrecondition, InvalidRequest, NotFound
-from llmops_models import evaluation_path, shown
+from llmops_models import NAME_PATTERN, evaluation_path, is_valid_name, shown
 from llmops_serving import ModelDeployment
 from llmops_storage import ArtifactStore
 
@@ -300,6 +300,8 @@ async def _answer(context: grpc.aio.ServicerContext[Any, Any], serve: Callable[[
 def _target(request: Any) -> tuple[str, int]:
     if not request.model:
         raise InvalidRequest("model is required")
+    if not is_valid_name(request.model):  # checked here too: an override is audited before the service sees it
+        raise InvalidRequest(f"model name {shown(request.model)} must match {NAME_PATTERN.pattern}")
     if request.version < 0:
         raise InvalidRequest("version must be positive (or 0 for the default)")
     return request.model, request.version
