@@ -49,6 +49,9 @@ def _store(tmp_path: Path) -> ArtifactStore:
             "text": ["a", "b"],
             "label": ["x", "y"],
             "split": ["train", "validation"],
+            "source_topic": ["llmops.records.raw.v1", "llmops.records.raw.v1"],
+            "source_partition": [0, 0],
+            "source_offset": [10, 11],
         }
     )
     publish_snapshot(
@@ -147,11 +150,12 @@ def test_lineage_of_the_serving_version(tmp_path: Path) -> None:
     assert lineage.training.request_id == "req-2" and lineage.training.hyperparameters["seed"] == 42
     assert lineage.dataset is not None and lineage.dataset.content_hash_matches is True
     assert [(r.partition, r.start, r.end) for r in lineage.dataset.offset_ranges] == [(0, 10, 12), (3, 4, 5)]
+    assert lineage.dataset.rows_per_range == [2, 0]
     assert lineage.evaluation is not None and lineage.evaluation.decision == "approved"
     assert [step.event for step in lineage.deployments] == ["canary_started", "audit:canary_verdict", "promoted"]
     assert not lineage.trained_on_erased_data
     text = render(lineage)
-    assert "llmops.records.raw.v1 partition 0 offsets 10..11" in text
+    assert "llmops.records.raw.v1 partition 0 offsets 10..11 (2 messages, 2 rows of the snapshot)" in text
     assert "llmops.records.raw.v1 partition 3 offsets 4..4" in text
     assert "canary verdict           promote" in text
 

@@ -11,6 +11,11 @@ is the last user turn, ``label`` the reference answer, ``messages_json`` every t
 of ``{"role", "content"}``, ``output_format_json`` the declared answer format or ``""``). The two
 are never mixed in one snapshot.
 
+A snapshot cut from the bus also says where each row was read: ``source_topic``,
+``source_partition`` and ``source_offset`` (``POSITION_COLUMNS``; the manifest's ``lineage`` has the
+ranges per partition). They are not part of the content hash: the same records read again from
+other offsets make the same dataset.
+
 An ``instructions`` snapshot may also hold **preference pairs** (from feedback on generations):
 one Parquet file per split, ``preferences-<split>.parquet``, listed in the manifest under
 ``preference_files`` (split → file name) with ``preference_counts`` (split → pairs); both absent
@@ -57,6 +62,9 @@ INSTRUCTIONS = "instructions"
 CONTENTS = (RECORDS, INSTRUCTIONS)
 INSTRUCTION_COLUMNS = ("messages_json", "output_format_json")
 """The columns an ``instructions`` snapshot has beyond those of ``records``."""
+
+POSITION_COLUMNS = ("source_topic", "source_partition", "source_offset")
+"""Where a row's record was read from the bus (snapshots cut by ingestion)."""
 
 PREFERENCE_COLUMNS = ("pair_id", "messages_json", "chosen", "rejected", "source", "split")
 """The columns of a preference file, in this order."""
@@ -237,6 +245,24 @@ class SnapshotReader:
             frames.append(part[["record_id", "tenant"]].astype(str))
         if not frames:
             return pd.DataFrame({"record_id": pd.Series([], dtype=str), "tenant": pd.Series([], dtype=str)})
+        return pd.concat(frames, ignore_index=True)
+
+    def positions(self, dataset_id: str) -> pd.DataFrame:
+        """``record_id`` and ``POSITION_COLUMNS`` of every row (empty when the snapshot was not cut
+        from the bus). ``ArtifactMissing`` when it does not exist."""
+        if not self.is_complete(dataset_id):
+            raise ArtifactMissing(f"snapshot {dataset_id!r} does not exist or was never completely written")
+        path = dataset_path(dataset_id)
+        wanted = ["record_id", *POSITION_COLUMNS]
+        frames = []
+        for name in self.store.list(path):
+            if not name.endswith(".parquet") or name.startswith(_PREFERENCE_FILE_PREFIX):
+                continue
+            data = self.store.read_bytes(posixpath.join(path, name))
+            if set(wanted) <= set(pq.read_schema(io.BytesIO(data)).names):
+                frames.append(pd.read_parquet(io.BytesIO(data), columns=wanted))
+        if not frames:
+            return pd.DataFrame({column: pd.Series([], dtype=object) for column in wanted})
         return pd.concat(frames, ignore_index=True)
 
     def latest_dataset_id(self, content: str = RECORDS) -> str | None:

@@ -66,6 +66,9 @@ class DatasetLineage(BaseModel):
     offset_ranges: list[OffsetRange] = Field(default_factory=list)
     """The records it holds: ``[start, end)`` offsets per topic partition (empty for a snapshot that
     was written from a file, not cut from the bus)."""
+    rows_per_range: list[int] = Field(default_factory=list)
+    """How many of its rows were read inside each of ``offset_ranges`` (from the rows' own
+    ``source_*`` columns; a range also spans messages that were refused, duplicates or not labelled)."""
 
 
 class TrainingLineage(BaseModel):
@@ -317,6 +320,18 @@ def _dataset(store: ArtifactStore, dataset_id: str, trained_hash: str | None, no
     if not ranges:
         notes.append(f"snapshot {dataset_id} has no offset ranges: it was written from a file, not cut from the bus")
     content_hash = manifest.get("content_hash")
+    positions = reader.positions(dataset_id)
+    rows_per_range = [
+        int(
+            (
+                (positions["source_topic"] == entry.topic)
+                & (positions["source_partition"] == entry.partition)
+                & (positions["source_offset"] >= entry.start)
+                & (positions["source_offset"] < entry.end)
+            ).sum()
+        )
+        for entry in ranges
+    ]
     return DatasetLineage(
         dataset_id=dataset_id,
         uri=store.uri(f"datasets/{dataset_id}"),
@@ -329,6 +344,7 @@ def _dataset(store: ArtifactStore, dataset_id: str, trained_hash: str | None, no
         split_counts=dict(manifest.get("split_counts") or {}),
         feature_view=manifest.get("feature_view"),
         offset_ranges=ranges,
+        rows_per_range=rows_per_range if len(positions) else [],
     )
 
 
@@ -515,9 +531,11 @@ def render(lineage: VersionLineage) -> str:
         row("content hash", dataset.content_hash)
         if dataset.content_hash_matches is not None:
             row("hash at training", "matches" if dataset.content_hash_matches else "DIFFERS: the snapshot changed")
-        for entry in dataset.offset_ranges:
-            span = f"offsets {entry.start}..{entry.end - 1} ({entry.end - entry.start} messages)"
-            row("records from", f"{entry.topic} partition {entry.partition} {span}")
+        for index, entry in enumerate(dataset.offset_ranges):
+            span = f"offsets {entry.start}..{entry.end - 1} ({entry.end - entry.start} messages"
+            if index < len(dataset.rows_per_range):
+                span += f", {dataset.rows_per_range[index]} rows of the snapshot"
+            row("records from", f"{entry.topic} partition {entry.partition} {span})")
     if lineage.evaluation is not None:
         evaluation = lineage.evaluation
         lines.append(f"evaluation ({evaluation.source})")

@@ -114,7 +114,7 @@ from llmops_messaging import Delivery, Origin, ProcessedEvents, Rejected
 from llmops_models import ModelRegistry
 from llmops_models.erasures import ErasureRecord, snapshots_holding, versions_trained_on, write_erasure
 from llmops_models.layout import erasure_path
-from llmops_models.snapshots import PREFERENCE_COLUMNS, SnapshotReader
+from llmops_models.snapshots import POSITION_COLUMNS, PREFERENCE_COLUMNS, SnapshotReader
 from llmops_privacy.redaction import PiiKind, RedactionResult
 from llmops_storage import ArtifactStore
 
@@ -854,6 +854,16 @@ class IngestionService:
                 frame = pd.DataFrame({column: pd.Series([], dtype=object) for column in content_columns(content)})
             ratios = self._config.split_ratios
             frame["split"] = [split_of(record_id, ratios).value for record_id in frame[ENTITY]]
+            # Where each row was read: lineage down to the message (the manifest has the ranges).
+            read_at = {member.record_id: member.position for member in members}
+            source_topic, source_partition, source_offset = POSITION_COLUMNS
+            frame[source_topic] = pd.Series([read_at[r].topic for r in frame[ENTITY]], index=frame.index, dtype=object)
+            frame[source_partition] = pd.Series(
+                [read_at[r].partition for r in frame[ENTITY]], index=frame.index, dtype="int64"
+            )
+            frame[source_offset] = pd.Series(
+                [read_at[r].offset for r in frame[ENTITY]], index=frame.index, dtype="int64"
+            )
             rows = frame[list(content_columns(content))].to_dict("records")
             pair_rows = [
                 {
