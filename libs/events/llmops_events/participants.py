@@ -53,7 +53,8 @@ class Participant:
     dead_letters: bool = False
     """It sends what it cannot handle to the DLQ topic."""
     replays_dead_letters: bool = False
-    """It reads the DLQ and re-sends entries to their original topics (any topic)."""
+    """It reads the DLQ and re-sends entries to their original topics (those it may write: the
+    Kafka ACLs of ``llmops_stack.acls`` let the operator re-send raw records, not other services' events)."""
 
 
 PARTICIPANTS: tuple[Participant, ...] = (
@@ -126,8 +127,6 @@ def topics_written(participant: Participant) -> frozenset[str]:
     written = {_topic_of(event_type) for event_type in participant.sends}
     if participant.dead_letters:
         written.add(topics.RECORDS_DLQ)
-    if participant.replays_dead_letters:
-        written.update(spec.name for spec in topics.TOPICS)
     return frozenset(written)
 
 
