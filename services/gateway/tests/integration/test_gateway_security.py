@@ -138,7 +138,7 @@ async def _audited(settings: PlatformSettings, principal: str, *, timeout: float
             while True:
                 for records in (await consumer.getmany(timeout_ms=300)).values():
                     for record in records:
-                        envelope = decode(KafkaRecord.from_aiokafka(record))
+                        envelope = decode(KafkaRecord(record.key, record.value or b"", tuple(record.headers or ())))
                         if isinstance(envelope.data, AuditRecorded) and envelope.data.principal == principal:
                             return envelope.data
     finally:
