@@ -9,6 +9,7 @@ LLMOPS     := $(VENV)/bin/llmops
 PYTEST     := $(VENV)/bin/pytest
 BUF        := build/go/bin/buf
 ASYNCAPI   := build/node/node_modules/.bin/asyncapi
+PROMTOOL   := build/go/bin/promtool
 export UV_PYTHON ?= 3.11
 
 ##@ Stack
@@ -24,8 +25,8 @@ down: ## Stop what `make up` started (by pid file); data under var/ is kept
 status: ## One line per component: healthy or not, and why; non-zero exit if any is down
 	@$(LLMOPS) stack status
 
-logs: ## Follow the logs of every component started by `make up`
-	@$(LLMOPS) stack logs
+logs: ## Follow the logs of every component started by `make up`, or of one: SERVICE=name (gateway, kafka, triton, jaeger, ...)
+	@$(LLMOPS) stack logs $(if $(SERVICE),--service $(SERVICE))
 
 ui: ## Evidently's UI on the reports (a project per model: windows, evaluations, drift and quality over time) and the platform page (who is live, the retraining chain); prints both URLs
 	@$(LLMOPS) ui
@@ -88,7 +89,7 @@ bench-setup: ## Install the generation benchmark's llama.cpp reference (llama-cp
 	@uv venv --quiet --allow-existing --python 3.11 var/bench/llama-cpp
 	@uv pip install --quiet --python var/bench/llama-cpp/bin/python "llama-cpp-python==0.3.36"
 
-lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf); check contracts/ against the models and validate its AsyncAPI document
+lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf); check contracts/ against the models and validate its AsyncAPI document; check and unit-test the alert rules (promtool)
 	@$(VENV)/bin/ruff check libs services tools tests bench conftest.py
 	@$(VENV)/bin/mypy libs services/*/src tools bench
 	@test -x $(BUF) || { echo "$(BUF) is missing: make setup installs it (needs Go)"; exit 1; }
@@ -97,9 +98,13 @@ lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for 
 	@$(LLMOPS) generate --check
 	@test -x $(ASYNCAPI) || { echo "$(ASYNCAPI) is missing: make setup installs @asyncapi/cli (needs npm)"; exit 1; }
 	@ASYNCAPI_METRICS=false $(ASYNCAPI) validate contracts/asyncapi.yaml --fail-severity=warn
+	@test -x $(PROMTOOL) || { echo "$(PROMTOOL) is missing: make setup installs it (needs Go)"; exit 1; }
+	@$(PROMTOOL) check config deploy/prometheus/prometheus.yml
+	@$(PROMTOOL) test rules deploy/prometheus/alerts_test.yaml
 
-generate: ## Regenerate protobuf stubs (gen/) and the published contracts (contracts/: JSON Schemas, AsyncAPI, protos)
+generate: ## Regenerate protobuf stubs (gen/), the published contracts (contracts/: JSON Schemas, AsyncAPI, protos) and the Grafana dashboard (deploy/grafana/llmops.json)
 	@$(LLMOPS) generate
+	@$(LLMOPS) dashboard
 
 clean: down ## Remove environments, build outputs and generated code (keeps var/)
 	rm -rf $(VENV) .venv-triton build gen
@@ -108,5 +113,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
 	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+	@printf '\nRunbooks: docs/runbooks/ (one page per alert and incident: what it means, how to look, what to do).\n'
+	@printf 'Traces: Jaeger at http://127.0.0.1:16686 while `make up` runs (when make setup could build it).\n'
 
 .PHONY: setup up down status logs ui demo snapshot retrain evaluate promote rollback drift-report dlq-replay test test-unit bench bench-setup lint generate clean help

@@ -38,18 +38,21 @@ step 5 "Triton backend folder (build/triton/backends/python)"
 step 6 "generated code: protobuf/gRPC stubs (gen/python) and the published contracts (contracts/)"
 .venv/bin/llmops generate
 
-step 7 "Go tools (build/go/bin): buf for make lint; optional grpcurl and ghz for the gateway's tests and bench, protoc-gen-go(-grpc) for the Go examples"
+step 7 "Go tools (build/go/bin): buf and promtool for make lint; optional grpcurl and ghz for the gateway's tests and bench, protoc-gen-go(-grpc) for the Go examples, jaeger (the local trace backend)"
 BUF_VERSION="v1.75.0"
 GRPCURL_VERSION="v1.9.4"
 GHZ_VERSION="v0.93.0"
 PROTOC_GEN_GO_VERSION="v1.36.12"
 PROTOC_GEN_GO_GRPC_VERSION="v1.6.2"
+PROMTOOL_VERSION="v0.316.0"
+JAEGER_VERSION="v1.76.0"
 if ! command -v go >/dev/null; then
-  echo "skipped: go is not installed (make lint needs buf and will say so; the grpcurl test skips;" \
-       "the gateway bench uses its own asyncio client)"
+  echo "skipped: go is not installed (make lint needs buf and promtool and will say so; the grpcurl test skips;" \
+       "the gateway bench uses its own asyncio client; make up runs without Jaeger and the trace test skips)"
 else
-  # name, module, required: buf is needed by `make lint`; the others are optional.
+  # name, module, required: buf and promtool are needed by `make lint`; the others are optional.
   for tool in "buf github.com/bufbuild/buf/cmd/buf@$BUF_VERSION required" \
+              "promtool github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION required" \
               "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION optional" \
               "ghz github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION optional" \
               "protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION optional" \
@@ -66,6 +69,19 @@ else
       echo "warning: could not install $name (optional; its test skips)" >&2
     fi
   done
+  # Jaeger, the local trace backend (optional: `make up` starts it when it is here and runs without
+  # it otherwise; its test skips). `go install module@version` refuses it (its go.mod has a replace
+  # directive), so it is built inside its module, fetched from the Go module proxy. A large build.
+  module="github.com/jaegertracing/jaeger@$JAEGER_VERSION"
+  stamp="build/go/.jaeger.version"
+  if [ -x build/go/bin/jaeger ] && [ "$(cat "$stamp" 2>/dev/null)" = "$module" ]; then
+    echo "jaeger: up to date ($JAEGER_VERSION)"
+  elif dir=$(go mod download -json "$module" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') && [ -n "$dir" ] &&
+       (out="$PWD/build/go/bin/jaeger" && cd "$dir" && GOFLAGS=-mod=mod go build -trimpath -o "$out" ./cmd/jaeger); then
+    echo "$module" > "$stamp"; echo "jaeger: built $JAEGER_VERSION"
+  else
+    echo "warning: could not build jaeger (optional: make up runs without traces; the trace test skips)" >&2
+  fi
 fi
 
 step 8 "Node tools (build/node): the AsyncAPI CLI for make lint (tools/node/package-lock.json)"
