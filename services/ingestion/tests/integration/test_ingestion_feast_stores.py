@@ -7,6 +7,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from llmops_features import FEATURE_VIEW
@@ -131,3 +132,29 @@ def test_a_part_with_other_columns_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected"):
         parts.append(pa.table({"record_id": ["a"], "text": ["b"]}))
     assert len(parts.parts()) == 1  # nothing written
+
+
+def test_erasure_removes_every_copy_online_and_offline(tmp_path: Path, redactor: Redactor) -> None:
+    """An erased record leaves no row in any Parquet part (merged tiers and parts that repeat it
+    included) nor online, and Feast's own reads no longer find it (issue 17, item 7)."""
+    store = FeastCuratedStore(tmp_path / "feast")
+    store.open()
+    parts = PartDirectory(store.offline_path)
+    rows = _rows(redactor)
+    for push in range(FANOUT + 2):  # copies of each row in a merged part and in tier-0 parts
+        store.push([rows[push % len(rows)]])
+    assert parts.parts(1), "the test needs a merged part"
+    doomed, kept = str(rows[1]["record_id"]), [str(rows[0]["record_id"]), str(rows[2]["record_id"])]
+    removed = store.erase([doomed])
+    assert removed == sum(1 for push in range(FANOUT + 2) if push % len(rows) == 1)
+    offline = pd.concat([pd.read_parquet(part) for part in parts.parts()], ignore_index=True)
+    assert doomed not in set(offline["record_id"]) and set(offline["record_id"]) == set(kept)
+    online = store.online([doomed, *kept])
+    assert online["text"] == [None, rows[0]["text"], rows[2]["text"]]
+    frame = store.historical([doomed, *kept], as_of=datetime.now(UTC))
+    assert frame.set_index("record_id")["text"].isna().to_dict() == {doomed: True, kept[0]: False, kept[1]: False}
+    # A whole tenant: every row of it, whatever its id, offline and (by the ids found there) online.
+    assert store.erase([], tenant="acme") == len(offline)
+    assert pd.concat([pd.read_parquet(part) for part in parts.parts()]).empty
+    assert store.online(kept)["text"] == [None, None]
+    store.close()

@@ -323,6 +323,7 @@ class PartDirectory:
         merge) runs meanwhile. Returns the ids of the rows removed (once per copy)."""
         wanted = pa.array(sorted(record_ids), type=pa.string())
         removed: list[str] = []
+        emptied: pa.Schema | None = None
         with self._locked(fcntl.LOCK_EX):
             for part in self.parts():
                 table = pq.read_table(part)
@@ -333,9 +334,18 @@ class PartDirectory:
                 if not pc.any(drop).as_py():
                     continue
                 removed += table.filter(drop)[entity].to_pylist()
+                kept = table.filter(pc.invert(drop))
+                if kept.num_rows == 0:
+                    # An empty part among full ones breaks Dask's divisions in Feast's
+                    # point-in-time join: it goes (the directory keeps one part, below).
+                    part.unlink()
+                    emptied = table.schema
+                    continue
                 staging = self.path / f".{part.name}.erase.tmp"
-                pq.write_table(table.filter(pc.invert(drop)), staging)
+                pq.write_table(kept, staging)
                 os.replace(staging, part)
+            if emptied is not None and not self.parts():
+                self._write(emptied.empty_table(), tier=0)  # Dask cannot read an empty directory
         return removed
 
     @contextmanager
