@@ -73,10 +73,12 @@ def test_a_missing_password_file_says_what_to_do(tmp_path: Path) -> None:
         kafka_client_options(_settings(tmp_path, security_protocol="SASL_PLAINTEXT"), service="gateway")
 
 
-def test_plain_over_an_unencrypted_listener_is_refused(tmp_path: Path) -> None:
+def test_plain_over_an_unencrypted_listener_is_refused_off_loopback(tmp_path: Path) -> None:
     settings = _settings(tmp_path, security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_password="x")
+    assert kafka_client_options(settings, service="gateway").sasl_mechanism == "PLAIN"  # 127.0.0.1: the embedded broker
+    remote = settings.model_copy(update={"kafka_bootstrap_servers": "kafka-0.example:9092,127.0.0.1:9092"})
     with pytest.raises(KafkaConfigurationError, match="SASL_SSL"):
-        kafka_client_options(settings, service="gateway")
+        kafka_client_options(remote, service="gateway")
 
 
 def test_clients_map_to_one_principal_per_service() -> None:

@@ -73,8 +73,8 @@ class KafkaSettings(BaseSettings):
     production cluster, ``PLAINTEXT`` only for a throw-away broker (the test session's)."""
 
     sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
-    """SASL mechanism: ``SCRAM-SHA-512``/``SCRAM-SHA-256`` (the embedded broker offers both) or ``PLAIN``
-    (only over ``SASL_SSL``: PLAIN sends the password itself)."""
+    """SASL mechanism: ``SCRAM-SHA-512``/``SCRAM-SHA-256`` or ``PLAIN`` (the embedded broker offers all
+    three; PLAIN sends the password itself, so only over ``SASL_SSL`` or to a loopback broker)."""
 
     sasl_username: str = ""
     """Principal to authenticate as; empty: the principal of the client's service (``SERVICE_PRINCIPALS``;
@@ -182,8 +182,10 @@ class KafkaClientOptions:
         connection = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id}
         return {**connection, **self.security(), **overrides}
 
-    def librdkafka(self) -> dict[str, str]:
-        """The same options as librdkafka properties (kcat's ``-X``, confluent-kafka)."""
+    def librdkafka(self, *, sasl_mechanism: SaslMechanism | None = None) -> dict[str, str]:
+        """The same options as librdkafka properties (kcat's ``-X``, confluent-kafka); ``sasl_mechanism``
+        overrides the configured one (librdkafka before 2.6.1, Debian's kcat, fails SCRAM against
+        Kafka 4: use ``PLAIN`` with it on the embedded broker's loopback listener)."""
         properties = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
@@ -191,7 +193,7 @@ class KafkaClientOptions:
         }
         if self.sasl_mechanism is not None:
             properties |= {
-                "sasl.mechanisms": self.sasl_mechanism,
+                "sasl.mechanisms": sasl_mechanism or self.sasl_mechanism,
                 "sasl.username": self.username or "",
                 "sasl.password": self.password or "",
             }
@@ -206,9 +208,9 @@ class KafkaClientOptions:
                 properties["ssl.endpoint.identification.algorithm"] = "none"
         return properties
 
-    def kcat(self) -> list[str]:
-        """kcat's connection arguments: ``-b <servers> -X key=value ...``."""
-        properties = self.librdkafka()
+    def kcat(self, *, sasl_mechanism: SaslMechanism | None = None) -> list[str]:
+        """kcat's connection arguments: ``-b <servers> -X key=value ...`` (see :meth:`librdkafka`)."""
+        properties = self.librdkafka(sasl_mechanism=sasl_mechanism)
         arguments = ["-b", properties.pop("bootstrap.servers")]
         for key, value in properties.items():
             arguments += ["-X", f"{key}={value}"]
@@ -235,9 +237,10 @@ def kafka_client_options(
     )
     if not kafka.sasl:
         return options
-    if kafka.sasl_mechanism == "PLAIN" and kafka.security_protocol != "SASL_SSL":
+    if kafka.sasl_mechanism == "PLAIN" and kafka.security_protocol != "SASL_SSL" and not _loopback(options):
         raise KafkaConfigurationError(
-            "LLMOPS_KAFKA_SASL_MECHANISM=PLAIN sends passwords in clear: use it with SASL_SSL, or use SCRAM"
+            "LLMOPS_KAFKA_SASL_MECHANISM=PLAIN sends passwords in clear: use it with SASL_SSL, or use SCRAM "
+            "(plain SASL_PLAINTEXT is only accepted for a broker on this machine's loopback)"
         )
     username = principal or kafka.sasl_username or principal_for(service)
     return replace(
@@ -246,6 +249,12 @@ def kafka_client_options(
         username=username,
         password=_password(settings, username, explicit=principal is None),
     )
+
+
+def _loopback(options: KafkaClientOptions) -> bool:
+    """Whether every bootstrap server is on the loopback interface (the embedded broker)."""
+    hosts = [server.strip().rpartition(":")[0].strip("[]") for server in options.bootstrap_servers.split(",")]
+    return all(host in ("127.0.0.1", "localhost", "::1") for host in hosts)
 
 
 def _password(settings: PlatformSettings, username: str, *, explicit: bool) -> str:

@@ -211,8 +211,11 @@ class KafkaBroker:
         }
 
     def _security_properties(self, broker: str, controller: str) -> dict[str, str]:
-        """SASL listeners and the authorizer: SCRAM for clients, PLAIN (the broker only) to the controller."""
-        password = self.credentials()[BROKER_PRINCIPAL]
+        """SASL listeners and the authorizer: SCRAM for clients (PLAIN too, on this loopback listener
+        only, for librdkafka < 2.6.1 whose SCRAM Kafka 4 rejects: Debian's kcat), PLAIN (the broker
+        only) to the controller."""
+        passwords = self.credentials()
+        password = passwords[BROKER_PRINCIPAL]
         scram_login = (
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{BROKER_PRINCIPAL}" password="{password}";'
@@ -221,15 +224,19 @@ class KafkaBroker:
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'username="{BROKER_PRINCIPAL}" password="{password}" user_{BROKER_PRINCIPAL}="{password}";'
         )
+        plain_users = " ".join(f'user_{principal}="{secret}"' for principal, secret in passwords.items())
         return {
             "listeners": f"CLIENT://{broker},CONTROLLER://{controller}",
             "advertised.listeners": f"CLIENT://{broker},CONTROLLER://{controller}",
             "inter.broker.listener.name": "CLIENT",
             "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
-            "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+            "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
             "listener.name.client.scram-sha-512.sasl.jaas.config": scram_login,
             "listener.name.client.scram-sha-256.sasl.jaas.config": scram_login,
+            "listener.name.client.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+            ),
             "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
             "sasl.mechanism.controller.protocol": "PLAIN",
             "listener.name.controller.plain.sasl.jaas.config": plain_login,
@@ -280,8 +287,6 @@ class KafkaBroker:
                 f"kafka: the embedded broker offers PLAINTEXT or SASL_PLAINTEXT, not {kafka.security_protocol} "
                 "(TLS is for an external cluster: point LLMOPS_KAFKA_BOOTSTRAP_SERVERS at it)"
             )
-        if self.secured and not kafka.sasl_mechanism.startswith("SCRAM-"):
-            raise StackError(f"kafka: the embedded broker authenticates with SCRAM, not {kafka.sasl_mechanism}")
         find_java()
         self.classpath()
         if not self.log4j_config.is_file():
@@ -338,7 +343,7 @@ class KafkaBroker:
         log = self.process.log_file
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as handle:
-            handle.write(f"\n===== llmops formatting {self.data_dir}\n{result.stdout}{result.stderr}")
+            handle.write(f"\n===== llmops formatting {self.data_dir}\n{_without_scram(result.stdout + result.stderr)}")
         if result.returncode != 0:
             raise self.process.failure(f"formatting {self.data_dir} failed (exit {result.returncode})")
         if self.secured:
@@ -407,6 +412,17 @@ class KafkaBroker:
     def stop(self, timeout: float = 30.0) -> bool:
         """Controlled shutdown (SIGTERM), forced after ``timeout`` s; False if it was not running."""
         return self.process.stop(timeout)
+
+
+def _without_scram(output: str) -> str:
+    """StorageTool's output minus the SCRAM records it echoes (salts and keys stay out of the log)."""
+    return (
+        "\n".join(
+            "Bootstrap metadata: (SCRAM credential records omitted)" if "UserScramCredentialRecord" in line else line
+            for line in output.splitlines()
+        )
+        + "\n"
+    )
 
 
 def _fingerprint(password: str) -> str:
