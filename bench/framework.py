@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.results import BenchResult, Figure
+from llmops_config.kafka import kafka_environment
 from llmops_stack import free_port
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ class BenchContext:
         async with self._kafka_lock:
             if self._kafka_settings is None:
                 from llmops_config import PlatformSettings
+                from llmops_config.kafka import KafkaSettings
                 from llmops_stack import KafkaBroker, KafkaComponent, repo_paths
 
                 settings = PlatformSettings(
@@ -175,6 +177,9 @@ class BenchContext:
                     var_dir=self.scratch("var"),
                     log_format="text",
                     log_level="WARNING",
+                    # Plaintext: a benchmark measures throughput, not ACLs (SCRAM only adds a handshake
+                    # per connection); the secured default is tried by tests/integration/test_kafka_security.py.
+                    kafka=KafkaSettings(security_protocol="PLAINTEXT"),
                 )
                 paths = repo_paths(self.repo_root)
                 component = KafkaComponent(KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config))
@@ -242,7 +247,7 @@ class ServiceProcess:
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("LLMOPS_")}
         self.env.update(
             {
-                "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": platform.kafka_bootstrap_servers,
+                **kafka_environment(platform),
                 "LLMOPS_VAR_DIR": str(context.scratch(f"{module}-var")),
                 "LLMOPS_LOG_FORMAT": "text",
                 "LLMOPS_LOG_LEVEL": "WARNING",
