@@ -50,6 +50,7 @@ from aiokafka.errors import KafkaError
 
 from bench.framework import BenchContext, Benchmark, MetricSamples, ServiceProcess, metric_total
 from bench.results import BenchResult, Figure, Target
+from llmops_config.kafka import KafkaClientOptions, kafka_client_options
 
 NAME = "ingestion"
 RECORDS_ENV = "LLMOPS_BENCH_INGESTION_RECORDS"
@@ -143,9 +144,14 @@ def build_records(texts: list[tuple[str, str]], count: int, run_id: str) -> list
     return records
 
 
-async def publish(bootstrap: str, topic: str, records: list[Message]) -> None:
+def bench_kafka(platform: Any) -> KafkaClientOptions:
+    """How the benchmark's own clients connect: as ``admin`` where the broker is secured."""
+    return kafka_client_options(platform, service="bench", principal="admin")
+
+
+async def publish(kafka: KafkaClientOptions, topic: str, records: list[Message]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=256 * 1024
+        **kafka.aiokafka(), acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=256 * 1024
     )
     await producer.start()
     try:
@@ -159,9 +165,9 @@ async def publish(bootstrap: str, topic: str, records: list[Message]) -> None:
         await producer.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+async def end_offsets(kafka: KafkaClientOptions, topic: str) -> dict[TopicPartition, int]:
     """The end offset of each partition of ``topic`` now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -174,8 +180,8 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
         for partition in entry["partitions"]
     ]
     if not partitions:
-        raise RuntimeError(f"the broker at {bootstrap} has no partitions of {topic}")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        raise RuntimeError(f"the broker at {kafka.bootstrap_servers} has no partitions of {topic}")
+    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False)
     await consumer.start()
     try:
         offsets = await consumer.end_offsets(partitions)
@@ -293,12 +299,12 @@ class _Clock(ConsumerRebalanceListener):  # type: ignore[misc]
             self.started = time.perf_counter()
 
 
-async def bare_consumer(bootstrap: str, topic: str, count: int, limit_s: float) -> Phase:
+async def bare_consumer(kafka: KafkaClientOptions, topic: str, count: int, limit_s: float) -> Phase:
     """A bare consumer in a group of its own reading ``count`` messages, committing per batch. It runs
     in this process, so its two moments (partitions assigned, last batch committed) are read exactly."""
     clock = _Clock()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -366,7 +372,7 @@ async def ingestion_service(
         settings={"LLMOPS_INGESTION_GROUP_ID": group, "LLMOPS_INGESTION_SNAPSHOT_EVERY_N_LABELLED": "0"},
         wrapper=("-m", "cProfile", "-o", str(profile_to)) if profile_to else (),
     )
-    dlq_before = sum((await end_offsets(platform.kafka_bootstrap_servers, RECORDS_DLQ)).values())
+    dlq_before = sum((await end_offsets(bench_kafka(platform), RECORDS_DLQ)).values())
     watch = GroupWatch(admin, group)
     status(f"starting python -m {SERVICE}: loading the redactor, opening Feast, joining the group (untimed)")
     await service.start()
@@ -397,7 +403,7 @@ async def ingestion_service(
         counters = _ingestion_counters(samples, RECORDS_RAW)
     finally:
         code = await service.stop()
-    dlq_after = sum((await end_offsets(platform.kafka_bootstrap_servers, RECORDS_DLQ)).values())
+    dlq_after = sum((await end_offsets(bench_kafka(platform), RECORDS_DLQ)).values())
     counters["dlq_topic_messages"] = float(dlq_after - dlq_before)
     if code not in (0, None):
         context.reporter.step(f"  note: {SERVICE} exited with {code} on SIGTERM; end of {service.log}:")
@@ -427,7 +433,7 @@ async def run(context: BenchContext) -> list[BenchResult]:
     reporter = context.reporter
     count = int(os.environ.get(RECORDS_ENV, DEFAULT_RECORDS))
     platform = await context.kafka()
-    bootstrap = platform.kafka_bootstrap_servers
+    kafka = bench_kafka(platform)
 
     texts, origin = load_texts(context)
     reporter.status(f"encoding {count:,} records")
@@ -438,19 +444,19 @@ async def run(context: BenchContext) -> list[BenchResult]:
     )
     reporter.status(f"publishing {count:,} records to {RECORDS_RAW} (untimed)")
     started = time.perf_counter()
-    await publish(bootstrap, RECORDS_RAW, records)
+    await publish(kafka, RECORDS_RAW, records)
     reporter.step(f"  published in {time.perf_counter() - started:.1f}s (untimed)")
     del records
-    ends = await end_offsets(bootstrap, RECORDS_RAW)
+    ends = await end_offsets(kafka, RECORDS_RAW)
     if sum(ends.values()) != count:
         reporter.step(f"  warning: {RECORDS_RAW} holds {sum(ends.values()):,} messages, not {count:,}")
     total = sum(ends.values())
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
         reporter.status("bare aiokafka consumer reading the topic")
-        bare = await bare_consumer(bootstrap, RECORDS_RAW, total, PHASE_LIMIT_S)
+        bare = await bare_consumer(kafka, RECORDS_RAW, total, PHASE_LIMIT_S)
         reporter.step(
             f"  bare consumer: {bare.count:,} messages in {bare.seconds:.2f}s = {bare.rate:,.0f}/s "
             f"(this process used {bare.cpu_seconds:.1f} CPU s)"
