@@ -45,6 +45,7 @@ from typing import Any
 
 from bench.framework import REPO_ROOT, BenchContext, Benchmark, free_port
 from bench.results import BenchResult, Figure, Target
+from llmops_config.kafka import kafka_environment
 
 NAME = "gateway"
 REQUESTS_ENV = "LLMOPS_BENCH_GATEWAY_REQUESTS"
@@ -404,7 +405,7 @@ async def _start_gateway(context: BenchContext, platform: Any, port: int) -> asy
 
     env = {
         **os.environ,
-        "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": platform.kafka_bootstrap_servers,
+        **kafka_environment(platform),
         "LLMOPS_TRITON_HOST": platform.triton_host,
         "LLMOPS_TRITON_GRPC_PORT": str(platform.triton_grpc_port),
         "LLMOPS_VAR_DIR": str(platform.var_dir),

@@ -60,6 +60,7 @@ from typing import Any
 from bench.framework import BenchContext, Benchmark, Unmeasurable, free_port
 from bench.results import BenchResult, Figure, Target
 from bench.script import run_script
+from llmops_config.kafka import kafka_environment
 
 NAME = "generation"
 MAX_TOKENS_ENV = "LLMOPS_BENCH_GENERATION_MAX_TOKENS"
@@ -390,7 +391,7 @@ async def _start_gateway(context: BenchContext, platform: Any, port: int, max_to
 
     env = {
         **{key: value for key, value in os.environ.items() if not key.startswith("LLMOPS_")},
-        "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": platform.kafka_bootstrap_servers,
+        **kafka_environment(platform),
         "LLMOPS_TRITON_HOST": platform.triton_host,
         "LLMOPS_TRITON_GRPC_PORT": str(platform.triton_grpc_port),
         "LLMOPS_VAR_DIR": str(context.scratch("generation-gateway-var")),
