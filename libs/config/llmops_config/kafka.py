@@ -68,7 +68,7 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LLMOPS_KAFKA_", extra="ignore", use_attribute_docstrings=True)
 
-    security_protocol: SecurityProtocol = "PLAINTEXT"
+    security_protocol: SecurityProtocol = "SASL_PLAINTEXT"
     """``SASL_PLAINTEXT`` (the embedded default: SCRAM on loopback), ``SASL_SSL`` or ``SSL`` for a
     production cluster, ``PLAINTEXT`` only for a throw-away broker (the test session's)."""
 
