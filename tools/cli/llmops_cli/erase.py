@@ -13,6 +13,7 @@ import asyncio
 import getpass
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -96,7 +97,7 @@ async def _confirmation(consumer: AIOKafkaConsumer, erasure_id: str, wait_s: flo
                     for message in messages:
                         record = KafkaRecord(message.key, message.value or b"", tuple(message.headers or ()))
                         try:
-                            event = decode(record).data
+                            event: Any = decode(record).data
                         except DecodeError:
                             continue
                         if (

@@ -189,7 +189,7 @@ async def read_history(
                             continue
                         record = KafkaRecord(message.key, message.value or b"", tuple(message.headers or ()))
                         try:
-                            envelope = decode(record)
+                            envelope: Envelope[Any] = decode(record)
                         except DecodeError:
                             continue  # the DLQ's business, not lineage's
                         if _about(envelope.data, model):

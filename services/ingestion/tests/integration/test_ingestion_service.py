@@ -15,10 +15,13 @@ import pytest
 from ingestion_harness import LABELS, RunningIngestion, read_topic, start_ingestion, stop_ingestion, wait_until
 
 from llmops_config.kafka import kafka_client_options
-from llmops_events import ContentMode, Envelope, KafkaRecord, encode
-from llmops_events.topics import DATASETS, RECORDS_DLQ, RECORDS_RAW
+from llmops_events import ContentMode, Envelope, KafkaRecord, decode, encode
+from llmops_events.topics import AUDIT, DATASETS, RECORDS_DLQ, RECORDS_RAW
 from llmops_events.v1 import (
+    AuditAction,
+    AuditRecorded,
     DatasetSnapshotted,
+    ErasureRequested,
     FeedbackSubmitted,
     InferenceLogged,
     RecordSubmitted,
@@ -278,3 +281,51 @@ async def test_a_drift_retraining_request_gets_a_fresh_snapshot(ingestion: Runni
     snapshot = DatasetSnapshotted.model_validate_json(announced[0].value)
     assert snapshot.dataset_id != before.dataset_id and snapshot.row_count >= before.row_count
     assert ingestion.runtime.metrics.snapshots.labels("retraining")._value.get() >= 1
+
+
+async def test_a_tenants_erasure_leaves_nothing_in_feast_and_keeps_its_old_records_out(
+    ingestion: RunningIngestion, tenant: str
+) -> None:
+    """Issue 17, item 7, for a whole tenant (a data subject's records, and lineage, are erased in
+    ``tests/integration/test_lineage_erasure.py``)."""
+    records = [
+        Envelope.wrap(
+            RecordSubmitted(tenant=tenant, source="crm", text=f"erase me {i}", label="refund", record_id=f"e-{i}"),
+            source="/test",
+        )
+        for i in range(3)
+    ]
+    for envelope in records:
+        await ingestion.publisher.publish(envelope)
+    ids = [f"{tenant}/e-{i}" for i in range(3)]
+    await ingestion.wait_for_rows(tenant, 3)
+    request = Envelope.wrap(ErasureRequested(tenant=tenant, requested_by="operator:test"), source="/test")
+    await ingestion.publisher.publish(request)
+
+    def confirms(message: Any) -> bool:
+        if message.key != tenant.encode():
+            return False
+        event = decode(KafkaRecord(message.key, message.value, tuple(message.headers))).data
+        return isinstance(event, AuditRecorded) and event.details.get("erasure_id") == request.id
+
+    (confirmation,) = await read_topic(ingestion.settings.platform, AUDIT, until=1, accept=confirms)
+    audit = decode(KafkaRecord(confirmation.key, confirmation.value, tuple(confirmation.headers))).data
+    assert (audit.action, audit.principal, audit.tenant) == (AuditAction.ERASURE, "operator:test", tenant)
+    assert audit.details["scope"] == "tenant" and audit.details["records_erased"] == "3"
+    assert ingestion.offline_rows(tenant).empty
+    online = await asyncio.to_thread(ingestion.service._features.online, ids)
+    assert online["text"] == [None, None, None]
+
+    # A copy produced before the erasure and consumed after it (a replay: a new event id, a record
+    # id never seen, the original time) stays erased; a record submitted after the erasure is new data.
+    replayed = Envelope.wrap(
+        RecordSubmitted(tenant=tenant, source="crm", text="replayed", label="refund", record_id="e-9"), source="/test"
+    ).model_copy(update={"time": records[0].time})
+    await ingestion.publisher.publish(replayed)
+    await ingestion.publisher.publish(
+        RecordSubmitted(tenant=tenant, source="crm", text="after the erasure", label="refund", record_id="e-10")
+    )
+    rows = await ingestion.wait_for_rows(tenant, 1)
+    await asyncio.sleep(1.0)  # give a wrongly accepted replay time to show up
+    rows = ingestion.offline_rows(tenant)
+    assert list(rows["record_id"]) == [f"{tenant}/e-10"]
