@@ -2,11 +2,11 @@
 default ``var/evidently``), where monitoring and evaluation add a snapshot per window and per
 evaluated version: a project per model, its reports, and dashboards of drift and quality over time.
 
-Evidently's UI runs as a child process (``python -m evidently ui``); beside it, in the foreground,
-the platform page (:mod:`llmops_cli.console`: models, champion and canary, the retraining chain,
-latest windows, which Evidently cannot show). Ctrl-C stops both. The URLs are printed once they
-answer. New snapshots appear while it runs (Evidently watches the folder), so it can be started
-before ``make demo`` as well as after.
+Evidently's UI runs as a child process (``python -m evidently.cli ui``: the ``evidently ui``
+command); beside it, in the foreground, the platform page (:mod:`llmops_cli.console`: models,
+champion and canary, the retraining chain, latest windows, which Evidently cannot show). Ctrl-C
+stops both. The URLs are printed once they answer. New snapshots appear while it runs (Evidently
+watches the folder), so it can be started before ``make demo`` as well as after.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def plan(settings: PlatformSettings) -> UiPlan:
     argv = (
         sys.executable,
         "-m",
-        "evidently",
+        "evidently.cli",  # the `evidently` console script's module
         "ui",
         "--workspace",
         str(workspace),
