@@ -598,14 +598,20 @@ def erase_command(
 ) -> None:
     """Erase a tenant's curated records (or a data subject's, by record id) from Feast and from every
     later snapshot; model versions trained on them are marked in their lineage; audited."""
+    from aiokafka.errors import KafkaError
+
     from llmops_cli.erase import request_erasure
 
     subjects = [part.strip() for entry in subject or [] for part in entry.split(",") if part.strip()]
-    outcome = asyncio.run(
-        request_erasure(
-            _settings(), tenant=tenant, subjects=subjects, requested_by=requested_by, reason=reason, wait_s=wait
+    try:
+        outcome = asyncio.run(
+            request_erasure(
+                _settings(), tenant=tenant, subjects=subjects, requested_by=requested_by, reason=reason, wait_s=wait
+            )
         )
-    )
+    except (KafkaError, OSError, ValueError) as error:  # a bad argument, or no broker to take the request
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
     console = _console()
     what = f"{len(subjects)} record id(s) of tenant {tenant}" if subjects else f"every record of tenant {tenant}"
     console.print(f"erasure {outcome.request.id} requested: {escape(what)}")
