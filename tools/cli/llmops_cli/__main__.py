@@ -601,6 +601,7 @@ def erase_command(
     from aiokafka.errors import KafkaError
 
     from llmops_cli.erase import request_erasure
+    from llmops_config.kafka import KafkaConfigurationError
 
     subjects = [part.strip() for entry in subject or [] for part in entry.split(",") if part.strip()]
     try:
