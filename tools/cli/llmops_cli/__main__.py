@@ -610,7 +610,7 @@ def erase_command(
                 _settings(), tenant=tenant, subjects=subjects, requested_by=requested_by, reason=reason, wait_s=wait
             )
         )
-    except (KafkaError, KafkaConfigurationError, OSError, ValueError) as error:  # bad argument, no broker, no credentials
+    except (KafkaError, KafkaConfigurationError, OSError, ValueError) as error:  # bad input, no broker/credentials
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(1) from None
     console = _console()
