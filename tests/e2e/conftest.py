@@ -32,6 +32,8 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     environment = {
         "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "LLMOPS_KAFKA_CONTROLLER_PORT": str(free_port()),
+        # Secured as `make up` runs it (the test session's default is plaintext): the loop runs under the ACLs.
+        "LLMOPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "LLMOPS_TRITON_HTTP_PORT": str(free_port()),
         "LLMOPS_TRITON_GRPC_PORT": str(free_port()),
         "LLMOPS_TRITON_METRICS_PORT": str(free_port()),
@@ -53,6 +55,9 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     }
     for name in ("ingestion", "fine_tuning", "evaluation", "deployment", "gateway", "monitoring"):
         environment[f"LLMOPS_{name.upper()}_METRICS_PORT"] = str(free_port())
+    # Jaeger (started by the stack when `make setup` built it) on ports of its own, like the rest.
+    for name in ("OTLP_GRPC", "OTLP_HTTP", "UI", "QUERY_GRPC"):
+        environment[f"LLMOPS_JAEGER_{name}_PORT"] = str(free_port())
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)  # the services are child processes: they read the environment
     settings = PlatformSettings()
