@@ -11,7 +11,7 @@ Method, all in one run on the same machine:
    ``CONCURRENCY`` rows, the ceiling of a decoding step, and writes two LoRA adapters (the
    trainer's causal-lm configuration: rank 16 on every projection).
 2. **The platform**: a private tritonserver with the decoupled causal-LM model (continuous
-   batching, ``max_running`` = ``CONCURRENCY``, the same torch threads), a private Kafka broker, and
+   batching, ``max_running`` = ``CONCURRENCY``, the platform's default torch threads), a private Kafka broker, and
    the gateway as its own process (``python -m llmops_gateway``, in plaintext:
    ``LLMOPS_TLS_INSECURE=true``, as the references have no network hop to encrypt). An asyncio gRPC client calls
    ``GenerateStream`` over a socket on the gateway's base-model alias (the base alone: the same
@@ -34,7 +34,9 @@ Method, all in one run on the same machine:
 Environment (full-size defaults): ``LLMOPS_BENCH_GENERATION_MAX_TOKENS`` (128),
 ``LLMOPS_BENCH_GENERATION_CONCURRENCY`` (16), ``LLMOPS_BENCH_GENERATION_REQUESTS`` (streams at
 concurrency 1 per round, 8), ``LLMOPS_BENCH_GENERATION_WAVES`` (4), ``LLMOPS_BENCH_GENERATION_ROUNDS``
-(2), ``LLMOPS_BENCH_GENERATION_THREADS`` (torch threads everywhere; default: the cores),
+(2), ``LLMOPS_BENCH_GENERATION_THREADS`` (torch threads everywhere; default: the cores in the
+references, the platform's default in Triton: on CPU every core but one),
+``LLMOPS_BENCH_GENERATION_STREAM_INTERVAL_TOKENS`` (default: the platform's),
 ``LLMOPS_BENCH_GENERATION_GEMM_SECONDS`` (5), ``LLMOPS_BENCH_GENERATION_LLAMA_PYTHON`` (default
 ``var/bench/llama-cpp/bin/python``).
 
@@ -70,6 +72,7 @@ WAVES_ENV = "LLMOPS_BENCH_GENERATION_WAVES"
 ROUNDS_ENV = "LLMOPS_BENCH_GENERATION_ROUNDS"
 THREADS_ENV = "LLMOPS_BENCH_GENERATION_THREADS"
 GEMM_SECONDS_ENV = "LLMOPS_BENCH_GENERATION_GEMM_SECONDS"
+STREAM_INTERVAL_ENV = "LLMOPS_BENCH_GENERATION_STREAM_INTERVAL_TOKENS"
 LLAMA_PYTHON_ENV = "LLMOPS_BENCH_GENERATION_LLAMA_PYTHON"
 PLAN_ENV = "LLMOPS_BENCH_GENERATION_PLAN"
 """Read by both scripts: the JSON plan this benchmark writes."""
@@ -230,6 +233,11 @@ class Sizes:
     waves: int
     rounds: int
     threads: int
+    """The references' torch threads."""
+    platform_threads: int
+    """The Triton model's torch threads; 0: the platform's default (``default_torch_threads``)."""
+    stream_interval_tokens: int
+    """0: the platform's default."""
     gemm_seconds: float
 
     @classmethod
@@ -241,6 +249,8 @@ class Sizes:
             waves=_int(WAVES_ENV, 4),
             rounds=max(1, _int(ROUNDS_ENV, 2)),
             threads=_int(THREADS_ENV, os.cpu_count() or 2),
+            platform_threads=_int(THREADS_ENV, 0),
+            stream_interval_tokens=_int(STREAM_INTERVAL_ENV, 0),
             gemm_seconds=float(os.environ.get(GEMM_SECONDS_ENV) or 5),
         )
 
@@ -511,15 +521,23 @@ async def _platform(context: BenchContext, sizes: Sizes, adapters_dir: Path) -> 
     try:
         reporter.step(f"  {await asyncio.to_thread(triton.ensure_up, _ProgressAdapter(reporter))}")
         reporter.status("writing and loading the causal-LM model on Triton (untimed)")
+        interval: dict[str, Any] = {"stream_interval_tokens": sizes.stream_interval_tokens}
+        if not sizes.stream_interval_tokens:
+            interval = {}  # the platform's default
+        reporter.step(
+            f"  torch threads: references {sizes.threads}, Triton {sizes.platform_threads or 'the platform default'};"
+            f" stream interval {sizes.stream_interval_tokens or 'the platform default'} tokens"
+        )
         model = await asyncio.to_thread(
             CAUSAL_LM.base_triton_model,
-            ServingOptions(instance_kind="KIND_CPU", torch_threads=sizes.threads),
+            ServingOptions(instance_kind="KIND_CPU", torch_threads=sizes.platform_threads),
             adapters_dir=adapters_dir,
             name=TRITON_MODEL,
             max_running=sizes.concurrency,
             max_queued=4 * sizes.concurrency,
             max_new_tokens=model_max_tokens,
             precision="auto",
+            **interval,
         )
         repository = ModelRepository(platform.model_repository)
         repository.write_model(TRITON_MODEL, model)

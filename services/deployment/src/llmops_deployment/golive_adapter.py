@@ -128,6 +128,8 @@ class AdapterGoLive:
             max_queued=settings.causal_lm_max_queued,
             max_new_tokens=settings.causal_lm_max_new_tokens,
             max_prompt_tokens=settings.causal_lm_max_prompt_tokens,
+            stream_interval_tokens=settings.causal_lm_stream_interval_tokens,
+            stream_interval_ms=settings.causal_lm_stream_interval_ms,
             precision=settings.causal_lm_precision,
         )
 

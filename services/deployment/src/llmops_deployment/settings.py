@@ -84,7 +84,8 @@ class DeploymentSettings(BaseSettings):
     """How long the dynamic batcher waits to fill a batch."""
 
     torch_threads: int = Field(default=0, ge=0)
-    """Torch threads per model instance; 0 lets torch decide."""
+    """Torch threads per model instance; 0: the kind's default (the causal LM on CPU: every core but
+    one, so Triton, the gateway and clients do not stall its OpenMP threads; the classifier: torch's)."""
 
     warmup_requests: int = Field(default=4, ge=0)
     """Requests sent to a freshly loaded version before it takes traffic."""
@@ -142,6 +143,13 @@ class DeploymentSettings(BaseSettings):
 
     causal_lm_max_prompt_tokens: int = Field(default=lm_serving.DEFAULT_MAX_PROMPT_TOKENS, ge=1)
     """Longer prompts are refused (``INVALID_ARGUMENT``)."""
+
+    causal_lm_stream_interval_tokens: int = Field(default=lm_serving.DEFAULT_STREAM_INTERVAL_TOKENS, ge=1)
+    """After a stream's first token (sent at once), text is streamed when this many tokens wait …"""
+
+    causal_lm_stream_interval_ms: int = Field(default=lm_serving.DEFAULT_STREAM_INTERVAL_MS, ge=0)
+    """… or this long after the previous message (0: no time limit); the last chunk goes at once.
+    Fewer messages per token through Triton, its gRPC stream and the gateway."""
 
     causal_lm_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """``auto``: bfloat16 where native (CUDA, AMX CPUs), else float32."""

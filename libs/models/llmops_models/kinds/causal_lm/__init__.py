@@ -126,7 +126,8 @@ class CausalLmKind:
         The base is resolved and, for a GGUF file, dequantized here, in the platform's environment
         (the packaged GGUF is a platform dependency): the model configuration names the resulting
         folder and the weights' hash. ``limits``: ``max_adapters``, ``max_running``, ``max_queued``,
-        ``max_new_tokens``, ``max_prompt_tokens``, ``max_stop_strings``, ``precision``
+        ``max_new_tokens``, ``max_prompt_tokens``, ``max_stop_strings``, ``stream_interval_tokens``,
+        ``stream_interval_ms``, ``precision``
         (``serving.model_config``)."""
         from llmops_models.kinds.causal_lm.network import base_model_hash, materialize, resolve_base_model
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ MAX_PROMPT_TOKENS_PARAMETER = "max_prompt_tokens"
 """Longer prompts are refused (``invalid argument:``)."""
 MAX_STOP_STRINGS_PARAMETER = "max_stop_strings"
 TORCH_THREADS_PARAMETER = "torch_threads"
-"""Threads per instance; 0 leaves torch's default."""
+"""Threads per instance; 0: ``default_torch_threads`` (on CPU, a core left to the platform)."""
 PRECISION_PARAMETER = "precision"
 """``auto`` (bfloat16 where native: CUDA, AMX CPUs), ``float32`` or ``bfloat16``."""
 CACHE_DIR_PARAMETER = "cache_dir"
@@ -125,7 +126,24 @@ DEFAULT_MAX_QUEUED = 64
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_MAX_PROMPT_TOKENS = 1024
 DEFAULT_MAX_STOP_STRINGS = 4
+STREAM_INTERVAL_TOKENS_PARAMETER = "stream_interval_tokens"
+"""After a stream's first token (sent at once), text is sent when this many tokens are pending …"""
+STREAM_INTERVAL_MS_PARAMETER = "stream_interval_ms"
+"""… or this long after the previous message (checked at each token); the last chunk goes at once.
+Fewer messages through Triton, tritonserver's gRPC stream and the gateway per generated token."""
+DEFAULT_STREAM_INTERVAL_TOKENS = 1
+DEFAULT_STREAM_INTERVAL_MS = 0
 ROLES = frozenset({"system", "user", "assistant"})
+
+
+def default_torch_threads(on_gpu: bool, cores: int | None = None) -> int:
+    """Torch threads when the configuration says 0: on CPU every core but one, so tritonserver, the
+    gateway and the clients (busy for every streamed token) do not preempt a spinning OpenMP thread
+    and stall each parallel region (measured on 2 cores: 1 thread gave 179 tokens/s at
+    concurrency 16, 2 threads 151); on a GPU the host threads barely matter (torch's default)."""
+    available = cores if cores is not None else len(os.sched_getaffinity(0))
+    return 0 if on_gpu else max(1, available - 1)
+
 
 SOURCES = Path(__file__).resolve().parent
 MODEL_FILE = SOURCES / "triton" / "model.py"
@@ -306,6 +324,8 @@ def model_config(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     max_stop_strings: int = DEFAULT_MAX_STOP_STRINGS,
+    stream_interval_tokens: int = DEFAULT_STREAM_INTERVAL_TOKENS,
+    stream_interval_ms: int = DEFAULT_STREAM_INTERVAL_MS,
     precision: str = "auto",
     cache_dir: Path | None = None,
 ) -> Any:
@@ -345,6 +365,8 @@ def model_config(
         MAX_NEW_TOKENS_PARAMETER: str(max_new_tokens),
         MAX_PROMPT_TOKENS_PARAMETER: str(max_prompt_tokens),
         MAX_STOP_STRINGS_PARAMETER: str(max_stop_strings),
+        STREAM_INTERVAL_TOKENS_PARAMETER: str(stream_interval_tokens),
+        STREAM_INTERVAL_MS_PARAMETER: str(stream_interval_ms),
         TORCH_THREADS_PARAMETER: str(options.torch_threads),
         PRECISION_PARAMETER: precision,
         CACHE_DIR_PARAMETER: "" if cache_dir is None else str(cache_dir),

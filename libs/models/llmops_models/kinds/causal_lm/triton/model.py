@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,11 @@ class TritonPythonModel:
         def number(key: str, default: int) -> int:
             return int(parameters.get(key) or default)
 
-        threads = number(serving.TORCH_THREADS_PARAMETER, 0)
+        on_gpu = args.get("model_instance_kind") == "GPU"
+        threads = number(serving.TORCH_THREADS_PARAMETER, 0) or serving.default_torch_threads(on_gpu)
         if threads > 0:
             torch.set_num_threads(threads)
-        if args.get("model_instance_kind") == "GPU":
+        if on_gpu:
             device = torch.device(f"cuda:{int(args.get('model_instance_device_id') or 0)}")
         else:
             device = torch.device("cpu")
@@ -69,6 +71,10 @@ class TritonPythonModel:
             max_adapters=number(serving.MAX_ADAPTERS_PARAMETER, serving.DEFAULT_MAX_ADAPTERS),
         )
         self.max_stop_strings = number(serving.MAX_STOP_STRINGS_PARAMETER, serving.DEFAULT_MAX_STOP_STRINGS)
+        self.stream_interval_tokens = max(
+            1, number(serving.STREAM_INTERVAL_TOKENS_PARAMETER, serving.DEFAULT_STREAM_INTERVAL_TOKENS)
+        )
+        self.stream_interval_s = number(serving.STREAM_INTERVAL_MS_PARAMETER, serving.DEFAULT_STREAM_INTERVAL_MS) / 1000
         self.scheduler = Scheduler(
             base,
             load_tokenizer(folder),
@@ -176,18 +182,32 @@ class TritonPythonModel:
 
 
 class _Stream:
-    """One request's response sender, fed by the scheduler's chunks."""
+    """One request's response sender, fed by the scheduler's chunks. The first chunk goes at once
+    (time to first token); later text waits until ``stream_interval_tokens`` tokens are pending or
+    ``stream_interval_s`` (when > 0) passed since the previous message; the last chunk carries
+    what waits."""
 
     def __init__(self, model: TritonPythonModel, sender: Any, label: str) -> None:
         self.model = model
         self.sender = sender
         self.label = label
+        self.sent_at: float | None = None
+        self.sent_tokens = 0
+        self.pending: list[str] = []
 
     def send(self, chunk: Any) -> None:
         serving = self.model.serving
         count = self.model._count
+        self.pending.append(chunk.text)
+        if not chunk.finish_reason and self.sent_at is not None:
+            interval_s = self.model.stream_interval_s
+            due = chunk.completion_tokens - self.sent_tokens >= self.model.stream_interval_tokens
+            if not due and not (interval_s > 0 and time.monotonic() - self.sent_at >= interval_s):
+                return
+        text, self.pending = "".join(self.pending), []
+        self.sent_at, self.sent_tokens = time.monotonic(), chunk.completion_tokens
         outputs = [
-            pb_utils.Tensor(serving.TEXT_OUTPUT, np.array([chunk.text.encode("utf-8")], dtype=np.object_)),
+            pb_utils.Tensor(serving.TEXT_OUTPUT, np.array([text.encode("utf-8")], dtype=np.object_)),
             pb_utils.Tensor(serving.FINISH_REASON_OUTPUT, np.array([chunk.finish_reason.encode()], dtype=np.object_)),
             pb_utils.Tensor(serving.PROMPT_TOKENS_OUTPUT, np.array([chunk.prompt_tokens], dtype=np.int32)),
             pb_utils.Tensor(serving.COMPLETION_TOKENS_OUTPUT, np.array([chunk.completion_tokens], dtype=np.int32)),
