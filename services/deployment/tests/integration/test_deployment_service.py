@@ -2,13 +2,18 @@
 goes live; the next one canaries and is promoted on healthy traffic; a canary that errors is rolled
 back automatically; operators roll back and promote through the ops gRPC API; a restarted service
 reconciles Triton with the deployments topic; a Triton that restarts or is down during a deploy
-costs no version its deployment."""
+costs no version its deployment. Every promotion, rollback and canary verdict is on the audit topic
+with its principal, and after the deployments topic is compacted a rollback without a version still
+restores the previous champion, read from the audit topic (never compacted)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -20,17 +25,19 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from aiokafka import AIOKafkaConsumer
+from deployment_bus import audit_records, compact_by_hand, topic_config
 from tritonclient.utils import InferenceServerException
 
 from llmops.ops.v1 import ops_pb2, ops_pb2_grpc
 from llmops_config import PlatformSettings
-from llmops_config.kafka import kafka_client_options
+from llmops_config.kafka import kafka_client_options, kafka_environment
 from llmops_config.tls import aio_channel
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
 from llmops_events import Envelope, KafkaRecord, decode
-from llmops_events.topics import DEPLOYMENTS
+from llmops_events.topics import AUDIT, DEPLOYMENTS
 from llmops_events.v1 import (
+    AuditAction,
     Decision,
     DeploymentCanaryStarted,
     DeploymentPromoted,
@@ -265,6 +272,72 @@ async def test_a_restarted_service_reconciles_triton_with_the_topic(harness: Har
                 await asyncio.sleep(0.5)
     finally:
         await triton.close()
+
+
+DECISIONS = (AuditAction.PROMOTION, AuditAction.ROLLBACK, AuditAction.CANARY_VERDICT)
+
+
+async def test_every_decision_is_audited_and_the_default_rollback_reads_the_audit_after_compaction(
+    harness: Harness,
+) -> None:
+    model, platform = harness.model, harness.platform
+    trail = [r for r in await audit_records(platform, model) if r.action in DECISIONS]
+    service = "service:deployment"
+    assert [(r.action.value, r.version) for r in trail] == [
+        ("promotion", 1),  # first version
+        ("canary_verdict", 2),  # healthy canary: promote
+        ("promotion", 2),
+        ("canary_verdict", 3),  # erroring canary: roll back
+        ("rollback", 3),
+        ("rollback", 2),  # the operator's rollback: 2 stops, 1 is restored
+        ("promotion", 2),  # the operator's promote
+    ]
+    assert [r.principal for r in trail[:5]] == [service] * 5
+    operator = trail[5].principal
+    assert operator.startswith("operator:") and trail[6].principal == operator  # the mTLS-verified operator
+    assert trail[1].details["verdict"] == "promote" and trail[3].details["verdict"] == "rollback"
+    assert trail[5].details["restored_version"] == "1" and trail[5].reason == "drill"
+
+    # Compaction leaves one deployment event of the model; a restarted service folds only that.
+    await harness.stop()
+    harness.runtime = None
+    assert await compact_by_hand(platform, DEPLOYMENTS) > 0
+    await harness.start()
+    assert harness.runtime is not None and harness.runtime.service is not None
+    restarted = harness.runtime.service
+    assert restarted.state(model).champion_version == 2
+    assert restarted.lifecycle(model).previous_champion() is None, "the compacted topic forgot the history"
+
+    async with aio_channel(platform, f"127.0.0.1:{platform.ops_port}", client_cert=True) as channel:
+        ops = ops_pb2_grpc.OpsServiceStub(channel)
+        rolled = await ops.Rollback(ops_pb2.RollbackRequest(model=model, reason="after compaction"), timeout=300)
+    assert rolled.status.champion_version == 1  # the previous champion, from the audit topic
+
+    after = [r for r in await audit_records(platform, model) if r.action in DECISIONS]
+    assert after[: len(trail)] == trail, "the audit topic is not compacted: every record is still there"
+    (last,) = after[len(trail) :]
+    assert (last.action, last.version, last.principal, last.details["restored_version"]) == (
+        AuditAction.ROLLBACK,
+        2,
+        operator,
+        "1",
+    )
+    config = await topic_config(platform, AUDIT)
+    assert (config["cleanup.policy"], config["retention.ms"]) == ("delete", "-1")
+
+    # What `make audit MODEL=... JSON=1` prints, from its own process.
+    printed = subprocess.run(
+        [str(Path(sys.executable).with_name("llmops")), "audit", "--model", model, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **kafka_environment(platform)},
+        check=True,
+    )
+    rows = [row for row in json.loads(printed.stdout) if row["action"] in DECISIONS]
+    assert [(row["action"], row["version"], row["principal"]) for row in rows] == [
+        (r.action.value, r.version, r.principal) for r in after
+    ]
 
 
 def _own_triton(kafka_settings: PlatformSettings, tmp_path: Path) -> tuple[PlatformSettings, Any]:
