@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 import tritonclient.grpc as grpcclient
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -51,6 +52,7 @@ QUIET = f"gw-quiet-{SUFFIX}"  # causal_lm: champion v1 only, used by the cancell
 GHOST = f"gw-ghost-{SUFFIX}"  # causal_lm: promoted, but its adapter was never written
 INTENTS = f"gw-intents-{SUFFIX}"  # a classifier (never called: the kind is checked first)
 ALIAS = "smollm2-base"
+REDACTED_TENANT = "redacted-health"  # the guardrails policy redacts this tenant's answers
 MAX_RUNNING, MAX_QUEUED, MAX_NEW_TOKENS, MAX_PROMPT_TOKENS = 2, 2, 48, 160
 COUNTING = "Count from 1 to 100, separated by commas."
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -98,7 +100,10 @@ def causal_lm(
 
 @pytest.fixture(scope="module")
 async def gateway(
-    causal_lm: PlatformSettings, kafka_settings: PlatformSettings, redactor: Redactor
+    causal_lm: PlatformSettings,
+    kafka_settings: PlatformSettings,
+    redactor: Redactor,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[GatewayRuntime]:
     async with EventPublisher(kafka_settings, service="gateway-generation-test") as publisher:
         await publisher.publish(
@@ -109,6 +114,10 @@ async def gateway(
         for name in (QUIET, GHOST):
             await publisher.publish(DeploymentPromoted(model_name=name, model_version=1, kind="causal_lm"))
         await publisher.publish(DeploymentPromoted(model_name=INTENTS, model_version=1))
+    policy = yaml.safe_load((REPO_ROOT / "deploy" / "policies" / "guardrails.yaml").read_text())
+    policy["output_redaction"]["tenants"] = {REDACTED_TENANT: True}
+    policy_file = tmp_path_factory.mktemp("guardrails") / "guardrails.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
     settings = GatewaySettings(
         platform=causal_lm,
         api_keys=[KEY],
@@ -116,6 +125,7 @@ async def gateway(
         base_model_alias=ALIAS,
         generate_max_tokens=256,  # above the model's own limit (48): Triton's refusal is tested too
         generate_default_max_tokens=16,
+        guardrails_file=policy_file,
         metrics_port=0,
         host="127.0.0.1",
     )
@@ -258,6 +268,34 @@ async def test_the_generation_log_is_redacted_and_carries_counts_and_timings(
     assert event.latency_ms >= generation.time_to_first_token_ms
     if generation.completion_tokens >= 2:
         assert generation.tokens_per_s is not None and generation.tokens_per_s > 0
+
+
+async def test_a_tenant_with_output_redaction_gets_the_models_answer_redacted_in_the_stream(
+    stub: inference_pb2_grpc.InferenceServiceStub, redactor: Redactor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real model asked to repeat an e-mail address: the same greedy answer, streamed to a
+    tenant whose policy redacts answers, is what redacting the whole answer gives (the stream is
+    redacted through a look-behind, chunk by chunk)."""
+    from collections import Counter
+
+    from llmops_gateway.domain.guardrails import redact_text
+
+    messages = _chat(("user", "Write an e-mail signature for Jane Doe, jane.doe@example.com."))  # SmolLM2 repeats it
+    plain = await stub.Generate(
+        inference_pb2.GenerateRequest(model=ALIAS, tenant="acme", messages=messages, max_tokens=24),
+        metadata=AUTH,
+        timeout=120,
+    )
+    request = inference_pb2.GenerateStreamRequest(model=ALIAS, tenant=REDACTED_TENANT, messages=messages, max_tokens=24)
+    chunks = [chunk async for chunk in stub.GenerateStream(request, metadata=AUTH, timeout=120)]
+    streamed = "".join(chunk.text for chunk in chunks)
+    with capsys.disabled():
+        print(f"\nthe model answered {plain.text!r}; streamed to {REDACTED_TENANT}: {streamed!r}")
+    assert streamed == redact_text(redactor, plain.text, Counter()), (plain.text, streamed)
+    assert "jane.doe@example.com" not in streamed
+    if "jane.doe@example.com" in plain.text:
+        assert "<EMAIL>" in streamed
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
 
 
 async def test_the_canary_and_the_champion_each_generate_with_their_adapter(
