@@ -32,6 +32,8 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     environment = {
         "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "LLMOPS_KAFKA_CONTROLLER_PORT": str(free_port()),
+        # Secured as `make up` runs it (the test session's default is plaintext): the loop runs under the ACLs.
+        "LLMOPS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "LLMOPS_TRITON_HTTP_PORT": str(free_port()),
         "LLMOPS_TRITON_GRPC_PORT": str(free_port()),
         "LLMOPS_TRITON_METRICS_PORT": str(free_port()),
