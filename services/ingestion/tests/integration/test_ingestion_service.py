@@ -162,6 +162,29 @@ async def test_pii_never_reaches_disk(ingestion: RunningIngestion, tenant: str) 
         assert not any(value in content for value in planted), f"PII found in {path}"
 
 
+def _full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+async def test_disguised_e_mails_are_redacted_before_storage(ingestion: RunningIngestion, tenant: str) -> None:
+    """Issue 17, item 10: an e-mail in full-width characters and one with a zero-width space inside
+    are redacted like a plain one (Unicode normalised first), and reach the disk in no form."""
+    local = f"planted{uuid.uuid4().hex[:10]}"
+    texts = {
+        f"my card is lost, mail {_full_width(local + '@example.com')}": "my card is lost, mail <EMAIL>",
+        f"card still lost, mail {local}\u200b@exam\u200bple.com": "card still lost, mail <EMAIL>",
+    }
+    for text in texts:
+        await ingestion.publisher.publish(RecordSubmitted(tenant=tenant, source="chat", label="lost_card", text=text))
+    rows = await ingestion.wait_for_rows(tenant, 2)
+    assert set(rows["text"]) == set(texts.values()) and set(rows["pii_email"]) == {1}
+    await ingestion.service.cut_snapshot()
+    planted = [local.encode(), _full_width(local).encode()]
+    for path in (p for p in Path(ingestion.var_dir).rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        assert not any(value in content for value in planted), f"the planted address is in {path}"
+
+
 async def test_duplicates_have_one_effect(ingestion: RunningIngestion, tenant: str) -> None:
     first = RecordSubmitted(tenant=tenant, source="crm", text="Card   not arrived", label="card_arrival")
     envelope = Envelope.wrap(first, source="/test")
