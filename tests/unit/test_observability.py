@@ -155,3 +155,23 @@ def test_a_failed_lag_query_still_answers_the_scrape_and_is_counted() -> None:
     families = _collect(collector)
     assert families["llmops_consumer_lag"] == []
     assert [sample.value for sample in families["llmops_consumer_lag_errors"] if sample.name.endswith("_total")] == [1]
+
+
+def test_a_jaeger_that_cannot_start_leaves_the_stack_up_without_traces(tmp_path: Path) -> None:
+    """A broken trace backend (here: a binary that exits at once) never keeps the platform down."""
+    import os
+
+    from llmops_stack import NullProgress
+    from llmops_stack.jaeger import OTLP_ENDPOINT_ENV, JaegerComponent, JaegerServer
+
+    binary = tmp_path / "jaeger"
+    binary.write_text("#!/bin/sh\nexit 3\n")
+    binary.chmod(0o755)
+    settings = PlatformSettings(var_dir=tmp_path, jaeger_ui_port=1, jaeger_otlp_http_port=1)
+    component = JaegerComponent(JaegerServer(settings, binary, tmp_path / "config.yaml"), ready_timeout=5)
+    had_endpoint = OTLP_ENDPOINT_ENV in os.environ
+    summary = component.ensure_up(NullProgress())
+    assert summary.startswith("could not start, services run without exporting traces")
+    assert (OTLP_ENDPOINT_ENV in os.environ) == had_endpoint
+    status = component.status()
+    assert status.healthy and "optional, traces are not exported" in status.detail

@@ -136,8 +136,13 @@ class JaegerComponent:
         else:
             progress.step(f"jaeger: starting on {s.jaeger_ui_url} (log {self.server.process.log_file})")
             started = time.monotonic()
-            self.server.start()
-            self.server.wait_ready(self.ready_timeout, progress)
+            try:
+                self.server.start()
+                self.server.wait_ready(self.ready_timeout, progress)
+            except StackError as error:
+                # Traces are optional: a trace backend that cannot start never keeps the platform down.
+                self.server.stop(self.stop_timeout)
+                return f"could not start, services run without exporting traces: {error}"
             note = f"ready in {time.monotonic() - started:.1f}s, UI {s.jaeger_ui_url}"
         if OTLP_ENDPOINT_ENV not in os.environ:
             os.environ[OTLP_ENDPOINT_ENV] = s.jaeger_otlp_endpoint
@@ -156,8 +161,11 @@ class JaegerComponent:
         ours = self.server.process.is_running()
         services = self.server.services()
         if services is None:
-            why = "not answering" if ours else not_running(self.server.process.pid_file)
-            return ComponentStatus(self.name, False, f"{s.jaeger_ui_url} {why}")
+            if ours:
+                return ComponentStatus(self.name, False, f"{s.jaeger_ui_url} not answering")
+            # Optional: without it the services keep their spans to themselves; nothing else is missing.
+            why = not_running(self.server.process.pid_file)
+            return ComponentStatus(self.name, True, f"{s.jaeger_ui_url} {why}: optional, traces are not exported")
         shown = ", ".join(sorted(services)[:8]) or "no traces yet"
         return ComponentStatus(self.name, True, f"{s.jaeger_ui_url} ({shown})" + ("" if ours else " external"))
 
