@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from llmops_events import ContentMode, DecodeError, DeadLetterReason, Envelope, KafkaRecord, decode, encode
+from llmops_events import ContentMode, DeadLetterReason, DecodeError, Envelope, KafkaRecord, decode, encode
 from llmops_events.names import NAME_MAX_LENGTH, DatasetId, ModelName, is_safe_name
 from llmops_events.topics import AUDIT, TOPICS_BY_NAME, platform_topics
 from llmops_events.v1 import AuditAction, AuditRecorded, Decision, EvaluationCompleted, publish_audit
