@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from llmops_config import PlatformSettings
 from llmops_config.kafka import kafka_client_options
-from llmops_events import KafkaRecord, decode
+from llmops_events import Envelope, KafkaRecord, decode
 from llmops_events.topics import AUDIT, TOPICS_BY_NAME
 from llmops_events.v1 import AuditRecorded
 
@@ -44,7 +44,7 @@ async def audit_records(platform: PlatformSettings, model: str) -> list[AuditRec
     """The audit records of ``model``, oldest first."""
     records = []
     for message, _ in await read_to_end(platform, AUDIT):
-        envelope = decode(KafkaRecord(message.key, message.value or b"", tuple(message.headers or ())))
+        envelope: Envelope[Any] = decode(KafkaRecord(message.key, message.value or b"", tuple(message.headers or ())))
         if isinstance(envelope.data, AuditRecorded) and envelope.data.model == model:
             records.append(envelope.data)
     return records
