@@ -19,7 +19,7 @@ from llmops_events.topics import AUDIT
 from llmops_events.v1 import AuditRecorded
 from llmops_messaging.follower import TopicFollower
 
-CLIENT_ID = "audit"
+CLIENT_ID = "llmops-audit"  # the operator principal's consumer groups start with llmops- (the ACL table)
 SERVICE = "operator"
 """The CLI's Kafka principal (``llmops_config.kafka``): operators read the audit topic."""
 
