@@ -309,6 +309,9 @@ def events_tail(
     follow: Annotated[
         float, typer.Option(help="Then keep printing new events for this many seconds (0: stop at the end).")
     ] = 0.0,
+    topic: Annotated[
+        list[str] | None, typer.Option(help="Only these topics (repeat the option; default: every platform topic).")
+    ] = None,
 ) -> None:
     """Every event that carries one correlation id, on every platform topic (the DLQ included)."""
     from llmops_cli.bus import tail_correlation
@@ -318,7 +321,9 @@ def events_tail(
     async def tail() -> int:
         seen = 0
         since_s = since_minutes * 60 if since_minutes > 0 else None
-        async for event in tail_correlation(_settings(), correlation, since_s=since_s, follow_s=follow):
+        async for event in tail_correlation(
+            _settings(), correlation, since_s=since_s, follow_s=follow, topics=topic or None
+        ):
             seen += 1
             subject = f" subject={event.subject}" if event.subject else ""
             console.print(
@@ -499,15 +504,15 @@ def promote_command(
     model: Annotated[str, typer.Option(help="Model name.")],
     version: Annotated[int, typer.Option(help="Version to make champion (0: the current canary).")] = 0,
     reason: Annotated[str, typer.Option(help="Why (kept in the deployment event).")] = "",
-) -> None:
-    """Make the canary (or a version with artifacts) the champion, through the ops API."""
-    from llmops_cli import ops
-
-    status = _guard(lambda: ops.promote(_settings(), model, version, reason, override_reason))
     override_reason: Annotated[
         str,
         typer.Option(help="Promote a version the evaluation gate rejected, saying why (admin role; audited)."),
     ] = "",
+) -> None:
+    """Make the canary (or a version with artifacts) the champion, through the ops API (mutual TLS)."""
+    from llmops_cli import ops
+
+    status = _guard(lambda: ops.promote(_settings(), model, version, reason, override_reason))
     _console().print(escape(ops.describe(status)))
 
 
