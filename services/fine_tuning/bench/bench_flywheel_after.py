@@ -114,7 +114,7 @@ def run() -> dict[str, Any] | None:
         if label == "dpo":
             summary |= {
                 "dpo_steps": int(metrics.get("dpo_steps", 0)),
-                "dpo_train_seconds": round(metrics.get("dpo_train_seconds", 0.0), 1),
+                "dpo_phase_seconds": round(metrics.get("dpo_train_seconds", 0.0), 1),
                 "dpo_train_logp_margin_before": metrics.get("dpo_train_logp_margin_before"),
                 "dpo_train_logp_margin_after": metrics.get("dpo_train_logp_margin_after"),
                 "dpo_train_chosen_logp_before": metrics.get("dpo_train_chosen_logp_before"),
