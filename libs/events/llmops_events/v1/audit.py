@@ -48,6 +48,9 @@ class AuditAction(StrEnum):
     """An API key or credential was refused (wrong tenant, scope, revoked, rate-limited)."""
     ERASURE = "erasure"
     """A tenant's or data subject's records were erased."""
+    GUARDRAIL_REFUSAL = "guardrail_refusal"
+    """The gateway refused a generation request by a guardrail (``details["code"]``, e.g.
+    ``prompt_injection.ignore_instructions``); the principal is the key that sent it."""
 
 
 class AuditRecorded(EventData):

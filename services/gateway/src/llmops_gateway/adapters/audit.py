@@ -1,4 +1,5 @@
-"""Denied key uses on the audit topic (``llmops.audit.v1``), published off the response path.
+"""Denied key uses and guardrail refusals on the audit topic (``llmops.audit.v1``), published off
+the response path.
 
 A refusal must answer at once and an attacker must not be able to make the gateway queue without
 bound, so records go through a bounded queue drained by one background task; what does not fit, or
@@ -33,6 +34,8 @@ class Denial:
     message: str
     method: str
     tenant: str | None = None
+    action: AuditAction = AuditAction.KEY_DENIED
+    """``key_denied``, or ``guardrail_refusal`` (then ``reason`` is the guardrail's code)."""
 
 
 class DenialAudit:
@@ -57,11 +60,14 @@ class DenialAudit:
             try:
                 await publish_audit(
                     self._publisher,
-                    AuditAction.KEY_DENIED,
+                    denial.action,
                     denial.principal,
                     tenant=denial.tenant,
                     reason=denial.message[:2048],
-                    details={"denial": denial.reason, "method": denial.method},
+                    details={
+                        ("code" if denial.action is AuditAction.GUARDRAIL_REFUSAL else "denial"): denial.reason,
+                        "method": denial.method,
+                    },
                 )
             except asyncio.CancelledError:
                 raise

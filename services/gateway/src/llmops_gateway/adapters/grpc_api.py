@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 import grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
-from llmops_events.v1 import FeedbackSubmitted
+from llmops_events.v1 import AuditAction, FeedbackSubmitted
 from llmops_gateway.adapters.audit import Denial, DenialAudit
 from llmops_gateway.adapters.metrics import GatewayMetrics
 from llmops_gateway.domain.admission import Admission
@@ -319,7 +319,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     "generation refused by a guardrail",
                     extra={"code": refused.reason_code, "key": key.id, "request_id": item.request_id},
                 )
-                # TODO(#17): refusals belong on the audit topic too, once AuditAction names them.
+                if self._audit is not None:
+                    self._audit.record(
+                        Denial(
+                            key.principal,
+                            refused.reason_code,
+                            refused.message,
+                            method,
+                            tenant=item.tenant,
+                            action=AuditAction.GUARDRAIL_REFUSAL,
+                        )
+                    )
                 raise
         return item
 
