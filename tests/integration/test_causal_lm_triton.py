@@ -4,11 +4,14 @@ slot, bad parameters are ``invalid argument:`` errors."""
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,7 +86,11 @@ def _inputs(messages: list[dict[str, str]], **parameters: Any) -> list[grpcclien
 
 
 def _generate(
-    settings: PlatformSettings, requests: dict[str, list[grpcclient.InferInput]], *, cancel_after: int = 0
+    settings: PlatformSettings,
+    requests: dict[str, list[grpcclient.InferInput]],
+    *,
+    cancel_after: int = 0,
+    model: str = MODEL,
 ) -> dict[str, Stream]:
     """Send ``requests`` (id → inputs) on one gRPC stream and collect each one's responses until its
     final one; with ``cancel_after``, cancel the stream once that many chunks arrived."""
@@ -93,7 +100,7 @@ def _generate(
     streams = {request_id: Stream() for request_id in requests}
     try:
         for request_id, inputs in requests.items():
-            client.async_stream_infer(MODEL, inputs, request_id=request_id)
+            client.async_stream_infer(model, inputs, request_id=request_id)
         deadline = time.monotonic() + TIMEOUT_S
         while any(s.final is None and not s.error for s in streams.values()):
             result, error = received.get(timeout=max(0.1, deadline - time.monotonic()))
@@ -168,6 +175,38 @@ def test_cancelling_a_stream_frees_its_slot(
         time.sleep(0.2)
     stream = _generate(triton_settings, {"after": _inputs(_question(), max_tokens=4)})["after"]
     assert stream.final is not None and stream.final.finish_reason == serving.FINISH_LENGTH
+
+
+def test_a_stream_interval_sends_fewer_messages_with_the_same_text(
+    triton_model: grpcclient.InferenceServerClient, triton_settings: PlatformSettings, tmp_path: Path
+) -> None:
+    """The same base with ``stream_interval_tokens=4``: the first token at once, then a message per
+    four tokens or more, the rest with the last one; the text is the token-by-token model's."""
+    repository, name, interval = ModelRepository(triton_settings.model_repository), f"{MODEL}-interval", 4
+    config = dict(max_running=2, max_queued=4, max_new_tokens=MAX_NEW_TOKENS, precision="auto")
+    options = ServingOptions(instance_kind="KIND_CPU")
+    repository.write_model(
+        name,
+        CAUSAL_LM.base_triton_model(
+            options, adapters_dir=tmp_path, name=name, stream_interval_tokens=interval, **config
+        ),
+    )
+    try:
+        triton_model.load_model(name)
+        haiku = [{"role": "user", "content": "Write a haiku about the sea."}]
+        batched = _generate(triton_settings, {"haiku": _inputs(haiku, max_tokens=24)}, model=name)["haiku"]
+        plain = _generate(triton_settings, {"haiku": _inputs(haiku, max_tokens=24)})["haiku"]
+    finally:
+        triton_model.unload_model(name)
+        shutil.rmtree(repository.root / name, ignore_errors=True)
+
+    assert not batched.error and batched.final is not None and plain.final is not None
+    assert batched.text == plain.text
+    assert batched.final.completion_tokens == plain.final.completion_tokens
+    counts = [chunk.completion_tokens for chunk in batched.chunks]
+    assert counts[0] == plain.chunks[0].completion_tokens  # the first token is not held back
+    assert all(later - earlier >= interval for earlier, later in itertools.pairwise(counts[:-1]))
+    assert 1 < len(batched.chunks) < len(plain.chunks)
 
 
 @pytest.mark.parametrize(
