@@ -54,9 +54,10 @@ async def test_the_flywheel_benchmark_runs_its_four_stages_at_tiny_sizes(
     for figure in (flywheel.SHIFTED_AFTER_SFT, flywheel.SHIFTED_AFTER_DPO, flywheel.KNOWN_AFTER_SFT):
         row = rows[figure.name]
         assert row.value is not None and 0 <= row.value <= 1 and row.reference_value is not None
-    uplift, after = rows[flywheel.UPLIFT.name], rows[flywheel.SHIFTED_AFTER_SFT.name]
-    assert after.value is not None and after.reference_value is not None
-    assert uplift.value == pytest.approx(after.value - after.reference_value)
+    uplift, sft = rows[flywheel.UPLIFT.name], rows[flywheel.SHIFTED_AFTER_SFT.name]
+    after = rows[flywheel.SHIFTED_AFTER_DPO.name].value
+    assert after is not None and sft.reference_value is not None
+    assert uplift.value == pytest.approx(after - sft.reference_value)  # before -> after SFT + DPO
     win_rate = rows[flywheel.WIN_RATE.name].value
     assert win_rate is not None and 0 <= win_rate <= 1
 

@@ -19,6 +19,7 @@ SUMMARY = {
     "shifted_exact_match_sft": 0.5,
     "shifted_exact_match_uplift_sft": 0.5,
     "shifted_exact_match_dpo": 0.625,
+    "shifted_exact_match_uplift_dpo": 0.625,
     "known_exact_match_before": 0.8,
     "known_exact_match_sft": 0.79,
     "win_rate_dpo_vs_sft": 0.6,
@@ -37,7 +38,7 @@ def test_every_figure_has_its_row_and_reference() -> None:
     assert all(row.measured for row in rows.values())
     after = rows[flywheel.SHIFTED_AFTER_SFT.name]
     assert after.value == 0.5 and after.reference_value == 0.0 and after.ratio is None  # before was 0
-    assert rows[flywheel.UPLIFT.name].met  # 0.5 >= 0.3
+    assert rows[flywheel.UPLIFT.name].met  # 0.625 >= 0.3 (before -> after SFT + DPO)
     dpo = rows[flywheel.SHIFTED_AFTER_DPO.name]
     assert dpo.reference_value == 0.5 and dpo.ratio == pytest.approx(1.25)
     assert rows[flywheel.WIN_RATE.name].met and rows[flywheel.PREFERENCE_ACCURACY.name].reference_value == 0.7
@@ -46,7 +47,7 @@ def test_every_figure_has_its_row_and_reference() -> None:
 
 
 def test_an_uplift_below_the_target_and_a_losing_dpo_are_not_met() -> None:
-    summary = {**SUMMARY, "shifted_exact_match_uplift_sft": 0.25, "win_rate_dpo_vs_sft": 0.45}
+    summary = {**SUMMARY, "shifted_exact_match_uplift_dpo": 0.25, "win_rate_dpo_vs_sft": 0.45}
     rows = {row.name: row for row in flywheel.result_rows(summary)}
     assert not rows[flywheel.UPLIFT.name].met and not rows[flywheel.WIN_RATE.name].met
 
