@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from llmops.inference.v1 import inference_pb2_grpc
 from llmops_config import configure_logging
 from llmops_config.tls import add_server_port
-from llmops_gateway.adapters.audit import DenialAudit
+from llmops_gateway.adapters.audit import DenialAudit, keys_change
 from llmops_gateway.adapters.grpc_api import SERVICE_NAME, Deadlines, Guardrails, InferenceServicer
 from llmops_gateway.adapters.inference_log import InferenceLogBuffer, TextRedactor
 from llmops_gateway.adapters.metrics import GatewayMetrics
@@ -101,6 +101,8 @@ class GatewayRuntime:
         self.log.start()
         self.audit = DenialAudit(self.publisher, metrics=self.metrics)
         self.audit.start()
+        audit = self.audit
+        self.keys.on_change = lambda change: audit.record(keys_change(change))
         bounds = FieldBounds(
             max_tenant_chars=settings.max_tenant_chars,
             max_request_id_chars=settings.max_request_id_chars,

@@ -249,3 +249,7 @@ async def test_keys_rotate_without_a_restart(
     assert code == grpc.StatusCode.INVALID_ARGUMENT  # authenticated and admitted: only the model is unknown
     code, _ = await _refusal(stub.Predict(request, metadata=_auth("acme"), timeout=10))
     assert code == grpc.StatusCode.UNAUTHENTICATED
+    # The change itself is audited as a policy change (ids only, never a secret or digest).
+    change = await _audited(gateway.settings.platform, "service:gateway", action=AuditAction.POLICY_CHANGE)
+    assert change.details["added"] == rotated and change.details["removed"] == f"acme-{SUFFIX}"
+    assert change.details["file"] == str(gateway.settings.api_keys_file)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from llmops_events.v1 import AuditAction, publish_audit
 from llmops_gateway.adapters.metrics import GatewayMetrics
+from llmops_gateway.domain.auth import KeysChanged
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,29 @@ class Denial:
     method: str
     tenant: str | None = None
     action: AuditAction = AuditAction.KEY_DENIED
-    """``key_denied``, or ``guardrail_refusal`` (then ``reason`` is the guardrail's code)."""
+    """``key_denied``, ``guardrail_refusal`` (then ``reason`` is the guardrail's code) or
+    ``policy_change`` (the keys file changed)."""
+    details: tuple[tuple[str, str], ...] = ()
+    """Replaces the default details (the reason and the method) when given."""
+
+
+def keys_change(change: KeysChanged) -> Denial:
+    """A change of the keys file as an audit record: a policy change the gateway applied."""
+    counts = f"{len(change.added)} added, {len(change.removed)} removed, {len(change.changed)} changed"
+    summary = f"API keys file changed: {counts}"
+    return Denial(
+        "service:gateway",
+        "keys_file",
+        summary,
+        "keys",
+        action=AuditAction.POLICY_CHANGE,
+        details=(
+            ("file", change.path),
+            ("added", ",".join(change.added)),
+            ("removed", ",".join(change.removed)),
+            ("changed", ",".join(change.changed)),
+        ),
+    )
 
 
 class DenialAudit:
@@ -64,7 +87,8 @@ class DenialAudit:
                     denial.principal,
                     tenant=denial.tenant,
                     reason=denial.message[:2048],
-                    details={
+                    details=dict(denial.details)
+                    or {
                         ("code" if denial.action is AuditAction.GUARDRAIL_REFUSAL else "denial"): denial.reason,
                         "method": denial.method,
                     },

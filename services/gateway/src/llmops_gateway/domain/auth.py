@@ -194,6 +194,17 @@ class TokenBucket:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class KeysChanged:
+    """What a reload of the keys file changed (key ids only: never a secret or digest)."""
+
+    path: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    """Ids whose tenants, scopes or limits differ."""
+
+
 class KeyRing:
     """The accepted keys and each key's live state (bucket, calls in flight).
 
@@ -221,6 +232,8 @@ class KeyRing:
         self._keys: tuple[ApiKey, ...] = (*keys, *self._extra)
         self._buckets: dict[str, TokenBucket] = {}
         self._in_flight: dict[str, int] = {}
+        self.on_change: Callable[[KeysChanged], None] | None = None
+        """Called after the file changed while serving (a policy change, audited by the gateway)."""
         if path is not None:
             self.reload(force=True)
 
@@ -260,8 +273,19 @@ class KeyRing:
                 logger.error("API keys file invalid; keeping the keys in force: %s", error)
                 return False
             self._mtime = mtime
+            before = {key.id: key for key in self._keys}
             self._replace((*loaded, *self._extra))
         logger.info("API keys loaded", extra={"path": str(self._path), "keys": len(self._keys)})
+        if not force and self.on_change is not None:
+            after = {key.id: key for key in self._keys}
+            self.on_change(
+                KeysChanged(
+                    path=str(self._path),
+                    added=tuple(sorted(after.keys() - before.keys())),
+                    removed=tuple(sorted(before.keys() - after.keys())),
+                    changed=tuple(sorted(i for i in after.keys() & before.keys() if after[i] != before[i])),
+                )
+            )
         return True
 
     def _replace(self, keys: Sequence[ApiKey]) -> None:
