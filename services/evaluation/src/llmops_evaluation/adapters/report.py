@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,6 +27,37 @@ def _frame(test_set: TestSet, predictions: list[str], confidences: list[float]) 
     return frame
 
 
+def _labels(frame: pd.DataFrame) -> list[str]:
+    return sorted({str(value) for column in ("target", "prediction") for value in frame[column]})
+
+
+def classification_report(current: pd.DataFrame, reference: pd.DataFrame | None) -> Any:
+    """Evidently's classification report of ``current`` (columns ``target``, ``prediction``) against
+    ``reference``. Evidently reads a dataset whose targets and predictions hold exactly two labels
+    as a binary task whose positive class defaults to ``1`` (a ``KeyError`` for names such as
+    ``card_arrival``, as a tiny or early model produces): name the positive class then, and leave
+    out a reference whose labels differ, which that binary reading could not score."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    labels = _labels(current)
+    task: BinaryClassification | MulticlassClassification
+    if len(labels) == 2:
+        task = BinaryClassification(target="target", prediction_labels="prediction", pos_label=labels[-1])
+        if reference is not None and _labels(reference) != labels:
+            reference = None
+    else:
+        task = MulticlassClassification(target="target", prediction_labels="prediction")
+        if reference is not None and len(_labels(reference)) == 2:
+            reference = None
+    definition = DataDefinition(classification=[task], categorical_columns=["target", "prediction"])
+    columns = ["target", "prediction"]
+    return Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        None if reference is None else Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+
+
 def write_report(
     store: ArtifactStore,
     *,
@@ -38,21 +70,11 @@ def write_report(
 ) -> tuple[str, str]:
     """Write report.html/.json, predictions.parquet and decision.json (and the Evidently snapshot
     into ``workspace``); returns the HTML and JSON URIs."""
-    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
-    from evidently.presets import ClassificationPreset
-
     current = _frame(test_set, verdict.candidate.predictions, verdict.candidate.confidences)
-    definition = DataDefinition(
-        classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
-        categorical_columns=["target", "prediction"],
-    )
     reference = None
     if verdict.champion is not None:
-        champion = _frame(test_set, verdict.champion.predictions, verdict.champion.confidences)
-        reference = Dataset.from_pandas(champion[["target", "prediction"]], data_definition=definition)
-    snapshot = Report([ClassificationPreset()]).run(
-        Dataset.from_pandas(current[["target", "prediction"]], data_definition=definition), reference
-    )
+        reference = _frame(test_set, verdict.champion.predictions, verdict.champion.confidences)
+    snapshot = classification_report(current, reference)
     base = evaluation_path(model_name, version)
     with tempfile.TemporaryDirectory() as staging:
         html, report_json = Path(staging) / "report.html", Path(staging) / "report.json"
