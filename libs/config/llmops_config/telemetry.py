@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 """Either one turns the exporter on (the standard OpenTelemetry variables; the first is traces only)."""
 SERVICE_PREFIX = "llmops-"
+WRITE_STREAMED_METHODS = ("GenerateStream",)
+"""Server-streaming gRPC methods implemented with ``context.write``, which the server interceptor
+cannot wrap (see :func:`_instrument_grpc`)."""
 
 _grpc_instrumented = False
 
@@ -83,7 +86,15 @@ def _instrument_grpc() -> None:
     except ImportError:
         logger.warning("opentelemetry-instrumentation-grpc is not installed: gRPC calls are not traced")
         return
-    GrpcAioInstrumentorServer().instrument()
+    from opentelemetry.instrumentation.grpc import filters
+
+    # The server interceptor iterates a streaming handler as an async generator; a handler that
+    # streams with ``context.write`` (the gateway's GenerateStream, so the call's deadline covers
+    # slow clients) fails under it with "'async for' requires ... __aiter__". Those methods are
+    # left out: their caller's span (the client is instrumented) still covers them.
+    GrpcAioInstrumentorServer(
+        filter_=filters.negate(filters.any_of(*(filters.method_name(name) for name in WRITE_STREAMED_METHODS)))
+    ).instrument()
     GrpcAioInstrumentorClient().instrument()
     _grpc_instrumented = True
 
