@@ -241,7 +241,13 @@ class ServiceProcess:
         self.var_dir.mkdir(exist_ok=True)
         self.log = world.root / f"{name}.log"
         self.metrics_port = free_port()
-        env = {key: value for key, value in os.environ.items() if not key.startswith("LLMOPS_")}
+        # The world's settings only, except the session's local CA (LLMOPS_TLS_*, from conftest.py):
+        # the deployment service serves the ops API over mutual TLS and refuses to start without it.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("LLMOPS_") or key.startswith("LLMOPS_TLS_")
+        }
         env.update(
             {
                 **kafka_environment(world.platform),
