@@ -55,6 +55,8 @@ class TopicFollower:
         self._max_records = max_records
         self._consumer: AIOKafkaConsumer | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._handled: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last message handed to ``on_event`` (what ``sync`` waits on)."""
 
     async def start(self, *, timeout: float = 30.0, follow: bool = True) -> None:
         """Position on every partition; from the beginning, read up to the current end before
@@ -88,6 +90,19 @@ class TopicFollower:
         else:
             await self._consumer.stop()
             self._consumer = None
+
+    async def sync(self, *, timeout: float) -> None:
+        """Wait until every event on the topic when this is called has been handed to ``on_event``:
+        a replica about to act on the folded state (evaluation comparing against the champion) then
+        sees every event published before it acts, not only those its reader had got to. Raises
+        ``TimeoutError`` after ``timeout`` seconds."""
+        if self._consumer is None or self._follower is None:
+            raise RuntimeError("sync() needs a started, following reader")
+        partitions = list(self._consumer.assignment())
+        end = await self._consumer.end_offsets(partitions) if partitions else {}
+        async with asyncio.timeout(timeout):
+            while any(self._handled.get(partition, 0) < offset for partition, offset in end.items()):
+                await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         if self._follower is not None:
@@ -130,3 +145,7 @@ class TopicFollower:
                 result = self._on_event(envelope)
                 if inspect.isawaitable(result):
                     await result
+        # Positions only move when getmany returns messages, so after handling them the position
+        # is how far ``on_event`` has got (empty or compacted-away offsets included).
+        for partition in self._consumer.assignment():
+            self._handled[partition] = await self._consumer.position(partition)

@@ -1,16 +1,33 @@
-"""The champion per model, folded from the deployments topic and kept in SQLite.
+"""The champion per model, folded from the deployments topic.
 
-Evaluation (the gate compares against it) and monitoring (reports name it) both need it across
-restarts: their consumer groups' offsets move on, so the fold alone would be empty after one.
+Two ways to hold it. ``FollowedChampions`` reads the compacted deployments topic whole, without a
+consumer group, in every replica (the topic is the source of truth and a replay is cheap): a second
+replica of the service knows every champion, however the group's partitions are spread. That is what
+evaluation uses (docs/scale-out.md). ``ChampionTable`` folds the deployments events a consumer group
+delivers and keeps the result in the service's SQLite (the group's offsets move on, so the fold alone
+would be empty after a restart); it is right only for a service whose one replica reads the topic.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any, Protocol
 
+from llmops_config import PlatformSettings
+from llmops_events import Envelope
 from llmops_events.base import EventData
+from llmops_events.topics import DEPLOYMENTS
 from llmops_events.v1 import DeploymentRolledBack
+from llmops_messaging.follower import TopicFollower
 from llmops_serving.state import DeploymentBook
+
+
+class Champions(Protocol):
+    """What a service acting on the champion needs: the version now, and a way to be current first."""
+
+    def champion(self, model_name: str) -> int | None: ...
+
+    async def sync(self, *, timeout: float) -> None: ...
 
 
 class ChampionTable:
@@ -32,6 +49,37 @@ class ChampionTable:
                 (state.model_name, state.champion_version),
             )
 
+    async def sync(self, *, timeout: float) -> None:
+        """Nothing to wait for: the table is fed by the service's own consumer, in order."""
+
     def champion(self, model_name: str) -> int | None:
         row = self._connection.execute("SELECT version FROM champions WHERE model_name = ?", (model_name,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+
+class FollowedChampions:
+    """The champion per model from the whole deployments topic, read by this replica alone (a
+    group-less follower replayed from the beginning on start), so every replica answers the same."""
+
+    def __init__(self, platform: PlatformSettings, *, client_id: str, topic: str = DEPLOYMENTS) -> None:
+        self._book = DeploymentBook()
+        self._follower = TopicFollower(platform, topic, client_id=client_id, on_event=self._apply, start_at="beginning")
+
+    async def start(self, *, timeout: float = 30.0) -> None:
+        """Replay the topic to its current end, then keep following it."""
+        await self._follower.start(timeout=timeout)
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    async def sync(self, *, timeout: float) -> None:
+        """Wait until every deployments event published before this call is folded in (call it just
+        before acting on a champion: a promotion published a moment ago is then seen)."""
+        await self._follower.sync(timeout=timeout)
+
+    def champion(self, model_name: str) -> int | None:
+        state = self._book.get(model_name)
+        return None if state is None else state.champion_version
+
+    def _apply(self, envelope: Envelope[Any]) -> None:
+        self._book.apply(envelope.data)

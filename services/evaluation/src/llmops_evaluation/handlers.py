@@ -33,7 +33,7 @@ from llmops_events.v1 import (
 from llmops_messaging import EventPublisher
 from llmops_models import model_path
 from llmops_models.kinds.causal_lm import CAUSAL_LM
-from llmops_serving import ChampionTable
+from llmops_serving import Champions
 from llmops_storage import ArtifactStore
 from llmops_storage.evidently_workspace import ReportWorkspace
 
@@ -49,7 +49,7 @@ class EvaluationService:
         settings: EvaluationSettings,
         store: ArtifactStore,
         publisher: EventPublisher,
-        champions: ChampionTable,
+        champions: Champions,
         metrics: EvaluationMetrics,
         workspace: ReportWorkspace | None = None,
     ) -> None:
@@ -69,6 +69,8 @@ class EvaluationService:
 
     async def on_training_completed(self, envelope: Envelope[Any]) -> None:
         event: TrainingCompleted = envelope.data
+        # Every deployments event published before this one was handled is folded in first.
+        await self._champions.sync(timeout=self._settings.champion_sync_timeout_s)
         async with self._lock:
             completed = await asyncio.to_thread(
                 self.evaluate_version,
@@ -84,12 +86,6 @@ class EvaluationService:
             correlationid=envelope.correlationid,
             id=derived_id(envelope.id, EvaluationCompleted.event_type),
         )
-
-    async def on_promoted(self, envelope: Envelope[Any]) -> None:
-        self._champions.apply(envelope.data)
-
-    async def on_rolled_back(self, envelope: Envelope[Any]) -> None:
-        self._champions.apply(envelope.data)
 
     def evaluate_version(
         self, model_name: str, version: int, *, dataset_id: str, artifact_uri: str | None = None

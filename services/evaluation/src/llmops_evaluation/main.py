@@ -11,8 +11,8 @@ from faststream.kafka import KafkaBroker
 from llmops_evaluation.adapters.metrics import EvaluationMetrics
 from llmops_evaluation.handlers import EvaluationService
 from llmops_evaluation.settings import EvaluationSettings
-from llmops_events.topics import DEPLOYMENTS, TRAINING
-from llmops_events.v1 import DeploymentPromoted, DeploymentRolledBack, TrainingCompleted
+from llmops_events.topics import TRAINING
+from llmops_events.v1 import TrainingCompleted
 from llmops_messaging import (
     DeadLetterQueue,
     EventConsumer,
@@ -22,7 +22,7 @@ from llmops_messaging import (
 )
 from llmops_messaging.app import service_app
 from llmops_models import ModelRegistry
-from llmops_serving import ChampionTable
+from llmops_serving import FollowedChampions
 from llmops_storage import open_store
 from llmops_storage.evidently_workspace import ReportWorkspace
 
@@ -38,15 +38,19 @@ class EvaluationRuntime:
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
         self.processed: ProcessedEvents | None = None
         self.service: EvaluationService | None = None
+        # Every replica reads the whole deployments topic itself (no consumer group): with the topic
+        # in the group, only the replica holding its partition would know any champion.
+        self.champions = FollowedChampions(settings.platform, client_id=SERVICE)
 
     async def open(self) -> EvaluationService:
         self.processed = ProcessedEvents(self.settings.state_db, consumer=self.settings.group_id)
+        await self.champions.start()
         await self.publisher.start()
         self.service = EvaluationService(
             settings=self.settings,
             store=open_store(self.settings.platform.resolved_artifact_store_uri),
             publisher=self.publisher,
-            champions=ChampionTable(self.processed.connection),
+            champions=self.champions,
             metrics=self.metrics,
             workspace=ReportWorkspace(self.settings.platform.resolved_evidently_workspace),
         )
@@ -58,18 +62,17 @@ class EvaluationRuntime:
             group_id=self.settings.group_id,
             handlers={
                 TrainingCompleted: self.service.on_training_completed,
-                DeploymentPromoted: self.service.on_promoted,
-                DeploymentRolledBack: self.service.on_rolled_back,
             },
             dlq=DeadLetterQueue(self.publisher),
             processed=self.processed,
         )
         # An evaluation takes tens of seconds; the poll interval leaves room for the slowest.
         options.setdefault("max_poll_interval_ms", 15 * 60 * 1000)
-        subscribe(broker, consumer, TRAINING, DEPLOYMENTS, **options)
+        subscribe(broker, consumer, TRAINING, **options)
 
     async def close(self) -> None:
         await self.publisher.stop()
+        await self.champions.stop()
         if self.processed is not None:
             self.processed.close()
 

@@ -61,7 +61,12 @@ class EvaluationSettings(BaseSettings):
     """Port of the Prometheus metrics endpoint (0 disables it)."""
 
     group_id: str = "evaluation"
-    """Kafka consumer group."""
+    """Kafka consumer group (of the training topic: each completed training is evaluated by one replica)."""
+
+    champion_sync_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """Longest wait, before each evaluation, for this replica's reader of the deployments topic to
+    reach the topic's end (so a promotion published a moment earlier is the champion compared
+    against); past it the evaluation fails and is retried by the consumer's retry policy."""
 
     @property
     def state_db(self) -> Path:

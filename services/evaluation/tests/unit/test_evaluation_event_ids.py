@@ -4,6 +4,7 @@ the second copy."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import ContentMode, Envelope, KafkaRecord, derived_id, encode
 from llmops_events.v1 import Decision, EvaluationCompleted, TrainingCompleted
 from llmops_messaging import EventConsumer, Origin, Outcome, ProcessedEvents
+from llmops_serving import ChampionTable
 
 
 class RecordingPublisher:
@@ -52,7 +54,7 @@ async def test_a_re_run_evaluation_publishes_the_same_event_id_and_deployment_sk
         settings=EvaluationSettings(),
         store=None,  # type: ignore[arg-type]
         publisher=publisher,  # type: ignore[arg-type]
-        champions=None,  # type: ignore[arg-type]
+        champions=ChampionTable(sqlite3.connect(":memory:")),
         metrics=EvaluationMetrics(),
     )
 
