@@ -242,7 +242,8 @@ async def _lifecycle(
     timeline.end_stage("produce")
 
     # 2. Ingestion curates them and cuts a snapshot (every N new labelled records).
-    snapshot = (await events.wait_for(lambda e: isinstance(e.data, DatasetSnapshotted), timeout=300)).data
+    snapshotted = await events.wait_for(lambda e: isinstance(e.data, DatasetSnapshotted), timeout=300)
+    snapshot = snapshotted.data
     timeline.say(
         "ingestion",
         f"snapshot {snapshot.dataset_id}: {snapshot.row_count} rows, "
@@ -269,6 +270,8 @@ async def _lifecycle(
         ),
         source="/llmops/demo",
         correlationid=correlation,
+        # Training on this snapshot continues its trace: one trace from the records to deployment.
+        traceparent=snapshotted.traceparent,
     )
     async with EventPublisher(settings, service="demo") as publisher:
         await publisher.publish(request)

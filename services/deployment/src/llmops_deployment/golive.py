@@ -26,6 +26,7 @@ from llmops_deployment.domain.smoke import smoke_problems
 from llmops_deployment.errors import FailureReason, GoLiveFailed, TritonUnavailable, first_line
 from llmops_deployment.golive_adapter import AdapterGoLive
 from llmops_deployment.settings import DeploymentSettings
+from llmops_messaging.tracing import job_span
 from llmops_models.kinds import CAUSAL_LM
 from llmops_serving import triton_name
 
@@ -93,7 +94,8 @@ class GoLive:
         timeout = self._settings.load_timeout_s
         try:
             async with asyncio.timeout(timeout):
-                await self._triton.load(name)
+                with job_span("triton load", attributes={"llmops.triton.model": name, "llmops.model.version": version}):
+                    await self._triton.load(name)
         except TimeoutError as error:
             await self._unless_unreachable(error, f"loading {name}")
             raise GoLiveFailed(

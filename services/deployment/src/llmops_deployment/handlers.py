@@ -52,6 +52,7 @@ from llmops_events.base import EventData
 from llmops_events.v1 import AuditRecorded, EvaluationCompleted
 from llmops_events.v1 import Decision as EvaluationDecision
 from llmops_messaging import EventPublisher, current_event_id
+from llmops_messaging.tracing import job_span
 from llmops_models import NAME_PATTERN, is_valid_name, shown
 from llmops_serving import ModelDeployment, triton_name
 
@@ -161,7 +162,8 @@ class DeploymentService:
                     self._metrics.canary_decisions.labels(decision=str(Command.ROLLBACK)).inc()
                 case EffectKind.GO_LIVE:
                     started = self._clock()
-                    await self.go_live(model_name, effect.version)
+                    with job_span("go live", attributes=_span_attributes(model_name, effect.version)):
+                        await self.go_live(model_name, effect.version)
                     self._metrics.go_live_seconds.observe(self._clock() - started)
                 case EffectKind.WATCH_CANARY:
                     state = self.state(model_name)
@@ -320,12 +322,16 @@ class DeploymentService:
 
     async def _on_verdict(self, model_name: str, version: int, verdict: Verdict, corr: str | None) -> None:
         command = command_for(verdict.action)
-        async with self.lock(model_name):
-            if command is None or self.lifecycle(model_name).state_of(version) is not VersionState.CANARY:
-                return  # an operator or a newer candidate acted meanwhile
-            champion = self.state(model_name).champion_version
-            await self._record(audit_of_verdict(model_name, version, verdict, champion), corr, None)
-            await self._apply(model_name, version, command, reason=verdict.reason, corr=corr)
+        # The watch runs in a task created while the approval was handled: the verdict (promotion
+        # or rollback) goes on in the trace that approval came in.
+        attributes = {**_span_attributes(model_name, version), "llmops.canary.action": str(verdict.action)}
+        with job_span("canary verdict", attributes=attributes):
+            async with self.lock(model_name):
+                if command is None or self.lifecycle(model_name).state_of(version) is not VersionState.CANARY:
+                    return  # an operator or a newer candidate acted meanwhile
+                champion = self.state(model_name).champion_version
+                await self._record(audit_of_verdict(model_name, version, verdict, champion), corr, None)
+                await self._apply(model_name, version, command, reason=verdict.reason, corr=corr)
 
     async def _record(self, record: AuditRecorded, correlationid: str | None, id: str | None) -> None:
         if self._audit is not None:
@@ -420,6 +426,10 @@ class DeploymentService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _span_attributes(model_name: str, version: int) -> dict[str, str | int]:
+    return {"llmops.model.name": model_name, "llmops.model.version": version}
 
 
 _LOGGED = ("model_name", "model_version", "champion_version", "restored_version", "traffic_share", "reason")

@@ -58,6 +58,7 @@ from llmops_fine_tuning.domain.validation import (
     check_task,
 )
 from llmops_fine_tuning.errors import FineTuningError, TrainingRejected, TransientFailure
+from llmops_messaging.tracing import annotate, job_span
 from llmops_models import build_manifest, hash_folder, write_manifest
 from llmops_models.kinds import UnknownKind, kind_for_task
 from llmops_models.kinds.causal_lm.conversations import RECORDS_CONTENT
@@ -138,11 +139,17 @@ class FineTuningService:
             await self._refuse(envelope, rejection)
             return
         async with self._one_job:
-            if job.dataset_id is None and job.reason in _FRESH_DATA_REASONS and self._config.fresh_snapshot_wait_s:
-                await self._wait_for_fresh_snapshot(
-                    envelope.time, self._config.fresh_snapshot_wait_s, content=CONTENT_FOR_TASK[job.task]
-                )
-            await self._run(job)
+            # One span per job in the request's trace: started, progress and the outcome are
+            # published inside it, so evaluation and deployment continue the same trace.
+            with job_span(
+                "training job",
+                attributes={"llmops.model.name": job.model_name, "llmops.training.task": job.task.value},
+            ):
+                if job.dataset_id is None and job.reason in _FRESH_DATA_REASONS and self._config.fresh_snapshot_wait_s:
+                    await self._wait_for_fresh_snapshot(
+                        envelope.time, self._config.fresh_snapshot_wait_s, content=CONTENT_FOR_TASK[job.task]
+                    )
+                await self._run(job)
 
     async def _wait_for_fresh_snapshot(
         self, requested_at: datetime, timeout_s: float, *, content: str = RECORDS_CONTENT
@@ -179,6 +186,7 @@ class FineTuningService:
             return
 
         assert job.dataset_id is not None
+        annotate({"llmops.model.version": version, "llmops.dataset.id": job.dataset_id})
         await self._publish(
             TrainingStarted(
                 model_name=job.model_name,

@@ -111,6 +111,7 @@ from llmops_ingestion.domain.validation import (
 )
 from llmops_ingestion.errors import NothingToSnapshot
 from llmops_messaging import Delivery, Origin, ProcessedEvents, Rejected
+from llmops_messaging.tracing import annotate, triggered_span
 from llmops_models import ModelRegistry
 from llmops_models.erasures import ErasureRecord, snapshots_holding, versions_trained_on, write_erasure
 from llmops_models.layout import erasure_path
@@ -811,7 +812,21 @@ class IngestionService:
         (unless ``force``: a retraining request gets a snapshot made after it, even if equal).
         ``cause``: the id of the event the snapshot is cut for; a snapshot cut for it before is
         returned (and announced, if it was not yet) instead of a new one.
+
+        The cut is a span of the trace of what set it off (the batch of records that crossed the
+        count policy's threshold, a retraining request), so the ``dataset.snapshotted`` event, and
+        the training, evaluation and deployment after it, carry that trace on.
         """
+        with triggered_span(
+            "dataset snapshot", attributes={"llmops.dataset.content": content.value, "llmops.snapshot.trigger": trigger}
+        ):
+            event = await self._cut_snapshot(trigger=trigger, force=force, cause=cause, content=content)
+            annotate({"llmops.dataset.id": event.dataset_id, "llmops.dataset.rows": event.row_count})
+            return event
+
+    async def _cut_snapshot(
+        self, *, trigger: str, force: bool, cause: str | None, content: DatasetContent
+    ) -> DatasetSnapshotted:
         async with self._snapshot_lock:
             await self.publish_pending_snapshots()
             if cause is not None and (earlier := self._state.snapshot_caused_by(cause)) is not None:
