@@ -31,6 +31,7 @@ from llmops_events.v1 import (
     TrainingCompleted,
 )
 from llmops_messaging import EventPublisher
+from llmops_messaging.tracing import annotate, job_span
 from llmops_models import model_path
 from llmops_models.kinds.causal_lm import CAUSAL_LM
 from llmops_serving import Champions
@@ -71,21 +72,31 @@ class EvaluationService:
         event: TrainingCompleted = envelope.data
         # Every deployments event published before this one was handled is folded in first.
         await self._champions.sync(timeout=self._settings.champion_sync_timeout_s)
-        async with self._lock:
-            completed = await asyncio.to_thread(
-                self.evaluate_version,
-                event.model_name,
-                event.model_version,
-                dataset_id=str(event.lineage.get("dataset_id", "")),
-                artifact_uri=event.artifact_uri,
+        dataset_id = str(event.lineage.get("dataset_id", ""))
+        attributes = {
+            "llmops.model.name": event.model_name,
+            "llmops.model.version": event.model_version,
+            "llmops.dataset.id": dataset_id,
+        }
+        # One span per evaluation in the training's trace; the decision is published inside it,
+        # so the deployment continues that trace.
+        with job_span("evaluation", attributes=attributes):
+            async with self._lock:
+                completed = await asyncio.to_thread(
+                    self.evaluate_version,
+                    event.model_name,
+                    event.model_version,
+                    dataset_id=dataset_id,
+                    artifact_uri=event.artifact_uri,
+                )
+            annotate({"llmops.evaluation.decision": completed.decision.value})
+            # The id derives from the input's: a re-run (a crash before the offset was committed)
+            # publishes the same event again, and deployment skips the copy.
+            await self._publisher.publish(
+                completed,
+                correlationid=envelope.correlationid,
+                id=derived_id(envelope.id, EvaluationCompleted.event_type),
             )
-        # The id derives from the input's: a re-run (a crash before the offset was committed)
-        # publishes the same event again, and deployment skips the copy.
-        await self._publisher.publish(
-            completed,
-            correlationid=envelope.correlationid,
-            id=derived_id(envelope.id, EvaluationCompleted.event_type),
-        )
 
     def evaluate_version(
         self, model_name: str, version: int, *, dataset_id: str, artifact_uri: str | None = None
