@@ -16,8 +16,8 @@ export UV_PYTHON ?= 3.11
 setup: ## Install everything (both Python envs, Kafka jars, Triton backend, generated code); idempotent
 	@scripts/setup.sh
 
-up: setup ## Start Kafka (KRaft), create topics, start Triton and the services; wait until healthy
-	@$(LLMOPS) stack up
+up: setup ## Start Kafka (KRaft), create topics, start Triton and the services; wait until healthy [CLUSTER=3: three brokers]
+	@$(if $(CLUSTER),LLMOPS_KAFKA_CLUSTER_SIZE=$(CLUSTER)) $(LLMOPS) stack up
 
 down: ## Stop what `make up` started (by pid file); data under var/ is kept
 	@if [ -x $(LLMOPS) ]; then $(LLMOPS) stack down; else echo "nothing to stop (not set up)"; fi

@@ -109,6 +109,11 @@ class KafkaSettings(BaseSettings):
     min_insync_replicas: int = Field(default=1, ge=1)
     """``min.insync.replicas`` of those topics (with acks=all, a write needs this many replicas); 2 on a cluster."""
 
+    cluster_size: int = Field(default=1, ge=1, le=9)
+    """Brokers of the embedded stack: 1 (the default, one JVM) or 3 (``make up CLUSTER=3``: three
+    KRaft nodes on this machine, topics with replication factor 3 and ``min.insync.replicas=2``).
+    Unset, ``make status``/``make down`` find a cluster ``make up CLUSTER=3`` started by its pid files."""
+
     allow_single_replica: bool = False
     """Let ``make up`` create topics with replication factor 1 on an external broker (it refuses by
     default: one broker lost would lose data). The embedded broker is always allowed."""
@@ -292,6 +297,7 @@ def kafka_environment(settings: PlatformSettings) -> dict[str, str]:
         "LLMOPS_KAFKA_SSL_CHECK_HOSTNAME": str(kafka.ssl_check_hostname).lower(),
         "LLMOPS_KAFKA_REPLICATION_FACTOR": str(kafka.replication_factor),
         "LLMOPS_KAFKA_MIN_INSYNC_REPLICAS": str(kafka.min_insync_replicas),
+        "LLMOPS_KAFKA_CLUSTER_SIZE": str(kafka.cluster_size),
     }
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if (value := getattr(kafka, name)) is not None:

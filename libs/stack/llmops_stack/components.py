@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from llmops_config import PlatformSettings
 from llmops_events.topics import TopicSpec, platform_topics
 
 from .acls import acl_bindings, ensure_acls
+from .cluster import KafkaCluster
 from .kafka import KafkaBroker
 from .processes import NullProgress, Progress, StackError, run_sync
 from .topics import TopicsReport, ensure_topics
@@ -63,7 +65,8 @@ class KafkaComponent:
     external broker (not started here) with replication factor 1 is refused unless
     ``LLMOPS_KAFKA_ALLOW_SINGLE_REPLICA=true``: one lost broker would lose the platform's state."""
 
-    broker: KafkaBroker
+    broker: KafkaBroker | KafkaCluster
+    """One broker, or the embedded cluster (``kafka_component`` picks by ``LLMOPS_KAFKA_CLUSTER_SIZE``)."""
     topics: Sequence[TopicSpec] | None = None
     """The topics to create; default: the platform's (``platform_topics``, audit retention from settings)."""
     replication_factor: int | None = None
@@ -74,8 +77,7 @@ class KafkaComponent:
 
     @property
     def bootstrap(self) -> str:
-        host, port = self.broker.address
-        return f"{host}:{port}"
+        return self.broker.bootstrap
 
     def preflight(self) -> None:
         self.broker.preflight()
@@ -83,7 +85,7 @@ class KafkaComponent:
     def ensure_up(self, progress: Progress) -> str:
         note = self._ensure_broker(progress)
         kafka = self.broker.settings.kafka
-        ours = self.broker.process.is_running()
+        ours = self.broker.is_running()
         if not ours and self._replication_factor == 1 and not kafka.allow_single_replica:
             raise StackError(
                 f"kafka: {note}: refusing to create topics with replication factor 1 on a cluster "
@@ -99,12 +101,15 @@ class KafkaComponent:
         return f"{note}{created}"
 
     def _ensure_broker(self, progress: Progress) -> str:
-        if self.broker.process.is_running():
+        if self.broker.is_running():
+            if isinstance(self.broker, KafkaCluster) and len(self.broker.running_nodes()) < len(self.broker.nodes):
+                progress.step(f"kafka: starting the cluster's stopped nodes ({self.bootstrap})")
+                self.broker.start()
             self.broker.wait_ready(self.ready_timeout, progress)
             return f"already running at {self.bootstrap}"
         if self.broker.topics() is not None:
             return f"external broker at {self.bootstrap} (not started by llmops)"
-        progress.step(f"kafka: starting KRaft broker on {self.bootstrap} (log {self.broker.process.log_file})")
+        progress.step(f"kafka: starting KRaft broker on {self.bootstrap} (log {self.broker.log_file})")
         started = time.monotonic()
         self.broker.start()
         self.broker.wait_ready(self.ready_timeout, progress)
@@ -112,7 +117,18 @@ class KafkaComponent:
 
     @property
     def _replication_factor(self) -> int:
-        return self.replication_factor or self.broker.settings.kafka.replication_factor
+        if self.replication_factor:
+            return self.replication_factor
+        # The embedded cluster replicates on every node unless the settings ask for more.
+        size = len(self.broker.nodes) if isinstance(self.broker, KafkaCluster) else 1
+        return max(size, self.broker.settings.kafka.replication_factor)
+
+    @property
+    def _min_insync_replicas(self) -> int:
+        if self.min_insync_replicas:
+            return self.min_insync_replicas
+        size = len(self.broker.nodes) if isinstance(self.broker, KafkaCluster) else 1
+        return max(size - 1, self.broker.settings.kafka.min_insync_replicas)
 
     @property
     def topic_specs(self) -> Sequence[TopicSpec]:
@@ -127,7 +143,7 @@ class KafkaComponent:
                 self.broker.admin_options(),
                 self.topic_specs,
                 replication_factor=self._replication_factor,
-                min_insync_replicas=self.min_insync_replicas or self.broker.settings.kafka.min_insync_replicas,
+                min_insync_replicas=self._min_insync_replicas,
             )
         )
 
@@ -135,10 +151,10 @@ class KafkaComponent:
         return self.broker.stop(self.stop_timeout)
 
     def status(self) -> ComponentStatus:
-        ours = self.broker.process.is_running()
+        ours = self.broker.is_running()
         topics = self.broker.topics()
         if topics is None:
-            why = "not answering" if ours else not_running(self.broker.process.pid_file)
+            why = "not answering" if ours else not_running(self.broker.pid_file)
             return ComponentStatus(self.name, False, f"{self.bootstrap} {why}")
         user_topics = [name for name in topics if not name.startswith("__")]
         missing = [spec.name for spec in self.topic_specs if spec.name not in topics]
@@ -147,6 +163,23 @@ class KafkaComponent:
         if missing:
             return ComponentStatus(self.name, False, f"{detail}; missing topics: {', '.join(missing)}")
         return ComponentStatus(self.name, True, detail)
+
+
+def kafka_component(settings: PlatformSettings, libs_dir: Path, log4j_config: Path) -> KafkaComponent:
+    """The embedded Kafka of ``settings``: one broker, or a cluster of ``LLMOPS_KAFKA_CLUSTER_SIZE``
+    nodes. With the size unset, a cluster ``make up CLUSTER=3`` left running (its first node's pid
+    file) is the one meant, so ``make status``/``make down`` need no ``CLUSTER=``."""
+    kafka = settings.kafka
+    size = kafka.cluster_size
+    if size == 1 and "cluster_size" not in kafka.model_fields_set:
+        try:
+            if KafkaCluster(settings, libs_dir, log4j_config, size=3).process.record() is not None:
+                size = 3
+        except StackError:
+            pass  # bootstrap servers that cannot describe a cluster of 3: none was started
+    if size == 1:
+        return KafkaComponent(KafkaBroker(settings, libs_dir, log4j_config))
+    return KafkaComponent(KafkaCluster(settings, libs_dir, log4j_config, size=size), ready_timeout=180.0)
 
 
 @dataclass

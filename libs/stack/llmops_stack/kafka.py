@@ -133,6 +133,28 @@ class KafkaBroker:
         return parse_address(self.settings.kafka_bootstrap_servers)
 
     @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` of the client listener."""
+        host, port = self.address
+        return f"{host}:{port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.process.log_file
+
+    @property
+    def pid_file(self) -> Path:
+        return self.process.pid_file
+
+    def is_running(self) -> bool:
+        """Whether the JVM this broker's pid file names is alive (started by llmops)."""
+        return self.process.is_running()
+
+    @property
     def credentials_dir(self) -> Path:
         return credentials_dir(self.settings)
 
@@ -172,7 +194,7 @@ class KafkaBroker:
         """``server.properties`` for a combined broker+controller listening on loopback only."""
         host, port = self.address
         broker = f"{host}:{port}"
-        controller = f"{host}:{self.settings.kafka_controller_port}"
+        controller = f"{host}:{self.controller_port}"
         listeners = (
             self._security_properties(broker, controller)
             if self.secured
@@ -208,7 +230,16 @@ class KafkaBroker:
             "num.io.threads": "2",
             "num.recovery.threads.per.data.dir": "1",
             "log.cleaner.dedupe.buffer.size": "2097152",
+            **self._extra_properties(),
         }
+
+    def _extra_properties(self) -> dict[str, str]:
+        """What a node of a cluster changes (quorum, replication of internal topics); none here."""
+        return {}
+
+    def _format_arguments(self) -> list[str]:
+        """How StorageTool learns the controller quorum: this node alone (``--standalone``)."""
+        return ["--standalone"]
 
     def _security_properties(self, broker: str, controller: str) -> dict[str, str]:
         """SASL listeners and the authorizer: SCRAM for clients (PLAIN too, on this loopback listener
@@ -330,7 +361,7 @@ class KafkaBroker:
         command = self.java_command(
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *self._format_arguments(),
             "--ignore-formatted",
             "--cluster-id",
             self.cluster_id(),
@@ -376,7 +407,7 @@ class KafkaBroker:
     def start(self) -> int:
         """Write the config, format on first use and launch the broker; returns its pid (not yet ready)."""
         host, port = self.address
-        for busy in (port, self.settings.kafka_controller_port):
+        for busy in (port, self.controller_port):
             if port_open(host, busy):
                 raise StackError(f"kafka: {host}:{busy} is already in use by a process llmops did not start")
         self.write_config()

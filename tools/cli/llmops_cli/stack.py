@@ -31,8 +31,6 @@ from llmops_messaging import stall_reasons
 from llmops_stack import (
     Component,
     ComponentStatus,
-    KafkaBroker,
-    KafkaComponent,
     ManagedProcess,
     NullProgress,
     Progress,
@@ -40,6 +38,7 @@ from llmops_stack import (
     StackError,
     TritonComponent,
     TritonServer,
+    kafka_component,
     not_running,
     repo_paths,
 )
@@ -152,7 +151,7 @@ def components(settings: PlatformSettings, paths: RepoPaths | None = None) -> li
         if importlib.util.find_spec(module) is not None and _has_main(module)
     ]
     return [
-        KafkaComponent(KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config)),
+        kafka_component(settings, paths.kafka_libs_dir, paths.kafka_log4j_config),
         TritonComponent(TritonServer(settings, paths.triton_venv, paths.triton_backend_dir)),
         # Jaeger when `make setup` built it; once up, the services started after it export their spans to it.
         *([jaeger] if (jaeger := jaeger_component(settings, paths.root)) is not None else []),

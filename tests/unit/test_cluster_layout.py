@@ -1,0 +1,69 @@
+"""The embedded cluster's layout (ports, quorum, replication) and how ``kafka_component`` picks it: pure logic,
+nothing started (the cluster itself runs in tests/integration/test_cluster_kill.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmops_config import PlatformSettings
+from llmops_config.kafka import KafkaSettings
+from llmops_stack import KafkaBroker, KafkaCluster, StackError, kafka_component
+
+
+def _settings(tmp_path: Path, servers: str = "127.0.0.1:9092", **kafka: object) -> PlatformSettings:
+    return PlatformSettings(
+        kafka_bootstrap_servers=servers,
+        kafka_controller_port=9093,
+        var_dir=tmp_path,
+        kafka=KafkaSettings(security_protocol="PLAINTEXT", **kafka),  # type: ignore[arg-type]
+    )
+
+
+def test_nodes_take_every_second_port_of_one_address(tmp_path: Path) -> None:
+    cluster = KafkaCluster(_settings(tmp_path), tmp_path, tmp_path / "log4j2.yaml")
+    assert cluster.bootstrap == "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096"
+    assert [node.controller_port for node in cluster.nodes] == [9093, 9095, 9097]
+    assert [node.name for node in cluster.nodes] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert len({node.state_dir for node in cluster.nodes}) == 3
+    assert len({node.cluster_id_file for node in cluster.nodes}) == 1
+
+
+def test_listed_addresses_are_used_as_given(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")
+    cluster = KafkaCluster(settings, tmp_path, tmp_path / "log4j2.yaml", controller_ports=[7101, 7102, 7103])
+    properties = cluster.node(2).properties()
+    assert properties["node.id"] == "2"
+    assert properties["listeners"] == "PLAINTEXT://127.0.0.1:7002,CONTROLLER://127.0.0.1:7102"
+    assert properties["controller.quorum.voters"] == "1@127.0.0.1:7101,2@127.0.0.1:7102,3@127.0.0.1:7103"
+    assert "controller.quorum.bootstrap.servers" not in properties
+    # Internal topics survive one node: replication 3, two in sync for a write.
+    assert properties["offsets.topic.replication.factor"] == "3"
+    assert properties["transaction.state.log.min.isr"] == "2"
+    assert properties["min.insync.replicas"] == "2"
+
+
+def test_inconsistent_addresses_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="lists 2 addresses"):
+        KafkaCluster(_settings(tmp_path, "127.0.0.1:7001,127.0.0.1:7002"), tmp_path, tmp_path)
+    with pytest.raises(StackError, match="both a client and a controller port"):
+        KafkaCluster(_settings(tmp_path), tmp_path, tmp_path, controller_ports=[9094, 9200, 9201])
+
+
+def test_component_replicates_on_every_node(tmp_path: Path) -> None:
+    cluster = kafka_component(_settings(tmp_path, cluster_size=3), tmp_path, tmp_path)
+    assert isinstance(cluster.broker, KafkaCluster)
+    assert (cluster._replication_factor, cluster._min_insync_replicas) == (3, 2)
+    single = kafka_component(_settings(tmp_path), tmp_path, tmp_path)
+    assert isinstance(single.broker, KafkaBroker)
+    assert (single._replication_factor, single._min_insync_replicas) == (1, 1)
+
+
+def test_status_finds_a_cluster_make_up_started(tmp_path: Path) -> None:
+    """``make status`` without CLUSTER=3 finds the cluster by its first node's pid file."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "kafka-1.pid").write_text('{"pid": 1, "argv": ["java"], "started_at": 0}')
+    assert isinstance(kafka_component(_settings(tmp_path), tmp_path, tmp_path).broker, KafkaCluster)
+    # An explicit size wins.
+    assert isinstance(kafka_component(_settings(tmp_path, cluster_size=1), tmp_path, tmp_path).broker, KafkaBroker)
