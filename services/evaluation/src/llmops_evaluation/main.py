@@ -56,7 +56,8 @@ class EvaluationRuntime:
         )
         return self.service
 
-    def attach(self, broker: KafkaBroker, **options: Any) -> None:
+    def attach(self, broker: KafkaBroker, **options: Any) -> Any:
+        """Subscribe the handler on ``broker`` (before it starts); returns the FastStream subscriber."""
         assert self.service is not None and self.processed is not None, "open() first"
         consumer = EventConsumer(
             group_id=self.settings.group_id,
@@ -68,7 +69,7 @@ class EvaluationRuntime:
         )
         # An evaluation takes tens of seconds; the poll interval leaves room for the slowest.
         options.setdefault("max_poll_interval_ms", 15 * 60 * 1000)
-        subscribe(broker, consumer, TRAINING, **options)
+        return subscribe(broker, consumer, TRAINING, **options)
 
     async def close(self) -> None:
         await self.publisher.stop()
