@@ -156,3 +156,23 @@ def tiny_model(stack_settings: PlatformSettings, tmp_path_factory: pytest.TempPa
     )
     with ThreadPoolExecutor(1) as thread:  # its own event loop, whatever loop the test runs in
         return thread.submit(asyncio.run, training).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL (Debian's ``postgresql`` package) for the shared state store, started once
+    per session in a temporary folder on a free port; skipped where the server is not installed."""
+    import shutil
+    import tempfile
+
+    from tests.postgres_server import postgres_bin_dir, running_postgres
+
+    if postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+    # Not under pytest's 0700 base folder: the server runs as the postgres user when tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="llmops-postgres-"))
+    try:
+        with running_postgres(folder) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
