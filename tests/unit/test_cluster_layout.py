@@ -67,3 +67,18 @@ def test_status_finds_a_cluster_make_up_started(tmp_path: Path) -> None:
     assert isinstance(kafka_component(_settings(tmp_path), tmp_path, tmp_path).broker, KafkaCluster)
     # An explicit size wins.
     assert isinstance(kafka_component(_settings(tmp_path, cluster_size=1), tmp_path, tmp_path).broker, KafkaBroker)
+
+
+def test_topic_prefix_is_applied_once(tmp_path: Path) -> None:
+    from llmops_config.kafka import kafka_client_options
+    from llmops_events.topics import RECORDS_RAW, prefixed, unprefixed
+
+    options = kafka_client_options(_settings(tmp_path, topic_prefix="team-a."), service="ingestion")
+    assert options.topic(RECORDS_RAW) == "team-a.llmops.records.raw.v1"
+    # A wire name read back from a message (a DLQ header) is not prefixed twice.
+    assert options.topic(options.topic(RECORDS_RAW)) == options.topic(RECORDS_RAW)
+    assert unprefixed(options.topic(RECORDS_RAW), "team-a.") == RECORDS_RAW
+    assert prefixed(RECORDS_RAW, "") == RECORDS_RAW
+    assert kafka_client_options(_settings(tmp_path), service="ingestion").topic(RECORDS_RAW) == RECORDS_RAW
+    with pytest.raises(ValueError, match="topic_prefix"):
+        KafkaSettings(topic_prefix="no spaces")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmops_events.topics import prefixed
+
 if TYPE_CHECKING:
     from llmops_config.settings import PlatformSettings
 
@@ -114,6 +116,11 @@ class KafkaSettings(BaseSettings):
     KRaft nodes on this machine, topics with replication factor 3 and ``min.insync.replicas=2``).
     Unset, ``make status``/``make down`` find a cluster ``make up CLUSTER=3`` started by its pid files."""
 
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+    """Prepended to every topic name on the wire (``team-a.`` → ``team-a.llmops.records.raw.v1``), so
+    several platforms can share one cluster; applied where clients subscribe, produce, create, grant
+    ACLs and list (``KafkaClientOptions.topic``), never to the constants in ``llmops_events.topics``."""
+
     allow_single_replica: bool = False
     """Let ``make up`` create topics with replication factor 1 on an external broker (it refuses by
     default: one broker lost would lose data). The embedded broker is always allowed."""
@@ -154,6 +161,13 @@ class KafkaClientOptions:
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
+    topic_prefix: str = ""
+    """``LLMOPS_KAFKA_TOPIC_PREFIX``: what :meth:`topic` puts before every topic name on the wire."""
+
+    def topic(self, name: str) -> str:
+        """The wire name of the platform topic ``name``: the one place the topic prefix is applied
+        (producers, subscribers, followers, topic creation, ACLs and listings all ask here)."""
+        return prefixed(name, self.topic_prefix)
 
     def __repr__(self) -> str:  # never print the password
         return (
@@ -239,6 +253,7 @@ def kafka_client_options(
         ssl_certfile=kafka.ssl_certfile,
         ssl_keyfile=kafka.ssl_keyfile,
         ssl_check_hostname=kafka.ssl_check_hostname,
+        topic_prefix=kafka.topic_prefix,
     )
     if not kafka.sasl:
         return options
@@ -298,6 +313,7 @@ def kafka_environment(settings: PlatformSettings) -> dict[str, str]:
         "LLMOPS_KAFKA_REPLICATION_FACTOR": str(kafka.replication_factor),
         "LLMOPS_KAFKA_MIN_INSYNC_REPLICAS": str(kafka.min_insync_replicas),
         "LLMOPS_KAFKA_CLUSTER_SIZE": str(kafka.cluster_size),
+        "LLMOPS_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
     }
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if (value := getattr(kafka, name)) is not None:

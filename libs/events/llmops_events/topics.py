@@ -85,6 +85,18 @@ TOPICS: tuple[TopicSpec, ...] = (
 TOPICS_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
 
 
+def prefixed(name: str, prefix: str) -> str:
+    """``name`` as it is on the wire of a cluster shared under ``prefix`` (``LLMOPS_KAFKA_TOPIC_PREFIX``).
+    Idempotent: a name that already carries the prefix (read back from a message, a DLQ header) is
+    left as it is, so applying it at every I/O boundary never doubles it."""
+    return name if not prefix or name.startswith(prefix) else prefix + name
+
+
+def unprefixed(name: str, prefix: str) -> str:
+    """The platform's name (a constant of this module) of the wire topic ``name``."""
+    return name.removeprefix(prefix) if prefix else name
+
+
 def platform_topics(*, audit_retention_ms: int = AUDIT_RETENTION_MS) -> tuple[TopicSpec, ...]:
     """``TOPICS`` with the audit topic's retention from settings (``PlatformSettings.audit_retention_ms``)."""
     return tuple(

@@ -13,7 +13,7 @@ async def topic_partitions(options: KafkaClientOptions, topic: str) -> list[int]
     admin = AIOKafkaAdminClient(**options.aiokafka())
     await admin.start()
     try:
-        [description] = await admin.describe_topics([topic])
+        [description] = await admin.describe_topics([options.topic(topic)])
     finally:
         await admin.close()
     if description.get("error_code"):

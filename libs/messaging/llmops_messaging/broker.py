@@ -9,6 +9,7 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 
 from llmops_config import PlatformSettings
 from llmops_config.kafka import KafkaClientOptions, kafka_client_options
+from llmops_events.topics import prefixed
 
 
 def create_broker(settings: PlatformSettings, *, service: str, **options: Any) -> KafkaBroker:
@@ -24,7 +25,24 @@ def create_broker(settings: PlatformSettings, *, service: str, **options: Any) -
         "graceful_timeout": 15.0,
     }
     defaults.update(options)
-    return KafkaBroker(client.bootstrap_servers, **defaults)
+    # A list: FastStream hands a string to aiokafka as one host, commas and all (a cluster's servers).
+    servers = [server.strip() for server in client.bootstrap_servers.split(",") if server.strip()]
+    return PlatformBroker(servers, topic_prefix=client.topic_prefix, **defaults)
+
+
+class PlatformBroker(KafkaBroker):
+    """FastStream's Kafka broker whose subscribers and publishers take the platform's topic names
+    and use their wire names (``LLMOPS_KAFKA_TOPIC_PREFIX``, see ``KafkaClientOptions.topic``)."""
+
+    def __init__(self, *args: Any, topic_prefix: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.topic_prefix = topic_prefix
+
+    def subscriber(self, *topics: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().subscriber(*(prefixed(topic, self.topic_prefix) for topic in topics), **kwargs)
+
+    def publisher(self, topic: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().publisher(prefixed(topic, self.topic_prefix), *args, **kwargs)
 
 
 def faststream_security(client: KafkaClientOptions) -> BaseSecurity | None:

@@ -44,11 +44,11 @@ class TopicFollower:
         start_at: Literal["beginning", "end"],
         max_records: int = 2000,
     ) -> None:
-        self.topic = topic
         self.caught_up = asyncio.Event()
         """Set once the events present at ``start`` were read (at once when starting at the end)."""
         # The service (its Kafka principal) defaults to the client id: "gateway", "deployment".
         self._options = kafka_client_options(platform, service=service or client_id)
+        self.topic = self._options.topic(topic)
         self._client_id = client_id
         self._on_event = on_event
         self._start_at = start_at

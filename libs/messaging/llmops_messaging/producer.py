@@ -27,9 +27,10 @@ class EventPublisher:
     def __init__(self, settings: PlatformSettings, *, service: str, **producer_options: Any) -> None:
         self._settings = settings
         self._source = f"/llmops/{service}"
+        # Credentials are read here, at construction: a missing password fails the caller early.
+        self._options = kafka_client_options(settings, service=service)
         self._producer_options: dict[str, Any] = {
-            # Credentials are read here, at construction: a missing password fails the caller early.
-            **kafka_client_options(settings, service=service).aiokafka(),
+            **self._options.aiokafka(),
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 5,
@@ -91,5 +92,5 @@ class EventPublisher:
         if self._producer is None:
             raise RuntimeError("EventPublisher.start() was not called")
         return await self._producer.send_and_wait(
-            topic, value=record.value, key=record.key, headers=list(record.headers)
+            self._options.topic(topic), value=record.value, key=record.key, headers=list(record.headers)
         )

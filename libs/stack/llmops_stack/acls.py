@@ -161,9 +161,12 @@ async def ensure_acls(options: KafkaClientOptions, bindings: Iterable[AclBinding
         await admin.start()
         failures = []
         for binding in bindings:
+            name = binding.resource_name
+            if binding.resource_type is ResourceType.TOPIC:
+                name = options.topic(name)  # the table names platform topics; the broker has wire names
             request = CreateAclsRequest(
                 resource_type=int(binding.resource_type),
-                resource_name=binding.resource_name,
+                resource_name=name,
                 resource_pattern_type_filter=int(binding.pattern_type),
                 principal=f"User:{binding.principal}",
                 host="*",

@@ -68,9 +68,12 @@ class ClusterNode(KafkaBroker):
             "share.coordinator.state.topic.min.isr": min_isr,
             "default.replication.factor": replicas,
             "min.insync.replicas": min_isr,
-            # A killed node's partitions move to the others within seconds, not the default 18 s.
-            "broker.session.timeout.ms": "6000",
-            "broker.heartbeat.interval.ms": "1000",
+            # Three JVMs starting together on a busy 2-core machine can take minutes to elect a
+            # controller: a node waits for that (default 60 s, then it gives up and exits), and the
+            # quorum tolerates slow peers (defaults 2 s / 1 s elect again and again under load).
+            "initial.broker.registration.timeout.ms": "600000",
+            "controller.quorum.fetch.timeout.ms": "10000",
+            "controller.quorum.election.timeout.ms": "5000",
         }
 
     def properties(self) -> dict[str, str]:

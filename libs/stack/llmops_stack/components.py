@@ -157,7 +157,8 @@ class KafkaComponent:
             why = "not answering" if ours else not_running(self.broker.pid_file)
             return ComponentStatus(self.name, False, f"{self.bootstrap} {why}")
         user_topics = [name for name in topics if not name.startswith("__")]
-        missing = [spec.name for spec in self.topic_specs if spec.name not in topics]
+        wire = self.broker.admin_options()
+        missing = [wire.topic(spec.name) for spec in self.topic_specs if wire.topic(spec.name) not in topics]
         security = self.broker.settings.kafka.security_protocol
         detail = f"{self.bootstrap} ({len(user_topics)} topics, {security})" + ("" if ours else " external")
         if missing:

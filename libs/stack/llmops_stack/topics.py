@@ -54,7 +54,8 @@ async def ensure_topics(
         specs = [
             replace(spec, config={**spec.config, "min.insync.replicas": str(min_insync_replicas)}) for spec in specs
         ]
-    specs = list(specs)
+    # Created under their wire names (LLMOPS_KAFKA_TOPIC_PREFIX); the report names them so too.
+    specs = [replace(spec, name=options.topic(spec.name)) for spec in specs]
     report = TopicsReport()
     admin = AIOKafkaAdminClient(**options.aiokafka(request_timeout_ms=int(timeout * 1000)))
     try:

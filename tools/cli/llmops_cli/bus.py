@@ -32,7 +32,7 @@ async def _partitions(options: Any, topics: Sequence[str]) -> list[TopicPartitio
     admin = AIOKafkaAdminClient(**options.aiokafka())
     await admin.start()
     try:
-        descriptions = await admin.describe_topics(list(topics))
+        descriptions = await admin.describe_topics([options.topic(topic) for topic in topics])
     finally:
         await admin.close()
     return sorted(

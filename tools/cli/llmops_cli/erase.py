@@ -80,7 +80,7 @@ async def _audit_consumer(settings: PlatformSettings) -> AIOKafkaConsumer:
         **options.aiokafka(group_id=f"{settings.kafka_client_id_prefix}-erase", enable_auto_commit=False)
     )
     await consumer.start()
-    partitions = [TopicPartition(AUDIT, p) for p in range(TOPICS_BY_NAME[AUDIT].partitions)]
+    partitions = [TopicPartition(options.topic(AUDIT), p) for p in range(TOPICS_BY_NAME[AUDIT].partitions)]
     consumer.assign(partitions)
     await consumer.seek_to_end(*partitions)
     for partition in partitions:

@@ -168,9 +168,9 @@ async def read_history(
         async with asyncio.timeout(timeout_s):
             existing = await consumer.topics()
             partitions = [
-                TopicPartition(topic, partition)
+                TopicPartition(options.topic(topic), partition)
                 for topic in topics
-                if topic in existing
+                if options.topic(topic) in existing
                 for partition in range(TOPICS_BY_NAME[topic].partitions)
             ]
             if not partitions:

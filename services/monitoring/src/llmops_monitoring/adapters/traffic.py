@@ -31,11 +31,10 @@ async def read_latest_traffic(
     Undecodable messages are skipped: they are the service's DLQ's business, not a report's. A
     version's list holds generations when its latest event is a generation (a ``causal_lm`` model),
     classifications otherwise; the other kind's events are left out."""
+    options = kafka_client_options(platform, service="monitoring")
     consumer = AIOKafkaConsumer(
-        topic,
-        **kafka_client_options(platform, service="monitoring").aiokafka(
-            client_id=f"{platform.kafka_client_id_prefix}-drift-report"
-        ),
+        options.topic(topic),
+        **options.aiokafka(client_id=f"{platform.kafka_client_id_prefix}-drift-report"),
         enable_auto_commit=False,
         group_id=None,
     )
