@@ -171,14 +171,15 @@ def test_an_artifact_names_its_kind_and_old_ones_are_classifiers() -> None:
 def test_every_kind_fills_the_whole_seam(kind: ModelKind) -> None:
     assert kind.name and kind.training_task
     assert kind.evaluation_metrics and kind.canary_signals and kind.monitoring_signals
-    for member in ("load_predictor", "triton_model"):
+    for member in ("load_predictor", "triton_model", "optimize", "load_optimized_predictor"):
         assert callable(getattr(kind, member))
 
 
 def test_the_classifier_kind_describes_its_triton_model(tmp_path: Path) -> None:
     folder = _artifact(tmp_path / "v")
     model = CLASSIFIER.triton_model("m__v1", folder, ServingOptions(max_batch_size=8, instance_count=2))
-    assert set(model.files) == {"model.py", "network.py"} and all(p.is_file() for p in model.files.values())
+    assert set(model.files) == {"model.py", "network.py", "onnx_runtime.py"}
+    assert all(p.is_file() for p in model.files.values())
     config = model.config
     assert config.name == "m__v1" and config.backend == "python" and config.max_batch_size == 8
     assert [i.name for i in config.input] == [serving.TEXT_INPUT]
@@ -186,6 +187,25 @@ def test_the_classifier_kind_describes_its_triton_model(tmp_path: Path) -> None:
     assert list(config.output[2].dims) == [3]  # one score per label
     assert json.loads(config.parameters[serving.LABELS_PARAMETER].string_value) == ["a", "b", "c"]
     assert config.instance_group[0].count == 2
+    assert config.parameters[serving.RUNTIME_PARAMETER].string_value == "torch"  # no ONNX export in this artifact
+
+
+def test_the_classifier_runtime_is_onnx_on_cpu_when_the_artifact_has_its_export(tmp_path: Path) -> None:
+    folder = _artifact(tmp_path / "v")
+    with pytest.raises(ValueError, match="no optimized"):
+        CLASSIFIER.triton_model("m__v1", folder, ServingOptions(runtime="onnx"))
+    (folder / "optimized.json").write_text(json.dumps({"format": "onnx", "file": "onnx/model.int8.onnx"}))
+    options = ServingOptions(preferred_batch_sizes=(4, 8, 128), max_batch_size=64)
+    config = CLASSIFIER.triton_model("m__v1", folder, options).config
+    assert config.parameters[serving.RUNTIME_PARAMETER].string_value == "onnx"
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]  # none above the largest batch
+    gpu = CLASSIFIER.triton_model("m__v1", folder, ServingOptions(instance_kind="KIND_GPU")).config
+    assert gpu.parameters[serving.RUNTIME_PARAMETER].string_value == "torch"  # PyTorch stays the GPU path
+    assert gpu.instance_group[0].kind == gpu.instance_group[0].KIND_GPU
+    forced = CLASSIFIER.triton_model("m__v1", folder, ServingOptions(runtime="torch")).config
+    assert forced.parameters[serving.RUNTIME_PARAMETER].string_value == "torch"
+    with pytest.raises(ValueError, match="unknown classifier runtime"):
+        CLASSIFIER.triton_model("m__v1", folder, ServingOptions(runtime="tensorrt"))
 
 
 def test_the_classifier_kind_reads_a_triton_answer() -> None:

@@ -23,6 +23,9 @@ MODELS_PREFIX = "models"
 EVALUATIONS_PREFIX = "evaluations"
 ERASURES_PREFIX = "erasures"
 MANIFEST_FILE = "manifest.json"
+OPTIMIZED_FILE = "optimized.json"
+"""An artifact's optimized serving format (the classifier's ONNX export), when it has one; also
+spelled in ``kinds/classifier/onnx_runtime.py``, which must stand alone inside Triton."""
 
 # The one rule for names that become paths, shared with the event types that carry them
 # (``llmops_events.names``: a forged name fails decoding before it reaches this kernel):

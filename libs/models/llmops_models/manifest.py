@@ -9,9 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmops_models.layout import MANIFEST_FILE
+from llmops_models.layout import MANIFEST_FILE, OPTIMIZED_FILE
 
 EXCLUDED_FROM_MANIFEST = frozenset({MANIFEST_FILE, "_COMPLETE"})
+OPTIMIZED_KEYS = ("format", "runtime", "file", "sha256", "quantization", "float_file", "float_sha256", "opset")
 
 
 class ManifestMismatch(Exception):
@@ -71,8 +72,16 @@ def build_manifest(
 
 
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``manifest.json``; a folder holding an optimized export (``optimized.json``) has it
+    named in the manifest's ``optimized`` key too (its format, the file that serves and its sha256,
+    the float twin), so what serves is read from the manifest, not guessed from the files."""
     path = folder / MANIFEST_FILE
-    path.write_text(json.dumps(dict(manifest), indent=2, sort_keys=True))
+    content = dict(manifest)
+    optimized = folder / OPTIMIZED_FILE
+    if optimized.is_file():
+        described = json.loads(optimized.read_text())
+        content["optimized"] = {key: described[key] for key in OPTIMIZED_KEYS if key in described}
+    path.write_text(json.dumps(content, indent=2, sort_keys=True))
     return path
 
 

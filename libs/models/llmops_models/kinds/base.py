@@ -26,6 +26,11 @@ class ServingOptions:
     """Threads per instance; 0 leaves torch's default (all cores)."""
     instance_kind: str = "KIND_CPU"
     """Triton ``instance_group`` kind: ``KIND_CPU``, or ``KIND_GPU`` (the model on CUDA) where a GPU exists."""
+    runtime: str = "auto"
+    """What runs the model: ``onnx`` (the artifact's optimized export under ONNX Runtime), ``torch``,
+    or ``auto``: ONNX on CPU when the artifact has an export, PyTorch otherwise (and on GPU)."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Batch sizes the dynamic batcher aims for (Triton's ``preferred_batch_size``); empty: none."""
 
 
 class Predictor(Protocol):
@@ -64,4 +69,14 @@ class ModelKind(Protocol):
 
     def triton_model(self, name: str, folder: Path, options: ServingOptions) -> TritonModel:
         """The Triton model serving the artifact in ``folder`` under the Triton name ``name``."""
+        ...
+
+    def load_optimized_predictor(self, folder: Path) -> Predictor | None:
+        """The artifact's optimized serving format loaded for in-process inference (what Triton
+        serves on CPU), for the evaluation gate to compare with its float twin; None without one."""
+        ...
+
+    def optimize(self, folder: Path) -> dict[str, Any] | None:
+        """Add the kind's optimized serving format to a freshly trained artifact folder, before its
+        manifest is written (the classifier: ONNX, int8); what ``optimized.json`` says, or None."""
         ...

@@ -105,6 +105,13 @@ class CausalLmKind:
 
         return CausalLmPredictor(load_causal_lm(folder, device=device))
 
+    def load_optimized_predictor(self, folder: Path) -> Predictor | None:
+        return None
+
+    def optimize(self, folder: Path) -> dict[str, Any] | None:
+        """No optimized format: the adapter is served on the base model's Triton model."""
+        return None
+
     def triton_model(self, name: str, folder: Path, options: ServingOptions) -> TritonModel:
         raise NotImplementedError(
             f"a causal_lm version is a LoRA adapter on the base model's Triton model (issue 15), not a model of its"

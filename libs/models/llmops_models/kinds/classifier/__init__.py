@@ -4,12 +4,15 @@ mean pooling and a linear head, trained on labelled texts and served by ``Predic
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmops_models.kinds.base import Predictor, ServingOptions, TritonModel
 from llmops_models.kinds.classifier import serving
+
+logger = logging.getLogger(__name__)
 
 LABEL_MAP_FILE = "label_map.json"  # also spelled in network.py, which must stand alone inside Triton
 
@@ -30,6 +33,25 @@ class ClassifierPredictor:
         probabilities = self.classifier.predict_proba(texts)
         confidences, indices = probabilities.max(dim=-1)
         return [self.classifier.labels[i] for i in indices.tolist()], confidences.tolist()
+
+
+class OnnxClassifierPredictor:
+    """The optimized export (ONNX Runtime, what Triton serves on CPU) behind ``Predictor``."""
+
+    def __init__(self, classifier: Any) -> None:
+        self.classifier = classifier
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.classifier.labels)
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
+        if not texts:
+            return [], []
+        probabilities = self.classifier.predict_proba(texts)
+        return [self.classifier.labels[i] for i in probabilities.argmax(axis=1).tolist()], [
+            float(p) for p in probabilities.max(axis=1)
+        ]
 
 
 class ClassifierKind:
@@ -62,11 +84,30 @@ class ClassifierKind:
 
         return ClassifierPredictor(load_classifier(folder, device=device))
 
+    def load_optimized_predictor(self, folder: Path) -> Predictor | None:
+        from llmops_models.kinds.classifier.onnx_runtime import OnnxClassifier, has_optimized
+
+        return OnnxClassifierPredictor(OnnxClassifier(folder)) if has_optimized(folder) else None
+
     def labels(self, folder: Path) -> list[str]:
         return list(json.loads((folder / LABEL_MAP_FILE).read_text())["labels"])
 
     def triton_model(self, name: str, folder: Path, options: ServingOptions) -> TritonModel:
-        return serving.triton_model(name, self.labels(folder), options)
+        from llmops_models.kinds.classifier.onnx_runtime import has_optimized
+
+        return serving.triton_model(name, self.labels(folder), options, has_optimized=has_optimized(folder))
+
+    def optimize(self, folder: Path) -> dict[str, Any] | None:
+        """Export to ONNX and quantize to int8 (``onnx_export``). A model that cannot be exported
+        is still published, without the optimized format: it is served by PyTorch then."""
+        from llmops_models.kinds.classifier.onnx_export import export_optimized, remove_optimized
+
+        try:
+            return export_optimized(folder)
+        except Exception:
+            logger.warning("ONNX export failed; the artifact is published without it", exc_info=True)
+            remove_optimized(folder)
+            return None
 
 
 CLASSIFIER = ClassifierKind()

@@ -28,9 +28,14 @@ OUTPUTS = (LABEL_OUTPUT, CONFIDENCE_OUTPUT, SCORES_OUTPUT)
 LABELS_PARAMETER = "labels"
 """Model config parameter holding the JSON list of labels (index → label)."""
 
+RUNTIME_PARAMETER = "runtime"
+"""Model config parameter: ``onnx`` (ONNX Runtime on the artifact's optimized export) or ``torch``."""
+RUNTIMES = ("auto", "onnx", "torch")
+
 TRITON_SOURCES = Path(__file__).resolve().parent
 MODEL_FILE = TRITON_SOURCES / "triton" / "model.py"
 NETWORK_FILE = TRITON_SOURCES / "network.py"
+ONNX_RUNTIME_FILE = TRITON_SOURCES / "onnx_runtime.py"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,19 @@ class ClassOutput:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-def model_config(name: str, labels: Sequence[str], options: ServingOptions) -> Any:
+def resolve_runtime(options: ServingOptions, *, has_optimized: bool) -> str:
+    """``onnx`` or ``torch`` for ``options.runtime``: ``auto`` is ONNX on CPU when the artifact
+    carries the export, PyTorch on GPU (the export is tuned for the CPU) or without one."""
+    if options.runtime not in RUNTIMES:
+        raise ValueError(f"unknown classifier runtime {options.runtime!r}; one of {', '.join(RUNTIMES)}")
+    if options.runtime == "auto":
+        return "onnx" if has_optimized and options.instance_kind == "KIND_CPU" else "torch"
+    if options.runtime == "onnx" and not has_optimized:
+        raise ValueError("runtime 'onnx' asked for, but the artifact has no optimized (ONNX) export")
+    return options.runtime
+
+
+def model_config(name: str, labels: Sequence[str], options: ServingOptions, *, runtime: str = "torch") -> Any:
     """The Triton model configuration of a deployed classifier version."""
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -56,19 +73,31 @@ def model_config(name: str, labels: Sequence[str], options: ServingOptions) -> A
             mc.ModelOutput(name=CONFIDENCE_OUTPUT, data_type=mc.TYPE_FP32, dims=[1]),
             mc.ModelOutput(name=SCORES_OUTPUT, data_type=mc.TYPE_FP32, dims=[len(labels)]),
         ],
-        instance_group=[mc.ModelInstanceGroup(count=options.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU)],
+        instance_group=[
+            mc.ModelInstanceGroup(
+                count=options.instance_count, kind=mc.ModelInstanceGroup.Kind.Value(options.instance_kind)
+            )
+        ],
     )
     if options.dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+        config.dynamic_batching.preferred_batch_size.extend(
+            size for size in options.preferred_batch_sizes if size <= options.max_batch_size
+        )
+    config.parameters[RUNTIME_PARAMETER].string_value = runtime
     config.parameters[LABELS_PARAMETER].string_value = json.dumps(list(labels), ensure_ascii=False)
     config.parameters["torch_threads"].string_value = str(options.torch_threads)
     config.parameters["batch_size"].string_value = str(options.max_batch_size)
     return config
 
 
-def triton_model(name: str, labels: Sequence[str], options: ServingOptions) -> TritonModel:
+def triton_model(
+    name: str, labels: Sequence[str], options: ServingOptions, *, has_optimized: bool = False
+) -> TritonModel:
+    runtime = resolve_runtime(options, has_optimized=has_optimized)
     return TritonModel(
-        config=model_config(name, labels, options), files={"model.py": MODEL_FILE, "network.py": NETWORK_FILE}
+        config=model_config(name, labels, options, runtime=runtime),
+        files={"model.py": MODEL_FILE, "network.py": NETWORK_FILE, "onnx_runtime.py": ONNX_RUNTIME_FILE},
     )
 
 
