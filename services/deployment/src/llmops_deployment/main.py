@@ -20,10 +20,11 @@ from llmops_deployment.adapters.triton import TritonControl
 from llmops_deployment.handlers import DeploymentService
 from llmops_deployment.reconciler import Reconciler
 from llmops_deployment.settings import DeploymentSettings
-from llmops_events.topics import EVALUATIONS
+from llmops_events.topics import DEPLOYMENTS, EVALUATIONS
 from llmops_events.v1 import EvaluationCompleted
 from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, ProcessedEvents, subscribe
 from llmops_messaging.app import service_app
+from llmops_messaging.lease import ActiveLease
 from llmops_models.triton_repository import AdapterRepository, ModelRepository
 from llmops_serving import DeploymentFeed
 from llmops_storage import open_store
@@ -46,9 +47,20 @@ class DeploymentRuntime:
         self.reconciler: Reconciler | None = None
         self.ops_server: grpc.aio.Server | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self.lease: ActiveLease | None = None
 
     async def open(self) -> DeploymentService:
         settings = self.settings
+        if settings.single_active:
+            # One controller acts on the models at a time: the others wait here as standbys.
+            self.lease = ActiveLease(
+                settings.platform,
+                service=SERVICE,
+                topic=DEPLOYMENTS,
+                group_id=f"{settings.group_id}-active",
+                session_timeout_ms=int(settings.lease_session_timeout_s * 1000),
+            )
+            await self.lease.acquire()
         self.processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
         # Created here, inside the running event loop: a grpc.aio channel belongs to one loop.
         self.triton = TritonControl(settings.platform.triton_grpc_url, settings.platform.triton_metrics_url)
@@ -125,6 +137,8 @@ class DeploymentRuntime:
         await self.publisher.stop()
         if self.processed is not None:
             self.processed.close()
+        if self.lease is not None:
+            await self.lease.release()
 
 
 def create_app(settings: DeploymentSettings | None = None) -> FastStream:

@@ -24,6 +24,16 @@ class DeploymentSettings(BaseSettings):
     group_id: str = "deployment"
     """Kafka consumer group for evaluation decisions."""
 
+    single_active: bool = False
+    """Run as one active replica with standbys (``docs/scale-out.md``): before opening anything the
+    process waits for the Kafka-elected lease (group ``<group_id>-active`` on the one-partition
+    deployments topic) and stops if it loses it. Off for the embedded default's single process; on
+    wherever more than one replica runs."""
+
+    lease_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
+    """With ``single_active``: how long the lease's holder may miss heartbeats before a standby
+    takes over (the Kafka consumer session timeout of the lease group)."""
+
     model_names: list[str] = Field(default_factory=list)
     """Only deploy and reconcile these models (empty: every model). Lets several deployment
     services share one Triton, one per set of models."""
