@@ -144,6 +144,7 @@ class EvaluationService:
                 policy=policy,
                 latency_examples=settings.latency_examples,
                 seed=settings.seed,
+                optimized=candidate.optimized,
             )
         except EvaluationRejected as error:
             completed = EvaluationCompleted(
@@ -158,7 +159,7 @@ class EvaluationService:
             **base,
             decision=verdict.decision,
             reasons=verdict.reasons,
-            candidate_metrics=verdict.candidate.summary() | {"test_set": test_set.origin},
+            candidate_metrics=verdict.candidate.summary() | verdict.optimized_summary() | {"test_set": test_set.origin},
             champion_metrics=(
                 verdict.champion.summary()
                 | {"comparison": verdict.comparison.model_dump(mode="json") if verdict.comparison else None}

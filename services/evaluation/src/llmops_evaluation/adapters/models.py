@@ -18,8 +18,10 @@ from llmops_storage import ArtifactStore
 class PredictorScorer:
     """A loaded model version (of any kind) behind the ``Scorer`` interface."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, *, optimized: Predictor | None = None) -> None:
         self._predictor = predictor
+        self.optimized = PredictorScorer(optimized) if optimized is not None else None
+        """The version's optimized serving format (what Triton serves on CPU), when it has one."""
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
         return self._predictor.predict(texts)
@@ -68,7 +70,8 @@ def load_scorer(store: ArtifactStore, model_name: str, version: int, workdir: Pa
     except UnknownKind as error:
         raise ModelUnavailable("unknown_kind", f"{model_name} version {version}: {error}") from error
     try:
-        return PredictorScorer(kind.load_predictor(folder, device="cpu"))
+        optimized = kind.load_optimized_predictor(folder) if manifest.get("optimized") else None
+        return PredictorScorer(kind.load_predictor(folder, device="cpu"), optimized=optimized)
     except Exception as error:  # a model that hashes right but cannot load is still unusable
         raise ModelUnavailable(
             "artifact_corrupt", f"{ModelRegistry(store).uri(model_name, version)} cannot be loaded: {error!r}"

@@ -45,6 +45,16 @@ class Verdict(BaseModel):
     candidate: ModelReport
     champion: ModelReport | None
     comparison: PairedComparison | None
+    optimized_accuracy: float | None = None
+    """The candidate's optimized serving format (int8 ONNX) on the same test set, when it has one."""
+
+    def optimized_summary(self) -> dict[str, float]:
+        if self.optimized_accuracy is None:
+            return {}
+        return {
+            "optimized_accuracy": self.optimized_accuracy,
+            "optimized_accuracy_drop": self.candidate.quality.accuracy - self.optimized_accuracy,
+        }
 
 
 def score(scorer: Scorer, test_set: TestSet, *, latency_examples: int, seed: int) -> ModelReport:
@@ -63,10 +73,22 @@ def score(scorer: Scorer, test_set: TestSet, *, latency_examples: int, seed: int
 
 
 def evaluate(
-    *, candidate: Scorer, champion: Scorer | None, test_set: TestSet, policy: Policy, latency_examples: int, seed: int
+    *,
+    candidate: Scorer,
+    champion: Scorer | None,
+    test_set: TestSet,
+    policy: Policy,
+    latency_examples: int,
+    seed: int,
+    optimized: Scorer | None = None,
 ) -> Verdict:
-    """Score both models on ``test_set`` and apply ``policy``."""
+    """Score both models on ``test_set`` and apply ``policy``; ``optimized`` is the candidate's
+    optimized serving format, judged against the candidate (its float twin) on the same texts."""
     candidate_report = score(candidate, test_set, latency_examples=latency_examples, seed=seed)
+    optimized_accuracy = None
+    if optimized is not None and test_set.texts:
+        optimized_predicted, _ = optimized.predict(test_set.texts)
+        optimized_accuracy = float(np.mean(np.asarray(optimized_predicted) == np.asarray(test_set.labels)))
     champion_report = comparison = None
     if champion is not None:
         champion_report = score(champion, test_set, latency_examples=latency_examples, seed=seed)
@@ -82,8 +104,14 @@ def evaluate(
         robust_accuracy=candidate_report.robust_accuracy,
         champion=champion_report.quality if champion_report else None,
         comparison=comparison,
+        optimized_accuracy=optimized_accuracy,
     )
     decision, reasons = decide(policy, evidence)
     return Verdict(
-        decision=decision, reasons=reasons, candidate=candidate_report, champion=champion_report, comparison=comparison
+        decision=decision,
+        reasons=reasons,
+        candidate=candidate_report,
+        champion=champion_report,
+        comparison=comparison,
+        optimized_accuracy=optimized_accuracy,
     )

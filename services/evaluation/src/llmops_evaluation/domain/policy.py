@@ -37,6 +37,9 @@ class Policy(BaseModel):
     """Largest accuracy gap between tenants (or sources)."""
     min_examples: int = Field(default=20, ge=1)
     """Fewer test examples than this is not evidence."""
+    max_optimized_accuracy_drop: float | None = Field(default=None, ge=0, le=1)
+    """Largest accepted accuracy loss of the artifact's optimized serving format (the int8 ONNX
+    export Triton serves on CPU) against its float twin, on the same test set (absolute)."""
     causal_lm: GenerativePolicy | None = None
     """The rules for generative (``causal_lm``) models; the rules above are the classifier's.
     Absent: ``GenerativePolicy``'s defaults."""
@@ -55,6 +58,8 @@ class Evidence(BaseModel):
     robust_accuracy: float | None = None
     champion: QualityMetrics | None = None
     comparison: PairedComparison | None = None
+    optimized_accuracy: float | None = None
+    """Accuracy of the candidate's optimized serving format on the same test set; None without one."""
 
 
 def load_policy(path: Path) -> Policy:
@@ -117,9 +122,27 @@ def decide(policy: Policy, evidence: Evidence) -> tuple[Decision, list[RuleFailu
                 policy.min_robust_accuracy,
             )
         )
+    if evidence.optimized_accuracy is not None:
+        failures.append(_optimized_rule(policy, evidence.candidate.accuracy, evidence.optimized_accuracy))
     failures.extend(_champion_rules(policy, evidence))
     reasons = [failure for failure in failures if failure is not None]
     return (Decision.REJECTED if reasons else Decision.APPROVED), reasons
+
+
+def _optimized_rule(policy: Policy, float_accuracy: float, optimized_accuracy: float) -> RuleFailure | None:
+    """The optimized artifact may lose at most ``max_optimized_accuracy_drop`` against its float twin."""
+    drop = float_accuracy - optimized_accuracy
+    if policy.max_optimized_accuracy_drop is None or drop <= policy.max_optimized_accuracy_drop + 1e-12:
+        return None
+    return RuleFailure(
+        rule="max_optimized_accuracy_drop",
+        observed=round(drop, 4),
+        threshold=policy.max_optimized_accuracy_drop,
+        message=(
+            f"the optimized serving format loses {drop:.4f} accuracy against its float twin "
+            f"({float_accuracy:.4f} → {optimized_accuracy:.4f}); the maximum is {policy.max_optimized_accuracy_drop}"
+        ),
+    )
 
 
 def _champion_rules(policy: Policy, evidence: Evidence) -> list[RuleFailure | None]:
