@@ -61,7 +61,7 @@ from llmops_monitoring.domain.ports import Encoder
 from llmops_monitoring.domain.windows import LabelJoin, Observation, Window, WindowBook, WindowKey
 from llmops_monitoring.errors import MonitoringError, ReferenceUnavailable
 from llmops_monitoring.settings import MonitoringSettings
-from llmops_serving import ChampionTable
+from llmops_serving import ChampionTable, FollowedChampions
 from llmops_storage import ArtifactStore
 from llmops_storage.evidently_workspace import ReportWorkspace
 
@@ -120,7 +120,7 @@ class MonitoringService:
         encoder: Encoder,
         publisher: EventPublisher,
         policy_state: PolicyStateStore,
-        champions: ChampionTable,
+        champions: ChampionTable | FollowedChampions,
         metrics: MonitoringMetrics,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -229,7 +229,9 @@ class MonitoringService:
         self._metrics.feedback.labels(joined).inc()
 
     async def on_deployment(self, envelope: Envelope[Any]) -> None:
-        self._champions.apply(envelope.data)
+        """Deployments delivered by the consumer group (the table's way); a followed topic feeds itself."""
+        if isinstance(self._champions, ChampionTable):
+            self._champions.apply(envelope.data)
 
     async def tick(self) -> None:
         """Close and report the windows that reached their time limit."""

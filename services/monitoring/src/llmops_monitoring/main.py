@@ -12,27 +12,24 @@ from faststream.kafka import KafkaBroker
 
 from llmops_events.topics import DEPLOYMENTS, FEEDBACK, INFERENCE
 from llmops_events.v1 import (
-    DeploymentCanaryStarted,
-    DeploymentPromoted,
-    DeploymentRequested,
-    DeploymentRolledBack,
     FeedbackSubmitted,
     InferenceLogged,
 )
 from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, ProcessedEvents, subscribe
 from llmops_messaging.app import service_app
+from llmops_messaging.lease import ActiveLease
 from llmops_monitoring.adapters.encoder import MiniLMEncoder
 from llmops_monitoring.adapters.generation_reference import GenerationReferences
 from llmops_monitoring.adapters.metrics import MonitoringMetrics
 from llmops_monitoring.adapters.pii import RedactorPiiFinder
-from llmops_monitoring.adapters.policy_state import PolicyStateStore
+from llmops_monitoring.adapters.policy_state import PolicyStateStore, open_policy_state
 from llmops_monitoring.adapters.reference import ArtifactReferences, PredictorLoader
 from llmops_monitoring.domain.generation import PiiFinder
 from llmops_monitoring.domain.policy import DriftPolicy, load_policy
 from llmops_monitoring.domain.ports import Encoder
 from llmops_monitoring.handlers import SERVICE, MonitoringService, WindowReport
 from llmops_monitoring.settings import MonitoringSettings
-from llmops_serving import ChampionTable
+from llmops_serving import FollowedChampions
 from llmops_storage import open_store
 from llmops_storage.evidently_workspace import ReportWorkspace
 
@@ -67,11 +64,28 @@ class MonitoringRuntime:
         self._policy = policy
         self._find_pii = find_pii
         self._ticker: asyncio.Task[None] | None = None
+        self.lease: ActiveLease | None = None
+        self.policy_state: PolicyStateStore | None = None
+        # Every replica reads the whole deployments topic (no consumer group): a standby that takes
+        # over knows every champion, whichever machine it runs on.
+        self.champions = FollowedChampions(settings.platform, client_id=SERVICE)
 
     async def open(self) -> MonitoringService:
         settings = self.settings
+        if settings.single_active:
+            # One replica decides per model (its windows see every inference): the others wait here.
+            self.lease = ActiveLease(
+                settings.platform,
+                service=SERVICE,
+                topic=DEPLOYMENTS,
+                group_id=f"{settings.group_id}-active",
+                session_timeout_ms=int(settings.lease_session_timeout_s * 1000),
+            )
+            await self.lease.acquire()
         policy = self._policy or load_policy(settings.policy_file)  # a bad policy file fails the start-up
         self.processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
+        self.policy_state = open_policy_state(settings.state_store, self.processed.connection)
+        await self.champions.start()
         await self.publisher.start()
         encoder = self._encoder or MiniLMEncoder(settings.encoder_model, batch_size=settings.embedding_batch_size)
         store = open_store(settings.platform.resolved_artifact_store_uri)
@@ -89,8 +103,8 @@ class MonitoringRuntime:
             ),
             encoder=encoder,
             publisher=self.publisher,
-            policy_state=PolicyStateStore(self.processed.connection),
-            champions=ChampionTable(self.processed.connection),
+            policy_state=self.policy_state,
+            champions=self.champions,
             metrics=self.metrics,
             generation_references=GenerationReferences(
                 store,
@@ -112,17 +126,13 @@ class MonitoringRuntime:
             handlers={
                 InferenceLogged: service.on_inference,
                 FeedbackSubmitted: service.on_feedback,
-                DeploymentRequested: service.on_deployment,
-                DeploymentCanaryStarted: service.on_deployment,
-                DeploymentPromoted: service.on_deployment,
-                DeploymentRolledBack: service.on_deployment,
             },
             dlq=DeadLetterQueue(self.publisher),
             processed=self.processed,
         )
         # A full window's report (first one: building the reference) can take a minute on a CPU.
         options.setdefault("max_poll_interval_ms", 15 * 60 * 1000)
-        subscribe(broker, consumer, INFERENCE, FEEDBACK, DEPLOYMENTS, **options)
+        subscribe(broker, consumer, INFERENCE, FEEDBACK, **options)
 
     async def begin(self) -> None:
         """After the broker started: close time-based windows on a timer."""
@@ -143,8 +153,13 @@ class MonitoringRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self.publisher.stop()
+        await self.champions.stop()
+        if self.policy_state is not None:
+            self.policy_state.close()
         if self.processed is not None:
             self.processed.close()
+        if self.lease is not None:
+            await self.lease.release()
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastStream:

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops_config import PlatformSettings
+from llmops_storage.state_store import StateStoreSettings
 
 
 class MonitoringSettings(BaseSettings):
@@ -15,6 +16,11 @@ class MonitoringSettings(BaseSettings):
 
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     """Shared settings (``LLMOPS_*``)."""
+
+    state_store: StateStoreSettings = Field(default_factory=StateStoreSettings)
+    """Where the drift policy's memory (cooldowns, request counts) lives: the service's SQLite by
+    default, the shared PostgreSQL of ``LLMOPS_STATE_STORE_URL`` when replicas take over from each
+    other across machines (``single_active``)."""
 
     policy_file: Path = Path("deploy/policies/drift.yaml")
     """The drift policy (signals, thresholds, debounce, cooldown); built-in defaults when absent."""
@@ -56,6 +62,16 @@ class MonitoringSettings(BaseSettings):
 
     group_id: str = "monitoring"
     """Kafka consumer group."""
+
+    single_active: bool = False
+    """Run as one active replica with standbys (``docs/scale-out.md``): before opening anything the
+    process waits for the Kafka-elected lease (group ``<group_id>-active`` on the one-partition
+    deployments topic) and stops if it loses it. Off for the embedded default's single process; on
+    wherever more than one replica runs."""
+
+    lease_session_timeout_s: float = Field(default=10.0, ge=6, le=300)
+    """With ``single_active``: how long the lease's holder may miss heartbeats before a standby
+    takes over (the Kafka consumer session timeout of the lease group)."""
 
     @property
     def state_dir(self) -> Path:

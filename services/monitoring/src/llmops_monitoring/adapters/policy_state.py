@@ -12,8 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from llmops_monitoring.domain.policy import PolicyState
+from llmops_storage.state_store import StateStoreSettings, connect_postgres
+
+if TYPE_CHECKING:
+    import psycopg
 
 _NAMESPACE = uuid.UUID("0f6a3c1e-6d1b-5c8e-9b7a-2f4d8e1c7a53")
 
@@ -61,3 +66,66 @@ class PolicyStateStore:
     def request_event_id(self, model_name: str, number: int, event: str) -> str:
         """The id of ``event`` (``drift_detected``, ``training_requested``) of the model's request ``number``."""
         return str(uuid.uuid5(_NAMESPACE, f"{self.epoch}/{model_name}/{number}/{event}"))
+
+    def close(self) -> None:
+        """Nothing to close: the SQLite connection belongs to the service's processed-events store."""
+
+
+class PostgresPolicyStateStore(PolicyStateStore):
+    """The same memory in the shared PostgreSQL store (``LLMOPS_STATE_STORE_URL``): with several
+    monitoring replicas (one active, the others standbys), the replica that takes over finds the
+    cooldowns, request counts and epoch of the one before, so a failover neither forgets a cooldown
+    nor re-uses a request's event id."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._pg = connection
+        with connection.transaction():
+            # Two replicas starting at once must not both create the tables (or draw two epochs).
+            connection.execute("SELECT pg_advisory_xact_lock(hashtext('llmops.drift_policy_state'))")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS drift_policy_state ("
+                " model_name TEXT PRIMARY KEY, consecutive_breaches INTEGER NOT NULL, request_times TEXT NOT NULL,"
+                " requests INTEGER NOT NULL DEFAULT 0)"
+            )
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS drift_policy_epoch (only_row BOOLEAN PRIMARY KEY DEFAULT TRUE"
+                " CHECK (only_row), epoch TEXT NOT NULL)"
+            )
+            connection.execute(
+                "INSERT INTO drift_policy_epoch (epoch) VALUES (%s) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,)
+            )
+            row = connection.execute("SELECT epoch FROM drift_policy_epoch").fetchone()
+        assert row is not None
+        self.epoch = str(row[0])
+
+    def load(self, model_name: str) -> PolicyState:
+        row = self._pg.execute(
+            "SELECT consecutive_breaches, request_times, requests FROM drift_policy_state WHERE model_name = %s",
+            (model_name,),
+        ).fetchone()
+        if row is None:
+            return PolicyState()
+        return PolicyState(
+            consecutive_breaches=int(row[0]),
+            request_times=tuple(float(t) for t in json.loads(row[1])),
+            requests=int(row[2]),
+        )
+
+    def save(self, model_name: str, state: PolicyState) -> None:
+        self._pg.execute(
+            "INSERT INTO drift_policy_state (model_name, consecutive_breaches, request_times, requests)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (model_name) DO UPDATE SET"
+            " consecutive_breaches = excluded.consecutive_breaches, request_times = excluded.request_times,"
+            " requests = excluded.requests",
+            (model_name, state.consecutive_breaches, json.dumps(list(state.request_times)), state.requests),
+        )
+
+    def close(self) -> None:
+        self._pg.close()
+
+
+def open_policy_state(settings: StateStoreSettings, local: sqlite3.Connection) -> PolicyStateStore:
+    """The shared PostgreSQL store when ``LLMOPS_STATE_STORE_URL`` names one, else the service's SQLite."""
+    if settings.shared:
+        return PostgresPolicyStateStore(connect_postgres(settings))
+    return PolicyStateStore(local)
