@@ -43,17 +43,21 @@ def registry() -> list[Benchmark]:
         generation,
         generation_monitoring,
         ingestion,
+        ingestion_scale,
         instruction_tuning,
         monitoring,
         redaction,
+        serving,
     )
 
     return [
         ingestion.BENCHMARK,
+        ingestion_scale.BENCHMARK,
         redaction.BENCHMARK,
         fine_tuning.BENCHMARK,
         instruction_tuning.BENCHMARK,
         gateway.BENCHMARK,
+        serving.BENCHMARK,
         monitoring.BENCHMARK,
         generation.BENCHMARK,
         generation_monitoring.BENCHMARK,
