@@ -43,7 +43,6 @@ def registry() -> list[Benchmark]:
         generation,
         generation_monitoring,
         ingestion,
-        ingestion_scale,
         instruction_tuning,
         monitoring,
         redaction,
@@ -52,7 +51,6 @@ def registry() -> list[Benchmark]:
 
     return [
         ingestion.BENCHMARK,
-        ingestion_scale.BENCHMARK,
         redaction.BENCHMARK,
         fine_tuning.BENCHMARK,
         instruction_tuning.BENCHMARK,
