@@ -26,6 +26,9 @@ from llmops_events.v1 import (
     TrainingRequested,
     TrainingStarted,
 )
+from llmops_stack import repo_paths
+from llmops_stack.jaeger import jaeger_binary
+from tests.jaeger_traces import RECORDS_TO_DEPLOYMENT, chain_trace, services_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -63,6 +66,26 @@ async def test_drift_leads_to_a_new_version_serving_traffic(running_stack: Platf
     promoted = next(e.data for e in chain if isinstance(e.data, DeploymentPromoted))
     assert promoted.model_version == new_version >= 2
     assert Path(str(retrain.data.evidence["report_uri"]).removeprefix("file://")).exists()
+
+
+# -- traces (#19): the first loop above is one trace in Jaeger, from the records to deployment ---------
+async def test_a_records_way_to_deployment_is_one_trace_in_jaeger(running_stack: PlatformSettings) -> None:
+    """After the drift test: ingestion's handling of the records, the snapshot their count set off,
+    the training on it, its evaluation and the go-live of the approved version are one trace (each
+    service its own process, linked by the events' ``traceparent``), found through Jaeger's HTTP
+    query API. Skips when ``make setup`` could not build Jaeger (no Go)."""
+    binary = jaeger_binary(repo_paths().root)
+    if not binary.is_file():
+        pytest.skip(f"{binary} is missing: `make setup` builds Jaeger when Go is installed")
+    found, seen = await chain_trace(
+        running_stack.jaeger_ui_url,
+        RECORDS_TO_DEPLOYMENT,
+        first_tags={"llmops.snapshot.trigger": "policy"},  # not the retraining chain's snapshot
+        first_parent_service="llmops-ingestion",
+        timeout_s=90,
+    )
+    assert found is not None, f"no trace runs through {RECORDS_TO_DEPLOYMENT} from the records; seen: {seen}"
+    print(f"\ntrace {found['traceID']}: {len(found['spans'])} spans across {services_of(found)}")
 
 
 GENERATIVE_MODEL = "e2e-assistant"

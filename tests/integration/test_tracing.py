@@ -1,7 +1,10 @@
 """Traces that leave the process: the gateway, run as its own process with the OTLP endpoint set
 (what ``make up`` does once Jaeger is up), serves a ``Predict`` from Triton, and Jaeger's HTTP query
 API (``/api/traces?service=...``, the UI's own) has one trace holding the gRPC server span of the
-call and the client span of its Triton inference.
+call and the client span of its Triton inference. And a record's way to deployment, hop by hop over
+the real broker with each service's spans from its own process (``trace_chain_stage.py``), is one
+trace: ingestion's batch, the snapshot it set off, the training job, the evaluation, the go-live
+(the services themselves do it in ``tests/e2e``).
 
 Skips when ``make setup`` could not build Jaeger (no Go); CI's set-up builds it.
 """
@@ -22,25 +25,33 @@ from typing import Any
 import grpc
 import pytest
 import tritonclient.grpc as grpcclient
+from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
-from llmops_config.kafka import kafka_environment
+from llmops_config.kafka import kafka_client_options, kafka_environment
 from llmops_config.tls import aio_channel
-from llmops_events.v1 import DeploymentPromoted
+from llmops_events import ContentMode, Envelope, KafkaRecord, decode, encode
+from llmops_events.topics import TopicSpec
+from llmops_events.v1 import DatasetSnapshotted, DeploymentPromoted, RecordSubmitted, TrainingRequested
 from llmops_messaging import EventPublisher
 from llmops_models.kinds import ServingOptions
 from llmops_models.triton_repository import ModelRepository
-from llmops_stack import free_port, repo_paths, running
+from llmops_stack import ensure_topics, free_port, repo_paths, running
 from llmops_stack.jaeger import JaegerComponent, JaegerServer, jaeger_binary, jaeger_config
 from llmops_storage import ArtifactStore
+from tests.jaeger_traces import RECORDS_TO_DEPLOYMENT, chain_trace, services_of
 
 pytestmark = pytest.mark.integration
 
 ROOT = repo_paths().root
 KEY = "trace-test-key-0123456789"
 MODEL = f"traced-{uuid.uuid4().hex[:8]}"
+STAGE = Path(__file__).with_name("trace_chain_stage.py")
+CHAIN_STAGES = ("ingestion", "fine-tuning", "evaluation", "deployment")
+CHAIN_TOPICS = ("records", "datasets", "training", "trained", "evaluations", "deployments", "dlq")
+RECORDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +183,72 @@ async def _trace_with(jaeger: JaegerServer, service: str, *, server: str, client
                 return trace
         await asyncio.sleep(0.5)
     raise AssertionError(f"no trace of {service} with {server} and {client} in Jaeger; traces seen: {seen}")
+
+
+async def test_a_records_way_to_deployment_is_one_trace_in_jaeger(
+    jaeger: JaegerServer, kafka_settings: PlatformSettings, tmp_path: Path
+) -> None:
+    prefix = f"trace-{uuid.uuid4().hex[:8]}"
+    options = kafka_client_options(kafka_settings, service="test")
+    await ensure_topics(options, [TopicSpec(f"{prefix}.{suffix}", "none", 1) for suffix in CHAIN_TOPICS])
+    env = {
+        **os.environ,
+        **kafka_environment(kafka_settings),
+        "LLMOPS_VAR_DIR": str(kafka_settings.var_dir),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.settings.jaeger_otlp_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    stages = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(STAGE), stage, prefix, str(tmp_path), str(RECORDS), env=env
+        )
+        for stage in CHAIN_STAGES
+    ]
+    try:
+        async with EventPublisher(kafka_settings, service="tests") as publisher:
+            for index in range(RECORDS):  # as most producers send them: no trace context
+                record = RecordSubmitted(tenant="acme", source="tests", text=f"record {index}", label="a")
+                envelope = Envelope.wrap(record, source=publisher.source)
+                await publisher.publish_record(f"{prefix}.records", encode(envelope, ContentMode.BINARY))
+            snapshotted = await _first_event(kafka_settings, f"{prefix}.datasets", timeout=240)
+            assert isinstance(snapshotted.data, DatasetSnapshotted) and snapshotted.traceparent
+            # As the demo (the operator) does: the training on this snapshot continues its trace.
+            request = Envelope.wrap(
+                TrainingRequested(model_name=MODEL, dataset_id=snapshotted.data.dataset_id),
+                source=publisher.source,
+                traceparent=snapshotted.traceparent,
+            )
+            await publisher.publish_record(f"{prefix}.training", encode(request, ContentMode.BINARY))
+        for stage, process in zip(CHAIN_STAGES, stages, strict=True):
+            assert await asyncio.wait_for(process.wait(), timeout=240) == 0, f"stage {stage} failed"
+    finally:
+        for process in stages:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    found, seen = await chain_trace(
+        jaeger.settings.jaeger_ui_url,
+        RECORDS_TO_DEPLOYMENT,
+        first_tags={"llmops.snapshot.trigger": "policy"},
+        first_parent_service="llmops-ingestion",  # the batch of records that crossed the threshold
+        timeout_s=60,
+    )
+    assert found is not None, f"no trace runs through {RECORDS_TO_DEPLOYMENT} from the records; seen: {seen}"
+    print(f"\ntrace {found['traceID']}: {len(found['spans'])} spans across {services_of(found)}")
+
+
+async def _first_event(settings: PlatformSettings, topic: str, *, timeout: float) -> Envelope[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        **kafka_client_options(settings, service="test").aiokafka(),
+        auto_offset_reset="earliest",
+        group_id=f"reader-{uuid.uuid4().hex}",
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            message = await consumer.getone()
+    finally:
+        await consumer.stop()
+    return decode(KafkaRecord(message.key, message.value or b"", tuple(message.headers or ())))
