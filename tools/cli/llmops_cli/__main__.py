@@ -238,25 +238,53 @@ def generate(
         bool, typer.Option("--check", help="Write nothing; fail if contracts/ differs from what the models generate.")
     ] = False,
 ) -> None:
-    """Regenerate gen/python (protobuf and gRPC stubs) and contracts/ (JSON Schemas, AsyncAPI, protos)."""
+    """Regenerate gen/python (protobuf and gRPC stubs), contracts/ (JSON Schemas, AsyncAPI, protos) and the
+    Helm chart's topics and Kafka users (deploy/helm/llmops/files)."""
+    from llmops_cli.chart import check_generated as check_chart_files
+    from llmops_cli.chart import write_generated as write_chart_files
     from llmops_cli.codegen import check_contracts, generate_contracts, generate_protobuf
     from llmops_stack import repo_paths
 
     root = _guard(repo_paths).root
     console = _console()
     if check:
-        problems = check_contracts(root / "contracts", root / "proto")
+        problems = check_contracts(root / "contracts", root / "proto") + check_chart_files(root)
         if problems:
-            console.print("contracts/ is out of date with the models and protos:", highlight=False)
+            console.print("contracts/ or the chart's generated files are out of date with the code:", highlight=False)
             for problem in problems:
                 console.print(f"  {escape(problem)}", highlight=False)
-            console.print("regenerate and commit it: make generate && git add contracts", highlight=False)
+            console.print(
+                "regenerate and commit them: make generate && git add contracts deploy/helm/llmops/files",
+                highlight=False,
+            )
             raise typer.Exit(1)
-        console.print("contracts/ matches the models and protos")
+        console.print("contracts/ and deploy/helm/llmops/files match the models, protos, topics and ACLs")
         return
     stubs = generate_protobuf(root / "proto", root / "gen" / "python")
     contracts = generate_contracts(root / "contracts", root / "proto")
-    console.print(f"generated {len(stubs)} stub modules in gen/python, {len(contracts)} contract files in contracts/")
+    chart_files = write_chart_files(root)
+    console.print(
+        f"generated {len(stubs)} stub modules in gen/python, {len(contracts)} contract files in contracts/,"
+        f" {len(chart_files)} files in deploy/helm/llmops/files"
+    )
+
+
+@app.command("chart-check")
+def chart_check() -> None:
+    """Lint and render the Helm chart (deploy/helm/llmops) with build/go/bin/helm, default and production
+    values, and validate every object against the Kubernetes and the vendored CRD schemas (make lint)."""
+    from llmops_cli.chart import ChartCheckError, check_chart
+    from llmops_stack import repo_paths
+
+    root = _guard(repo_paths).root
+    console = _console()
+    try:
+        lines = check_chart(root, root / "build" / "go" / "bin" / "helm")
+    except ChartCheckError as error:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from error
+    for line in lines:
+        console.print(f"chart: {escape(line)}")
 
 
 @dlq_app.command("replay")

@@ -1,0 +1,235 @@
+"""The Helm chart (deploy/helm/llmops), checked offline: rendered by the real ``helm`` (built by
+``make setup`` into build/go/bin) with each value set, and every object validated against the
+Kubernetes schemas and the vendored Strimzi and KEDA CRD schemas. The chart's topics and users come
+from the code (``llmops generate``): the rendered KafkaTopics and KafkaUsers are compared with
+``platform_topics()`` and the ACL table."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmops_cli.chart import (
+    CHART,
+    CRDS,
+    PRODUCTION_VALUES,
+    check_generated,
+    crd_schemas,
+    k8s_name,
+    render,
+    validate_objects,
+    value_sets,
+)
+from llmops_config.kafka import SERVICE_PRINCIPALS
+from llmops_events import Envelope
+from llmops_events.topics import platform_topics
+from llmops_events.v1.training import TrainingRequested
+from llmops_stack.acls import ACCESS
+
+ROOT = Path(__file__).resolve().parents[2]
+HELM = ROOT / "build" / "go" / "bin" / "helm"
+
+needs_helm = pytest.mark.skipif(
+    not HELM.exists(), reason=f"{HELM} is not built: make setup builds it with Go (go install helm.sh/helm/v3)"
+)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    if not HELM.exists():
+        pytest.skip(f"{HELM} is not built: make setup builds it with Go (go install helm.sh/helm/v3)")
+    return {label: render(HELM, ROOT / CHART, values, settings) for label, values, settings in value_sets(ROOT)}
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def test_generated_files_match_the_code() -> None:
+    assert check_generated(ROOT) == []
+
+
+def test_vendored_crds_cover_every_custom_kind_the_chart_uses() -> None:
+    schemas = crd_schemas(ROOT / CRDS)
+    for kind in ("Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"):
+        assert ("kafka.strimzi.io/v1", kind) in schemas
+    for kind in ("ScaledObject", "TriggerAuthentication"):
+        assert ("keda.sh/v1alpha1", kind) in schemas
+
+
+@needs_helm
+def test_every_rendered_object_is_valid(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for label, objects in rendered.items():
+        assert objects, f"{label}: nothing rendered"
+        assert validate_objects(objects, ROOT / CRDS) == [], label
+
+
+@needs_helm
+def test_validation_catches_what_the_api_server_would_refuse_or_prune(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Not vacuous: a misspelt field and a wrong type are reported, for Kubernetes' kinds and the CRDs'."""
+    objects = rendered["default values"]
+    deployment = copy.deepcopy(of_kind(objects, "Deployment")[0])
+    deployment["spec"]["replicaz"] = 2
+    topic = copy.deepcopy(of_kind(objects, "KafkaTopic")[0])
+    topic["spec"]["partitions"] = "six"
+    scaled = copy.deepcopy(of_kind(objects, "ScaledObject")[0])
+    scaled["spec"]["triggers"][0]["metadataa"] = scaled["spec"]["triggers"][0].pop("metadata")
+    problems = validate_objects([deployment, topic, scaled], ROOT / CRDS)
+    assert any("replicaz" in problem for problem in problems)
+    assert any("partitions" in problem and "integer" in problem for problem in problems)
+    assert any("metadataa" in problem for problem in problems)
+    assert validate_objects(
+        [{"apiVersion": "example.com/v1", "kind": "Unknown", "metadata": {"name": "x"}}], ROOT / CRDS
+    )
+
+
+@needs_helm
+def test_topics_are_the_platform_topics_with_the_prefix(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    default = {t["spec"]["topicName"]: t["spec"] for t in of_kind(rendered["default values"], "KafkaTopic")}
+    assert set(default) == {spec.name for spec in platform_topics()}
+    for spec in platform_topics():
+        assert default[spec.name]["partitions"] == spec.partitions
+        assert default[spec.name]["replicas"] == 3
+        assert default[spec.name]["config"]["min.insync.replicas"] == "2"
+        for key, value in spec.config.items():
+            assert default[spec.name]["config"][key] == value
+    production = {t["spec"]["topicName"] for t in of_kind(rendered["production values"], "KafkaTopic")}
+    assert production == {f"prod.{spec.name}" for spec in platform_topics()}
+
+
+@needs_helm
+def test_users_are_the_acl_table(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    users = {u["metadata"]["name"]: u for u in of_kind(rendered["production values"], "KafkaUser")}
+    assert set(users) == {k8s_name(principal) for principal in ACCESS} | {"keda"}
+    gateway = users["gateway"]["spec"]["authorization"]["acls"]
+    writes = {acl["resource"]["name"] for acl in gateway if acl["operations"] == ["Write"]}
+    assert writes == {f"prod.{topic}" for topic in ACCESS["gateway"].writes}
+    groups = [acl["resource"] for acl in gateway if acl["resource"]["type"] == "group"]
+    assert groups == [{"type": "group", "name": "gateway", "patternType": "prefix"}]
+
+
+@needs_helm
+def test_every_service_runs_with_probes_its_principal_and_the_kafka_secrets(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    deployments = {
+        d["metadata"]["name"].removeprefix("llmops-"): d for d in of_kind(rendered["production values"], "Deployment")
+    }
+    assert set(deployments) == {
+        "ingestion",
+        "fine-tuning",
+        "evaluation",
+        "deployment",
+        "gateway",
+        "monitoring",
+        "triton",
+    }
+    for name, deployment in deployments.items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["livenessProbe"] and container["readinessProbe"], name
+        assert container["resources"]["limits"]["memory"], name
+        if name == "triton":
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+            assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+            continue
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["LLMOPS_KAFKA_SASL_USERNAME"] == k8s_name(SERVICE_PRINCIPALS[name])
+        assert env["LLMOPS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["LLMOPS_KAFKA_TOPIC_PREFIX"] == "prod."
+        assert env["LLMOPS_METRICS_HOST"] == "0.0.0.0"
+        port = int(env[f"LLMOPS_{name.replace('-', '_').upper()}_METRICS_PORT"])
+        assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        assert {"name": "metrics", "containerPort": port} in container["ports"]
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["kafka-password"]["secret"]["secretName"] == k8s_name(SERVICE_PRINCIPALS[name])
+        assert volumes["kafka-ca"]["secret"]["secretName"] == "llmops-cluster-ca-cert"
+        assert volumes["grpc-tls"]["secret"]["secretName"] == "llmops-grpc-tls"
+
+
+@needs_helm
+def test_scaling_keda_on_lag_for_ingestion_and_monitoring_hpa_for_the_gateway(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["production values"]
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s["spec"] for s in of_kind(objects, "ScaledObject")}
+    assert set(scaled) == {"llmops-ingestion", "llmops-monitoring"}
+    trigger = scaled["llmops-ingestion"]["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["topic"] == "prod.llmops.records.raw.v1"
+    assert trigger["metadata"]["consumerGroup"] == "ingestion"
+    partitions = {spec.name: spec.partitions for spec in platform_topics()}
+    assert scaled["llmops-ingestion"]["maxReplicaCount"] <= partitions["llmops.records.raw.v1"]
+    assert scaled["llmops-monitoring"]["maxReplicaCount"] <= partitions["llmops.inference.v1"]
+    (hpa,) = of_kind(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "llmops-gateway"
+    # The autoscalers own the replica counts of what they scale.
+    for deployment in of_kind(objects, "Deployment"):
+        if deployment["metadata"]["name"] in ("llmops-ingestion", "llmops-monitoring", "llmops-gateway"):
+            assert "replicas" not in deployment["spec"]
+
+
+@needs_helm
+def test_training_job_is_torchrun_of_the_distributed_entry_point_on_gpus(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["production values"]
+    (job,) = of_kind(objects, "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["torchrun"]
+    assert container["args"] == [
+        "--nproc-per-node=2",
+        "-m",
+        "llmops_fine_tuning.distributed",
+        "--request",
+        "/etc/llmops/request.json",
+    ]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    (request,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("training-request")]
+    envelope = Envelope[TrainingRequested].model_validate_json(request["data"]["request.json"])
+    assert envelope.data.model_name == "support-intents"
+    assert not of_kind(rendered["default values"], "Job"), "the Job is off by default"
+
+
+@needs_helm
+def test_model_repository_is_shared_with_the_deployment_service_or_an_object_store(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    def triton_args(objects: list[dict[str, Any]]) -> list[str]:
+        (triton,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == "llmops-triton"]
+        return list(triton["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    assert "--model-repository=/var/lib/llmops/triton/models" in triton_args(rendered["production values"])
+    assert of_kind(rendered["production values"], "PersistentVolumeClaim")[0]["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
+    external = rendered["production values, external Kafka, S3 model repository"]
+    assert "--model-repository=s3://llmops-models/prod" in triton_args(external)
+    assert not of_kind(external, "Kafka") and not of_kind(external, "KafkaTopic")
+    (gateway,) = [d for d in of_kind(external, "Deployment") if d["metadata"]["name"] == "llmops-gateway"]
+    env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LLMOPS_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1.example.com:9093,kafka-2.example.com:9093"
+
+
+@needs_helm
+def test_feast_repository_points_at_redis(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    (feast,) = [
+        c for c in of_kind(rendered["production values"], "ConfigMap") if c["metadata"]["name"] == "llmops-feast"
+    ]
+    assert "type: redis" in feast["data"]["feature_store.yaml"]
+    assert "redis-master.feast:6379" in feast["data"]["feature_store.yaml"]
+    assert feast["data"]["features.py"].strip() == (ROOT / "deploy/feast/features.py").read_text().strip()
+
+
+def test_production_values_file_is_json_clean_yaml() -> None:
+    """The example an operator copies: its training request is a valid training.requested envelope."""
+    import yaml
+
+    values = yaml.safe_load((ROOT / PRODUCTION_VALUES).read_text())
+    request = json.loads(values["training"]["job"]["request"])
+    Envelope[TrainingRequested].model_validate(request)
