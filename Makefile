@@ -10,6 +10,7 @@ PYTEST     := $(VENV)/bin/pytest
 BUF        := build/go/bin/buf
 ASYNCAPI   := build/node/node_modules/.bin/asyncapi
 PROMTOOL   := build/go/bin/promtool
+HELM       := build/go/bin/helm
 export UV_PYTHON ?= 3.11
 
 ##@ Stack
@@ -89,7 +90,7 @@ bench-setup: ## Install the generation benchmark's llama.cpp reference (llama-cp
 	@uv venv --quiet --allow-existing --python 3.11 var/bench/llama-cpp
 	@uv pip install --quiet --python var/bench/llama-cpp/bin/python "llama-cpp-python==0.3.36"
 
-lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf); check contracts/ against the models and validate its AsyncAPI document; check and unit-test the alert rules (promtool)
+lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf); check contracts/ against the models and validate its AsyncAPI document; check and unit-test the alert rules (promtool); lint and render the Helm chart and validate every object against the Kubernetes and CRD schemas (helm, kubernetes-validate)
 	@$(VENV)/bin/ruff check libs services tools tests bench conftest.py
 	@$(VENV)/bin/mypy libs services/*/src tools bench
 	@test -x $(BUF) || { echo "$(BUF) is missing: make setup installs it (needs Go)"; exit 1; }
@@ -103,6 +104,8 @@ lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for 
 	@test -x $(PROMTOOL) || { echo "$(PROMTOOL) is missing: make setup installs it (needs Go)"; exit 1; }
 	@$(PROMTOOL) check config deploy/prometheus/prometheus.yml
 	@$(PROMTOOL) test rules deploy/prometheus/alerts_test.yaml
+	@test -x $(HELM) || { echo "$(HELM) is missing: make setup installs it (needs Go)"; exit 1; }
+	@$(LLMOPS) chart-check
 
 generate: ## Regenerate protobuf stubs (gen/), the published contracts (contracts/: JSON Schemas, AsyncAPI, protos) and the Grafana dashboard (deploy/grafana/llmops.json)
 	@$(LLMOPS) generate

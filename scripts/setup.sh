@@ -38,7 +38,7 @@ step 5 "Triton backend folder (build/triton/backends/python)"
 step 6 "generated code: protobuf/gRPC stubs (gen/python) and the published contracts (contracts/)"
 .venv/bin/llmops generate
 
-step 7 "Go tools (build/go/bin): buf and promtool for make lint; optional grpcurl and ghz for the gateway's tests and bench, protoc-gen-go(-grpc) for the Go examples, jaeger (the local trace backend)"
+step 7 "Go tools (build/go/bin): buf, promtool and helm for make lint; optional grpcurl and ghz for the gateway's tests and bench, protoc-gen-go(-grpc) for the Go examples, jaeger (the local trace backend)"
 BUF_VERSION="v1.75.0"
 GRPCURL_VERSION="v1.9.4"
 GHZ_VERSION="v0.93.0"
@@ -46,13 +46,15 @@ PROTOC_GEN_GO_VERSION="v1.36.12"
 PROTOC_GEN_GO_GRPC_VERSION="v1.6.2"
 PROMTOOL_VERSION="v0.316.0"
 JAEGER_VERSION="v1.76.0"
+HELM_VERSION="v3.22.0"
 if ! command -v go >/dev/null; then
-  echo "skipped: go is not installed (make lint needs buf and promtool and will say so; the grpcurl test skips;" \
+  echo "skipped: go is not installed (make lint needs buf, promtool and helm and will say so; the grpcurl test skips;" \
        "the gateway bench uses its own asyncio client; make up runs without Jaeger and the trace test skips)"
 else
-  # name, module, required: buf and promtool are needed by `make lint`; the others are optional.
+  # name, module, required: buf, promtool and helm (the chart check) are needed by `make lint`; the others are optional.
   for tool in "buf github.com/bufbuild/buf/cmd/buf@$BUF_VERSION required" \
               "promtool github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION required" \
+              "helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION required" \
               "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION optional" \
               "ghz github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION optional" \
               "protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION optional" \
