@@ -180,6 +180,7 @@ class IngestionService:
         self._labelled_pending: dict[DatasetContent, int | None] = {content: None for content in DatasetContent}
         # Tenants erased as a whole → the latest such erasure's requested_at (checked per record).
         self._erased_tenants = state.tenant_erasures()
+        self._tenant_erasures_seen = state.tenant_erasure_count()
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -190,6 +191,7 @@ class IngestionService:
         are stored together with their event ids and outbox rows, so a crash before the offset
         commit redelivers them as duplicates with no second effect.
         """
+        self._refresh_erased_tenants()
         verdicts: list[Rejected | None] = [None] * len(deliveries)
         valid: list[int] = []
         rules = self._config.rules
@@ -247,6 +249,7 @@ class IngestionService:
         submitted; the token count and the answer's format on the curated turns, since those are
         what is stored and trained on.
         """
+        self._refresh_erased_tenants()
         verdicts: list[Rejected | None] = [None] * len(deliveries)
         rules = self._config.rules
         candidates: list[int] = []
@@ -348,6 +351,7 @@ class IngestionService:
     async def on_inference(self, envelope: Envelope[InferenceLogged]) -> None:
         """Remember a served request, or complete feedback that arrived before it."""
         logged = envelope.data
+        self._refresh_erased_tenants()
         if self._is_erased(logged.tenant, envelope.time):
             return  # served before its tenant was erased: nothing of it may be kept
         if logged.generation is not None:
@@ -610,6 +614,14 @@ class IngestionService:
             await asyncio.sleep(interval_s)
 
     # --- erasure --------------------------------------------------------------------------
+
+    def _refresh_erased_tenants(self) -> None:
+        """Replicas sharing the state store (docs/scale-out.md): another one may have applied a
+        tenant's erasure. One indexed count per batch; the (small) table is re-read when it moved."""
+        count = self._state.tenant_erasure_count()
+        if count != self._tenant_erasures_seen:
+            self._erased_tenants = self._state.tenant_erasures()
+            self._tenant_erasures_seen = count
 
     def _is_erased(self, tenant: str, submitted_at: datetime) -> bool:
         return bool(self._erased_tenants) and is_erased_tenant(self._erased_tenants, tenant, submitted_at)

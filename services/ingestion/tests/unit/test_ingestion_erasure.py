@@ -227,3 +227,16 @@ async def test_a_tenants_erasure_refuses_its_older_records_and_keeps_its_newer_o
     assert sorted(key for key, row in features.rows.items() if row["tenant"] == "other") == ["other/o-3"]
     (audit,) = [envelope.data for envelope in sink.sent if isinstance(envelope.data, AuditRecorded)]
     assert audit.details["scope"] == "tenant" and audit.details["records_erased"] == "1"
+
+
+async def test_a_tenants_erasure_applied_by_one_replica_is_seen_by_another_sharing_the_store(tmp_path: Path) -> None:
+    """Replicas share one state store (docs/scale-out.md) and the privacy topic's one partition gives
+    an erasure to one of them: the other must refuse the tenant's older records from then on."""
+    first, _, _, _ = _service(tmp_path)
+    second, second_features, _, _ = _service(tmp_path)  # another replica on the same database
+    await first.on_erasure(_erasure(tenant="other", requested_at=NOW + timedelta(days=1)))
+    late = _record("other", "o-2", offset=70, time=NOW + timedelta(hours=23))
+    new = _record("other", "o-3", offset=71, time=NOW + timedelta(days=2))
+    assert await second.on_records([late, new]) == [None, None]
+    await second.push_pending()
+    assert "other/o-2" not in second_features.rows and "other/o-3" in second_features.rows

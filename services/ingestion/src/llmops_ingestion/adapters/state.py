@@ -669,6 +669,10 @@ class IngestionState:
         ).fetchall()
         return [ErasedRecord(record_id, content, bool(labelled)) for record_id, content, labelled in rows]
 
+    def tenant_erasure_count(self) -> int:
+        """How many whole-tenant erasures were applied (by any replica sharing this store)."""
+        return int(self._connection.execute("SELECT count(*) FROM erasures WHERE subjects_json IS NULL").fetchone()[0])
+
     def tenant_erasures(self) -> dict[str, datetime]:
         """Per tenant erased as a whole, the latest ``requested_at``: its records submitted up to
         then are refused."""
