@@ -60,12 +60,12 @@ class ActiveLease:
         session_timeout_ms: int = 10_000,
         on_lost: Callable[[], None] = stop_this_process,
     ) -> None:
-        self.topic = topic
+        self._options = kafka_client_options(platform, service=service)
+        self.topic = self._options.topic(topic)  # with the platform's topic-name prefix
         self.group_id = group_id or f"{service}-active"
         self.held = False
         self.assignments = 0
         """Assignments this member has received (one per rebalance of the group it took part in)."""
-        self._options = kafka_client_options(platform, service=service)
         self._service = service
         self._session_timeout_ms = session_timeout_ms
         self._on_lost = on_lost
