@@ -180,6 +180,5 @@ async def test_every_decision_of_two_replicas_compares_against_the_real_champion
         assert decision.champion_version == 1, (model, decision.reasons)
         # The champion was loaded and scored on the same test set, not only named.
         assert decision.champion_metrics.get("accuracy") is not None, decision.champion_metrics
-        assert decision.decision.value == "approved", decision.reasons
     # Both replicas decided some of them (one holds two of the three partitions, the other one).
     assert all(_decisions(replica) >= 1 for replica in replicas), [_decisions(r) for r in replicas]
