@@ -132,7 +132,7 @@ def test_every_service_runs_with_probes_its_principal_and_the_kafka_secrets(
     }
     for name, deployment in deployments.items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["livenessProbe"] and container["readinessProbe"], name
+        assert container["readinessProbe"], name
         assert container["resources"]["limits"]["memory"], name
         if name == "triton":
             assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -143,9 +143,18 @@ def test_every_service_runs_with_probes_its_principal_and_the_kafka_secrets(
         assert env["LLMOPS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
         assert env["LLMOPS_KAFKA_TOPIC_PREFIX"] == "prod."
         assert env["LLMOPS_METRICS_HOST"] == "0.0.0.0"
-        port = int(env[f"LLMOPS_{name.replace('-', '_').upper()}_METRICS_PORT"])
-        assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        prefix = f"LLMOPS_{name.replace('-', '_').upper()}"
+        port = int(env[f"{prefix}_METRICS_PORT"])
         assert {"name": "metrics", "containerPort": port} in container["ports"]
+        assert env["LLMOPS_STATE_STORE_URL"] is None  # from the Secret, never in the manifest
+        if name in ("deployment", "monitoring"):
+            # One active replica (docs/scale-out.md): a standby opens /metrics only with the lease, so
+            # /metrics is its readiness, and a liveness probe on it would kill every standby.
+            assert env[f"{prefix}_SINGLE_ACTIVE"] == "true"
+            assert "livenessProbe" not in container and "startupProbe" not in container
+            assert container["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        else:
+            assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         assert volumes["kafka-password"]["secret"]["secretName"] == k8s_name(SERVICE_PRINCIPALS[name])
         assert volumes["kafka-ca"]["secret"]["secretName"] == "llmops-cluster-ca-cert"
@@ -205,9 +214,8 @@ def test_model_repository_is_shared_with_the_deployment_service_or_an_object_sto
         return list(triton["spec"]["template"]["spec"]["containers"][0]["args"])
 
     assert "--model-repository=/var/lib/llmops/triton/models" in triton_args(rendered["production values"])
-    assert of_kind(rendered["production values"], "PersistentVolumeClaim")[0]["spec"]["accessModes"] == [
-        "ReadWriteMany"
-    ]
+    claims = {c["metadata"]["name"]: c["spec"] for c in of_kind(rendered["production values"], "PersistentVolumeClaim")}
+    assert claims["llmops-model-repository"]["accessModes"] == ["ReadWriteMany"]
     external = rendered["production values, external Kafka, S3 model repository"]
     assert "--model-repository=s3://llmops-models/prod" in triton_args(external)
     assert not of_kind(external, "Kafka") and not of_kind(external, "KafkaTopic")
@@ -233,3 +241,18 @@ def test_production_values_file_is_json_clean_yaml() -> None:
     values = yaml.safe_load((ROOT / PRODUCTION_VALUES).read_text())
     request = json.loads(values["training"]["job"]["request"])
     Envelope[TrainingRequested].model_validate(request)
+
+
+@needs_helm
+def test_ingestion_replicas_share_one_state_on_one_node(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Ingestion's state is one SQLite database its replicas share (docs/scale-out.md): one claim,
+    mounted at var/state by every replica, and the replicas kept on one node."""
+    deployments = of_kind(rendered["production values"], "Deployment")
+    (ingestion,) = [d for d in deployments if d["metadata"]["name"] == "llmops-ingestion"]
+    pod = ingestion["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["ingestion-state"]["persistentVolumeClaim"]["claimName"] == "llmops-ingestion-state"
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["ingestion-state"] == "/var/lib/llmops/state"
+    (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
