@@ -135,7 +135,7 @@ def test_every_service_runs_with_probes_its_principal_and_the_kafka_secrets(
         assert container["readinessProbe"], name
         assert container["resources"]["limits"]["memory"], name
         if name == "triton":
-            assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
             assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
             continue
         env = {item["name"]: item.get("value") for item in container["env"]}
