@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field, model_validator
 
 Comparison = Literal[">=", "<=", ">", "<"]
 
@@ -54,7 +54,10 @@ class Target(BaseModel):
     """A machine-readable target: ``<subject> <comparison> <threshold>``.
 
     ``subject="value"`` judges the figure itself (e.g. ``>= 5000`` records/s); ``subject="ratio"``
-    judges the figure divided by its reference (e.g. ``>= 0.5`` times the bare consumer).
+    judges the figure divided by its reference (e.g. ``>= 0.5`` times the bare consumer). With an
+    ``offset`` (ratio only, in the figure's unit) the rule is affine in the reference:
+    ``value <comparison> threshold x reference + offset`` (e.g. a latency ``<= 1.1x`` the direct
+    path's ``+ 1`` ms).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -62,8 +65,19 @@ class Target(BaseModel):
     comparison: Comparison
     threshold: float
     subject: Literal["value", "ratio"] = "value"
+    offset: float | None = None
 
-    def holds(self, value: float | None, ratio: float | None) -> bool:
+    @model_validator(mode="after")
+    def _offset_needs_a_reference(self) -> Target:
+        if self.offset is not None and self.subject != "ratio":
+            raise ValueError("offset applies to a ratio target only (threshold x reference + offset)")
+        return self
+
+    def holds(self, value: float | None, ratio: float | None, reference: float | None = None) -> bool:
+        if self.offset is not None:
+            if value is None or reference is None or not (math.isfinite(value) and math.isfinite(reference)):
+                return False
+            return _COMPARE[self.comparison](value, self.threshold * reference + self.offset)
         observed = value if self.subject == "value" else ratio
         if observed is None or not math.isfinite(observed):
             return False
@@ -72,7 +86,11 @@ class Target(BaseModel):
     def text(self, unit: str, reference_name: str | None = None) -> str:
         symbol = _SYMBOL[self.comparison]
         if self.subject == "ratio":
-            return f"{symbol} {format_number(self.threshold)}x {reference_name or 'the reference'}"
+            text = f"{symbol} {format_number(self.threshold)}x {reference_name or 'the reference'}"
+            if self.offset is not None:
+                sign = "-" if self.offset < 0 else "+"
+                text += f" {sign} {format_number(abs(self.offset))} {unit}".rstrip()
+            return text
         return f"{symbol} {format_number(self.threshold)} {unit}".rstrip()
 
 
@@ -132,7 +150,7 @@ class BenchResult(BaseModel):
             return False
         if self.rule is None:
             return True
-        return self.rule.holds(self.value, self.ratio)
+        return self.rule.holds(self.value, self.ratio, self.reference_value)
 
     def as_row(self) -> dict[str, Any]:
         """The JSON object of this figure, keys in the documented order."""
@@ -149,7 +167,7 @@ class BenchResult(BaseModel):
             "anchor": None if self.anchor is None else self.anchor.model_dump(),
             "reason": self.reason,
             "benchmark": self.benchmark,
-            "rule": None if self.rule is None else self.rule.model_dump(),
+            "rule": None if self.rule is None else self.rule.model_dump(exclude_none=True),
         }
 
 

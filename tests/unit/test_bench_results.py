@@ -126,6 +126,25 @@ def test_target_texts() -> None:
     assert Target(comparison=">=", threshold=0.92).text("") == "≥ 0.92"
 
 
+def test_an_affine_target_judges_the_value_against_the_reference_times_threshold_plus_offset(tmp_path: Path) -> None:
+    rule = Target(comparison="<=", threshold=1.1, subject="ratio", offset=1.0)
+    figure = Figure(benchmark="b", name="p50", unit="ms", reference_name="direct p50", target=rule)
+    assert figure.measured(12.0, reference_value=10.0).met is True  # 12 <= 1.1 x 10 + 1
+    assert figure.measured(12.5, reference_value=10.0).met is False
+    assert figure.measured(12.0).met is False  # no reference, nothing to judge against
+    assert figure.measured(12.0, reference_value=10.0).target == "≤ 1.10x direct p50 + 1 ms"
+    json_path, _ = write_results([figure.measured(12.0, reference_value=10.0)], tmp_path, machine=MACHINE, when=WHEN)
+    assert json.loads(json_path.read_text())[0]["rule"] == {
+        "comparison": "<=",
+        "threshold": 1.1,
+        "subject": "ratio",
+        "offset": 1.0,
+    }
+    assert [row.met for row in load_results(json_path)] == [True]
+    with pytest.raises(ValidationError):  # an offset needs a reference to be added to
+        Target(comparison="<=", threshold=1.0, offset=1.0)
+
+
 def test_json_is_a_list_of_rows_with_the_documented_fields_and_round_trips(tmp_path: Path) -> None:
     rows = [
         VS_BARE.measured(6000, reference_value=10_000),
