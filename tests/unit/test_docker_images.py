@@ -4,14 +4,16 @@ Each recipe is parsed: the dependency groups and extras it installs exist in pyp
 entry module exists and is the service the stack runs, its final stage runs as a non-root user with
 a health check on the service's own /metrics port. The slimness is checked by resolving the lock
 (``uv export``, real resolution): the gateway's image carries no torch, Feast or Evidently;
-ingestion's and the CLI's no torch. And in the development environment, importing every module of the
-gateway, ingestion and the CLI imports none of them (lazy imports keep it so).
+ingestion's and the CLI's no torch. In the development environment, importing every module of the
+gateway and of ingestion imports none of them (lazy imports keep it so); and (integration) each slim
+image's environment, built for real from the lock, imports every module of its package.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -208,13 +210,12 @@ def test_model_groups_do_carry_torch() -> None:
     [
         ("llmops_gateway", FORBIDDEN["gateway"]),
         ("llmops_ingestion", FORBIDDEN["ingestion"] | {"feast"}),
-        ("llmops_cli", FORBIDDEN["cli"]),
     ],
 )
 def test_importing_every_module_imports_no_heavy_package(package: str, forbidden: set[str]) -> None:
     """In a fresh interpreter of the development environment (where everything is installed): what
     only a code path needs is imported on that path. Ingestion imports Feast only when it opens its
-    store."""
+    store. (The CLI's modules are imported in its image's own environment, below.)"""
     script = (
         "import importlib, pkgutil, sys\n"
         f"root = importlib.import_module({package!r})\n"
@@ -226,3 +227,40 @@ def test_importing_every_module_imports_no_heavy_package(package: str, forbidden
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]", f"{package} imports {result.stdout.strip()}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("group", sorted(FORBIDDEN))
+def test_the_images_environment_imports_every_module_without_the_heavy_packages(group: str, tmp_path: Path) -> None:
+    """What the image installs, built for real from the lock into a fresh environment (``uv sync
+    --frozen --no-default-groups --group <group>``, as the recipe does): the heavy packages are not
+    even installed there, and every module of the image's package imports."""
+    package = {"gateway": "llmops_gateway", "ingestion": "llmops_ingestion", "cli": "llmops_cli"}[group]
+    environment = tmp_path / "venv"
+    sync = subprocess.run(
+        [_uv(), "sync", "--frozen", "--no-default-groups", "--group", group, "--quiet"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(environment)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert sync.returncode == 0, sync.stderr[-2000:]
+    script = (
+        "import importlib, importlib.util, pkgutil\n"
+        f"missing = [m for m in {sorted(FORBIDDEN[group])!r} if importlib.util.find_spec(m) is None]\n"
+        f"root = importlib.import_module({package!r})\n"
+        "count = 0\n"
+        "for info in pkgutil.walk_packages(root.__path__, root.__name__ + '.'):\n"
+        "    if not info.name.endswith('__main__'):\n"
+        "        importlib.import_module(info.name)\n"
+        "        count += 1\n"
+        "print(missing, count)\n"
+    )
+    result = subprocess.run(
+        [str(environment / "bin" / "python"), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=540
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    missing, count = result.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert missing == repr(sorted(FORBIDDEN[group])), f"installed in the {group} image: {missing}"
+    assert int(count) > 5
