@@ -23,6 +23,7 @@ from llmops_events import Envelope
 from llmops_events.topics import RECORDS_RAW, TOPICS
 from llmops_events.v1 import RecordSubmitted
 from llmops_messaging import DeadLetterQueue, EventConsumer, EventPublisher, Outcome, ProcessedEvents, subscribe
+from llmops_messaging.admin import topic_partitions
 from llmops_messaging.broker import create_broker
 from llmops_messaging.follower import TopicFollower
 from llmops_stack.kafka import fetch_topics
@@ -38,13 +39,11 @@ def _prefixed(settings: PlatformSettings, prefix: str) -> PlatformSettings:
 
 async def _messages(settings: PlatformSettings, wire_topic: str) -> int:
     options = kafka_client_options(settings, service="test")
+    partitions = [TopicPartition(wire_topic, p) for p in await topic_partitions(options, wire_topic)]
+    assert partitions, f"{wire_topic} does not exist"
     consumer = AIOKafkaConsumer(**options.aiokafka(), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        partitions = [TopicPartition(wire_topic, p) for p in consumer.partitions_for_topic(wire_topic) or ()]
-        if not partitions:
-            await consumer.topics()  # metadata refresh
-            partitions = [TopicPartition(wire_topic, p) for p in consumer.partitions_for_topic(wire_topic) or ()]
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
