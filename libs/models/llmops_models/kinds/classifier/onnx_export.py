@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,12 @@ def export_optimized(folder: Path, *, quantize: bool = True, opset: int = OPSET)
         max_length=loaded.max_length,
         return_tensors="pt",
     )
-    with torch.inference_mode():
+    # The tracer's notes (legacy exporter, shape checks traced as constants: padding and causality,
+    # which are fixed for this encoder) would be repeated in every training log.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index", category=UserWarning)
         torch.onnx.export(
             model,
             (sample["input_ids"], sample["attention_mask"]),
