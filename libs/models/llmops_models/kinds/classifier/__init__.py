@@ -15,6 +15,8 @@ from llmops_models.kinds.classifier import serving
 logger = logging.getLogger(__name__)
 
 LABEL_MAP_FILE = "label_map.json"  # also spelled in network.py, which must stand alone inside Triton
+TRAINED_FILES = ("adapter", "head.safetensors", "tokenizer", LABEL_MAP_FILE, "training_config.json")
+"""What a trained classifier folder holds before its export (``network.py``'s layout)."""
 
 
 class ClassifierPredictor:
@@ -100,6 +102,8 @@ class ClassifierKind:
     def optimize(self, folder: Path) -> dict[str, Any] | None:
         """Export to ONNX and quantize to int8 (``onnx_export``). A model that cannot be exported
         is still published, without the optimized format: it is served by PyTorch then."""
+        if not all((folder / name).exists() for name in TRAINED_FILES):
+            return None  # not a trained classifier folder (nothing to export)
         from llmops_models.kinds.classifier.onnx_export import export_optimized, remove_optimized
 
         try:
