@@ -57,9 +57,13 @@ class InferenceCore:
         """Serve every item (answers in request order); raises ``GatewayError``."""
         started = time.perf_counter()
         groups = self.routes(items)
-        answered = await asyncio.gather(
-            *(self._serve(route, indexes, items, remaining, recover=True) for route, indexes in groups.items())
-        )
+        if len(groups) == 1:  # the common case: awaited in place, no task per call
+            ((route, indexes),) = groups.items()
+            answered = [await self._serve(route, indexes, items, remaining, recover=True)]
+        else:
+            answered = await asyncio.gather(
+                *(self._serve(route, indexes, items, remaining, recover=True) for route, indexes in groups.items())
+            )
         served: list[ServedPrediction | None] = [None] * len(items)
         for pairs in answered:
             for index, prediction in pairs:

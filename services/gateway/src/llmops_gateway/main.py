@@ -63,7 +63,12 @@ class GatewayRuntime:
         self._serve_metrics = serve_metrics
         self.feed = DeploymentFeed(settings.platform, client_id=SERVICE)
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
-        self.predictor = TritonPredictor(settings.platform.triton_grpc_url, metrics=self.metrics)
+        self.predictor = TritonPredictor(
+            settings.platform.triton_grpc_url,
+            metrics=self.metrics,
+            coalesce=settings.triton_coalesce,
+            max_calls_per_model=settings.triton_max_calls_per_model,
+        )
         self.generator = TritonGenerator(
             settings.platform.triton_grpc_url, triton_model=settings.causal_lm_model, metrics=self.metrics
         )
@@ -80,6 +85,8 @@ class GatewayRuntime:
             path=settings.api_keys_file,
             extra=keys_from_list(settings.api_keys),
             reload_interval_s=settings.keys_reload_interval_s,
+            cache_size=settings.keys_cache_size,
+            cache_ttl_s=settings.keys_cache_ttl_s,
         )
         if not len(self.keys):
             logger.warning(

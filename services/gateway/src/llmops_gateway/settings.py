@@ -30,6 +30,14 @@ class GatewaySettings(BaseSettings):
     keys_reload_interval_s: float = Field(default=1.0, gt=0)
     """How often, at most, the keys file's modification time is checked."""
 
+    keys_cache_size: int = Field(default=1024, ge=0)
+    """Verified ``authorization`` values remembered (least recently used out), so a known caller's
+    key is not hashed and compared with every key on each call; 0 turns the cache off. Emptied
+    whenever the keys change."""
+
+    keys_cache_ttl_s: float = Field(default=60.0, ge=0)
+    """How long a verified ``authorization`` value is remembered."""
+
     require_client_cert: bool = False
     """Mutual TLS for the gateway too: clients must present a certificate signed by the CA
     (``LLMOPS_TLS_CA_FILE``) besides their API key. TLS itself is on unless ``LLMOPS_TLS_INSECURE``."""
@@ -64,6 +72,16 @@ class GatewaySettings(BaseSettings):
     max_in_flight: int = Field(default=256, ge=1)
     """Inference calls served at once (waiting on Triton included); one more is refused at once
     with RESOURCE_EXHAUSTED rather than queued."""
+
+    triton_coalesce: bool = True
+    """Coalesce classifier calls to one Triton model into one ``ModelInfer`` (up to the model's
+    ``max_batch_size`` rows): those of the same event-loop turn, and those arriving while
+    ``triton_max_calls_per_model`` calls are in flight. An idle gateway sends at once; a busy one
+    makes far fewer RPCs per request. False: one Triton call per request."""
+
+    triton_max_calls_per_model: int = Field(default=2, ge=1)
+    """Coalesced calls in flight to one Triton model before further requests wait for the first to
+    return (2: Triton has the next batch queued while it computes one)."""
 
     metrics_port: int = 9105
     """Port of the Prometheus metrics endpoint (0 disables it)."""

@@ -350,3 +350,30 @@ async def test_grpcurl_lists_and_calls_predict_with_a_key(gateway: GatewayRuntim
 
     code, _, err = await _run(grpcurl, "-cacert", ca, "-d", request, address, f"{SERVICE_NAME}/Predict")
     assert code != 0 and "Unauthenticated" in err
+
+
+async def test_concurrent_calls_to_one_version_share_a_triton_call_and_each_gets_its_own_answer(
+    gateway: GatewayRuntime,
+) -> None:
+    texts = ["i lost my card", "what exchange rate do you use", "where is my new card", "my card was stolen"] * 3
+    alone = [(await gateway.predictor.predict(SERVED, 1, [text], timeout=30))[0] for text in texts]
+    # Padding to the longest text of a batch moves scores a little: compare with the same batch.
+    batched = await gateway.predictor.predict(SERVED, 1, texts, timeout=30)
+    calls_before = _histogram_count(gateway, "llmops_gateway_triton_batch_rows")
+    # Started in one loop turn: one ModelInfer carries them all, and the answers are split back.
+    together = await asyncio.gather(*(gateway.predictor.predict(SERVED, 1, [text], timeout=30) for text in texts))
+    assert _histogram_count(gateway, "llmops_gateway_triton_batch_rows") == calls_before + 1
+    for in_batch, (shared,) in zip(batched, together, strict=True):
+        assert shared.label == in_batch.label
+        assert shared.scores == pytest.approx(in_batch.scores, abs=1e-5)
+    # A caller that gives up does not take its companions' answers with it.
+    tasks = [asyncio.create_task(gateway.predictor.predict(SERVED, 1, [text], timeout=30)) for text in texts[:3]]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    answers = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(answers[1], asyncio.CancelledError)
+    assert [a[0].label for a in (answers[0], answers[2])] == [alone[0].label, alone[2].label]  # type: ignore[index]
+
+
+def _histogram_count(gateway: GatewayRuntime, name: str) -> float:
+    return gateway.metrics.registry.get_sample_value(f"{name}_count") or 0.0

@@ -161,3 +161,25 @@ def test_a_rotated_key_keeps_its_bucket_unless_its_limits_change(tmp_path: Path)
 def test_a_missing_keys_file_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(KeysFileError, match="cannot be read"):
         KeyRing(path=tmp_path / "absent.yaml")
+
+
+def test_verified_keys_are_remembered_bounded_and_for_a_while_only(tmp_path: Path) -> None:
+    path, clock = tmp_path / "keys.yaml", Clock()
+    _write(path, _entry("a", "sa"), _entry("b", "sb"), mtime_ns=1_000_000_000)
+    ring = KeyRing(path=path, clock=clock, cache_size=1, cache_ttl_s=10.0)
+    assert ring.authenticate("Bearer sa").id == "a"
+    assert list(ring._verified) == ["Bearer sa"]
+    assert ring.authenticate("Bearer sb").id == "b"  # the bound: the least recently used goes
+    assert list(ring._verified) == ["Bearer sb"]
+    with pytest.raises(NotAuthenticated):
+        ring.authenticate("Bearer wrong")
+    assert list(ring._verified) == ["Bearer sb"]  # a refused value is never remembered
+    clock.now += 10.5  # past the time to live: checked again (and remembered again)
+    assert ring.authenticate("Bearer sb").id == "b"
+    assert ring._verified["Bearer sb"][1] == pytest.approx(clock.now + 10.0)
+    # A removed key is refused from the reload on, however recently it was verified.
+    _write(path, _entry("a", "sa"), mtime_ns=2_000_000_000)
+    clock.now += 1.1
+    with pytest.raises(NotAuthenticated):
+        ring.authenticate("Bearer sb")
+    assert KeyRing(keys_from_list(["k"]), cache_size=0).authenticate("Bearer k").id == "env-0"

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from llmops_config.metrics import serve_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _GENERATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -56,6 +57,12 @@ class GatewayMetrics:
             "Latency of one Triton inference call, by model and version",
             ["model", "version"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.backend_rows = Histogram(
+            "llmops_gateway_triton_batch_rows",
+            "Texts in one Triton classifier call (calls arriving in the same event-loop turn are coalesced)",
+            buckets=_ROW_BUCKETS,
             registry=self.registry,
         )
         self.canary_fallbacks = Counter(

@@ -23,6 +23,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -209,9 +210,11 @@ class KeyRing:
     """The accepted keys and each key's live state (bucket, calls in flight).
 
     ``authenticate`` compares the presented secret's digest with every stored digest (no early
-    exit, ``hmac.compare_digest`` each) so timing says nothing about which key nearly matched.
-    State survives a reload for a key whose id and limits are unchanged; the gateway serves on one
-    event loop, so counts need no lock (the reload is guarded, as it may run from any thread)."""
+    exit, ``hmac.compare_digest`` each) so timing says nothing about which key nearly matched. An
+    authorization value that passed is remembered (at most ``cache_size`` of them, each for
+    ``cache_ttl_s``; 0 turns it off) until the keys change. State survives a reload for a key whose
+    id and limits are unchanged; the gateway serves on one event loop, so counts need no lock (the
+    reload is guarded, as it may run from any thread)."""
 
     def __init__(
         self,
@@ -221,7 +224,11 @@ class KeyRing:
         extra: Sequence[ApiKey] = (),
         reload_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        cache_size: int = 1024,
+        cache_ttl_s: float = 60.0,
     ) -> None:
+        if cache_size < 0 or cache_ttl_s < 0:
+            raise ValueError("cache_size and cache_ttl_s must be >= 0")
         self._path = path
         self._extra = tuple(extra)
         self._reload_interval_s = reload_interval_s
@@ -232,6 +239,12 @@ class KeyRing:
         self._keys: tuple[ApiKey, ...] = (*keys, *self._extra)
         self._buckets: dict[str, TokenBucket] = {}
         self._in_flight: dict[str, int] = {}
+        # Verified authorization values: a hit skips hashing and the comparison with every key.
+        # Bounded (least recently used out) and short-lived; emptied whenever the keys change, so a
+        # rotated or removed key is refused from the next reload on, as without the cache.
+        self._verified: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_ttl_s = cache_ttl_s
         self.on_change: Callable[[KeysChanged], None] | None = None
         """Called after the file changed while serving (a policy change, audited by the gateway)."""
         if path is not None:
@@ -291,6 +304,7 @@ class KeyRing:
     def _replace(self, keys: Sequence[ApiKey]) -> None:
         old = {key.id: key for key in self._keys}
         self._keys = tuple(keys)
+        self._verified.clear()
         kept = {key.id for key in self._keys if key.id in old and old[key.id].limits == key.limits}
         self._buckets = {key_id: bucket for key_id, bucket in self._buckets.items() if key_id in kept}
 
@@ -299,6 +313,12 @@ class KeyRing:
         self.reload()
         if not authorization:
             raise NotAuthenticated("missing API key: send 'authorization: Bearer <key>' metadata")
+        cached = self._verified.get(authorization)
+        if cached is not None:
+            if cached[1] > self._clock():
+                self._verified.move_to_end(authorization)
+                return cached[0]
+            del self._verified[authorization]
         if authorization[: len(BEARER)].lower() != BEARER:
             raise NotAuthenticated("the authorization metadata must be 'Bearer <key>'")
         presented = digest(authorization[len(BEARER) :].strip())
@@ -307,7 +327,11 @@ class KeyRing:
             if hmac.compare_digest(presented, key.sha256) and found is None:
                 found = key
         if found is None:
-            raise NotAuthenticated("invalid API key")
+            raise NotAuthenticated("invalid API key")  # never cached: a wrong key costs the full check
+        if self._cache_size and self._cache_ttl_s:
+            self._verified[authorization] = (found, self._clock() + self._cache_ttl_s)
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
         return found
 
     def check(self, authorization: str | None) -> None:
