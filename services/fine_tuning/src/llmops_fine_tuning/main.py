@@ -135,14 +135,14 @@ class FineTuningRuntime:
             self._processed.close()
 
 
-def trainers(settings: FineTuningSettings) -> dict[TrainingTask, Trainer]:
-    """The trainer of each task."""
+def trainers(settings: FineTuningSettings, *, device: str | None = None) -> dict[TrainingTask, Trainer]:
+    """The trainer of each task (``device``: None picks CUDA when there is one, else the CPU)."""
     threads, interval = settings.num_threads, settings.progress_interval_s
     return {
         TrainingTask.SEQUENCE_CLASSIFICATION: LoraSequenceClassificationTrainer(
-            num_threads=threads, progress_interval_s=interval
+            num_threads=threads, progress_interval_s=interval, device=device
         ),
-        TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(num_threads=threads, progress_interval_s=interval),
+        TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(num_threads=threads, progress_interval_s=interval, device=device),
     }
 
 

@@ -28,7 +28,10 @@ conversation (cheap), and ``exact_match`` of greedily generated answers on the f
 
 Time limit, determinism and devices as in the classifier trainer: the job clock is checked
 between steps and evaluation chunks; one seed drives initialisation and dropout, a separate
-generator the data order, deterministic algorithms are on.
+generator the data order, deterministic algorithms are on. Under ``torchrun`` (several processes)
+SFT and DPO steps are data parallel as in the classifier trainer (``data_parallel``: the same
+global batches, each rank its share, gradients averaged by ``DistributedDataParallel``); rank 0
+alone validates, generates and writes.
 
 Artifacts: the adapter only (no base weights), the tokenizer with its chat template,
 ``training_config.json`` (base model and its hash, max length, hyperparameters, trainer policy),
@@ -47,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from llmops_fine_tuning.adapters.data_parallel import DataParallel
 from llmops_fine_tuning.adapters.dpo import train_dpo
 from llmops_fine_tuning.adapters.training_loop import (
     JobClock,
@@ -67,6 +72,7 @@ from llmops_fine_tuning.domain.preferences import dpo_steps, select_pairs
 from llmops_fine_tuning.domain.request import CausalLmTrainerPolicy, TrainingJob
 from llmops_fine_tuning.errors import TrainingRejected
 from llmops_models.kinds.causal_lm.answers import exact_match
+from llmops_models.kinds.causal_lm.logprobs import answer_logprobs
 from llmops_models.kinds.causal_lm.network import (
     ADAPTER_DIR,
     METRICS_FILE,
@@ -108,6 +114,24 @@ def top_layers(model: Any, count: int | None) -> list[int] | None:
     if count is None or count >= layers:
         return None
     return list(range(layers - count, layers))
+
+
+class AnswerScores(nn.Module):
+    """The passes that train, as one module's ``forward``: the answer logits (SFT) or the answers'
+    log-probabilities (DPO). ``answer_logits`` runs the decoder and the output layer itself rather
+    than the model's ``forward``, so this is what ``DistributedDataParallel`` wraps: its forward
+    is what arms the gradient all-reduce of the backward pass after it."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *, logprobs: bool = False
+    ) -> Any:
+        if logprobs:
+            return answer_logprobs(self.model, input_ids, attention_mask, labels)
+        return answer_logits(self.model, input_ids, attention_mask, labels)
 
 
 def encode_all(tokenizer: Any, conversations: Conversations, max_length: int) -> tuple[list[Encoded], int]:
@@ -152,6 +176,7 @@ class LoraCausalLmTrainer:
         clock = JobClock(job.time_limit_s)
         started = clock.started
         hp = job.hyperparameters
+        parallel = DataParallel.current()
         if self._num_threads > 0:
             torch.set_num_threads(self._num_threads)
         make_deterministic(hp.seed)
@@ -183,6 +208,9 @@ class LoraCausalLmTrainer:
         trainable_parameters = [p for p in model.parameters() if p.requires_grad]
         trainable = sum(p.numel() for p in trainable_parameters)
         total = sum(p.numel() for p in model.parameters())
+        scores = parallel.wrap(AnswerScores(model), self._device)
+        if parallel.rank:  # the same initial weights everywhere, but each rank its own dropout masks
+            torch.manual_seed(hp.seed + parallel.rank)
 
         examples, dropped = encode_all(tokenizer, data.train, hp.max_length)
         if not examples:
@@ -190,6 +218,7 @@ class LoraCausalLmTrainer:
                 "too_few_examples", f"no training conversation keeps an answer token within max_length={hp.max_length}"
             )
         lengths = [len(ids) for ids, _ in examples]
+        answer_tokens = [sum(1 for target in targets[1:] if target != -100) for _, targets in examples]
         steps_per_epoch = math.ceil(len(examples) / hp.batch_size)
         total_steps = max(1, math.ceil(hp.epochs * steps_per_epoch))
         optimizer = torch.optim.AdamW(trainable_parameters, lr=hp.learning_rate, weight_decay=policy.weight_decay)
@@ -212,6 +241,8 @@ class LoraCausalLmTrainer:
                 "device": str(self._device),
                 "dtype": str(dtype).removeprefix("torch."),
                 "trainable": trainable,
+                "rank": parallel.rank,
+                "world_size": parallel.world_size,
             },
         )
         pad_id = int(tokenizer.pad_token_id)
@@ -222,22 +253,26 @@ class LoraCausalLmTrainer:
         for step, batch in enumerate(batches, start=1):
             if step > total_steps:
                 break
-            clock.check(f"at step {step}/{total_steps}")
-            input_ids, attention_mask, labels = _pad_right([examples[i] for i in batch], pad_id)
+            parallel.check_time(clock, f"at step {step}/{total_steps}", self._device)
+            share, weight = parallel.share(batch, answer_tokens)
+            input_ids, attention_mask, labels = _pad_right([examples[i] for i in share], pad_id)
             with autocast(self._device, dtype):
-                logits, targets = answer_logits(
-                    model, input_ids.to(self._device), attention_mask.to(self._device), labels.to(self._device)
+                logits, targets = scores(
+                    input_ids.to(self._device), attention_mask.to(self._device), labels.to(self._device)
                 )
-            loss = torch.nn.functional.cross_entropy(logits, targets)
+            # The mean over this rank's answer tokens, weighted by its share of the batch's answer
+            # tokens: the average over ranks is the mean over the whole batch's answer tokens.
+            loss = torch.nn.functional.cross_entropy(logits, targets) * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable_parameters, policy.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            progress = meter.record(
-                step, loss=float(loss.detach()), examples=len(batch), tokens=int(attention_mask.sum())
+            batch_loss, tokens = parallel.reduce_step(
+                float(loss.detach()), int(attention_mask.sum()) if weight else 0, self._device
             )
-            if progress is not None:
+            progress = meter.record(step, loss=batch_loss, examples=len(batch), tokens=tokens)
+            if progress is not None and parallel.is_main:
                 progress = replace(progress, total_steps=total_steps + planned_dpo_steps)
                 logger.info("training progressed", extra={"model_name": job.model_name, **vars(progress)})
                 on_progress(progress)
@@ -266,7 +301,16 @@ class LoraCausalLmTrainer:
                     on_progress=on_progress,
                     progress_interval_s=self._progress_interval_s,
                     step_offset=total_steps,
+                    scores=scores,
+                    parallel=parallel,
                 )
+            )
+        if not parallel.is_main:  # rank 0 validates and writes; the others only computed gradients
+            return TrainingResult(
+                metrics={"train_seconds": train_seconds},
+                trainable_parameter_share=trainable / total,
+                wall_time_seconds=time.monotonic() - started,
+                base_model_weights_hash=weights_hash,
             )
 
         model.eval()
@@ -298,6 +342,7 @@ class LoraCausalLmTrainer:
             "device": str(self._device),
             "compute_dtype": str(dtype).removeprefix("torch."),
             "num_threads": torch.get_num_threads(),
+            "data_parallel_processes": parallel.world_size,
             "dpo": {
                 "ran": bool(dpo_pairs),
                 "pairs": len(dpo_pairs),

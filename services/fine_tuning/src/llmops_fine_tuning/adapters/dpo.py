@@ -57,6 +57,7 @@ from typing import Any
 
 import torch
 
+from llmops_fine_tuning.adapters.data_parallel import DataParallel
 from llmops_fine_tuning.adapters.training_loop import (
     JobClock,
     ProgressMeter,
@@ -160,10 +161,18 @@ def train_dpo(
     on_progress: ProgressCallback,
     progress_interval_s: float,
     step_offset: int = 0,
+    scores: Any = None,
+    parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """Train the adapter of ``model`` (a PEFT model, after SFT) on ``train_pairs`` and return the
     ``dpo_*`` metrics. Progress is reported with steps after ``step_offset`` (the SFT steps), so
-    one job's steps count up across both phases."""
+    one job's steps count up across both phases.
+
+    ``scores``: the trainer's ``AnswerScores`` around ``model`` (in ``DistributedDataParallel``
+    under ``torchrun``), through which the training passes go; ``parallel``: this process's rank.
+    Every rank scores the reference on every pair (the same numbers everywhere, no exchange) and
+    trains on its share of each batch; rank 0 alone scores the result and reports."""
+    parallel = parallel or DataParallel()
     began = time.monotonic()
     train = encode_pairs(tokenizer, train_pairs, max_length=max_length)
     validation = encode_pairs(tokenizer, validation_pairs, max_length=max_length)
@@ -212,35 +221,43 @@ def train_dpo(
     for step, batch in enumerate(batches, start=1):
         if step > total_steps:
             break
-        clock.check(f"at DPO step {step}/{total_steps}")
-        rows = [train.chosen[i] for i in batch] + [train.rejected[i] for i in batch]
+        parallel.check_time(clock, f"at DPO step {step}/{total_steps}", device)
+        share, weight = parallel.share(batch)
+        rows = [train.chosen[i] for i in share] + [train.rejected[i] for i in share]
         input_ids, attention_mask, labels = pad_right(rows, pad_id)
         with autocast(device, dtype):
-            logps = answer_logprobs(model, input_ids.to(device), attention_mask.to(device), labels.to(device))
-        index = torch.tensor(batch)
+            inputs = input_ids.to(device), attention_mask.to(device), labels.to(device)
+            logps = scores(*inputs, logprobs=True) if scores is not None else answer_logprobs(model, *inputs)
+        index = torch.tensor(share)
         losses, _, _ = dpo_loss(
-            logps[: len(batch)],
-            logps[len(batch) :],
+            logps[: len(share)],
+            logps[len(share) :],
             ref_train[0][index].to(device),
             ref_train[1][index].to(device),
             beta=policy.dpo_beta,
         )
         loss = losses.mean()
         if policy.dpo_sft_weight > 0:
-            chosen_tokens = (labels[: len(batch), 1:] != -100).sum(dim=1).clamp(min=1).to(device)
-            loss = loss + policy.dpo_sft_weight * (-logps[: len(batch)] / chosen_tokens).mean()
+            chosen_tokens = (labels[: len(share), 1:] != -100).sum(dim=1).clamp(min=1).to(device)
+            loss = loss + policy.dpo_sft_weight * (-logps[: len(share)] / chosen_tokens).mean()
+        loss = loss * weight  # a mean over this rank's pairs, weighted by its share of the batch
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable_parameters, policy.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        loss_sum += float(loss.detach())
-        progress = meter.record(step, loss=float(loss.detach()), examples=len(batch), tokens=int(attention_mask.sum()))
-        if progress is not None:
+        batch_loss, tokens = parallel.reduce_step(
+            float(loss.detach()), int(attention_mask.sum()) if weight else 0, device
+        )
+        loss_sum += batch_loss
+        progress = meter.record(step, loss=batch_loss, examples=len(batch), tokens=tokens)
+        if progress is not None and parallel.is_main:
             progress = replace(progress, step=step_offset + step, total_steps=step_offset + total_steps)
             logger.info("DPO progressed", extra=vars(progress))
             on_progress(progress)
     train_seconds = meter.elapsed()
+    if not parallel.is_main:
+        return metrics
 
     after = score(train.chosen + train.rejected)
     before_metrics = preference_metrics(ref_chosen, ref_rejected, ref_chosen, ref_rejected, beta=policy.dpo_beta)

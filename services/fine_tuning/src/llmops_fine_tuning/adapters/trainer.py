@@ -18,9 +18,10 @@ Determinism: one seed drives torch's generator (LoRA and head initialisation, dr
 separate ``torch.Generator`` drives the data order; deterministic algorithms are on. On CPU the same
 seed and thread count give the same weights and metrics. A GPU is used when there is one.
 
-Several GPUs: the loop is plain PyTorch, so it runs under ``torchrun``/``accelerate launch`` by
-wrapping the model in ``DistributedDataParallel`` and giving each rank every ``world_size``-th batch
-of the bucketed order (see the README); one job per replica stays the unit of work on the bus.
+Several processes (``torchrun``, ``llmops_fine_tuning.distributed``): the model is wrapped in
+``DistributedDataParallel`` and each rank computes on its share of every global batch, so the
+effective batch and the learning-rate schedule stay those of one process (``data_parallel``);
+rank 0 alone evaluates and writes the artifact.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmops_fine_tuning.adapters.data_parallel import DataParallel
 from llmops_fine_tuning.adapters.training_loop import (
     JobClock,
     ProgressMeter,
@@ -118,6 +120,7 @@ class LoraSequenceClassificationTrainer:
         clock = JobClock(job.time_limit_s)
         started = clock.started
         hp, policy = job.hyperparameters, job.trainer
+        parallel = DataParallel.current()
         if self._num_threads > 0:
             torch.set_num_threads(self._num_threads)
         make_deterministic(hp.seed)
@@ -143,6 +146,9 @@ class LoraSequenceClassificationTrainer:
         ).to(self._device)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
+        network = parallel.wrap(model, self._device)
+        if parallel.rank:  # the same initial weights everywhere, but each rank its own dropout masks
+            torch.manual_seed(hp.seed + parallel.rank)
 
         index = {label: i for i, label in enumerate(data.labels)}
         token_ids: list[list[int]] = tokenizer(list(data.train.texts), truncation=True, max_length=hp.max_length)[
@@ -174,6 +180,8 @@ class LoraSequenceClassificationTrainer:
                 "total_steps": total_steps,
                 "device": str(self._device),
                 "trainable": trainable,
+                "rank": parallel.rank,
+                "world_size": parallel.world_size,
             },
         )
         model.train()
@@ -184,22 +192,31 @@ class LoraSequenceClassificationTrainer:
         for step, batch in enumerate(batches, start=1):
             if step > total_steps:
                 break
-            clock.check(f"at step {step}/{total_steps}")
-            input_ids, attention_mask = _pad([token_ids[i] for i in batch], pad_id)
-            logits = model(input_ids.to(self._device), attention_mask.to(self._device))
-            loss = loss_function(logits, targets[batch].to(self._device))
+            parallel.check_time(clock, f"at step {step}/{total_steps}", self._device)
+            share, weight = parallel.share(batch)
+            input_ids, attention_mask = _pad([token_ids[i] for i in share], pad_id)
+            logits = network(input_ids.to(self._device), attention_mask.to(self._device))
+            loss = loss_function(logits, targets[share].to(self._device)) * weight
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # under DDP: the gradients are averaged over the ranks here
             torch.nn.utils.clip_grad_norm_(lora_parameters + list(model.head.parameters()), policy.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            progress = meter.record(
-                step, loss=float(loss.detach()), examples=len(batch), tokens=int(attention_mask.sum())
+            batch_loss, tokens = parallel.reduce_step(
+                float(loss.detach()), int(attention_mask.sum()) if weight else 0, self._device
             )
-            if progress is not None:
+            progress = meter.record(step, loss=batch_loss, examples=len(batch), tokens=tokens)
+            if progress is not None and parallel.is_main:
                 logger.info("training progressed", extra={"model_name": job.model_name, **vars(progress)})
                 on_progress(progress)
         train_seconds = meter.elapsed()
+        if not parallel.is_main:  # rank 0 evaluates and writes; the others only computed gradients
+            return TrainingResult(
+                metrics={"train_seconds": train_seconds},
+                trainable_parameter_share=trainable / total,
+                wall_time_seconds=time.monotonic() - started,
+                base_model_weights_hash="",
+            )
 
         model.eval()
         evaluator = LoadedClassifier(
@@ -230,6 +247,7 @@ class LoraSequenceClassificationTrainer:
             "torch_version": torch.__version__,
             "device": str(self._device),
             "num_threads": torch.get_num_threads(),
+            "data_parallel_processes": parallel.world_size,
         }
         (output / TRAINING_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))

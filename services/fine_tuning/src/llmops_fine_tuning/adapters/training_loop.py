@@ -80,14 +80,20 @@ class JobClock:
         self.started = time.monotonic()
         self.limit_s = limit_s
 
+    def expired(self) -> bool:
+        return self.limit_s is not None and time.monotonic() - self.started > self.limit_s
+
     def check(self, where: str) -> None:
-        elapsed = time.monotonic() - self.started
-        if self.limit_s is not None and elapsed > self.limit_s:
-            raise TrainingRejected(
-                "time_limit_exceeded",
-                f"stopped {where} after {elapsed:.1f} s; the time limit is {self.limit_s:g} s "
-                "(LLMOPS_FINE_TUNING_MAX_JOB_SECONDS)",
-            )
+        if self.expired():
+            self.fail(where)
+
+    def fail(self, where: str) -> None:
+        """Stop the job for its time limit (also when another rank's clock ran out first)."""
+        raise TrainingRejected(
+            "time_limit_exceeded",
+            f"stopped {where} after {time.monotonic() - self.started:.1f} s; the time limit is {self.limit_s or 0:g} s "
+            "(LLMOPS_FINE_TUNING_MAX_JOB_SECONDS)",
+        )
 
 
 class ProgressMeter:
