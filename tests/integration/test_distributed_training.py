@@ -240,9 +240,7 @@ async def test_two_gloo_processes_train_the_same_classifier_as_one(world: World,
     one_path, one = world.request(f"dp1-{uuid.uuid4().hex[:6]}")
     two_path, two = world.request(f"dp2-{uuid.uuid4().hex[:6]}")
     # Side by side: the runs share nothing but the broker and the store (other model names).
-    await asyncio.gather(
-        asyncio.to_thread(world.torchrun, 1, one_path), asyncio.to_thread(world.torchrun, 2, two_path)
-    )
+    await asyncio.gather(asyncio.to_thread(world.torchrun, 1, one_path), asyncio.to_thread(world.torchrun, 2, two_path))
 
     events = await training_events(world.platform, {one.id, two.id}, expect=2)
     registry = ModelRegistry(world.store)
