@@ -43,6 +43,7 @@ def registry() -> list[Benchmark]:
         generation,
         generation_monitoring,
         ingestion,
+        ingestion_scale,
         instruction_tuning,
         monitoring,
         redaction,
@@ -51,6 +52,7 @@ def registry() -> list[Benchmark]:
 
     return [
         ingestion.BENCHMARK,
+        ingestion_scale.BENCHMARK,
         redaction.BENCHMARK,
         fine_tuning.BENCHMARK,
         instruction_tuning.BENCHMARK,
