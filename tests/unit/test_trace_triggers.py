@@ -68,9 +68,8 @@ async def test_a_cut_set_off_by_a_batch_continues_its_last_records_trace(exporte
 async def test_a_cut_set_off_by_records_without_trace_context_is_a_child_of_the_batch(
     exported: InMemorySpanExporter,
 ) -> None:
-    with batch_consumer_span("plain process", traceparents=[None, None]):
-        with triggered_span("plain snapshot"):
-            pass
+    with batch_consumer_span("plain process", traceparents=[None, None]), triggered_span("plain snapshot"):
+        pass
     batch, snapshot = _span(exported, "plain process"), _span(exported, "plain snapshot")
     assert snapshot.parent is not None and snapshot.parent.span_id == batch.context.span_id
     assert not snapshot.links
@@ -78,10 +77,12 @@ async def test_a_cut_set_off_by_records_without_trace_context_is_a_child_of_the_
 
 def test_a_cut_for_one_event_and_a_job_are_children_of_its_consumer_span(exported: InMemorySpanExporter) -> None:
     request = _traceparent(7)
-    with consumer_span("training process", traceparent=request):
-        with triggered_span("requested snapshot"):
-            with job_span("training job", attributes={"llmops.model.name": "m"}):
-                pass
+    with (
+        consumer_span("training process", traceparent=request),
+        triggered_span("requested snapshot"),
+        job_span("training job", attributes={"llmops.model.name": "m"}),
+    ):
+        pass
     consumer = _span(exported, "training process")
     snapshot, job = _span(exported, "requested snapshot"), _span(exported, "training job")
     assert consumer.context.trace_id == snapshot.context.trace_id == job.context.trace_id == 8
@@ -91,9 +92,11 @@ def test_a_cut_for_one_event_and_a_job_are_children_of_its_consumer_span(exporte
 
 
 def test_a_batch_without_links_still_hands_its_last_records_trace_on(exported: InMemorySpanExporter) -> None:
-    with batch_consumer_span("unlinked process", traceparents=[_traceparent(1)], max_links=0):
-        with triggered_span("unlinked snapshot"):
-            pass
+    with (
+        batch_consumer_span("unlinked process", traceparents=[_traceparent(1)], max_links=0),
+        triggered_span("unlinked snapshot"),
+    ):
+        pass
     assert not _span(exported, "unlinked process").links
     snapshot = _span(exported, "unlinked snapshot")
     assert snapshot.parent is not None and snapshot.parent.span_id == 2
