@@ -58,9 +58,10 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS_FILE = REPO / "deploy" / "training" / "defaults.yaml"
-RELATIVE_TOLERANCE = 1e-3
+RELATIVE_TOLERANCE = 1e-4
 """Largest relative difference allowed between the one-process and the two-process run, of the
-adapter and head weights (as ||a - b|| / ||a||) and of the validation loss. Measured: see the test."""
+adapter and head weights (as ||a - b|| / ||a||) and of the validation loss. Measured 3.5e-6 on the
+weights and equal losses to 6 digits (2026-12-01); with dropout on, the two differ by ~0.2-0.3."""
 RUN_TIMEOUT_S = 420
 """Per torchrun; about 30 s unloaded. Generous: importing torch and transformers in each process
 took minutes on the shared two-core machine while it ran the other tests."""
