@@ -73,7 +73,7 @@ class EvaluationService:
         # Every deployments event published before this one was handled is folded in first.
         await self._champions.sync(timeout=self._settings.champion_sync_timeout_s)
         dataset_id = str(event.lineage.get("dataset_id", ""))
-        attributes = {
+        attributes: dict[str, str | int | float | bool] = {
             "llmops.model.name": event.model_name,
             "llmops.model.version": event.model_version,
             "llmops.dataset.id": dataset_id,
