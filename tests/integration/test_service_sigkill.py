@@ -609,7 +609,7 @@ async def test_evaluation_killed_after_publishing_its_decision(world: World, ser
         counts.notes.append(f"decisions at the kill: {len(await decisions())};")
         await wait_for(
             "the redelivered event handled",
-            lambda: caught_up(world.kafka, "evaluation", TRAINING, DEPLOYMENTS),
+            lambda: caught_up(world.kafka, "evaluation", TRAINING),
             timeout=600,
             service=service,
         )
@@ -747,7 +747,7 @@ async def test_monitoring_killed_after_reporting_a_window(world: World, services
         # The restarted service is given the window's last event again (the others are recorded).
         await wait_for(
             "the redelivered event handled",
-            lambda: caught_up(world.kafka, "monitoring", INFERENCE, FEEDBACK, DEPLOYMENTS),
+            lambda: caught_up(world.kafka, "monitoring", INFERENCE, FEEDBACK),
             timeout=300,
             service=service,
         )
