@@ -36,18 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 
 from llmops_config import PlatformSettings
 from llmops_config.kafka import KafkaClientOptions, KafkaSettings, kafka_client_options, kafka_environment
-from llmops_events import Envelope, KafkaRecord, decode, encode
+from llmops_events import Envelope, encode
 from llmops_events.topics import DATASETS, RECORDS_DLQ, RECORDS_RAW
 from llmops_events.v1 import DatasetSnapshotted, RecordSubmitted
-from llmops_messaging.admin import topic_partitions
 from llmops_models.snapshots import SnapshotReader
 from llmops_stack import KafkaCluster, KafkaComponent, free_port, repo_paths, running
 from llmops_storage import ArtifactStore
+from tests.bus_readback import caught_up, count_on_topic, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -210,57 +209,6 @@ def stored_records(state_db: Path, tenant: str) -> list[str]:
     return [record_id for (record_id,) in rows]
 
 
-async def read_events(kafka: KafkaClientOptions, topic: str) -> list[Envelope[Any]]:
-    """Every decodable event on ``topic``, from its start to its current end."""
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    events: list[Envelope[Any]] = []
-    try:
-        ends = await consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(60):
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for messages in (await consumer.getmany(timeout_ms=300, max_records=5_000)).values():
-                    for m in messages:
-                        try:
-                            events.append(decode(KafkaRecord(m.key, m.value or b"", tuple(m.headers or ()))))
-                        except Exception:
-                            continue
-    finally:
-        await consumer.stop()
-    return events
-
-
-async def messages_on(kafka: KafkaClientOptions, topic: str) -> int:
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
-
-
-async def caught_up(kafka: KafkaClientOptions, group: str, topic: str) -> bool:
-    """Whether ``group`` has committed every message of ``topic``."""
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
-    admin = AIOKafkaAdminClient(**kafka.aiokafka())
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items())
-
-
 async def wait_for(what: str, check: Callable[[], Any], *, timeout: float, replica: Replica) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -372,13 +320,13 @@ async def test_records_survive_a_broker_and_a_replica_killed(cluster: Cluster) -
         counts.stored = len(set(rows))
         counts.duplicated = len(rows) - len(set(rows))
         counts.lost = len(accepted - set(rows))
-        counts.dead_lettered = await messages_on(cluster.kafka, RECORDS_DLQ)
+        counts.dead_lettered = await count_on_topic(cluster.kafka, RECORDS_DLQ)
         reader = SnapshotReader(ArtifactStore(cluster.settings.resolved_artifact_store_uri))
         announced: dict[str, DatasetSnapshotted] = {}
 
         async def snapshots_announced() -> bool:
             # Cut in the background by whichever replica crossed a threshold: they may still be writing.
-            for event in await read_events(cluster.kafka, DATASETS):
+            for event in await read_topic(cluster.kafka, DATASETS):
                 if isinstance(event.data, DatasetSnapshotted):
                     announced[event.data.dataset_id] = event.data
             return len(announced) >= EXPECTED_SNAPSHOTS

@@ -51,13 +51,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmops_config import PlatformSettings
 from llmops_config.kafka import KafkaClientOptions, KafkaSettings, kafka_client_options, kafka_environment
-from llmops_events import Envelope, KafkaRecord, decode
+from llmops_events import Envelope
 from llmops_events.topics import (
     DEPLOYMENTS,
     EVALUATIONS,
@@ -83,13 +81,13 @@ from llmops_events.v1 import (
 )
 from llmops_events.v1.training import Hyperparameters
 from llmops_messaging import EventPublisher
-from llmops_messaging.admin import topic_partitions
 from llmops_messaging.faults import FAULT_INJECT_ENV
 from llmops_models import ModelRegistry
 from llmops_models.snapshots import write_snapshot
 from llmops_serving import triton_name
 from llmops_stack import KafkaBroker, KafkaComponent, free_port, repo_paths, running
 from llmops_storage import ArtifactStore
+from tests.bus_readback import caught_up, count_on_topic, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -345,62 +343,6 @@ def services() -> Iterator[list[ServiceProcess]]:
 
 
 # --- reading the bus back --------------------------------------------------------------------------
-
-
-async def read_topic(kafka: KafkaClientOptions, topic: str) -> list[Envelope[Any]]:
-    """Every decodable event on ``topic``, from the start to its current end."""
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    events: list[Envelope[Any]] = []
-    try:
-        ends = await consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(60):
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for messages in (await consumer.getmany(timeout_ms=300, max_records=5_000)).values():
-                    for m in messages:
-                        try:
-                            events.append(decode(KafkaRecord(m.key, m.value or b"", tuple(m.headers or ()))))
-                        except Exception:
-                            continue
-    finally:
-        await consumer.stop()
-    return events
-
-
-async def count_on_topic(kafka: KafkaClientOptions, topic: str) -> int:
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(kafka, topic)]
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
-
-
-async def caught_up(kafka: KafkaClientOptions, group: str, *topics: str) -> bool:
-    """Whether ``group`` has committed every message of ``topics`` (the restarted service handled
-    the redelivered ones, and everything published since)."""
-    partitions = [TopicPartition(topic, p) for topic in topics for p in await topic_partitions(kafka, topic)]
-    admin = AIOKafkaAdminClient(**kafka.aiokafka())
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    for tp, end in ends.items():
-        done = committed.get(tp)
-        if end > 0 and (done is None or done.offset < end):
-            return False
-    return True
 
 
 def of(events: list[Envelope[Any]], kind: type, accept: Callable[[Any], bool] = lambda _: True) -> list[Envelope[Any]]:
