@@ -46,13 +46,7 @@ class PolicyStateStore:
             "SELECT consecutive_breaches, request_times, requests FROM drift_policy_state WHERE model_name = ?",
             (model_name,),
         ).fetchone()
-        if row is None:
-            return PolicyState()
-        return PolicyState(
-            consecutive_breaches=int(row[0]),
-            request_times=tuple(float(t) for t in json.loads(row[1])),
-            requests=int(row[2]),
-        )
+        return _policy_state(row)
 
     def save(self, model_name: str, state: PolicyState) -> None:
         self._connection.execute(
@@ -103,13 +97,7 @@ class PostgresPolicyStateStore(PolicyStateStore):
             "SELECT consecutive_breaches, request_times, requests FROM drift_policy_state WHERE model_name = %s",
             (model_name,),
         ).fetchone()
-        if row is None:
-            return PolicyState()
-        return PolicyState(
-            consecutive_breaches=int(row[0]),
-            request_times=tuple(float(t) for t in json.loads(row[1])),
-            requests=int(row[2]),
-        )
+        return _policy_state(row)
 
     def save(self, model_name: str, state: PolicyState) -> None:
         self._pg.execute(
@@ -129,3 +117,14 @@ def open_policy_state(settings: StateStoreSettings, local: sqlite3.Connection) -
     if settings.shared:
         return PostgresPolicyStateStore(connect_postgres(settings))
     return PolicyStateStore(local)
+
+
+def _policy_state(row: Any) -> PolicyState:
+    """A ``drift_policy_state`` row (either store's), or no row: a model never breached."""
+    if row is None:
+        return PolicyState()
+    return PolicyState(
+        consecutive_breaches=int(row[0]),
+        request_times=tuple(float(t) for t in json.loads(row[1])),
+        requests=int(row[2]),
+    )
