@@ -179,12 +179,23 @@ def test_dpo_runs_after_sft_when_there_are_enough_pairs_and_moves_the_margin(wor
     assert all(e.total_steps == 18 for e in progressed)
     config = json.loads((world.root / "store" / "models" / "intents-lm" / "2" / "training_config.json").read_text())
     assert config["dpo"]["ran"] and config["dpo"]["pairs"] == 24 and config["trainer"]["dpo_beta"] == 0.1
+    # DPO's guard: the artifact never answers the validation conversations worse than the SFT
+    # adapter did before DPO; when DPO cost exact match, the SFT weights were restored.
+    assert config["dpo"]["kept"] == (dpo["dpo_kept"] == 1.0)
+    if dpo["dpo_kept"]:
+        assert dpo["exact_match"] == dpo["dpo_exact_match"] >= dpo["sft_exact_match"]
+        assert config["dpo"]["undone_because"] is None
+    else:
+        assert dpo["exact_match"] == dpo["sft_exact_match"] > dpo["dpo_exact_match"]
+        assert "dpo_max_exact_match_drop" in config["dpo"]["undone_because"]
     print(
         f"\nDPO: {dpo['dpo_pairs_per_second']:.2f} pairs/s; train log-prob margin "
         f"{dpo['dpo_train_logp_margin_before']:.2f} -> {dpo['dpo_train_logp_margin_after']:.2f}, log p(chosen) "
         f"{dpo['dpo_train_chosen_logp_before']:.2f} -> {dpo['dpo_train_chosen_logp_after']:.2f}; validation "
         f"loss {dpo['dpo_loss']:.4f}, reward margin {dpo['dpo_reward_margin']:.4f}, "
-        f"preference accuracy {dpo['dpo_preference_accuracy']:.2f}"
+        f"preference accuracy {dpo['dpo_preference_accuracy']:.2f}; validation exact match SFT "
+        f"{dpo['sft_exact_match']:.2f}, after DPO {dpo['dpo_exact_match']:.2f}: "
+        f"DPO {'kept' if dpo['dpo_kept'] else 'undone'}"
     )
 
 

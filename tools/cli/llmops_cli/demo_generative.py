@@ -329,9 +329,13 @@ async def _lifecycle(
                     f"{before[record.text].text!r}, v{after.model_version} says {after.text!r}"
                 )
 
-    closed = isinstance(decided, DeploymentPromoted | DeploymentRolledBack) or (
-        isinstance(decided, EvaluationCompleted) and decided.decision == Decision.REJECTED
-    )
+    # The loop closes when what users taught reaches them: the retrained adapter approved, canaried
+    # and promoted. A refusal by the gate or a rolled-back canary kept users safe, but the model
+    # did not learn: the demo says so and exits non-zero.
+    closed = isinstance(decided, DeploymentPromoted)
+    if not closed:
+        outcome = decided.decision.value if isinstance(decided, EvaluationCompleted) else type(decided).__name__
+        timeline.say("demo", f"[FAILED] the retrained adapter v{second.model_version} was not promoted ({outcome})")
     _summary(timeline, events, model, [evaluation, second], correlation=retrain.correlationid, closed=closed)
     return 0 if closed else 1
 

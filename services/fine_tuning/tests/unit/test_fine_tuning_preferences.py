@@ -126,3 +126,21 @@ def test_only_the_final_answer_is_scored() -> None:
     assert final_answer_only([-100, 5, 6, -100, -100, 7, 8, -100]) == [-100, -100, -100, -100, -100, 7, 8, -100]
     assert final_answer_only([1, 2]) == [1, 2]
     assert final_answer_only([-100, -100]) == [-100, -100]
+
+
+def test_the_dpo_guard_keeps_dpo_unless_it_costs_more_exact_match_than_the_policy_allows() -> None:
+    from llmops_fine_tuning.adapters.causal_lm_trainer import LoraCausalLmTrainer
+
+    judge = LoraCausalLmTrainer._judge_dpo
+    strict = CausalLmTrainerPolicy()  # dpo_max_exact_match_drop 0.0
+    assert judge({"exact_match": 0.75}, 0.75, strict) == ""  # as good: kept
+    assert judge({"exact_match": 0.9}, 0.75, strict) == ""  # better: kept
+    reason = judge({"exact_match": 0.0}, 1.0, strict)  # the collapse measured in make demo
+    assert reason and "1.0000 -> 0.0000" in reason and "dpo_max_exact_match_drop" in reason
+    lenient = CausalLmTrainerPolicy(dpo_max_exact_match_drop=0.1)
+    assert judge({"exact_match": 0.70}, 0.75, lenient) == ""
+    assert judge({"exact_match": 0.60}, 0.75, lenient)
+    # No guard: switched off, no SFT measurement, or no generated answers to judge.
+    assert judge({"exact_match": 0.0}, 1.0, CausalLmTrainerPolicy(dpo_max_exact_match_drop=None)) is None
+    assert judge({"exact_match": 0.0}, None, strict) is None
+    assert judge({"loss": 1.0}, 1.0, strict) is None

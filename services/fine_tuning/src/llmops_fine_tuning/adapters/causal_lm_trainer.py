@@ -20,7 +20,13 @@ Then **DPO** (``adapters/dpo.py``), when the snapshot's training split has at le
 ``dpo_min_pairs`` preference pairs (at most ``dpo_max_pairs``, a seeded sample): the same adapter
 trains on, against the SFT adapter's frozen log-probabilities; its steps follow SFT's in the
 job's progress. Corrected answers need nothing of their own: ingestion writes them as ordinary
-conversations (``source=feedback``), so SFT learns them like any other.
+conversations (``source=feedback``), so SFT learns them like any other. **DPO's guard**: the SFT
+adapter's validation exact match is measured before DPO and its LoRA weights kept in memory; if
+DPO lowers it by more than the policy's ``dpo_max_exact_match_drop``, the SFT weights are restored
+and the artifact is the SFT adapter (``dpo_kept`` 0 in the metrics, the reason in
+``training_config.json``). Measured in ``make demo`` (issue 16): 408 pairs whose rejected answers
+were intent names right for other prompts, 2 epochs at a learning rate of 5e-4, took validation
+exact match from 1.0 to 0.0 while DPO's own metrics (preference accuracy 1.0) looked perfect.
 
 Validation (of the final adapter): the teacher-forced loss, perplexity and token accuracy on every validation
 conversation (cheap), and ``exact_match`` of greedily generated answers on the first
@@ -284,6 +290,27 @@ class LoraCausalLmTrainer:
             "invalid_preference_pairs": float(data.invalid_pairs),
             "dpo_pairs": 0.0,
         }
+        sft_exact_match: float | None = None
+        sft_weights: dict[str, torch.Tensor] = {}
+        if dpo_pairs and policy.dpo_max_exact_match_drop is not None and parallel.is_main:
+            model.eval()
+            sft_exact_match = self._exact_match(model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype)
+            if sft_exact_match is not None:
+                sft_weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        replay_batches = endless_batches(
+            lengths, batch_size=policy.dpo_batch_size, bucket_batches=policy.bucket_batches, seed=hp.seed + 1
+        )
+
+        def replay() -> torch.Tensor:
+            """SFT's loss on the next batch of training conversations, as an SFT step computes it."""
+            share, weight = parallel.share(next(replay_batches), answer_tokens)
+            input_ids, attention_mask, labels = _pad_right([examples[i] for i in share], pad_id)
+            with autocast(self._device, dtype):
+                logits, targets = scores(
+                    input_ids.to(self._device), attention_mask.to(self._device), labels.to(self._device)
+                )
+            return torch.nn.functional.cross_entropy(logits, targets) * weight
+
         if dpo_pairs:
             dpo_metrics.update(
                 train_dpo(
@@ -303,6 +330,7 @@ class LoraCausalLmTrainer:
                     step_offset=total_steps,
                     scores=scores,
                     parallel=parallel,
+                    replay=replay,
                 )
             )
         if not parallel.is_main:  # rank 0 validates and writes; the others only computed gradients
@@ -317,6 +345,24 @@ class LoraCausalLmTrainer:
         metrics = self._validate(
             model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype, check_time=clock.check
         )
+        dpo_verdict = self._judge_dpo(metrics, sft_exact_match, policy)
+        if dpo_verdict is not None:
+            dpo_metrics.update(
+                sft_exact_match=float(sft_exact_match or 0.0),
+                dpo_exact_match=metrics["exact_match"],
+                dpo_kept=float(dpo_verdict == ""),
+            )
+        if dpo_verdict:
+            logger.warning(
+                "DPO undone: the SFT adapter is kept", extra={"model_name": job.model_name, "reason": dpo_verdict}
+            )
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if name in sft_weights:
+                        parameter.copy_(sft_weights[name])
+            metrics = self._validate(
+                model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype, check_time=clock.check
+            )
         metrics.update(
             train_seconds=train_seconds,
             train_examples_per_second=meter.seen / max(train_seconds, 1e-9),
@@ -345,6 +391,8 @@ class LoraCausalLmTrainer:
             "data_parallel_processes": parallel.world_size,
             "dpo": {
                 "ran": bool(dpo_pairs),
+                "kept": bool(dpo_pairs) and not dpo_verdict,
+                "undone_because": dpo_verdict or None,
                 "pairs": len(dpo_pairs),
                 "pair_ids": [pair.pair_id for pair in dpo_pairs],
                 "reference": "the SFT adapter, frozen (its log-probabilities computed before the first DPO step)",
@@ -358,6 +406,46 @@ class LoraCausalLmTrainer:
             wall_time_seconds=time.monotonic() - started,
             base_model_weights_hash=weights_hash,
         )
+
+    @staticmethod
+    def _judge_dpo(
+        metrics: dict[str, float], sft_exact_match: float | None, policy: CausalLmTrainerPolicy
+    ) -> str | None:
+        """None: no guard ran; "": DPO's adapter is kept; else why the SFT adapter is restored."""
+        if sft_exact_match is None or "exact_match" not in metrics or policy.dpo_max_exact_match_drop is None:
+            return None
+        drop = sft_exact_match - metrics["exact_match"]
+        if drop <= policy.dpo_max_exact_match_drop:
+            return ""
+        return (
+            f"DPO lowered validation exact match by {drop:.4f} "
+            f"({sft_exact_match:.4f} -> {metrics['exact_match']:.4f}); "
+            f"the policy's dpo_max_exact_match_drop is {policy.dpo_max_exact_match_drop}"
+        )
+
+    @torch.inference_mode()
+    def _exact_match(
+        self,
+        model: Any,
+        tokenizer: Any,
+        validation: Conversations,
+        max_length: int,
+        policy: CausalLmTrainerPolicy,
+        *,
+        dtype: torch.dtype,
+    ) -> float | None:
+        """Exact match of greedy answers on the first ``generation_eval_examples`` validation
+        conversations (None: there are none)."""
+        sample = list(validation.messages[: policy.generation_eval_examples])
+        if not sample:
+            return None
+        generator = LoadedCausalLm(model, tokenizer, max_prompt_tokens=max_length, device=self._device, dtype=dtype)
+        generations = generator.generate(
+            sample, max_new_tokens=policy.max_new_tokens, batch_size=policy.eval_batch_size
+        )
+        return sum(
+            exact_match(g.text, messages[-1]["content"]) for g, messages in zip(generations, sample, strict=True)
+        ) / len(sample)
 
     @torch.inference_mode()
     def _validate(

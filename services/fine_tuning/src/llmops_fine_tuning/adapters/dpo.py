@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -163,6 +163,7 @@ def train_dpo(
     step_offset: int = 0,
     scores: Any = None,
     parallel: DataParallel | None = None,
+    replay: Callable[[], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train the adapter of ``model`` (a PEFT model, after SFT) on ``train_pairs`` and return the
     ``dpo_*`` metrics. Progress is reported with steps after ``step_offset`` (the SFT steps), so
@@ -171,7 +172,14 @@ def train_dpo(
     ``scores``: the trainer's ``AnswerScores`` around ``model`` (in ``DistributedDataParallel``
     under ``torchrun``), through which the training passes go; ``parallel``: this process's rank.
     Every rank scores the reference on every pair (the same numbers everywhere, no exchange) and
-    trains on its share of each batch; rank 0 alone scores the result and reports."""
+    trains on its share of each batch; rank 0 alone scores the result and reports.
+
+    ``replay``: the SFT loss of the next batch of training conversations (this rank's share,
+    weighted like SFT's), added to every step times ``dpo_replay_weight``, so what SFT taught is
+    held while DPO pushes the rejected answers down (InstructGPT's PPO-ptx mixes pretraining
+    gradients in for the same reason). A rejected answer is often the right answer to another
+    prompt (a wrong intent is someone else's right one): without replay, DPO taught the model to
+    avoid those answers everywhere."""
     parallel = parallel or DataParallel()
     began = time.monotonic()
     train = encode_pairs(tokenizer, train_pairs, max_length=max_length)
@@ -217,7 +225,8 @@ def train_dpo(
         train.lengths(), batch_size=policy.dpo_batch_size, bucket_batches=policy.bucket_batches, seed=seed
     )
     meter = ProgressMeter(total_steps=total_steps, steps_per_epoch=steps_per_epoch, interval_s=progress_interval_s)
-    loss_sum = 0.0
+    loss_sum = replay_sum = 0.0
+    replay_weight = policy.dpo_replay_weight if replay is not None else 0.0
     for step, batch in enumerate(batches, start=1):
         if step > total_steps:
             break
@@ -241,6 +250,10 @@ def train_dpo(
             chosen_tokens = (labels[: len(share), 1:] != -100).sum(dim=1).clamp(min=1).to(device)
             loss = loss + policy.dpo_sft_weight * (-logps[: len(share)] / chosen_tokens).mean()
         loss = loss * weight  # a mean over this rank's pairs, weighted by its share of the batch
+        if replay is not None and replay_weight > 0:
+            replayed = replay()
+            replay_sum += float(replayed.detach())
+            loss = loss + replay_weight * replayed
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable_parameters, policy.max_grad_norm)
@@ -265,6 +278,8 @@ def train_dpo(
     metrics.update(
         dpo_steps=float(total_steps),
         dpo_train_loss=loss_sum / total_steps,
+        dpo_replay_weight=replay_weight,
+        dpo_replay_loss=replay_sum / total_steps,
         dpo_train_logp_margin_before=before_metrics["logp_margin"],
         dpo_train_logp_margin_after=after_metrics["logp_margin"],
         dpo_train_preference_accuracy=after_metrics["preference_accuracy"],

@@ -91,6 +91,17 @@ class CausalLmTrainerPolicy(BaseModel):
     likely, the corrected one included; 0 is plain DPO."""
     dpo_batch_size: int = Field(default=8, ge=1, le=64)
     """Pairs per step; each step runs both answers of each pair (2x rows)."""
+    dpo_replay_weight: float = Field(default=0.0, ge=0, le=10)
+    """Weight of the SFT loss on a batch of the snapshot's training conversations added to every
+    DPO step (``dpo_batch_size`` conversations; 0: none): keeps what SFT taught while DPO pushes
+    rejected answers down, which are often right answers to other prompts."""
+    dpo_max_exact_match_drop: float | None = Field(default=0.0, ge=0, le=1)
+    """DPO's guard: the DPO-tuned adapter is kept only if its validation ``exact_match`` (greedy
+    answers to the first ``generation_eval_examples`` validation conversations) is at most this
+    much below the SFT adapter's, measured on the same conversations before DPO; otherwise the
+    job restores the SFT adapter and says so (``dpo_kept`` 0). None: no guard (and no second
+    generation pass). Preference pairs can teach a model to avoid answers that are right for other
+    prompts; the guard keeps such a collapse out of the artifact, before the evaluation gate."""
 
 
 TRAINER_POLICIES: dict[TrainingTask, type[TrainerPolicy] | type[CausalLmTrainerPolicy]] = {
