@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from llmops_cli import stack
 from llmops_config import PlatformSettings
 from llmops_stack import free_port
 
+GENERATIVE_EPOCHS = 4.0
 POLICY = """min_examples: 5
 min_accuracy: 0.5
 max_accuracy_drop: 0.05
@@ -30,6 +33,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     policies = tmp_path_factory.mktemp("e2e-policies")
     (policies / "default.yaml").write_text(POLICY)
     environment = {
+        "LLMOPS_FINE_TUNING_DEFAULTS_FILE": str(_training_defaults(policies / "training-defaults.yaml")),
         "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "LLMOPS_KAFKA_CONTROLLER_PORT": str(free_port()),
         # Secured as `make up` runs it (the test session's default is plaintext): the loop runs under the ACLs.
@@ -71,3 +75,14 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _training_defaults(path: Path) -> Path:
+    """The shipped training defaults with the generative demo's tiny epochs (4) for every causal-lm
+    job, the retraining monitoring asks for included: a retrained adapter that trained a quarter
+    as long as its champion would lose to it at the gate for that reason alone."""
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "training" / "defaults.yaml"
+    defaults = yaml.safe_load(shipped.read_text())
+    defaults["tasks"]["causal-lm"]["hyperparameters"]["epochs"] = GENERATIVE_EPOCHS
+    path.write_text(yaml.safe_dump(defaults))
+    return path

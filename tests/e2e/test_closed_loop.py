@@ -28,6 +28,7 @@ from llmops_events.v1 import (
 )
 from llmops_stack import repo_paths
 from llmops_stack.jaeger import jaeger_binary
+from tests.e2e.conftest import GENERATIVE_EPOCHS
 from tests.jaeger_traces import RECORDS_TO_DEPLOYMENT, chain_trace, services_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -94,7 +95,7 @@ GENERATIVE_MODEL = "e2e-assistant"
 async def test_user_corrections_lead_to_a_new_adapter(running_stack: PlatformSettings) -> None:
     events = EventLog(running_stack)
     options = GenerativeDemoOptions(
-        model_name=GENERATIVE_MODEL, data_dir=None, epochs=4.0, max_shift_windows=4, shift_share=0.6
+        model_name=GENERATIVE_MODEL, data_dir=None, epochs=GENERATIVE_EPOCHS, max_shift_windows=4, shift_share=0.6
     )
 
     exit_code = await run_generative_demo(running_stack, options, events=events)
