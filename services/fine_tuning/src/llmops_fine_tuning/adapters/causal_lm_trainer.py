@@ -294,7 +294,9 @@ class LoraCausalLmTrainer:
         sft_weights: dict[str, torch.Tensor] = {}
         if dpo_pairs and policy.dpo_max_exact_match_drop is not None and parallel.is_main:
             model.eval()
-            sft_exact_match = self._exact_match(model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype)
+            sft_exact_match = self._generation_metrics(
+                model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype
+            ).get("exact_match")
             if sft_exact_match is not None:
                 sft_weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         replay_batches = endless_batches(
@@ -424,7 +426,7 @@ class LoraCausalLmTrainer:
         )
 
     @torch.inference_mode()
-    def _exact_match(
+    def _generation_metrics(
         self,
         model: Any,
         tokenizer: Any,
@@ -433,19 +435,26 @@ class LoraCausalLmTrainer:
         policy: CausalLmTrainerPolicy,
         *,
         dtype: torch.dtype,
-    ) -> float | None:
+    ) -> dict[str, float]:
         """Exact match of greedy answers on the first ``generation_eval_examples`` validation
-        conversations (None: there are none)."""
+        conversations, and the generation speed (empty: there are none)."""
         sample = list(validation.messages[: policy.generation_eval_examples])
         if not sample:
-            return None
+            return {}
         generator = LoadedCausalLm(model, tokenizer, max_prompt_tokens=max_length, device=self._device, dtype=dtype)
+        began = time.monotonic()
         generations = generator.generate(
             sample, max_new_tokens=policy.max_new_tokens, batch_size=policy.eval_batch_size
         )
-        return sum(
-            exact_match(g.text, messages[-1]["content"]) for g, messages in zip(generations, sample, strict=True)
-        ) / len(sample)
+        seconds = time.monotonic() - began
+        return {
+            "exact_match": sum(
+                exact_match(g.text, messages[-1]["content"]) for g, messages in zip(generations, sample, strict=True)
+            )
+            / len(sample),
+            "generation_examples": float(len(sample)),
+            "generation_tokens_per_second": sum(g.output_tokens for g in generations) / max(seconds, 1e-9),
+        }
 
     @torch.inference_mode()
     def _validate(
@@ -486,18 +495,6 @@ class LoraCausalLmTrainer:
             "token_accuracy": correct / max(counted, 1),
             "examples": float(len(examples)),
         }
-        sample = list(validation.messages[: policy.generation_eval_examples])
-        if sample:
-            check_time("generating validation answers")
-            generator = LoadedCausalLm(model, tokenizer, max_prompt_tokens=max_length, device=self._device, dtype=dtype)
-            began = time.monotonic()
-            generations = generator.generate(
-                sample, max_new_tokens=policy.max_new_tokens, batch_size=policy.eval_batch_size
-            )
-            seconds = time.monotonic() - began
-            metrics["exact_match"] = sum(
-                exact_match(g.text, messages[-1]["content"]) for g, messages in zip(generations, sample, strict=True)
-            ) / len(sample)
-            metrics["generation_examples"] = float(len(sample))
-            metrics["generation_tokens_per_second"] = sum(g.output_tokens for g in generations) / max(seconds, 1e-9)
+        check_time("generating validation answers")
+        metrics.update(self._generation_metrics(model, tokenizer, validation, max_length, policy, dtype=dtype))
         return metrics
