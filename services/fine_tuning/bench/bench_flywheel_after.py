@@ -119,6 +119,11 @@ def run() -> dict[str, Any] | None:
                 "dpo_train_logp_margin_after": metrics.get("dpo_train_logp_margin_after"),
                 "dpo_train_chosen_logp_before": metrics.get("dpo_train_chosen_logp_before"),
                 "dpo_train_chosen_logp_after": metrics.get("dpo_train_chosen_logp_after"),
+                # DPO's guard: the validation exact match before (SFT) and after DPO, and whether
+                # the DPO-tuned adapter was kept or the SFT adapter restored.
+                "dpo_guard_sft_exact_match": metrics.get("sft_exact_match"),
+                "dpo_guard_dpo_exact_match": metrics.get("dpo_exact_match"),
+                "dpo_kept": metrics.get("dpo_kept"),
             }
     summary["dpo_training_pairs_used"] = summary["dpo_dpo_pairs"]
     summary["before_version"] = json.loads((work / "served.json").read_text())["model_version"]

@@ -132,14 +132,14 @@ def test_the_dpo_guard_keeps_dpo_unless_it_costs_more_exact_match_than_the_polic
     from llmops_fine_tuning.adapters.causal_lm_trainer import LoraCausalLmTrainer
 
     judge = LoraCausalLmTrainer._judge_dpo
-    strict = CausalLmTrainerPolicy()  # dpo_max_exact_match_drop 0.0
+    strict = CausalLmTrainerPolicy(dpo_max_exact_match_drop=0.0)
     assert judge({"exact_match": 0.75}, 0.75, strict) == ""  # as good: kept
     assert judge({"exact_match": 0.9}, 0.75, strict) == ""  # better: kept
     reason = judge({"exact_match": 0.0}, 1.0, strict)  # the collapse measured in make demo
     assert reason and "1.0000 -> 0.0000" in reason and "dpo_max_exact_match_drop" in reason
-    lenient = CausalLmTrainerPolicy(dpo_max_exact_match_drop=0.1)
-    assert judge({"exact_match": 0.70}, 0.75, lenient) == ""
-    assert judge({"exact_match": 0.60}, 0.75, lenient)
+    shipped = CausalLmTrainerPolicy()  # 0.05: one answer in 24 may flip
+    assert judge({"exact_match": 0.3333}, 0.375, shipped) == ""
+    assert judge({"exact_match": 0.375}, 0.5, shipped)  # the 400-pair flywheel run: restored
     # No guard: switched off, no SFT measurement, or no generated answers to judge.
     assert judge({"exact_match": 0.0}, 1.0, CausalLmTrainerPolicy(dpo_max_exact_match_drop=None)) is None
     assert judge({"exact_match": 0.0}, None, strict) is None

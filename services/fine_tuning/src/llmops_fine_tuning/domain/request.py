@@ -95,7 +95,7 @@ class CausalLmTrainerPolicy(BaseModel):
     """Weight of the SFT loss on a batch of the snapshot's training conversations added to every
     DPO step (``dpo_batch_size`` conversations; 0: none): keeps what SFT taught while DPO pushes
     rejected answers down, which are often right answers to other prompts."""
-    dpo_max_exact_match_drop: float | None = Field(default=0.0, ge=0, le=1)
+    dpo_max_exact_match_drop: float | None = Field(default=0.05, ge=0, le=1)
     """DPO's guard: the DPO-tuned adapter is kept only if its validation ``exact_match`` (greedy
     answers to the first ``generation_eval_examples`` validation conversations) is at most this
     much below the SFT adapter's, measured on the same conversations before DPO; otherwise the
