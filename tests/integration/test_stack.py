@@ -37,10 +37,15 @@ async def _first_message(settings: PlatformSettings) -> bytes | None:
 
 def test_broker_restart_keeps_accepted_messages_and_status_follows(tmp_path: Path) -> None:
     settings = PlatformSettings(
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(), var_dir=tmp_path
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        var_dir=tmp_path,
+        log_max_bytes=4096,  # the broker's start-up alone writes more: its log must rotate
+        log_backup_count=2,
     )
     paths = repo_paths()
-    component = KafkaComponent(KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config))
+    broker = KafkaBroker(settings, paths.kafka_libs_dir, paths.kafka_log4j_config)
+    component = KafkaComponent(broker)
     marker = f"survives a restart {uuid.uuid4().hex}"
     try:
         component.ensure_up(NullProgress())
@@ -60,3 +65,8 @@ def test_broker_restart_keeps_accepted_messages_and_status_follows(tmp_path: Pat
         assert value is not None and marker.encode() in value
     finally:
         component.stop()
+    # The broker wrote its own log and rotated it by size, keeping the configured number of backups.
+    log = broker.process.log_file
+    rotated = sorted(path.name for path in log.parent.glob(f"{log.name}.*"))
+    assert rotated == [f"{log.name}.1", f"{log.name}.2"], rotated
+    assert "(kafka." in log.read_text() + (log.parent / f"{log.name}.1").read_text()

@@ -331,9 +331,23 @@ class KafkaBroker:
             )
         return f"{self.libs_dir}/*"
 
-    def java_command(self, main_class: str, *args: str, heap: str | None = None) -> list[str]:
-        """``java <options> -cp <jars> <main_class> <args>`` with this broker's logging set-up."""
+    def java_command(
+        self, main_class: str, *args: str, heap: str | None = None, rotating_log: bool = False
+    ) -> list[str]:
+        """``java <options> -cp <jars> <main_class> <args>`` with this broker's logging set-up:
+        ``rotating_log`` (the broker) writes the log file itself and rotates it by size, as the
+        platform's services do; otherwise Log4j prints to stdout (a one-shot tool's output)."""
         heap = heap or self.heap
+        rotation = (
+            [
+                "-Dllmops.log.appender=ROLLING",
+                f"-Dllmops.log.file={self.process.log_file.resolve()}",
+                f"-Dllmops.log.max.bytes={self.settings.log_max_bytes}",
+                f"-Dllmops.log.backups={self.settings.log_backup_count}",
+            ]
+            if rotating_log
+            else []
+        )
         return [
             find_java(),
             f"-Xms{min(256, _megabytes(heap))}m",
@@ -341,6 +355,7 @@ class KafkaBroker:
             *JVM_OPTIONS,
             f"-Dlog4j2.configurationFile={self.log4j_config.resolve()}",
             f"-Dkafka.logs.dir={self.process.log_file.parent}",
+            *rotation,
             "-cp",
             self.classpath(),
             main_class,
@@ -412,7 +427,9 @@ class KafkaBroker:
                 raise StackError(f"kafka: {host}:{busy} is already in use by a process llmops did not start")
         self.write_config()
         self.format_storage()
-        return self.process.start(self.java_command("kafka.Kafka", str(self.config_file)), cwd=self.state_dir)
+        return self.process.start(
+            self.java_command("kafka.Kafka", str(self.config_file), rotating_log=True), cwd=self.state_dir
+        )
 
     def wait_ready(self, timeout: float = 90.0, progress: Progress | None = None) -> float:
         """Block until the broker answers a metadata request; returns the seconds waited."""
