@@ -290,30 +290,33 @@ class LoraCausalLmTrainer:
             "invalid_preference_pairs": float(data.invalid_pairs),
             "dpo_pairs": 0.0,
         }
-        sft_exact_match: float | None = None
+        # DPO's guard: the SFT adapter's answers (kept for validation if DPO is undone) and weights.
+        sft_generation: dict[str, float] = {}
         sft_weights: dict[str, torch.Tensor] = {}
         if dpo_pairs and policy.dpo_max_exact_match_drop is not None and parallel.is_main:
+            clock.check("generating validation answers before DPO")
             model.eval()
-            sft_exact_match = self._generation_metrics(
+            sft_generation = self._generation_metrics(
                 model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype
-            ).get("exact_match")
-            if sft_exact_match is not None:
+            )
+            if sft_generation:
                 sft_weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-        replay_batches = endless_batches(
-            lengths, batch_size=policy.dpo_batch_size, bucket_batches=policy.bucket_batches, seed=hp.seed + 1
-        )
-
-        def replay() -> torch.Tensor:
-            """SFT's loss on the next batch of training conversations, as an SFT step computes it."""
-            share, weight = parallel.share(next(replay_batches), answer_tokens)
-            input_ids, attention_mask, labels = _pad_right([examples[i] for i in share], pad_id)
-            with autocast(self._device, dtype):
-                logits, targets = scores(
-                    input_ids.to(self._device), attention_mask.to(self._device), labels.to(self._device)
-                )
-            return torch.nn.functional.cross_entropy(logits, targets) * weight
-
+        sft_exact_match = sft_generation.get("exact_match")
         if dpo_pairs:
+            replay_batches = endless_batches(
+                lengths, batch_size=policy.dpo_batch_size, bucket_batches=policy.bucket_batches, seed=hp.seed + 1
+            )
+
+            def replay() -> torch.Tensor:
+                """SFT's loss on the next batch of training conversations, as an SFT step computes it."""
+                share, weight = parallel.share(next(replay_batches), answer_tokens)
+                input_ids, attention_mask, labels = _pad_right([examples[i] for i in share], pad_id)
+                with autocast(self._device, dtype):
+                    logits, targets = scores(
+                        input_ids.to(self._device), attention_mask.to(self._device), labels.to(self._device)
+                    )
+                return torch.nn.functional.cross_entropy(logits, targets) * weight
+
             dpo_metrics.update(
                 train_dpo(
                     model,
@@ -362,8 +365,16 @@ class LoraCausalLmTrainer:
                 for name, parameter in model.named_parameters():
                     if name in sft_weights:
                         parameter.copy_(sft_weights[name])
+            # The restored weights answer as they did before DPO: their answers are not generated again.
             metrics = self._validate(
-                model, tokenizer, data.validation, hp.max_length, policy, dtype=dtype, check_time=clock.check
+                model,
+                tokenizer,
+                data.validation,
+                hp.max_length,
+                policy,
+                dtype=dtype,
+                check_time=clock.check,
+                generation=sft_generation,
             )
         metrics.update(
             train_seconds=train_seconds,
@@ -467,9 +478,11 @@ class LoraCausalLmTrainer:
         *,
         dtype: torch.dtype,
         check_time: Callable[[str], None],
+        generation: dict[str, float] | None = None,
     ) -> dict[str, float]:
         """Teacher-forced loss, perplexity and token accuracy on the answers of every validation
-        conversation; exact match of greedy answers on the first ``generation_eval_examples``."""
+        conversation; exact match of greedy answers on the first ``generation_eval_examples``
+        (``generation``: those already measured on these weights)."""
         examples, _ = encode_all(tokenizer, validation, max_length)
         if not examples:
             return {"loss": 0.0, "perplexity": 1.0, "token_accuracy": 0.0, "examples": 0.0}
@@ -495,6 +508,8 @@ class LoraCausalLmTrainer:
             "token_accuracy": correct / max(counted, 1),
             "examples": float(len(examples)),
         }
-        check_time("generating validation answers")
-        metrics.update(self._generation_metrics(model, tokenizer, validation, max_length, policy, dtype=dtype))
+        if generation is None:
+            check_time("generating validation answers")
+            generation = self._generation_metrics(model, tokenizer, validation, max_length, policy, dtype=dtype)
+        metrics.update(generation)
         return metrics
