@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
 from llmops_config import PlatformSettings
@@ -24,9 +24,9 @@ from llmops_config.kafka import KafkaClientOptions, kafka_client_options
 from llmops_events import KafkaRecord
 from llmops_events.topics import DEPLOYMENTS, FEEDBACK, INFERENCE, RECORDS_DLQ, RECORDS_RAW, TRAINING
 from llmops_messaging import EventPublisher
-from llmops_messaging.admin import topic_partitions
 from llmops_serving import DeploymentFeed
 from llmops_stack import KafkaBroker, KafkaComponent, NullProgress, StackError, repo_paths
+from tests.bus_readback import count_on_topic
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +39,7 @@ def _as(settings: PlatformSettings, principal: str) -> KafkaClientOptions:
 
 async def _messages_on(settings: PlatformSettings, topic: str) -> int:
     """End offsets summed over ``topic``'s partitions, read as admin."""
-    admin = _as(settings, "admin")
-    partitions = [TopicPartition(topic, p) for p in await topic_partitions(admin, topic)]
-    consumer = AIOKafkaConsumer(**admin.aiokafka(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
+    return await count_on_topic(_as(settings, "admin"), topic)
 
 
 async def _produce(options: KafkaClientOptions, topic: str) -> None:
