@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from llmops_evaluation.adapters.metrics import EvaluationMetrics
 from llmops_evaluation.handlers import EvaluationService
@@ -60,6 +61,17 @@ DPO = {
     "dpo_learning_rate": 2e-3,
     "dpo_beta": 0.1,
     "dpo_sft_weight": 1.0,
+}
+# DPO made to do harm: the highest learning rate the policy allows, many epochs, nothing holding
+# the chosen answers up (no RPO term, no replay), and a guard that tolerates no loss of exact match.
+HARMFUL_DPO = {
+    **DPO,
+    "dpo_epochs": 5,
+    "dpo_learning_rate": 1e-2,
+    "dpo_beta": 0.05,
+    "dpo_sft_weight": 0.0,
+    "dpo_replay_weight": 0.0,
+    "dpo_max_exact_match_drop": 0.0,
 }
 POLICY = """\
 causal_lm:
@@ -109,10 +121,10 @@ class World:
     completed: dict[int, TrainingCompleted] = field(default_factory=dict)
 
 
-def _defaults() -> TrainingDefaults:
+def _defaults(dpo: dict[str, Any]) -> TrainingDefaults:
     shipped = load_defaults(FineTuningSettings().defaults_file)
     section = shipped.tasks[TrainingTask.CAUSAL_LM]
-    trainer = {**section.trainer, **DPO, "generation_eval_examples": 4, "max_new_tokens": 8}
+    trainer = {**section.trainer, **dpo, "generation_eval_examples": 4, "max_new_tokens": 8}
     return shipped.model_copy(
         update={"tasks": {TrainingTask.CAUSAL_LM: TaskDefaults(**{**section.model_dump(), "trainer": trainer})}}
     )
@@ -128,20 +140,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     write_snapshot(store, frame, dataset_id="chats-sft", content="instructions")
     write_snapshot(store, frame, dataset_id="chats-pairs", content="instructions", preferences=preference_pairs(rows))
     world = World(root, store)
-    service = FineTuningService(
-        config=ServiceConfig(
-            defaults=_defaults(),
-            min_examples_per_label=8,
-            worker_name="integration",
-            work_dir=root / "work",
-            code_version="integration",
-        ),
-        datasets=ArtifactDatasetReader(store),
-        registry=ModelRegistry(store),
-        trainer={TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(num_threads=1, progress_interval_s=0.5)},
-        events=world.events,
-    )
-    for dataset_id in ("chats-sft", "chats-pairs"):  # version 1: SFT only; version 2: SFT + DPO
+
+    def train(dataset_id: str, dpo: dict[str, Any]) -> None:
+        service = FineTuningService(
+            config=ServiceConfig(
+                defaults=_defaults(dpo),
+                min_examples_per_label=8,
+                worker_name="integration",
+                work_dir=root / "work",
+                code_version="integration",
+            ),
+            datasets=ArtifactDatasetReader(store),
+            registry=ModelRegistry(store),
+            trainer={TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(num_threads=1, progress_interval_s=0.5)},
+            events=world.events,
+        )
         request = TrainingRequested(
             model_name="intents-lm", task=TrainingTask.CAUSAL_LM, dataset_id=dataset_id, hyperparameters=TINY
         )
@@ -150,6 +163,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         completed = [e for e in world.events.published[before:] if isinstance(e, TrainingCompleted)]
         assert completed, world.events.published[-1]
         world.completed[completed[0].model_version] = completed[0]
+
+    train("chats-sft", DPO)  # version 1: SFT only
+    train("chats-pairs", DPO)  # version 2: SFT + DPO
+    train("chats-pairs", HARMFUL_DPO)  # version 3: SFT + a DPO the guard must undo
     yield world
     torch.set_num_threads(threads)
 
@@ -197,6 +214,32 @@ def test_dpo_runs_after_sft_when_there_are_enough_pairs_and_moves_the_margin(wor
         f"{dpo['sft_exact_match']:.2f}, after DPO {dpo['dpo_exact_match']:.2f}: "
         f"DPO {'kept' if dpo['dpo_kept'] else 'undone'}"
     )
+
+
+def test_the_guard_undoes_a_harmful_dpo_and_keeps_exactly_the_sft_adapter(world: World) -> None:
+    sft, undone = world.completed[1].metrics, world.completed[3].metrics
+    assert undone["dpo_pairs"] == 24 and undone["dpo_kept"] == 0.0
+    # Same conversations, seed and SFT settings as version 1: the SFT phase answered as version 1 does.
+    assert undone["sft_exact_match"] == sft["exact_match"] > undone["dpo_exact_match"]
+    assert undone["exact_match"] == sft["exact_match"] and undone["loss"] == pytest.approx(sft["loss"], rel=1e-5)
+    config = json.loads((world.root / "store" / "models" / "intents-lm" / "3" / "training_config.json").read_text())
+    assert config["dpo"] | {"pair_ids": None} == {
+        "ran": True,
+        "kept": False,
+        "pairs": 24,
+        "pair_ids": None,
+        "undone_because": config["dpo"]["undone_because"],
+        "reference": config["dpo"]["reference"],
+    }
+    assert "DPO lowered validation exact match" in config["dpo"]["undone_because"]
+    # The artifact holds the SFT weights, restored: the adapter file equals version 1's.
+    adapters = [
+        load_file(world.root / "store" / "models" / "intents-lm" / str(v) / "adapter" / "adapter_model.safetensors")
+        for v in (1, 3)
+    ]
+    assert adapters[0].keys() == adapters[1].keys()
+    for name in adapters[0]:
+        torch.testing.assert_close(adapters[1][name], adapters[0][name], rtol=1e-6, atol=1e-7)
 
 
 def test_the_gate_reports_the_win_rate_against_the_champion(world: World) -> None:
