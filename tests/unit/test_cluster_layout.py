@@ -82,3 +82,23 @@ def test_topic_prefix_is_applied_once(tmp_path: Path) -> None:
     assert kafka_client_options(_settings(tmp_path), service="ingestion").topic(RECORDS_RAW) == RECORDS_RAW
     with pytest.raises(ValueError, match="topic_prefix"):
         KafkaSettings(topic_prefix="no spaces")
+
+
+def test_services_get_every_nodes_address(tmp_path: Path) -> None:
+    """``make up CLUSTER=3`` starts the services with all three addresses, not only the first
+    node's (a service started while node 1 is down would otherwise not connect)."""
+    from llmops_cli.stack import ServiceComponent, components
+
+    stack = components(_settings(tmp_path, cluster_size=3))
+    services = [component for component in stack if isinstance(component, ServiceComponent)]
+    assert services, "no service is installed"
+    for service in services:
+        assert service.environment == {
+            "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096",
+            "LLMOPS_KAFKA_CLUSTER_SIZE": "3",
+            "LLMOPS_KAFKA_REPLICATION_FACTOR": "3",
+            "LLMOPS_KAFKA_MIN_INSYNC_REPLICAS": "2",
+        }
+    single = [c for c in components(_settings(tmp_path)) if isinstance(c, ServiceComponent)]
+    assert single[0].environment["LLMOPS_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
+    assert single[0].environment["LLMOPS_KAFKA_REPLICATION_FACTOR"] == "1"

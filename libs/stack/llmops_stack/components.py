@@ -79,6 +79,17 @@ class KafkaComponent:
     def bootstrap(self) -> str:
         return self.broker.bootstrap
 
+    def client_environment(self) -> dict[str, str]:
+        """What a service started beside this Kafka needs to reach it: every node's address (a
+        service that starts while the first node is down still connects) and the replication the
+        topics were created with."""
+        return {
+            "LLMOPS_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "LLMOPS_KAFKA_CLUSTER_SIZE": str(self.broker.size if isinstance(self.broker, KafkaCluster) else 1),
+            "LLMOPS_KAFKA_REPLICATION_FACTOR": str(self._replication_factor),
+            "LLMOPS_KAFKA_MIN_INSYNC_REPLICAS": str(self._min_insync_replicas),
+        }
+
     def preflight(self) -> None:
         self.broker.preflight()
 

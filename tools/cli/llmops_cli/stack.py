@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,8 @@ class ServiceComponent:
     module: str
     metrics_port: int
     settings: PlatformSettings
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Set over the CLI's own environment for the process (the Kafka it reaches: every node's address)."""
     ready_timeout: float = 120.0
     stop_timeout: float = 30.0
     process: ManagedProcess = field(init=False, repr=False)
@@ -94,7 +96,9 @@ class ServiceComponent:
             progress.step(f"{self.name}: starting (log {self.process.log_file})")
             if self.name == "gateway":
                 export_gateway_keys(self.settings)
-            self.process.start([sys.executable, "-m", self.module], cwd=Path.cwd())
+            self.process.start(
+                [sys.executable, "-m", self.module], env={**os.environ, **self.environment}, cwd=Path.cwd()
+            )
         return None
 
     def ready(self) -> bool:
@@ -145,13 +149,16 @@ SERVICES: tuple[tuple[str, str, str, int], ...] = (
 def components(settings: PlatformSettings, paths: RepoPaths | None = None) -> list[Component]:
     """The stack: the infrastructure first, then the services."""
     paths = paths or repo_paths()
+    kafka = kafka_component(settings, paths.kafka_libs_dir, paths.kafka_log4j_config)
     services: list[Component] = [
-        ServiceComponent(name, module, int(os.environ.get(port_variable, default)), settings)
+        ServiceComponent(
+            name, module, int(os.environ.get(port_variable, default)), settings, kafka.client_environment()
+        )
         for name, module, port_variable, default in SERVICES
         if importlib.util.find_spec(module) is not None and _has_main(module)
     ]
     return [
-        kafka_component(settings, paths.kafka_libs_dir, paths.kafka_log4j_config),
+        kafka,
         TritonComponent(TritonServer(settings, paths.triton_venv, paths.triton_backend_dir)),
         # Jaeger when `make setup` built it; once up, the services started after it export their spans to it.
         *([jaeger] if (jaeger := jaeger_component(settings, paths.root)) is not None else []),
