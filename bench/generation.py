@@ -37,6 +37,8 @@ concurrency 1 per round, 8), ``LLMOPS_BENCH_GENERATION_WAVES`` (4), ``LLMOPS_BEN
 (2), ``LLMOPS_BENCH_GENERATION_THREADS`` (torch threads everywhere; default: the cores in the
 references, the platform's default in Triton: on CPU every core but one),
 ``LLMOPS_BENCH_GENERATION_STREAM_INTERVAL_TOKENS`` (default: the platform's),
+``LLMOPS_BENCH_GENERATION_INSTANCES`` (Triton model instances, 1; the deployment's
+``LLMOPS_DEPLOYMENT_INSTANCE_COUNT``),
 ``LLMOPS_BENCH_GENERATION_GEMM_SECONDS`` (5), ``LLMOPS_BENCH_GENERATION_LLAMA_PYTHON`` (default
 ``var/bench/llama-cpp/bin/python``).
 
@@ -73,6 +75,7 @@ ROUNDS_ENV = "LLMOPS_BENCH_GENERATION_ROUNDS"
 THREADS_ENV = "LLMOPS_BENCH_GENERATION_THREADS"
 GEMM_SECONDS_ENV = "LLMOPS_BENCH_GENERATION_GEMM_SECONDS"
 STREAM_INTERVAL_ENV = "LLMOPS_BENCH_GENERATION_STREAM_INTERVAL_TOKENS"
+INSTANCES_ENV = "LLMOPS_BENCH_GENERATION_INSTANCES"
 LLAMA_PYTHON_ENV = "LLMOPS_BENCH_GENERATION_LLAMA_PYTHON"
 PLAN_ENV = "LLMOPS_BENCH_GENERATION_PLAN"
 """Read by both scripts: the JSON plan this benchmark writes."""
@@ -238,6 +241,8 @@ class Sizes:
     """The Triton model's torch threads; 0: the platform's default (``default_torch_threads``)."""
     stream_interval_tokens: int
     """0: the platform's default."""
+    instances: int
+    """Triton model instances (each its own scheduler, base model and torch threads)."""
     gemm_seconds: float
 
     @classmethod
@@ -251,6 +256,7 @@ class Sizes:
             threads=_int(THREADS_ENV, os.cpu_count() or 2),
             platform_threads=_int(THREADS_ENV, 0),
             stream_interval_tokens=_int(STREAM_INTERVAL_ENV, 0),
+            instances=max(1, _int(INSTANCES_ENV, 1)),
             gemm_seconds=float(os.environ.get(GEMM_SECONDS_ENV) or 5),
         )
 
@@ -526,11 +532,14 @@ async def _platform(context: BenchContext, sizes: Sizes, adapters_dir: Path) -> 
             interval = {}  # the platform's default
         reporter.step(
             f"  torch threads: references {sizes.threads}, Triton {sizes.platform_threads or 'the platform default'};"
-            f" stream interval {sizes.stream_interval_tokens or 'the platform default'} tokens"
+            f" stream interval {sizes.stream_interval_tokens or 'the platform default'} tokens;"
+            f" {sizes.instances} Triton instance(s)"
         )
         model = await asyncio.to_thread(
             CAUSAL_LM.base_triton_model,
-            ServingOptions(instance_kind="KIND_CPU", torch_threads=sizes.platform_threads),
+            ServingOptions(
+                instance_kind="KIND_CPU", instance_count=sizes.instances, torch_threads=sizes.platform_threads
+            ),
             adapters_dir=adapters_dir,
             name=TRITON_MODEL,
             max_running=sizes.concurrency,
