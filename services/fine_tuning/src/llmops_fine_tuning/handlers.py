@@ -292,7 +292,8 @@ class FineTuningService:
             folder = Path(scratch) / "model"
             data = self._datasets.load(job.dataset_id)
             result = self._trainers[job.task].train(job, data, folder, on_progress=on_progress)
-            kind_for_task(job.task.value).optimize(folder)  # e.g. ONNX + int8: hashed into the manifest below
+            if getattr(job.trainer, "export_optimized", True):
+                kind_for_task(job.task.value).optimize(folder)  # e.g. ONNX + int8: hashed into the manifest below
             lineage = build_lineage(
                 job,
                 dataset_content_hash=summary.content_hash,

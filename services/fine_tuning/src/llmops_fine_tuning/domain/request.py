@@ -43,6 +43,10 @@ class TrainerPolicy(BaseModel):
     """Length bucketing: examples are sorted by length within windows of this many batches."""
     eval_batch_size: int = Field(default=128, ge=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
+    export_optimized: bool = True
+    """Export the trained classifier to ONNX and int8 (what Triton serves on CPU; about 10 s per job
+    on two cores). False: the artifact has no optimized format and is served by PyTorch (a GPU
+    deployment, or a test that never serves on CPU)."""
 
 
 class CausalLmTrainerPolicy(BaseModel):
