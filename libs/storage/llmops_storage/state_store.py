@@ -2,9 +2,12 @@
 
 The embedded default is each service's own SQLite file under ``var/state`` (replicas on one host
 may share it: SQLite locks the file across processes). When replicas run on several machines, the
-state that a takeover must find (monitoring's cooldowns and request caps) goes to a shared
-PostgreSQL instead, selected by ``LLMOPS_STATE_STORE_URL``. Nothing here is home-made clustering:
-PostgreSQL is the store a user already runs (a managed instance, or the chart's).
+state they share or a takeover must find (monitoring's cooldowns and request caps; all of
+ingestion's state and processed events) goes to a shared PostgreSQL instead, selected by
+``LLMOPS_STATE_STORE_URL``. Statements are written once for both (``SqlConnection``: ``?``
+placeholders, ``ON CONFLICT``); ``PostgresSql`` and ``postgres_ddl`` carry them to PostgreSQL.
+Nothing here is home-made clustering: PostgreSQL is the store a user already runs (a managed
+instance, or the chart's).
 """
 
 from __future__ import annotations
