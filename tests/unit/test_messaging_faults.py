@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from llmops_events import Envelope, KafkaRecord, encode
@@ -127,6 +128,8 @@ def test_a_full_disk_is_told_from_other_errors() -> None:
     except RuntimeError as wrapped:
         assert is_disk_full(wrapped)  # the cause counts
     assert is_disk_full(ExceptionGroup("several", [ValueError("x"), _sqlite_full()]))
+    assert is_disk_full(psycopg.errors.DiskFull("could not extend file"))  # the shared PostgreSQL store
+    assert not is_disk_full(psycopg.errors.LockNotAvailable("lock timeout"))
     assert not is_disk_full(OSError(errno.EACCES, "denied"))
     assert not is_disk_full(sqlite3.OperationalError("database is locked"))
     assert not is_disk_full(ConnectionError("down"))

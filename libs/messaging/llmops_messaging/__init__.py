@@ -13,7 +13,7 @@ from llmops_messaging.consumer import (
 )
 from llmops_messaging.dlq import DeadLetterQueue, Origin, dead_letter, without_error_headers
 from llmops_messaging.health import ConsumerHealth, ConsumerHealthCollector, stall_reasons
-from llmops_messaging.idempotency import ProcessedEvents
+from llmops_messaging.idempotency import PostgresProcessedEvents, ProcessedEvents, open_processed_events
 from llmops_messaging.producer import EventPublisher
 from llmops_messaging.retry import RetryPolicy
 
@@ -27,6 +27,7 @@ __all__ = [
     "EventPublisher",
     "Origin",
     "Outcome",
+    "PostgresProcessedEvents",
     "ProcessedEvents",
     "Rejected",
     "RetryPolicy",
@@ -34,6 +35,7 @@ __all__ = [
     "current_event_id",
     "current_origin",
     "dead_letter",
+    "open_processed_events",
     "stall_reasons",
     "subscribe",
     "without_error_headers",

@@ -1,10 +1,11 @@
 """Faults the consumer knows by name: a full disk, and a kill injected by tests.
 
 **A full disk** (``is_disk_full``) is an infrastructure condition, not a verdict on a message:
-``OSError`` with ``ENOSPC`` or ``EDQUOT``, or SQLite's ``SQLITE_FULL`` ("database or disk is
-full"), raised by a handler or by the consumer's own state writes. The consumer does not count the
-attempt, does not dead-letter, reports itself stalled with the reason ``disk_full`` and delivers
-the same messages again after a backoff until there is space (see ``EventConsumer``).
+``OSError`` with ``ENOSPC`` or ``EDQUOT``, SQLite's ``SQLITE_FULL`` ("database or disk is
+full") or PostgreSQL's ``disk_full`` (SQLSTATE 53100, the shared state store), raised by a handler
+or by the consumer's own state writes. The consumer does not count the attempt, does not
+dead-letter, reports itself stalled with the reason ``disk_full`` and delivers the same messages
+again after a backoff until there is space (see ``EventConsumer``).
 
 **Fault injection** (``FaultInjection``), for the chaos tests only: with the environment variable
 ``LLMOPS_FAULT_INJECT=<point>:<event type>:<n>`` the consumer ``SIGKILL``s its own process at a
@@ -41,6 +42,7 @@ DISK_FULL = "disk_full"
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
+_POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -57,6 +59,8 @@ def is_disk_full(error: BaseException) -> bool:
         if isinstance(current, sqlite3.Error) and (
             getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(current)
         ):
+            return True
+        if getattr(current, "sqlstate", None) == _POSTGRES_DISK_FULL:  # psycopg's error from the shared store
             return True
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)

@@ -5,6 +5,10 @@ handler was started (``start_attempts``), so a message that kills its process is
 forever. None of it is kept forever: rows older than the retention window are pruned
 (``maybe_prune``, which the consumer calls as it delivers). The window must outlive every
 redelivery: a message can be read again as long as Kafka keeps it (see ``ProcessedEventsSettings``).
+
+The store is the service's SQLite file (``ProcessedEvents``) or, for replicas on several machines,
+the shared PostgreSQL store (``PostgresProcessedEvents``, ``open_processed_events``): the same
+tables and statements, written once with ``?`` placeholders (``llmops_storage.state_store``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmops_storage.state_store import (
+    PostgresSql,
+    SqlConnection,
+    StateStoreSettings,
+    connect_postgres,
+    ddl_statements,
+    postgres_ddl,
+)
+
+if TYPE_CHECKING:
+    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -86,19 +103,11 @@ class ProcessedEvents:
     ) -> None:
         """``retention_s`` and ``prune_interval_s`` default to ``ProcessedEventsSettings``; ``clock``
         (aware ``datetime``s, tests) to now in UTC."""
-        self._consumer = consumer
-        if retention_s is None or prune_interval_s is None:
-            settings = ProcessedEventsSettings()
-            retention_s = settings.retention_s if retention_s is None else retention_s
-            prune_interval_s = settings.prune_interval_s if prune_interval_s is None else prune_interval_s
-        self.retention_s = retention_s
-        self.prune_interval_s = prune_interval_s
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._last_prune: datetime | None = None
-        self._prune_again = False
+        self._configure(consumer, retention_s, prune_interval_s, clock)
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._sql: SqlConnection = self._connection
         self._connection.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a committed transaction survives a crash of the process (what at-least-once
         # needs, since offsets are committed after it); only a power cut can lose the last few.
@@ -111,51 +120,51 @@ class ProcessedEvents:
         # database file inside some writer's COMMIT (~20 ms here), and a page written several
         # times between two checkpoints (an outbox row inserted, then cleared) is copied once.
         self._connection.execute("PRAGMA wal_autocheckpoint=10000")
-        # WITHOUT ROWID: the key is the table, one B-tree to update per event instead of two.
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS processed_events ("
-            " consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at TEXT NOT NULL,"
-            " PRIMARY KEY (consumer, event_id)) WITHOUT ROWID"
-        )
-        # Positions this consumer group sent to the DLQ: the DLQ copy is written before the batch's
-        # offsets are committed, so a redelivered batch must not send it again. The fingerprint
-        # (of key and value) tells a recreated topic's new message at an old offset apart.
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS dead_lettered ("
-            " consumer TEXT NOT NULL, topic TEXT NOT NULL, topic_partition INTEGER NOT NULL,"
-            " message_offset INTEGER NOT NULL, fingerprint TEXT NOT NULL, reason TEXT NOT NULL,"
-            " dead_lettered_at TEXT NOT NULL,"
-            " PRIMARY KEY (consumer, topic, topic_partition, message_offset)) WITHOUT ROWID"
-        )
-        # Attempts at a message's handler, by position: written before the handler runs, so a
-        # process that dies in it has used one; deleted once the message is applied or dead-lettered.
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS handler_attempts ("
-            " consumer TEXT NOT NULL, topic TEXT NOT NULL, topic_partition INTEGER NOT NULL,"
-            " message_offset INTEGER NOT NULL, fingerprint TEXT NOT NULL, attempts INTEGER NOT NULL,"
-            " first_failed_at REAL, last_error TEXT, updated_at TEXT NOT NULL,"
-            " PRIMARY KEY (consumer, topic, topic_partition, message_offset)) WITHOUT ROWID"
-        )
-        # Runs of several messages a batch handler was started on and has not finished: one row per
-        # partition of the run (cheaper than a row per message). One left behind means the process
-        # died in the run; its messages are then applied one at a time, each with its own attempts.
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS handler_runs ("
-            " consumer TEXT NOT NULL, topic TEXT NOT NULL, topic_partition INTEGER NOT NULL,"
-            " first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL, started_at TEXT NOT NULL,"
-            " PRIMARY KEY (consumer, topic, topic_partition, first_offset)) WITHOUT ROWID"
-        )
-        # For pruning by age: an insert appends to the right edge of these, a cheap second B-tree.
-        for table, column in _AGED:
-            self._connection.execute(f"CREATE INDEX IF NOT EXISTS {table}_age ON {table} (consumer, {column})")
+        self.execute_ddl(_SCHEMA)
+
+    def _configure(
+        self,
+        consumer: str,
+        retention_s: float | None,
+        prune_interval_s: float | None,
+        clock: Callable[[], datetime] | None,
+    ) -> None:
+        self._consumer = consumer
+        if retention_s is None or prune_interval_s is None:
+            settings = ProcessedEventsSettings()
+            retention_s = settings.retention_s if retention_s is None else retention_s
+            prune_interval_s = settings.prune_interval_s if prune_interval_s is None else prune_interval_s
+        self.retention_s = retention_s
+        self.prune_interval_s = prune_interval_s
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._last_prune: datetime | None = None
+        self._prune_again = False
         self._lock = threading.Lock()
+
+    dialect: ClassVar[str] = "sqlite"
+    """The store's SQL dialect: ``sqlite`` or ``postgresql``."""
 
     @property
     def connection(self) -> sqlite3.Connection:
+        """The SQLite connection (for tables of the service kept beside these; SQLite only)."""
         return self._connection
 
+    @property
+    def sql(self) -> SqlConnection:
+        """The connection, whichever the store (statements with ``?`` placeholders)."""
+        return self._sql
+
+    def execute_ddl(self, script: str) -> None:
+        """Run ``CREATE``/``ALTER`` statements written for SQLite (``;``-separated)."""
+        for statement in ddl_statements(script):
+            self._sql.execute(statement)
+
+    def columns(self, table: str) -> set[str]:
+        """The names of ``table``'s columns (to add those of a newer version)."""
+        return {row[1] for row in self._sql.execute(f"PRAGMA table_info({table})")}
+
     def has_processed(self, event_id: str) -> bool:
-        row = self._connection.execute(
+        row = self._sql.execute(
             "SELECT 1 FROM processed_events WHERE consumer = ? AND event_id = ?", (self._consumer, event_id)
         ).fetchone()
         return row is not None
@@ -166,7 +175,7 @@ class ProcessedEvents:
         for start in range(0, len(event_ids), _CHUNK):
             chunk = list(event_ids[start : start + _CHUNK])
             marks = ",".join("?" * len(chunk))
-            rows = self._connection.execute(
+            rows = self._sql.execute(
                 f"SELECT event_id FROM processed_events WHERE consumer = ? AND event_id IN ({marks})",
                 (self._consumer, *chunk),
             ).fetchall()
@@ -176,15 +185,15 @@ class ProcessedEvents:
     def mark_processed_many(self, event_ids: Sequence[str]) -> None:
         """Record several events at once; call it inside ``transaction()`` (one commit, not one per id)."""
         now = self._now()
-        self._connection.executemany(
-            "INSERT OR IGNORE INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)",
+        self._sql.executemany(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [(self._consumer, event_id, now) for event_id in event_ids],
         )
 
     def mark_processed(self, event_id: str) -> bool:
         """Record the event; False when it was already recorded."""
-        cursor = self._connection.execute(
-            "INSERT OR IGNORE INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)",
+        cursor = self._sql.execute(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (self._consumer, event_id, self._now()),
         )
         return cursor.rowcount == 1
@@ -192,12 +201,15 @@ class ProcessedEvents:
     def mark_dead_lettered(self, topic: str, partition: int, offset: int, *, fingerprint: str, reason: str) -> None:
         """Record that the message at this position went to the DLQ (after the DLQ has it)."""
         with self.transaction():
-            self._connection.execute(
-                "INSERT OR REPLACE INTO dead_lettered (consumer, topic, topic_partition, message_offset, fingerprint,"
-                " reason, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._sql.execute(
+                "INSERT INTO dead_lettered (consumer, topic, topic_partition, message_offset, fingerprint,"
+                " reason, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (consumer, topic, topic_partition, message_offset) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, reason = excluded.reason,"
+                " dead_lettered_at = excluded.dead_lettered_at",
                 (self._consumer, topic, partition, offset, fingerprint, reason, self._now()),
             )
-            self._connection.execute(
+            self._sql.execute(
                 "DELETE FROM handler_attempts WHERE consumer = ? AND topic = ? AND topic_partition = ?"
                 " AND message_offset = ?",
                 (self._consumer, topic, partition, offset),
@@ -206,7 +218,7 @@ class ProcessedEvents:
     def dead_lettered_between(self, topic: str, partition: int, first: int, last: int) -> dict[int, str]:
         """Offset → fingerprint of the messages of ``[first, last]`` in this partition already dead-lettered
         (one range query per partition of a batch; nearly always empty)."""
-        rows = self._connection.execute(
+        rows = self._sql.execute(
             "SELECT message_offset, fingerprint FROM dead_lettered WHERE consumer = ? AND topic = ?"
             " AND topic_partition = ? AND message_offset BETWEEN ? AND ?",
             (self._consumer, topic, partition, first, last),
@@ -218,7 +230,7 @@ class ProcessedEvents:
     def attempts_between(self, topic: str, partition: int, first: int, last: int) -> dict[int, tuple[int, str]]:
         """Offset → (attempts, fingerprint) of the messages of ``[first, last]`` in this partition whose
         handler was started and that were neither applied nor dead-lettered since (nearly always empty)."""
-        rows = self._connection.execute(
+        rows = self._sql.execute(
             "SELECT message_offset, attempts, fingerprint FROM handler_attempts WHERE consumer = ? AND topic = ?"
             " AND topic_partition = ? AND message_offset BETWEEN ? AND ?",
             (self._consumer, topic, partition, first, last),
@@ -269,7 +281,7 @@ class ProcessedEvents:
 
     def attempts(self, key: AttemptKey) -> Attempts | None:
         topic, partition, offset, fingerprint = key
-        row = self._connection.execute(
+        row = self._sql.execute(
             "SELECT attempts, first_failed_at, last_error FROM handler_attempts WHERE consumer = ? AND topic = ?"
             " AND topic_partition = ? AND message_offset = ? AND fingerprint = ?",
             (self._consumer, topic, partition, offset, fingerprint),
@@ -298,8 +310,10 @@ class ProcessedEvents:
         now = self._now()
         with self.transaction() as connection:
             connection.executemany(
-                "INSERT OR REPLACE INTO handler_runs (consumer, topic, topic_partition, first_offset, last_offset,"
-                " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO handler_runs (consumer, topic, topic_partition, first_offset, last_offset,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (consumer, topic, topic_partition, first_offset) DO UPDATE SET"
+                " last_offset = excluded.last_offset, started_at = excluded.started_at",
                 [(self._consumer, *run, now) for run in runs],
             )
 
@@ -311,14 +325,14 @@ class ProcessedEvents:
 
     def run_started_within(self, topic: str, partition: int, first: int, last: int) -> bool:
         """Whether a run that overlaps ``[first, last]`` of this partition was started and never finished."""
-        row = self._connection.execute(
+        row = self._sql.execute(
             "SELECT 1 FROM handler_runs WHERE consumer = ? AND topic = ? AND topic_partition = ?"
             " AND first_offset <= ? AND last_offset >= ? LIMIT 1",
             (self._consumer, topic, partition, last, first),
         ).fetchone()
         return row is not None
 
-    def _end_runs(self, connection: sqlite3.Connection, runs: Sequence[RunRange]) -> None:
+    def _end_runs(self, connection: SqlConnection, runs: Sequence[RunRange]) -> None:
         connection.executemany(
             "DELETE FROM handler_runs WHERE consumer = ? AND topic = ? AND topic_partition = ?"
             " AND first_offset >= ? AND last_offset <= ?",
@@ -375,7 +389,7 @@ class ProcessedEvents:
         return self._clock().isoformat()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[SqlConnection]:
         """One SQLite transaction for the caller's effect and the ``mark_processed`` that goes with it."""
         with self._lock:
             self._connection.execute("BEGIN IMMEDIATE")
@@ -396,11 +410,113 @@ class ProcessedEvents:
         self._connection.close()
 
 
+WRITE_LOCK = "llmops.state_store.write"
+"""The advisory lock every write transaction on the shared PostgreSQL store holds until it ends."""
+
+
+class PostgresProcessedEvents(ProcessedEvents):
+    """The same store in the shared PostgreSQL database (``LLMOPS_STATE_STORE_URL``), for replicas
+    on several machines: the same tables and statements, and ``transaction()`` with the same
+    guarantee as SQLite's ``BEGIN IMMEDIATE``: one write transaction at a time in the database,
+    across every replica (a transaction-scoped advisory lock, taken first). A handler's checks
+    (is this record id or text stored yet?) and its writes therefore see no other replica's
+    writes in between, sequence numbers are handed out in commit order (a snapshot up to
+    ``max(seq)`` never misses a row committed later with a smaller one), and the unique keys the
+    inserts name in ``ON CONFLICT`` stay the last word. Reads outside a transaction run
+    concurrently (each statement is its own transaction). Waits are bounded by the store's
+    ``statement_timeout_s``; the connection by its ``connect_timeout_s``."""
+
+    dialect: ClassVar[str] = "postgresql"
+
+    def __init__(
+        self,
+        settings: StateStoreSettings,
+        *,
+        consumer: str,
+        retention_s: float | None = None,
+        prune_interval_s: float | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._configure(consumer, retention_s, prune_interval_s, clock)
+        self._pg: psycopg.Connection[Any] = connect_postgres(settings)
+        self._sql = PostgresSql(self._pg)
+        with self.transaction():  # (two replicas starting at once must not both create a table)
+            self.execute_ddl(_SCHEMA)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        raise TypeError("the processed events are in PostgreSQL: use .sql (or transaction())")
+
+    def execute_ddl(self, script: str) -> None:
+        for statement in ddl_statements(script):
+            self._sql.execute(postgres_ddl(statement))
+
+    def columns(self, table: str) -> set[str]:
+        rows = self._sql.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ?",
+            (table,),
+        )
+        return {row[0] for row in rows}
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlConnection]:
+        """One PostgreSQL transaction, holding the store's write lock, for the caller's effect and
+        the ``mark_processed`` that goes with it; rolled back when the block raises."""
+        with self._lock, self._pg.transaction():
+            self._pg.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
+            yield self._sql
+
+    def close(self) -> None:
+        self._pg.close()
+
+
+def open_processed_events(
+    store: StateStoreSettings, path: Path | str, *, consumer: str, **options: Any
+) -> ProcessedEvents:
+    """The shared PostgreSQL store when ``LLMOPS_STATE_STORE_URL`` names one, else SQLite at ``path``."""
+    if store.shared:
+        return PostgresProcessedEvents(store, consumer=consumer, **options)
+    return ProcessedEvents(path, consumer=consumer, **options)
+
+
 _AGED: tuple[tuple[str, str], ...] = (
     ("processed_events", "processed_at"),
     ("dead_lettered", "dead_lettered_at"),
     ("handler_attempts", "updated_at"),
     ("handler_runs", "started_at"),
+)
+_SCHEMA = """
+-- WITHOUT ROWID: the key is the table, one B-tree to update per event instead of two.
+CREATE TABLE IF NOT EXISTS processed_events (
+    consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at TEXT NOT NULL,
+    PRIMARY KEY (consumer, event_id)) WITHOUT ROWID;
+-- Positions this consumer group sent to the DLQ: the DLQ copy is written before the batch's
+-- offsets are committed, so a redelivered batch must not send it again. The fingerprint
+-- (of key and value) tells a recreated topic's new message at an old offset apart.
+CREATE TABLE IF NOT EXISTS dead_lettered (
+    consumer TEXT NOT NULL, topic TEXT NOT NULL, topic_partition INTEGER NOT NULL,
+    message_offset INTEGER NOT NULL, fingerprint TEXT NOT NULL, reason TEXT NOT NULL,
+    dead_lettered_at TEXT NOT NULL,
+    PRIMARY KEY (consumer, topic, topic_partition, message_offset)) WITHOUT ROWID;
+-- Attempts at a message's handler, by position: written before the handler runs, so a
+-- process that dies in it has used one; deleted once the message is applied or dead-lettered.
+CREATE TABLE IF NOT EXISTS handler_attempts (
+    consumer TEXT NOT NULL, topic TEXT NOT NULL, topic_partition INTEGER NOT NULL,
+    message_offset INTEGER NOT NULL, fingerprint TEXT NOT NULL, attempts INTEGER NOT NULL,
+    first_failed_at REAL, last_error TEXT, updated_at TEXT NOT NULL,
+    PRIMARY KEY (consumer, topic, topic_partition, message_offset)) WITHOUT ROWID;
+-- Runs of several messages a batch handler was started on and has not finished: one row per
+-- partition of the run (cheaper than a row per message). One left behind means the process
+-- died in the run; its messages are then applied one at a time, each with its own attempts.
+CREATE TABLE IF NOT EXISTS handler_runs (
+    consumer TEXT NOT NULL, topic TEXT NOT NULL, topic_partition INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL, started_at TEXT NOT NULL,
+    PRIMARY KEY (consumer, topic, topic_partition, first_offset)) WITHOUT ROWID;
+""" + "".join(
+    # For pruning by age: an insert appends to the right edge of these, a cheap second B-tree.
+    f"CREATE INDEX IF NOT EXISTS {table}_age ON {table} (consumer, {column});\n"
+    for table, column in _AGED
 )
 _KEYS = {
     "processed_events": "event_id",
@@ -412,9 +528,11 @@ _START_ATTEMPT = (
     "INSERT INTO handler_attempts (consumer, topic, topic_partition, message_offset, fingerprint, attempts,"
     " updated_at) VALUES (?, ?, ?, ?, ?, 1, ?)"
     " ON CONFLICT (consumer, topic, topic_partition, message_offset) DO UPDATE SET"
-    " attempts = CASE WHEN fingerprint = excluded.fingerprint THEN attempts + 1 ELSE 1 END,"
-    " first_failed_at = CASE WHEN fingerprint = excluded.fingerprint THEN first_failed_at END,"
-    " last_error = CASE WHEN fingerprint = excluded.fingerprint THEN last_error END,"
+    " attempts = CASE WHEN handler_attempts.fingerprint = excluded.fingerprint"
+    " THEN handler_attempts.attempts + 1 ELSE 1 END,"
+    " first_failed_at = CASE WHEN handler_attempts.fingerprint = excluded.fingerprint"
+    " THEN handler_attempts.first_failed_at END,"
+    " last_error = CASE WHEN handler_attempts.fingerprint = excluded.fingerprint THEN handler_attempts.last_error END,"
     " fingerprint = excluded.fingerprint, updated_at = excluded.updated_at"
     " RETURNING attempts"
 )

@@ -33,7 +33,7 @@ from llmops_ingestion.domain.validation import ValidationRules
 from llmops_ingestion.errors import NothingToSnapshot
 from llmops_ingestion.handlers import CurationConfig, IngestionService
 from llmops_ingestion.settings import IngestionSettings
-from llmops_messaging import EventPublisher, Outcome, ProcessedEvents, subscribe
+from llmops_messaging import EventPublisher, Outcome, ProcessedEvents, open_processed_events, subscribe
 from llmops_messaging.app import service_app
 from llmops_privacy.redaction import Redactor
 from llmops_storage import open_store
@@ -56,12 +56,13 @@ class IngestionRuntime:
         self._features: FeastCuratedStore | None = None
 
     async def open(self) -> IngestionService:
-        """Load the redactor and language model, open SQLite and Feast, connect the producer."""
+        """Load the redactor and language model, open the state store (SQLite or PostgreSQL) and Feast,
+        connect the producer."""
         settings = self.settings
         redactor = await asyncio.to_thread(
             Redactor, phone_regions=settings.phone_regions, detect_names=settings.redact_names
         )
-        self._processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
+        self._processed = open_processed_events(settings.state_store, settings.state_db, consumer=settings.group_id)
         state = IngestionState(self._processed)
         features = FeastCuratedStore(
             settings.feast_repo_dir, languages=settings.languages if settings.detect_language else None

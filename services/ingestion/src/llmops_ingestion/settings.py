@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops_config import PlatformSettings
 from llmops_ingestion.adapters.tokenizer import DEFAULT_TOKENIZER
+from llmops_storage.state_store import StateStoreSettings
 
 
 class IngestionSettings(BaseSettings):
@@ -19,6 +20,12 @@ class IngestionSettings(BaseSettings):
 
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     """Shared settings (Kafka, var dir, artifact store), read from ``LLMOPS_*``."""
+
+    state_store: StateStoreSettings = Field(default_factory=StateStoreSettings)
+    """Where the state lives (curated records and their de-duplication, the Feast outbox, snapshots,
+    erasures, the feedback join, processed events): ``state_db`` (SQLite) by default, which replicas
+    on one host share; the shared PostgreSQL of ``LLMOPS_STATE_STORE_URL`` for replicas on several
+    machines."""
 
     group_id: str = "ingestion"
     """Kafka consumer group of the service."""
@@ -93,7 +100,8 @@ class IngestionSettings(BaseSettings):
 
     @property
     def state_db(self) -> Path:
-        """SQLite database of processed events, curated-record index, outbox and snapshots."""
+        """SQLite database of processed events, curated-record index, outbox and snapshots (unless
+        ``state_store`` names the shared PostgreSQL store)."""
         return self.platform.var_dir / "state" / "ingestion.db"
 
     @property

@@ -6,7 +6,7 @@ the real Feast store are in ``tests/integration/test_lineage_erasure.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ from llmops_models.erasures import read_erasures
 from llmops_models.snapshots import SnapshotReader
 from llmops_privacy.redaction import RedactionResult
 from llmops_storage import ArtifactStore, open_store
+
+OpenProcessed = Callable[[], ProcessedEvents]
+"""The ``open_processed`` fixture (conftest.py): each test runs on SQLite, then on PostgreSQL."""
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
@@ -79,8 +82,10 @@ def _row(record_id: str, tenant: str, index: int) -> dict[str, Any]:
     }
 
 
-def _service(tmp_path: Path) -> tuple[IngestionService, MemoryFeatures, RecordingSink, ArtifactStore]:
-    processed = ProcessedEvents(tmp_path / "state.db", consumer="ingestion")
+def _service(
+    tmp_path: Path, open_processed: OpenProcessed
+) -> tuple[IngestionService, MemoryFeatures, RecordingSink, ArtifactStore]:
+    processed = open_processed()
     state = IngestionState(processed)
     with processed.transaction() as connection:
         for index, (tenant, name) in enumerate([("acme", f"r-{i}") for i in range(6)] + [("other", "o-1")]):
@@ -164,8 +169,10 @@ def test_a_tenant_erasure_covers_records_submitted_up_to_its_request() -> None:
     assert is_erased_tenant(erased, "acme", (NOW - timedelta(hours=1)).replace(tzinfo=None))  # naive: UTC
 
 
-async def test_a_subjects_records_leave_every_store_and_stay_erased(tmp_path: Path) -> None:
-    service, features, sink, artifacts = _service(tmp_path)
+async def test_a_subjects_records_leave_every_store_and_stay_erased(
+    tmp_path: Path, open_processed: OpenProcessed
+) -> None:
+    service, features, sink, artifacts = _service(tmp_path, open_processed)
     await service.push_pending()
     first = await service.cut_snapshot()
     _publish_version(artifacts, tmp_path, dataset_id=first.dataset_id)
@@ -211,8 +218,10 @@ async def test_a_subjects_records_leave_every_store_and_stay_erased(tmp_path: Pa
     assert len(read_erasures(artifacts)) == 1
 
 
-async def test_a_tenants_erasure_refuses_its_older_records_and_keeps_its_newer_ones(tmp_path: Path) -> None:
-    service, features, sink, _ = _service(tmp_path)
+async def test_a_tenants_erasure_refuses_its_older_records_and_keeps_its_newer_ones(
+    tmp_path: Path, open_processed: OpenProcessed
+) -> None:
+    service, features, sink, _ = _service(tmp_path, open_processed)
     await service.push_pending()
     request = _erasure(tenant="other", requested_at=NOW + timedelta(days=1))
     await service.on_erasure(request)
@@ -229,11 +238,13 @@ async def test_a_tenants_erasure_refuses_its_older_records_and_keeps_its_newer_o
     assert audit.details["scope"] == "tenant" and audit.details["records_erased"] == "1"
 
 
-async def test_a_tenants_erasure_applied_by_one_replica_is_seen_by_another_sharing_the_store(tmp_path: Path) -> None:
+async def test_a_tenants_erasure_applied_by_one_replica_is_seen_by_another_sharing_the_store(
+    tmp_path: Path, open_processed: OpenProcessed
+) -> None:
     """Replicas share one state store (docs/scale-out.md) and the privacy topic's one partition gives
     an erasure to one of them: the other must refuse the tenant's older records from then on."""
-    first, _, _, _ = _service(tmp_path)
-    second, second_features, _, _ = _service(tmp_path)  # another replica on the same database
+    first, _, _, _ = _service(tmp_path, open_processed)
+    second, second_features, _, _ = _service(tmp_path, open_processed)  # another replica on the same database
     await first.on_erasure(_erasure(tenant="other", requested_at=NOW + timedelta(days=1)))
     late = _record("other", "o-2", offset=70, time=NOW + timedelta(hours=23))
     new = _record("other", "o-3", offset=71, time=NOW + timedelta(days=2))

@@ -6,7 +6,7 @@ that makes an invalid example is refused with its reason."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from llmops_messaging import DeadLetterQueue, EventConsumer, Origin, Outcome, Pr
 from llmops_models.snapshots import PREFERENCE_COLUMNS, SnapshotReader
 from llmops_privacy.redaction import Redactor
 from llmops_storage import open_store
+
+OpenProcessed = Callable[[], ProcessedEvents]
+"""The ``open_processed`` fixture (conftest.py): each test runs on SQLite, then on PostgreSQL."""
 
 QUESTION = "How do I freeze my card? Mail me at ann.lee@example.com"
 CORRECTION = "Open the app, choose Cards, then Freeze."
@@ -84,8 +87,8 @@ class RecordingDeadLetters(DeadLetterQueue):
 class Flywheel:
     """The service behind its real consumer (event-id de-duplication, DLQ verdicts)."""
 
-    def __init__(self, tmp_path: Path, redactor: Redactor) -> None:
-        self.processed = ProcessedEvents(tmp_path / "state.db", consumer="ingestion")
+    def __init__(self, tmp_path: Path, redactor: Redactor, processed: ProcessedEvents) -> None:
+        self.processed = processed
         self.features = MemoryFeatures()
         self.service = IngestionService(
             config=CurationConfig(
@@ -140,8 +143,8 @@ def redactor() -> Redactor:
 
 
 @pytest.fixture
-def flywheel(tmp_path: Path, redactor: Redactor) -> Flywheel:
-    return Flywheel(tmp_path, redactor)
+def flywheel(tmp_path: Path, redactor: Redactor, open_processed: OpenProcessed) -> Flywheel:
+    return Flywheel(tmp_path, redactor, open_processed())
 
 
 def _generation(request_id: str, output: str = "Call the branch.", question: str = QUESTION) -> InferenceLogged:

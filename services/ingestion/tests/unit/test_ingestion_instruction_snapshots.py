@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from llmops_messaging import Delivery, Origin, ProcessedEvents
 from llmops_models.snapshots import INSTRUCTIONS, RECORDS, SnapshotReader
 from llmops_privacy.redaction import Redactor
 from llmops_storage import open_store
+
+OpenProcessed = Callable[[], ProcessedEvents]
+"""The ``open_processed`` fixture (conftest.py): each test runs on SQLite, then on PostgreSQL."""
 
 
 class MemoryFeatures:
@@ -83,8 +86,8 @@ def redactor() -> Redactor:
 
 
 @pytest.fixture
-def service(tmp_path: Path, redactor: Redactor) -> IngestionService:
-    processed = ProcessedEvents(tmp_path / "state.db", consumer="ingestion")
+def service(tmp_path: Path, redactor: Redactor, open_processed: OpenProcessed) -> IngestionService:
+    processed = open_processed()
     return IngestionService(
         config=CurationConfig(
             rules=ValidationRules(max_text_length=200, max_instruction_tokens=60),
@@ -238,7 +241,7 @@ async def test_a_series_with_nothing_curated_has_no_snapshot(service: IngestionS
 
 def _fresh(service: IngestionService) -> IngestionService:
     """The same service with the instruction examples forgotten."""
-    service._processed.connection.execute("DELETE FROM curated WHERE content = 'instructions'")
+    service._processed.sql.execute("DELETE FROM curated WHERE content = 'instructions'")
     return service
 
 

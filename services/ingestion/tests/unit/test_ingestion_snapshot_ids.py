@@ -7,7 +7,7 @@ committed) finds its snapshot instead of cutting another, and an event re-publis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ from llmops_ingestion.domain.validation import ValidationRules
 from llmops_ingestion.handlers import CurationConfig, IngestionService
 from llmops_messaging import EventConsumer, Origin, Outcome, ProcessedEvents
 from llmops_storage import open_store
+
+OpenProcessed = Callable[[], ProcessedEvents]
+"""The ``open_processed`` fixture (conftest.py): each test runs on SQLite, then on PostgreSQL."""
 
 
 class MemoryFeatures:
@@ -60,8 +63,10 @@ class RecordingSink:
         return envelope
 
 
-def _service(tmp_path: Path, sink: RecordingSink) -> tuple[IngestionService, ProcessedEvents]:
-    processed = ProcessedEvents(tmp_path / "state.db", consumer="ingestion")
+def _service(
+    tmp_path: Path, sink: RecordingSink, open_processed: OpenProcessed
+) -> tuple[IngestionService, ProcessedEvents]:
+    processed = open_processed()
     state = IngestionState(processed)
     now = datetime(2026, 11, 30, tzinfo=UTC)
     with processed.transaction() as connection:
@@ -113,9 +118,11 @@ def _retraining_request() -> Envelope[TrainingRequested]:
     )
 
 
-async def test_a_retraining_request_handled_twice_announces_one_snapshot_under_one_id(tmp_path: Path) -> None:
+async def test_a_retraining_request_handled_twice_announces_one_snapshot_under_one_id(
+    tmp_path: Path, open_processed: OpenProcessed
+) -> None:
     sink = RecordingSink()
-    service, _ = _service(tmp_path, sink)
+    service, _ = _service(tmp_path, sink, open_processed)
     request = _retraining_request()
     await service.on_training_requested(request)
     await service.on_training_requested(request)  # redelivered: the handler runs again
@@ -124,9 +131,11 @@ async def test_a_retraining_request_handled_twice_announces_one_snapshot_under_o
     assert event.id == derived_id(event.data.dataset_id, DatasetSnapshotted.event_type)
 
 
-async def test_a_snapshot_published_again_after_a_crash_keeps_its_id_and_is_skipped_downstream(tmp_path: Path) -> None:
+async def test_a_snapshot_published_again_after_a_crash_keeps_its_id_and_is_skipped_downstream(
+    tmp_path: Path, open_processed: OpenProcessed
+) -> None:
     sink = RecordingSink()
-    service, processed = _service(tmp_path, sink)
+    service, processed = _service(tmp_path, sink, open_processed)
     request = _retraining_request()
     sink.fail_next = True  # recorded, then the broker fails: the handler fails, the request comes again
     with pytest.raises(ConnectionError):
@@ -134,7 +143,7 @@ async def test_a_snapshot_published_again_after_a_crash_keeps_its_id_and_is_skip
     await service.on_training_requested(request)
     assert len(sink.sent) == 1  # the recorded snapshot went out; no second one was cut
     # Sent, but the process died before it was marked sent: the next start sends it again.
-    processed.connection.execute("UPDATE snapshots SET published = 0")
+    processed.sql.execute("UPDATE snapshots SET published = 0")
     await service.publish_pending_snapshots()
     first, again = sink.sent
     assert again.id == first.id and again.data == first.data

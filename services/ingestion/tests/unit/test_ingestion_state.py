@@ -1,15 +1,24 @@
-"""The service's SQLite state: batch storage de-duplicates like one record at a time."""
+"""The service's state (SQLite, and the shared PostgreSQL store): batch storage de-duplicates like
+one record at a time."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from llmops_ingestion.adapters.state import CuratedRow, IngestionState, StoreOutcome
 from llmops_ingestion.domain.feedback import PreferencePair, ServedGeneration
 from llmops_ingestion.domain.instructions import Turn
 from llmops_ingestion.domain.snapshot import Position
 from llmops_messaging import ProcessedEvents
+
+OpenProcessed = Callable[[], ProcessedEvents]
+"""The ``open_processed`` fixture (conftest.py): SQLite, then PostgreSQL."""
 
 
 def _row(record_id: str, tenant: str, key: str, offset: int) -> CuratedRow:
@@ -23,8 +32,8 @@ def _row(record_id: str, tenant: str, key: str, offset: int) -> CuratedRow:
     )
 
 
-def test_a_batch_is_deduplicated_within_itself_and_against_the_store() -> None:
-    processed = ProcessedEvents(":memory:", consumer="ingestion")
+def test_a_batch_is_deduplicated_within_itself_and_against_the_store(open_processed: OpenProcessed) -> None:
+    processed = open_processed()
     state = IngestionState(processed)
     now = datetime.now(UTC)
     with processed.transaction() as connection:
@@ -107,8 +116,10 @@ def _made() -> dict[str, Any]:
     return {"position": Position("feedback", 0, 7), "created_at": datetime.now(UTC)}
 
 
-def test_a_generation_keeps_the_first_feedback_and_is_forgotten_after_the_retention() -> None:
-    processed = ProcessedEvents(":memory:", consumer="ingestion")
+def test_a_generation_keeps_the_first_feedback_and_is_forgotten_after_the_retention(
+    open_processed: OpenProcessed,
+) -> None:
+    processed = open_processed()
     state = IngestionState(processed)
     generation = ServedGeneration("r-1", "a", "bot", 1, (Turn("user", "q"),), "answer")
     now = datetime.now(UTC)
@@ -127,3 +138,83 @@ def test_a_generation_keeps_the_first_feedback_and_is_forgotten_after_the_retent
     assert state.rated_generations(tenant="a", prompt_key=generation.prompt_key, exclude="r-1", limit=4) == []
     state.prune_flywheel(older_than=timedelta(days=1), now=now + timedelta(days=2))
     assert state.served_generation("r-1") is None
+
+
+def test_two_replicas_storing_overlapping_records_at_once_store_each_exactly_once(
+    open_processed: OpenProcessed,
+) -> None:
+    """Two replicas (two connections to one store) store overlapping batches at the same moment:
+    the same record ids, and other ids with the same texts. Every record id and every text of a
+    tenant is stored once, each replica's verdicts agree with what was stored, and every event is
+    marked applied once."""
+    replicas = [open_processed(), open_processed()]
+    states = [IngestionState(processed) for processed in replicas]
+    now = datetime.now(UTC)
+    count = 300
+    batches = [
+        # replica 0: ids a/0.. with texts k0..; replica 1: the same ids backwards, and for every
+        # third record another id with the same text
+        [_row(f"a/{i}", "a", f"k{i}", i) for i in range(count)],
+        [_row(f"a/{i}" if i % 3 else f"a/other-{i}", "a", f"k{i}", i) for i in reversed(range(count))],
+    ]
+    barrier = threading.Barrier(2)
+    outcomes: list[list[StoreOutcome]] = [[], []]
+
+    def replica(index: int) -> None:
+        processed, rows = replicas[index], batches[index]
+        barrier.wait()
+        for start in range(0, len(rows), 25):  # batches as the consumer delivers them
+            chunk = rows[start : start + 25]
+            with processed.transaction() as connection:
+                outcomes[index] += IngestionState.store_curated_many(connection, chunk, ingested_at=now)
+                processed.mark_processed_many([f"event-{row.record_id}" for row in chunk])
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(replica, range(2)))
+
+    stored = states[0].labelled_members(up_to_seq=states[1].max_seq())
+    ids = [member.record_id for member in stored]
+    assert len(ids) == len(set(ids)) == count  # one per text: k0..k299 each once
+    assert sum(outcome is StoreOutcome.ACCEPTED for batch in outcomes for outcome in batch) == count
+    accepted = {
+        row.record_id
+        for rows, verdicts in zip(batches, outcomes, strict=True)
+        for row, verdict in zip(rows, verdicts, strict=True)
+        if verdict is StoreOutcome.ACCEPTED
+    }
+    assert accepted == set(ids)
+    assert len(states[1].outbox(2 * count)) == count
+    events = {f"event-{row.record_id}" for batch in batches for row in batch}
+    assert replicas[1].processed_among(sorted(events)) == events
+
+
+def test_the_consumers_bookkeeping_works_on_the_store(open_processed: OpenProcessed) -> None:
+    """What the consumer keeps beside the state (attempts, runs, dead-lettered positions, applied
+    events, pruning) in the same store, and a failed transaction rolls the effect and the mark back."""
+    processed = open_processed()
+    state = IngestionState(processed)
+    key = ("raw", 2, 3_000_000_000, "fp")  # an offset beyond 32 bits
+    assert processed.start_attempts([key, key]) == [0, 1]
+    failed = processed.record_failure(key, at=1_764_000_000.125, error="boom")
+    assert (failed.count, failed.first_failed_at, failed.last_error) == (2, 1_764_000_000.125, "boom")
+    assert processed.start_attempts([("raw", 2, 3_000_000_000, "other")]) == [0]  # another message there
+    processed.undo_attempts([("raw", 2, 3_000_000_000, "other")])
+    assert processed.attempts_between("raw", 2, 0, 4_000_000_000) == {3_000_000_000: (0, "other")}
+    processed.mark_dead_lettered("raw", 2, 7, fingerprint="a", reason="r")
+    processed.mark_dead_lettered("raw", 2, 7, fingerprint="b", reason="again")
+    assert processed.dead_lettered_between("raw", 2, 0, 10) == {7: "b"}
+    processed.start_runs([("raw", 2, 10, 20)])
+    processed.start_runs([("raw", 2, 10, 25)])
+    assert processed.run_started_within("raw", 2, 24, 30)
+    processed.finish(["e-1", "e-1"], keys=[key], runs=[("raw", 2, 0, 30)])
+    assert not processed.run_started_within("raw", 2, 0, 30)
+    assert processed.attempts(key) is None and processed.has_processed("e-1")
+    assert processed.mark_processed("e-2") is True and processed.mark_processed("e-2") is False
+    with pytest.raises(RuntimeError), processed.transaction() as connection:
+        IngestionState.store_curated_many(connection, [_row("a/1", "a", "k1", 0)], ingested_at=datetime.now(UTC))
+        processed.mark_processed_many(["e-3"])
+        raise RuntimeError("crash before the commit")
+    assert state.max_seq() == 0 and not processed.has_processed("e-3")
+    processed.retention_s = 0.0
+    assert processed.prune() >= 3  # the applied events and the dead-lettered position
+    assert not processed.has_processed("e-1") and processed.dead_lettered_between("raw", 2, 0, 10) == {}

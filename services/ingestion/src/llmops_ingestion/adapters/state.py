@@ -1,4 +1,7 @@
-"""The service's own SQLite state, in the same database and transactions as ``ProcessedEvents``.
+"""The service's own state, in the same database and transactions as ``ProcessedEvents``: the
+service's SQLite file, or the shared PostgreSQL store (``LLMOPS_STATE_STORE_URL``) when replicas run
+on several machines. The statements are written once (``?`` placeholders, ``ON CONFLICT``); the
+store's ``execute_ddl`` gives the schema PostgreSQL's types (``llmops_storage.state_store``).
 
 Tables:
 
@@ -24,7 +27,6 @@ Tables:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from llmops_ingestion.domain.feedback import PreferencePair, ServedGeneration, S
 from llmops_ingestion.domain.instructions import Turn
 from llmops_ingestion.domain.snapshot import Position
 from llmops_messaging import ProcessedEvents
+from llmops_storage.state_store import SqlConnection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS curated (
@@ -50,7 +53,7 @@ CREATE TABLE IF NOT EXISTS curated (
     partition INTEGER NOT NULL,
     "offset" INTEGER NOT NULL,
     ingested_at TEXT NOT NULL,
-    outbox TEXT,
+    outbox BLOB,
     content TEXT NOT NULL DEFAULT 'records',
     UNIQUE (tenant, dedup_key)
 );
@@ -236,7 +239,7 @@ _encode_outbox = msgspec.json.Encoder().encode
 _decode_outbox = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def _existing_ids(connection: sqlite3.Connection, record_ids: Sequence[str], *, table: str = "curated") -> set[str]:
+def _existing_ids(connection: SqlConnection, record_ids: Sequence[str], *, table: str = "curated") -> set[str]:
     """The ids of ``record_ids`` already in ``table`` (curated rows, or erasures' tombstones)."""
     found: set[str] = set()
     unique = list(dict.fromkeys(record_ids))
@@ -247,7 +250,7 @@ def _existing_ids(connection: sqlite3.Connection, record_ids: Sequence[str], *, 
     return found
 
 
-def _existing_texts(connection: sqlite3.Connection, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+def _existing_texts(connection: SqlConnection, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
     """The (tenant, dedup_key) pairs already stored; queried per tenant, which the unique index serves."""
     by_tenant: dict[str, list[str]] = {}
     for tenant, key in dict.fromkeys(pairs):
@@ -266,28 +269,27 @@ class IngestionState:
 
     def __init__(self, processed: ProcessedEvents) -> None:
         self._processed = processed
-        self._connection = processed.connection
-        self._connection.executescript(_SCHEMA)
-        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(snapshots)")}
-        if "cause" not in columns:  # a database from before causes were recorded
-            self._connection.execute("ALTER TABLE snapshots ADD COLUMN cause TEXT")
-        # A database from before instruction examples: everything in it is records.
-        for table in ("curated", "snapshots"):
-            columns = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
-            if "content" not in columns:
-                self._connection.execute(f"ALTER TABLE {table} ADD COLUMN content TEXT NOT NULL DEFAULT 'records'")
-        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(snapshots)")}
-        if "max_pair_seq" not in columns:  # a database from before preference pairs: none covered
-            self._connection.execute("ALTER TABLE snapshots ADD COLUMN max_pair_seq INTEGER NOT NULL DEFAULT 0")
-        self._connection.execute(
-            "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_cause ON snapshots (cause) WHERE cause IS NOT NULL"
-        )
+        self._connection = processed.sql
+        # In one write transaction: replicas starting together on a shared store create it once.
+        with processed.transaction():
+            processed.execute_ddl(_SCHEMA)
+            if "cause" not in processed.columns("snapshots"):  # a database from before causes were recorded
+                processed.execute_ddl("ALTER TABLE snapshots ADD COLUMN cause TEXT")
+            # A database from before instruction examples: everything in it is records.
+            for table in ("curated", "snapshots"):
+                if "content" not in processed.columns(table):
+                    processed.execute_ddl(f"ALTER TABLE {table} ADD COLUMN content TEXT NOT NULL DEFAULT 'records'")
+            if "max_pair_seq" not in processed.columns("snapshots"):  # from before preference pairs: none covered
+                processed.execute_ddl("ALTER TABLE snapshots ADD COLUMN max_pair_seq INTEGER NOT NULL DEFAULT 0")
+            processed.execute_ddl(
+                "CREATE UNIQUE INDEX IF NOT EXISTS snapshots_cause ON snapshots (cause) WHERE cause IS NOT NULL"
+            )
 
     # --- curated records ------------------------------------------------------------------
 
     @staticmethod
     def store_curated(
-        connection: sqlite3.Connection,
+        connection: SqlConnection,
         *,
         record_id: str,
         tenant: str,
@@ -311,7 +313,7 @@ class IngestionState:
         connection.execute(
             "INSERT INTO curated"
             ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox, content)'
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 record_id,
                 tenant,
@@ -329,7 +331,7 @@ class IngestionState:
 
     @staticmethod
     def store_curated_many(
-        connection: sqlite3.Connection, records: Sequence[CuratedRow], *, ingested_at: datetime
+        connection: SqlConnection, records: Sequence[CuratedRow], *, ingested_at: datetime
     ) -> list[StoreOutcome]:
         """``store_curated`` for a batch, in order, with a few queries instead of three per record:
         a record is a duplicate of one stored before or of one earlier in the batch."""
@@ -369,7 +371,7 @@ class IngestionState:
         connection.executemany(
             "INSERT INTO curated"
             ' (record_id, tenant, dedup_key, labelled, topic, partition, "offset", ingested_at, outbox, content)'
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             rows,
         )
         return outcomes
@@ -426,9 +428,9 @@ class IngestionState:
     # --- feedback flywheel ----------------------------------------------------------------
 
     @staticmethod
-    def remember_request(connection: sqlite3.Connection, request: ServedRequest, *, received_at: datetime) -> None:
+    def remember_request(connection: SqlConnection, request: ServedRequest, *, received_at: datetime) -> None:
         connection.execute(
-            "INSERT OR IGNORE INTO served_requests VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO served_requests VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 request.request_id,
                 request.tenant,
@@ -449,10 +451,12 @@ class IngestionState:
         return ServedRequest(*row) if row else None
 
     @staticmethod
-    def park_feedback(connection: sqlite3.Connection, feedback: PendingFeedback, *, received_at: datetime) -> None:
+    def park_feedback(connection: SqlConnection, feedback: PendingFeedback, *, received_at: datetime) -> None:
         connection.execute(
-            'INSERT OR REPLACE INTO pending_feedback (request_id, true_label, topic, partition, "offset", received_at)'
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            'INSERT INTO pending_feedback (request_id, true_label, topic, partition, "offset", received_at)'
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET true_label = excluded.true_label,"
+            ' topic = excluded.topic, partition = excluded.partition, "offset" = excluded."offset",'
+            " received_at = excluded.received_at",
             (
                 feedback.request_id,
                 feedback.true_label,
@@ -471,7 +475,7 @@ class IngestionState:
         return PendingFeedback(row[0], row[1], Position(row[2], row[3], row[4])) if row else None
 
     @staticmethod
-    def drop_pending_feedback(connection: sqlite3.Connection, request_id: str) -> None:
+    def drop_pending_feedback(connection: SqlConnection, request_id: str) -> None:
         connection.execute("DELETE FROM pending_feedback WHERE request_id = ?", (request_id,))
 
     def prune_flywheel(self, *, older_than: timedelta, now: datetime | None = None) -> None:
@@ -487,9 +491,7 @@ class IngestionState:
     # --- generations and preference pairs -------------------------------------------------
 
     @staticmethod
-    def remember_generation(
-        connection: sqlite3.Connection, generation: ServedGeneration, *, received_at: datetime
-    ) -> None:
+    def remember_generation(connection: SqlConnection, generation: ServedGeneration, *, received_at: datetime) -> None:
         """Store a generation, or add its feedback to the stored one (the first rating and the first
         corrected answer stay: feedback delivered twice changes nothing)."""
         connection.execute(
@@ -531,7 +533,7 @@ class IngestionState:
 
     @staticmethod
     def park_generation_feedback(
-        connection: sqlite3.Connection, feedback: PendingGenerationFeedback, *, received_at: datetime
+        connection: SqlConnection, feedback: PendingGenerationFeedback, *, received_at: datetime
     ) -> None:
         """Park feedback for a generation not seen yet; feedback parked before keeps what it had."""
         connection.execute(
@@ -562,19 +564,20 @@ class IngestionState:
         return PendingGenerationFeedback(row[0], row[1], row[2], Position(row[3], row[4], row[5]))
 
     @staticmethod
-    def drop_pending_generation_feedback(connection: sqlite3.Connection, request_id: str) -> None:
+    def drop_pending_generation_feedback(connection: SqlConnection, request_id: str) -> None:
         connection.execute("DELETE FROM pending_generation_feedback WHERE request_id = ?", (request_id,))
 
     @staticmethod
     def store_pairs(
-        connection: sqlite3.Connection, pairs: Sequence[PreferencePair], *, position: Position, created_at: datetime
+        connection: SqlConnection, pairs: Sequence[PreferencePair], *, position: Position, created_at: datetime
     ) -> list[PreferencePair]:
         """Store pairs not stored before (by ``pair_id``); returns those that were new."""
         new: list[PreferencePair] = []
         for pair in pairs:
             cursor = connection.execute(
-                "INSERT OR IGNORE INTO preference_pairs (pair_id, tenant, messages_json, chosen, rejected, source,"
-                ' split_key, topic, partition, "offset", created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                "INSERT INTO preference_pairs (pair_id, tenant, messages_json, chosen, rejected, source,"
+                ' split_key, topic, partition, "offset", created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'
+                " ON CONFLICT DO NOTHING",
                 (
                     pair.pair_id,
                     pair.tenant,
@@ -608,15 +611,15 @@ class IngestionState:
     # --- erasures -------------------------------------------------------------------------
 
     @staticmethod
-    def erase(connection: sqlite3.Connection, erasure: Erasure, *, erased_at: datetime) -> None:
+    def erase(connection: SqlConnection, erasure: Erasure, *, erased_at: datetime) -> None:
         """Remove the erasure's curated rows (outbox included: a row not yet pushed never reaches
         Feast) and leave a tombstone per id; for a whole tenant also its served requests and
         generations and its preference pairs (they hold its redacted texts). Idempotent: handled
         again, it finds its tombstones and removes nothing more."""
         subjects = None if erasure.record_ids is None else msgspec.json.encode(list(erasure.record_ids)).decode()
         connection.execute(
-            "INSERT OR IGNORE INTO erasures (erasure_id, tenant, subjects_json, requested_by, reason, requested_at,"
-            " erased_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO erasures (erasure_id, tenant, subjects_json, requested_by, reason, requested_at,"
+            " erased_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 erasure.erasure_id,
                 erasure.tenant,
@@ -642,8 +645,8 @@ class IngestionState:
                     (erasure.tenant, *chunk),
                 ).fetchall()
         connection.executemany(
-            "INSERT OR IGNORE INTO erased_records (record_id, tenant, erasure_id, content, labelled)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO erased_records (record_id, tenant, erasure_id, content, labelled)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [
                 (record_id, erasure.tenant, erasure.erasure_id, content, labelled)
                 for record_id, content, labelled in matched
@@ -653,8 +656,8 @@ class IngestionState:
         if erasure.record_ids is not None:
             # Ids not curated (yet): a tombstone alone, so the record is refused when it comes.
             connection.executemany(
-                "INSERT OR IGNORE INTO erased_records (record_id, tenant, erasure_id, content, labelled)"
-                " VALUES (?, ?, ?, NULL, 0)",
+                "INSERT INTO erased_records (record_id, tenant, erasure_id, content, labelled)"
+                " VALUES (?, ?, ?, NULL, 0) ON CONFLICT DO NOTHING",
                 [(record_id, erasure.tenant, erasure.erasure_id) for record_id in erasure.record_ids],
             )
             return
@@ -738,7 +741,7 @@ class IngestionState:
         with self._write() as connection:
             connection.execute("UPDATE snapshots SET published = 1 WHERE dataset_id = ?", (dataset_id,))
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[SqlConnection]:
         return self._processed.transaction()
 
 
