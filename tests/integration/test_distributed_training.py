@@ -235,6 +235,24 @@ async def training_events(platform: PlatformSettings, request_ids: set[str], *, 
     return events
 
 
+async def side_by_side(world: World, *runs: tuple[Path, Envelope[TrainingRequested]]) -> list[Envelope[Any]]:
+    """The requests run at once, the first by one process, the second by two; their events. The runs
+    share nothing but the broker and the store (other model names)."""
+    (one_path, one), (two_path, two) = runs
+    await asyncio.gather(asyncio.to_thread(world.torchrun, 1, one_path), asyncio.to_thread(world.torchrun, 2, two_path))
+    return await training_events(world.platform, {one.id, two.id}, expect=2)
+
+
+def outcome(
+    events: list[Envelope[Any]], request: Envelope[TrainingRequested]
+) -> tuple[list[Envelope[Any]], Envelope[Any], list[TrainingProgressed]]:
+    """The request's events, its one ``training.completed`` (none failed) and its progress reports."""
+    mine = [e for e in events if e.data.request_id == request.id]
+    assert not [e for e in mine if isinstance(e.data, TrainingFailed)], mine
+    [completed] = [e for e in mine if isinstance(e.data, TrainingCompleted)]
+    return mine, completed, [e.data for e in mine if isinstance(e.data, TrainingProgressed)]
+
+
 def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     difference = torch.sqrt(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in a))  # type: ignore[arg-type]
@@ -246,20 +264,14 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 async def test_two_gloo_processes_train_the_same_classifier_as_one(world: World, tmp_path: Path) -> None:
     one_path, one = world.request(f"dp1-{uuid.uuid4().hex[:6]}")
     two_path, two = world.request(f"dp2-{uuid.uuid4().hex[:6]}")
-    # Side by side: the runs share nothing but the broker and the store (other model names).
-    await asyncio.gather(asyncio.to_thread(world.torchrun, 1, one_path), asyncio.to_thread(world.torchrun, 2, two_path))
-
-    events = await training_events(world.platform, {one.id, two.id}, expect=2)
+    events = await side_by_side(world, (one_path, one), (two_path, two))
     registry = ModelRegistry(world.store)
     reports: dict[str, TrainingCompleted] = {}
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for envelope in (one, two):
         model = envelope.data.model_name
-        mine = [e for e in events if e.data.request_id == envelope.id]
-        assert not [e for e in mine if isinstance(e.data, TrainingFailed)], mine
+        mine, completed, progressed = outcome(events, envelope)
         [started] = [e for e in mine if isinstance(e.data, TrainingStarted)]
-        [completed] = [e for e in mine if isinstance(e.data, TrainingCompleted)]
-        progressed = [e.data for e in mine if isinstance(e.data, TrainingProgressed)]
         assert progressed and progressed[-1].step == progressed[-1].total_steps == 12  # 2 x ceil(36 / 7)
         assert len({p.step for p in progressed}) == len(progressed)  # one reporter: no step twice
         assert started.correlationid == completed.correlationid == envelope.id
@@ -307,17 +319,12 @@ async def test_two_gloo_processes_train_the_same_causal_lm_as_one(world: World, 
     }
     one_path, one = world.request(f"lm1-{uuid.uuid4().hex[:6]}", **fields)
     two_path, two = world.request(f"lm2-{uuid.uuid4().hex[:6]}", **fields)
-    await asyncio.gather(asyncio.to_thread(world.torchrun, 1, one_path), asyncio.to_thread(world.torchrun, 2, two_path))
-
-    events = await training_events(world.platform, {one.id, two.id}, expect=2)
+    events = await side_by_side(world, (one_path, one), (two_path, two))
     reports: dict[str, TrainingCompleted] = {}
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for envelope in (one, two):
         model = envelope.data.model_name
-        mine = [e for e in events if e.data.request_id == envelope.id]
-        assert not [e for e in mine if isinstance(e.data, TrainingFailed)], mine
-        [completed] = [e for e in mine if isinstance(e.data, TrainingCompleted)]
-        progressed = [e.data for e in mine if isinstance(e.data, TrainingProgressed)]
+        _, completed, progressed = outcome(events, envelope)
         assert progressed and progressed[-1].step == progressed[-1].total_steps == 6  # 2 x ceil(12 / 5)
         folder = world.store.download_folder(model_path(model, 1), tmp_path / model)
         config = json.loads((folder / "training_config.json").read_text())

@@ -28,7 +28,6 @@ from llmops_evaluation.adapters.metrics import EvaluationMetrics
 from llmops_evaluation.handlers import EvaluationService
 from llmops_evaluation.settings import EvaluationSettings
 from llmops_events import Envelope
-from llmops_events.base import EventData
 from llmops_events.v1 import DeploymentPromoted
 from llmops_events.v1.training import (
     Hyperparameters,
@@ -37,17 +36,14 @@ from llmops_events.v1.training import (
     TrainingRequested,
     TrainingTask,
 )
-from llmops_fine_tuning.adapters.causal_lm_trainer import LoraCausalLmTrainer
-from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
 from llmops_fine_tuning.domain.request import TaskDefaults, TrainingDefaults
-from llmops_fine_tuning.handlers import FineTuningService, ServiceConfig
 from llmops_fine_tuning.settings import FineTuningSettings
-from llmops_models import ModelRegistry
 from llmops_models.snapshots import PREFERENCE_COLUMNS, SnapshotReader, write_snapshot
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
 from tests.causal_lm_data import LABELS, instruction_rows
+from tests.fine_tuning_inprocess import CollectedEvents, in_process_service
 
 pytestmark = pytest.mark.integration
 
@@ -86,14 +82,6 @@ causal_lm:
 """
 
 
-class Collected:
-    def __init__(self) -> None:
-        self.published: list[EventData] = []
-
-    async def publish(self, data: EventData, *, correlationid: str | None = None, id: str | None = None) -> Any:
-        self.published.append(data)
-
-
 def preference_pairs(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One pair per conversation: its prompt, the right intent chosen, the next intent rejected."""
     pairs = []
@@ -117,7 +105,7 @@ def preference_pairs(rows: list[dict[str, Any]]) -> pd.DataFrame:
 class World:
     root: Path
     store: ArtifactStore
-    events: Collected = field(default_factory=Collected)
+    events: CollectedEvents = field(default_factory=CollectedEvents)
     completed: dict[int, TrainingCompleted] = field(default_factory=dict)
 
 
@@ -142,19 +130,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     world = World(root, store)
 
     def train(dataset_id: str, dpo: dict[str, Any]) -> None:
-        service = FineTuningService(
-            config=ServiceConfig(
-                defaults=_defaults(dpo),
-                min_examples_per_label=8,
-                worker_name="integration",
-                work_dir=root / "work",
-                code_version="integration",
-            ),
-            datasets=ArtifactDatasetReader(store),
-            registry=ModelRegistry(store),
-            trainer={TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(num_threads=1, progress_interval_s=0.5)},
-            events=world.events,
-        )
+        service = in_process_service(store, root / "work", world.events, _defaults(dpo))
         request = TrainingRequested(
             model_name="intents-lm", task=TrainingTask.CAUSAL_LM, dataset_id=dataset_id, hyperparameters=TINY
         )

@@ -35,19 +35,18 @@ from llmops_events.v1.training import (
     TrainingRequested,
     TrainingTask,
 )
-from llmops_fine_tuning.adapters.causal_lm_trainer import LoraCausalLmTrainer
 from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
-from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
-from llmops_fine_tuning.domain.request import TaskDefaults, TrainingDefaults, TrainingLimits
-from llmops_fine_tuning.handlers import FineTuningService, ServiceConfig
+from llmops_fine_tuning.domain.request import TaskDefaults, TrainingLimits
+from llmops_fine_tuning.handlers import FineTuningService
 from llmops_fine_tuning.settings import FineTuningSettings
-from llmops_models import MANIFEST_FILE, ModelRegistry, hash_folder
+from llmops_models import MANIFEST_FILE, hash_folder
 from llmops_models.kinds.causal_lm import network as net
 from llmops_models.snapshots import write_snapshot
 from llmops_serving import ChampionTable
 from llmops_storage import ArtifactStore
 from tests.causal_lm_data import LABELS, instruction_rows, write_instructions_snapshot
+from tests.fine_tuning_inprocess import CollectedEvents, in_process_service
 
 TINY = Hyperparameters(
     epochs=3, batch_size=8, max_length=64, lora_rank=4, target_modules=["q_proj", "v_proj"], learning_rate=5e-3
@@ -63,19 +62,11 @@ causal_lm:
 SCORER = "def score(texts):\n    return [0.9 if 'stupid' in t else 0.0 for t in texts]\n"
 
 
-class Collected:
-    def __init__(self) -> None:
-        self.published: list[EventData] = []
-
-    async def publish(self, data: EventData, *, correlationid: str | None = None, id: str | None = None) -> Any:
-        self.published.append(data)
-
-
 @dataclass
 class World:
     root: Path
     store: ArtifactStore
-    events: Collected
+    events: CollectedEvents
     service: FineTuningService
     completed: dict[int, TrainingCompleted] = field(default_factory=dict)
 
@@ -85,25 +76,6 @@ class World:
         request = TrainingRequested.model_validate({"model_name": "intents-lm", "task": "causal-lm", **fields})
         asyncio.run(self.service.on_training_requested(Envelope.wrap(request, source="/tests")))
         return self.events.published[before:]
-
-
-def _service(store: ArtifactStore, root: Path, events: Collected, defaults: TrainingDefaults | None = None) -> Any:
-    return FineTuningService(
-        config=ServiceConfig(
-            defaults=defaults or load_defaults(FineTuningSettings().defaults_file),
-            min_examples_per_label=8,
-            worker_name="unit",
-            work_dir=root / "work",
-            code_version="unit",
-        ),
-        datasets=ArtifactDatasetReader(store),
-        registry=ModelRegistry(store),
-        trainer={
-            TrainingTask.CAUSAL_LM: LoraCausalLmTrainer(num_threads=1, progress_interval_s=0.5),
-            TrainingTask.SEQUENCE_CLASSIFICATION: LoraSequenceClassificationTrainer(num_threads=1),
-        },
-        events=events,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +94,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         [{"text": f"text {i}", "label": LABELS[i % 2], "split": ["train", "validation"][i % 2]} for i in range(40)]
     )
     write_snapshot(store, records, dataset_id="records-newest", created_at=now)  # newer, but not conversations
-    events = Collected()
-    yield World(root, store, events, _service(store, root, events))
+    events = CollectedEvents()
+    yield World(root, store, events, in_process_service(store, root / "work", events))
     torch.set_num_threads(threads)
 
 
@@ -216,7 +188,7 @@ def test_an_allowed_base_model_that_is_not_here_is_refused(world: World, tmp_pat
     defaults = shipped.model_copy(
         update={"tasks": {TrainingTask.CAUSAL_LM: TaskDefaults(**{**section.model_dump(), "limits": limits})}}
     )
-    service = _service(world.store, world.root, world.events, defaults)
+    service = in_process_service(world.store, world.root / "work", world.events, defaults)
     request = TrainingRequested(
         model_name="other-lm", task=TrainingTask.CAUSAL_LM, base_model=missing, dataset_id="chats"
     )

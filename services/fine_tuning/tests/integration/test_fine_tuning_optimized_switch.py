@@ -7,37 +7,25 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from llmops_events import Envelope
-from llmops_events.base import EventData
 from llmops_events.v1.training import Hyperparameters, TrainingCompleted, TrainingRequested
-from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.defaults import load_defaults
-from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
-from llmops_fine_tuning.handlers import FineTuningService, ServiceConfig
 from llmops_fine_tuning.settings import FineTuningSettings
-from llmops_models import MANIFEST_FILE, ModelRegistry, model_path
+from llmops_models import MANIFEST_FILE, model_path
 from llmops_models.kinds.classifier.network import load_classifier
 from llmops_models.kinds.classifier.onnx_runtime import OPTIMIZED_FILE
 from llmops_models.snapshots import write_snapshot
 from llmops_storage import ArtifactStore
+from tests.fine_tuning_inprocess import CollectedEvents, in_process_service
 
 pytestmark = pytest.mark.integration
 
 TEXTS = {"card_lost": "i lost my card", "card_arrival": "where is my new card", "exchange_rate": "what rate do you use"}
 FAST = Hyperparameters(epochs=1, batch_size=8, max_length=32, lora_rank=4, target_modules=["query", "value"])
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.published: list[EventData] = []
-
-    async def publish(self, data: EventData, *, correlationid: str | None = None, id: str | None = None) -> Any:
-        self.published.append(data)
 
 
 def test_without_the_optimized_export_the_artifact_is_served_by_pytorch(tmp_path: Path) -> None:
@@ -51,20 +39,8 @@ def test_without_the_optimized_export_the_artifact_is_served_by_pytorch(tmp_path
         for i in range(13)
     )
     write_snapshot(store, frame, dataset_id="tiny")
-    events = Collected()
-    service = FineTuningService(
-        config=ServiceConfig(
-            defaults=defaults,
-            min_examples_per_label=8,
-            worker_name="integration",
-            work_dir=tmp_path / "work",
-            code_version="integration",
-        ),
-        datasets=ArtifactDatasetReader(store),
-        registry=ModelRegistry(store),
-        trainer=LoraSequenceClassificationTrainer(num_threads=1, progress_interval_s=1.0),
-        events=events,
-    )
+    events = CollectedEvents()
+    service = in_process_service(store, tmp_path / "work", events, defaults)
     request = TrainingRequested(model_name="intents", dataset_id="tiny", hyperparameters=FAST)
     asyncio.run(service.on_training_requested(Envelope.wrap(request, source="/tests")))
     [completed] = [e for e in events.published if isinstance(e, TrainingCompleted)]
