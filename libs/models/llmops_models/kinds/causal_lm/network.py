@@ -145,6 +145,19 @@ def base_model_hash(base_model: str | BaseModelSource) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def model_loading_lock() -> threading.Lock:
+    """One ``from_pretrained`` at a time in this process. While it loads, transformers swaps
+    ``PreTrainedModel.tie_weights`` for a no-op on the class and then puts back what it found, so
+    two loads in two threads at once can leave the no-op in place for good: every model the process
+    loads afterwards has untied output embeddings (``lm_head`` missing, left on the meta device).
+    Measured: three concurrent loads of MiniLM did. The lock lives on the transformers module, so
+    every copy of this module (the platform's, Triton's beside ``model.py``) shares it."""
+    import transformers
+
+    lock: threading.Lock = transformers.__dict__.setdefault("_llmops_model_loading_lock", threading.Lock())
+    return lock
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "llmops" / "causal_lm")
 
@@ -173,7 +186,8 @@ def materialize(source: BaseModelSource, cache_dir: Path | None = None) -> Path:
         except ImportError:  # older transformers always dequantize
             pass
         folder, name = str(source.path.parent), source.path.name
-        model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, **options)
+        with model_loading_lock():
+            model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, **options)
         model.hf_quantizer = None  # plain float32 weights from here on: serializable
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -205,7 +219,8 @@ def load_base_model(base_model: str, *, cache_dir: Path | None = None) -> tuple[
     from transformers import AutoModelForCausalLM
 
     folder = materialize(resolve_base_model(base_model), cache_dir)
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32), folder
+    with model_loading_lock():
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32), folder
 
 
 def render(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +77,29 @@ class MeanPoolingClassifier(nn.Module):
         return self.head(self.dropout(mean_pool(hidden, attention_mask)))
 
 
+def model_loading_lock() -> threading.Lock:
+    """One ``from_pretrained`` at a time in this process. While it loads, transformers swaps
+    ``PreTrainedModel.tie_weights`` for a no-op on the class and then puts back what it found, so
+    two loads in two threads at once can leave the no-op in place for good: every model the process
+    loads afterwards has untied output embeddings (``lm_head`` missing, left on the meta device).
+    Measured: three concurrent loads of MiniLM did. The lock lives on the transformers module, so
+    every copy of this module (the platform's, Triton's beside ``model.py``) shares it."""
+    import transformers
+
+    lock: threading.Lock = transformers.__dict__.setdefault("_llmops_model_loading_lock", threading.Lock())
+    return lock
+
+
 def load_encoder(base_model: str) -> nn.Module:
     """The base encoder without its (unused) pooler."""
     from transformers import AutoModel
 
     location = resolve_base_model(base_model)
-    try:
-        return AutoModel.from_pretrained(location, add_pooling_layer=False)
-    except TypeError:  # architectures without a pooler flag
-        return AutoModel.from_pretrained(location)
+    with model_loading_lock():
+        try:
+            return AutoModel.from_pretrained(location, add_pooling_layer=False)
+        except TypeError:  # architectures without a pooler flag
+            return AutoModel.from_pretrained(location)
 
 
 @dataclass
