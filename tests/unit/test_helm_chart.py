@@ -24,6 +24,7 @@ from llmops_cli.chart import (
     validate_objects,
     value_sets,
 )
+from llmops_config import PlatformSettings
 from llmops_config.kafka import SERVICE_PRINCIPALS
 from llmops_events import Envelope
 from llmops_events.topics import platform_topics
@@ -135,7 +136,7 @@ def test_every_service_runs_with_probes_its_principal_and_the_kafka_secrets(
         assert container["readinessProbe"], name
         assert container["resources"]["limits"]["memory"], name
         if name == "triton":
-            assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == 1  # each replica of the pool
             assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
             continue
         env = {item["name"]: item.get("value") for item in container["env"]}
@@ -222,6 +223,24 @@ def test_model_repository_is_shared_with_the_deployment_service_or_an_object_sto
     (gateway,) = [d for d in of_kind(external, "Deployment") if d["metadata"]["name"] == "llmops-gateway"]
     env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["LLMOPS_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1.example.com:9093,kafka-2.example.com:9093"
+
+
+@needs_helm
+def test_the_triton_pool_is_found_by_dns_and_each_replica_loads_the_repository(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["production values"]
+    (triton,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == "llmops-triton"]
+    assert triton["spec"]["replicas"] == 2
+    assert "--load-model=*" in triton["spec"]["template"]["spec"]["containers"][0]["args"]
+    services = {s["metadata"]["name"]: s["spec"] for s in of_kind(objects, "Service")}
+    pool = services["llmops-triton-pool"]
+    assert pool["clusterIP"] == "None" and pool["selector"] == services["llmops-triton"]["selector"]
+    for name in ("llmops-gateway", "llmops-deployment"):
+        (service,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == name]
+        env = {e["name"]: e.get("value") for e in service["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (env["LLMOPS_TRITON_HOST"], env["LLMOPS_TRITON_POOL_DNS"]) == ("llmops-triton-pool", "true")
+    assert {"triton_host", "triton_pool_dns"} <= set(PlatformSettings.model_fields)  # the names the code reads
 
 
 @needs_helm

@@ -45,6 +45,18 @@ class PlatformSettings(BaseSettings):
     triton_metrics_port: int = 8002
     """Triton Prometheus metrics port."""
 
+    triton_pool_hosts: str = ""
+    """A pool of Tritons serving one model repository: comma-separated hosts, each listening on the
+    ports above. Empty: the one server at ``triton_host``. The deployment service loads every version
+    on each member; the gateway balances requests over them (round robin). ``docs/cluster.md``."""
+
+    triton_pool_dns: bool = False
+    """A pool found by DNS instead: every address ``triton_host`` resolves to is a member (a
+    Kubernetes headless Service lists its ready pods), looked up again every ``triton_pool_refresh_s``."""
+
+    triton_pool_refresh_s: float = Field(default=15.0, gt=0, le=3600)
+    """How often the deployment service looks the pool's members up again (members that came or went)."""
+
     gateway_port: int = 50051
     """gRPC port of the inference gateway."""
 

@@ -78,8 +78,12 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $v.kafka.replicationFactor | quote }}
 - name: LLMOPS_KAFKA_MIN_INSYNC_REPLICAS
   value: {{ $v.kafka.minInsyncReplicas | quote }}
+# The Triton pool by DNS: the headless Service lists every ready Triton pod; the deployment service
+# loads each version on all of them, the gateway balances over them (docs/cluster.md).
 - name: LLMOPS_TRITON_HOST
-  value: {{ printf "%s-triton" (include "llmops.fullname" .root) | quote }}
+  value: {{ printf "%s-triton-pool" (include "llmops.fullname" .root) | quote }}
+- name: LLMOPS_TRITON_POOL_DNS
+  value: "true"
 - name: LLMOPS_VAR_DIR
   value: /var/lib/llmops
 - name: LLMOPS_METRICS_HOST

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.traffic import ConfidenceTracker
-from llmops_deployment.adapters.triton import TritonControl
+from llmops_deployment.adapters.triton_pool import TritonPool
 from llmops_deployment.domain.canary import (
     CanaryAction,
     CounterSeries,
@@ -66,7 +66,7 @@ class _ClassifierMeter:
     confidences the inference log recorded for it (``domain.canary.judge``)."""
 
     def __init__(
-        self, model_name: str, settings: DeploymentSettings, triton: TritonControl, confidence: ConfidenceTracker | None
+        self, model_name: str, settings: DeploymentSettings, triton: TritonPool, confidence: ConfidenceTracker | None
     ) -> None:
         self._model, self._settings, self._triton, self._confidence = model_name, settings, triton, confidence
         self._served = {True: _Served(), False: _Served()}
@@ -91,7 +91,7 @@ class _ClassifierMeter:
 class _AdapterMeter:
     """The counters the causal-LM model exports per adapter (``domain.canary.judge_generation``)."""
 
-    def __init__(self, model_name: str, policy: GenerationCanaryPolicy, triton: TritonControl) -> None:
+    def __init__(self, model_name: str, policy: GenerationCanaryPolicy, triton: TritonPool) -> None:
         self._model, self._policy, self._triton = model_name, policy, triton
         self._served = {True: CounterSeries(), False: CounterSeries()}
         self._traffic = {True: GenerationTraffic(), False: GenerationTraffic()}
@@ -121,7 +121,7 @@ class CanaryWatcher:
         *,
         settings: DeploymentSettings,
         generation_policy: GenerationCanaryPolicy,
-        triton: TritonControl,
+        triton: TritonPool,
         confidence: ConfidenceTracker | None,
         metrics: DeploymentMetrics,
         on_verdict: OnVerdict,

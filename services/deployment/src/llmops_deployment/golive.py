@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 
 from llmops_deployment.adapters.artifacts import Artifacts
-from llmops_deployment.adapters.triton import TritonControl, raise_if_unreachable
+from llmops_deployment.adapters.triton import raise_if_unreachable
+from llmops_deployment.adapters.triton_pool import TritonPool
 from llmops_deployment.domain.smoke import smoke_problems
 from llmops_deployment.errors import FailureReason, GoLiveFailed, TritonUnavailable, first_line
 from llmops_deployment.golive_adapter import AdapterGoLive
@@ -45,7 +46,7 @@ class GoLive:
         self,
         *,
         settings: DeploymentSettings,
-        triton: TritonControl,
+        triton: TritonPool,
         artifacts: Artifacts,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmops_deployment.adapters.artifacts import Artifacts
-from llmops_deployment.adapters.triton import TritonControl, raise_if_unreachable
+from llmops_deployment.adapters.triton import raise_if_unreachable
+from llmops_deployment.adapters.triton_pool import TritonPool
 from llmops_deployment.domain.generation import base_model_problem, generation_problems
 from llmops_deployment.errors import FailureReason, GoLiveFailed, first_line
 from llmops_deployment.settings import DeploymentSettings
@@ -40,7 +41,7 @@ GENERIC_PROMPTS = [
 
 
 class AdapterGoLive:
-    def __init__(self, *, settings: DeploymentSettings, triton: TritonControl, artifacts: Artifacts) -> None:
+    def __init__(self, *, settings: DeploymentSettings, triton: TritonPool, artifacts: Artifacts) -> None:
         self._settings = settings
         self._triton = triton
         self._artifacts = artifacts

@@ -22,7 +22,7 @@ from llmops_deployment.adapters.artifacts import Artifacts
 from llmops_deployment.adapters.audit import AuditTrail
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.traffic import ConfidenceTracker
-from llmops_deployment.adapters.triton import TritonControl
+from llmops_deployment.adapters.triton_pool import TritonPool
 from llmops_deployment.canary_watch import CanaryWatcher
 from llmops_deployment.domain.audit import audit_of_deployment, audit_of_verdict, previous_champion
 from llmops_deployment.domain.canary import Verdict
@@ -65,7 +65,7 @@ class DeploymentService:
         *,
         settings: DeploymentSettings,
         artifacts: Artifacts,
-        triton: TritonControl,
+        triton: TritonPool,
         publisher: EventPublisher,
         confidence: ConfidenceTracker | None = None,
         metrics: DeploymentMetrics | None = None,

@@ -16,7 +16,7 @@ from llmops_deployment.adapters.audit import AuditTrail
 from llmops_deployment.adapters.metrics import DeploymentMetrics
 from llmops_deployment.adapters.ops_server import start_ops_server
 from llmops_deployment.adapters.traffic import ConfidenceTracker
-from llmops_deployment.adapters.triton import TritonControl
+from llmops_deployment.adapters.triton_pool import TritonPool
 from llmops_deployment.handlers import DeploymentService
 from llmops_deployment.reconciler import Reconciler
 from llmops_deployment.settings import DeploymentSettings
@@ -27,6 +27,7 @@ from llmops_messaging.app import service_app
 from llmops_messaging.lease import ActiveLease
 from llmops_models.triton_repository import AdapterRepository, ModelRepository
 from llmops_serving import DeploymentFeed
+from llmops_serving.triton_pool import pool_endpoints
 from llmops_storage import open_store
 
 SERVICE = "deployment"
@@ -40,7 +41,7 @@ class DeploymentRuntime:
         self.settings = settings
         self.metrics = metrics or DeploymentMetrics()
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
-        self.triton: TritonControl | None = None
+        self.triton: TritonPool | None = None
         self.confidence = ConfidenceTracker(settings.platform, client_id=SERVICE)
         self.processed: ProcessedEvents | None = None
         self.service: DeploymentService | None = None
@@ -63,7 +64,10 @@ class DeploymentRuntime:
             await self.lease.acquire()
         self.processed = ProcessedEvents(settings.state_db, consumer=settings.group_id)
         # Created here, inside the running event loop: a grpc.aio channel belongs to one loop.
-        self.triton = TritonControl(settings.platform.triton_grpc_url, settings.platform.triton_metrics_url)
+        # Every Triton serving the model repository: one by default, a pool by the triton_pool_* settings.
+        self.triton = TritonPool(
+            lambda: pool_endpoints(settings.platform), refresh_s=settings.platform.triton_pool_refresh_s
+        )
         await self.publisher.start()
         artifacts = Artifacts(
             open_store(settings.platform.resolved_artifact_store_uri),

@@ -11,7 +11,7 @@ import logging
 
 from llmops_deployment.adapters.artifacts import Artifacts
 from llmops_deployment.adapters.metrics import DeploymentMetrics
-from llmops_deployment.adapters.triton import TritonControl
+from llmops_deployment.adapters.triton_pool import TritonPool
 from llmops_deployment.errors import GoLiveFailed, TritonUnavailable
 from llmops_deployment.handlers import DeploymentService
 from llmops_models.kinds import CAUSAL_LM, CLASSIFIER
@@ -26,7 +26,7 @@ class Reconciler:
         self,
         service: DeploymentService,
         *,
-        triton: TritonControl,
+        triton: TritonPool,
         artifacts: Artifacts,
         metrics: DeploymentMetrics,
         interval_s: float,

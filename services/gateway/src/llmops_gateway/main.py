@@ -38,6 +38,7 @@ from llmops_gateway.handlers import GenerationCore, InferenceCore
 from llmops_gateway.settings import GatewaySettings
 from llmops_messaging import EventPublisher
 from llmops_serving import DeploymentFeed
+from llmops_serving.triton_pool import gateway_target
 
 SERVICE = "gateway"
 logger = logging.getLogger(__name__)
@@ -63,14 +64,17 @@ class GatewayRuntime:
         self._serve_metrics = serve_metrics
         self.feed = DeploymentFeed(settings.platform, client_id=SERVICE)
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
+        # One Triton, or a pool of them balanced by the channel (llmops_serving.triton_pool).
+        triton_target, channel_options = gateway_target(settings.platform)
         self.predictor = TritonPredictor(
-            settings.platform.triton_grpc_url,
+            triton_target,
             metrics=self.metrics,
             coalesce=settings.triton_coalesce,
             max_calls_per_model=settings.triton_max_calls_per_model,
+            channel_options=channel_options,
         )
         self.generator = TritonGenerator(
-            settings.platform.triton_grpc_url, triton_model=settings.causal_lm_model, metrics=self.metrics
+            triton_target, triton_model=settings.causal_lm_model, metrics=self.metrics, channel_options=channel_options
         )
         self.health = HealthServicer()
         self.log: InferenceLogBuffer | None = None

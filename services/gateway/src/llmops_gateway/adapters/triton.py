@@ -80,11 +80,18 @@ class TritonPredictor:
     """
 
     def __init__(
-        self, url: str, *, metrics: GatewayMetrics | None = None, coalesce: bool = True, max_calls_per_model: int = 2
+        self,
+        url: str,
+        *,
+        metrics: GatewayMetrics | None = None,
+        coalesce: bool = True,
+        max_calls_per_model: int = 2,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         if max_calls_per_model < 1:
             raise ValueError("max_calls_per_model must be at least 1")
         self._url = url
+        self._channel_options = (*_CHANNEL_OPTIONS, *channel_options)
         self._metrics = metrics
         self._coalesce = coalesce
         self._max_calls = max_calls_per_model
@@ -102,7 +109,7 @@ class TritonPredictor:
     async def start(self) -> None:
         # Created here, not in __init__: the aio channel binds to the running event loop. Message
         # limits as tritonclient sets them (a batch of long texts or wide scores can exceed 4 MiB).
-        self._channel = grpc.aio.insecure_channel(self._url, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(self._url, options=self._channel_options)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -340,8 +347,17 @@ class TritonGenerator:
     """The ``Generator`` port on Triton's streaming gRPC API (``stream_infer``), calling the one
     causal-LM model (``triton_model``) with ``ADAPTER`` naming the version."""
 
-    def __init__(self, url: str, *, triton_model: str, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        triton_model: str,
+        metrics: GatewayMetrics | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
         self._url = url
+        # tritonclient's own channel options unless the target needs more (a pool: round robin).
+        self._channel_args = [*_CHANNEL_OPTIONS, *channel_options] if channel_options else None
         self._model = triton_model
         self._metrics = metrics
         self._client: grpcaio.InferenceServerClient | None = None
@@ -349,7 +365,7 @@ class TritonGenerator:
 
     async def start(self) -> None:
         # Created here, not in __init__: the aio channel binds to the running event loop.
-        self._client = grpcaio.InferenceServerClient(self._url)
+        self._client = grpcaio.InferenceServerClient(self._url, channel_args=self._channel_args)
 
     async def close(self) -> None:
         if self._client is not None:
