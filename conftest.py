@@ -176,3 +176,16 @@ def postgres_url() -> Iterator[str]:
             yield url
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Redis (Debian's ``redis-server``) for Feast's Redis online store, with a password,
+    started once per session on a free port; skipped where the server is not installed. Tests keep
+    apart by a Feast project or record ids of their own (a Redis key is entity key and project)."""
+    from tests.redis_server import redis_server_binary, running_redis
+
+    if redis_server_binary() is None:
+        pytest.skip("redis-server not found (apt-get install redis-server): the Redis online store's tests skip")
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -205,6 +205,11 @@ def test_model_groups_do_carry_torch() -> None:
     assert {"torch", "evidently"} <= resolved("monitoring")
 
 
+def test_ingestion_group_carries_feast_and_its_redis_client() -> None:
+    # The chart runs ingestion on Feast's Redis online store: adapters/feast_redis.py needs `redis`.
+    assert {"feast", "redis"} <= resolved("ingestion", "s3")
+
+
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [

@@ -225,6 +225,12 @@ def test_model_repository_is_shared_with_the_deployment_service_or_an_object_sto
     assert env["LLMOPS_KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1.example.com:9093,kafka-2.example.com:9093"
 
 
+def _ingestion_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (ingestion,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == "llmops-ingestion"]
+    container: dict[str, Any] = ingestion["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
 @needs_helm
 def test_the_triton_pool_is_found_by_dns_and_each_replica_loads_the_repository(
     rendered: dict[str, list[dict[str, Any]]],
@@ -244,13 +250,56 @@ def test_the_triton_pool_is_found_by_dns_and_each_replica_loads_the_repository(
 
 
 @needs_helm
-def test_feast_repository_points_at_redis(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    (feast,) = [
-        c for c in of_kind(rendered["production values"], "ConfigMap") if c["metadata"]["name"] == "llmops-feast"
-    ]
-    assert "type: redis" in feast["data"]["feature_store.yaml"]
-    assert "redis-master.feast:6379" in feast["data"]["feature_store.yaml"]
-    assert feast["data"]["features.py"].strip() == (ROOT / "deploy/feast/features.py").read_text().strip()
+def test_ingestion_pushes_to_the_redis_of_the_feast_repository(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The mounted Feast repository and ingestion's settings name one Redis, one project and one key
+    encoding, so a `feast` reader of that repository finds what ingestion pushed; the password comes
+    from the Secret into the one variable both read, never into the manifest."""
+    import yaml
+
+    from llmops_features.online_store import PASSWORD_VARIABLE, FeastOnlineStoreSettings
+    from llmops_ingestion.adapters.feast_store import ENTITY_KEY_SERIALIZATION_VERSION, PROJECT
+
+    for label, address, secret in (
+        ("production values", "redis-master.feast:6379", "feast-redis"),
+        ("default values", "redis-master:6379", None),
+    ):
+        (feast,) = [c for c in of_kind(rendered[label], "ConfigMap") if c["metadata"]["name"] == "llmops-feast"]
+        repository = yaml.safe_load(feast["data"]["feature_store.yaml"])
+        assert feast["data"]["features.py"].strip() == (ROOT / "deploy/feast/features.py").read_text().strip()
+        container = _ingestion_container(rendered[label])
+        env = {item["name"]: item for item in container["env"]}
+        assert env["LLMOPS_FEAST_ONLINE_STORE"]["value"] == "redis"
+        assert env["LLMOPS_FEAST_REDIS_URL"]["value"] == address
+        settings = FeastOnlineStoreSettings(
+            online_store=env["LLMOPS_FEAST_ONLINE_STORE"]["value"],
+            redis_url=env["LLMOPS_FEAST_REDIS_URL"]["value"],
+            redis_password="stand-in" if secret else None,
+        )
+        ours = settings.redis_config(with_password=False)["connection_string"]
+        theirs = repository["online_store"]["connection_string"]
+        assert repository["online_store"]["type"] == "redis"
+        # The same address first, the same password variable last; ingestion adds its timeouts.
+        assert ours.split(",")[0] == theirs.split(",")[0] == address
+        assert repository["project"] == PROJECT
+        assert repository["entity_key_serialization_version"] == ENTITY_KEY_SERIALIZATION_VERSION
+        if secret:
+            placeholder = f"password=${{{PASSWORD_VARIABLE}}}"
+            assert ours.endswith(placeholder) and theirs.endswith(placeholder)
+            reference = env[PASSWORD_VARIABLE]["valueFrom"]["secretKeyRef"]
+            assert reference == {"name": secret, "key": "password"} and "value" not in env[PASSWORD_VARIABLE]
+        else:
+            assert "password" not in theirs and PASSWORD_VARIABLE not in env
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["feast-repository"] == "/etc/llmops/feast"
+
+
+@needs_helm
+def test_without_the_feast_repository_ingestion_keeps_its_embedded_store() -> None:
+    objects = render(HELM, ROOT / CHART, [ROOT / PRODUCTION_VALUES], ["feast.enabled=false"])
+    assert not [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == "llmops-feast"]
+    container = _ingestion_container(objects)
+    assert not [item["name"] for item in container["env"] if item["name"].startswith("LLMOPS_FEAST_")]
+    assert "feast-repository" not in {m["name"] for m in container["volumeMounts"]}
 
 
 def test_production_values_file_is_json_clean_yaml() -> None:

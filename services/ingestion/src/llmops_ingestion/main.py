@@ -65,7 +65,9 @@ class IngestionRuntime:
         self._processed = open_processed_events(settings.state_store, settings.state_db, consumer=settings.group_id)
         state = IngestionState(self._processed)
         features = FeastCuratedStore(
-            settings.feast_repo_dir, languages=settings.languages if settings.detect_language else None
+            settings.feast_repo_dir,
+            languages=settings.languages if settings.detect_language else None,
+            online_store=settings.feast,
         )
         await asyncio.to_thread(features.open)
         if settings.feast_push_in_worker_process:

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmops_config import PlatformSettings
+from llmops_features.online_store import FeastOnlineStoreSettings
 from llmops_ingestion.adapters.tokenizer import DEFAULT_TOKENIZER
 from llmops_storage.state_store import StateStoreSettings
 
@@ -26,6 +27,12 @@ class IngestionSettings(BaseSettings):
     erasures, the feedback join, processed events): ``state_db`` (SQLite) by default, which replicas
     on one host share; the shared PostgreSQL of ``LLMOPS_STATE_STORE_URL`` for replicas on several
     machines."""
+
+    feast: FeastOnlineStoreSettings = Field(default_factory=FeastOnlineStoreSettings)
+    """Feast's online store, read from ``LLMOPS_FEAST_*``: the embedded SQLite store under
+    ``var/feast`` by default; ``LLMOPS_FEAST_ONLINE_STORE=redis`` with ``LLMOPS_FEAST_REDIS_URL``
+    (and ``LLMOPS_FEAST_REDIS_PASSWORD``) for the Redis of the chart's Feast repository. The registry
+    and the offline store stay under ``var/feast`` either way."""
 
     group_id: str = "ingestion"
     """Kafka consumer group of the service."""
@@ -111,5 +118,6 @@ class IngestionSettings(BaseSettings):
 
     @property
     def feast_repo_dir(self) -> Path:
-        """The generated Feast repository (configuration, registry, online and offline stores)."""
+        """The generated Feast repository (configuration, registry, offline store, and the online
+        store unless ``feast`` names Redis)."""
         return self.platform.var_dir / "feast"

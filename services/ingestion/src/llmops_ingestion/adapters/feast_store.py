@@ -1,6 +1,8 @@
 """Curated records and instruction examples in Feast: a generated repository under ``var/`` with the
 local stores of ``feast_local`` (SQLite online store, one row per record; Parquet parts offline), fed
-through the push sources, a feature view for each (``llmops_features``)."""
+through the push sources, a feature view for each (``llmops_features``). With
+``LLMOPS_FEAST_ONLINE_STORE=redis`` the online store is Feast's Redis store instead (``feast_redis``);
+the registry and the offline parts stay in the repository."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from llmops_features import (
     feature_definitions,
     offline_schema,
 )
+from llmops_features.online_store import FeastOnlineStoreSettings
 from llmops_ingestion.adapters.language import language_detector
 from llmops_ingestion.domain.curation import describe_many
 
@@ -34,20 +37,31 @@ INSTRUCTIONS_OFFLINE_DIR = "curated_instructions"
 LEGACY_OFFLINE_FILE = "curated_records.parquet"  # Feast's file store layout, before the parts
 ONLINE_FILE = "online_store.db"
 ENTITY_KEY_SERIALIZATION_VERSION = 3
+PROJECT = "llmops"  # the chart's Feast repository names the same project: Redis keys carry it
 
 
 class FeastCuratedStore:
     """Pushes feature rows and reads them back point-in-time. Every method blocks: call it
     from a worker thread (``asyncio.to_thread``), never on the event loop."""
 
-    def __init__(self, repo_dir: Path, *, project: str = "llmops", languages: Sequence[str] | None = ()) -> None:
+    def __init__(
+        self,
+        repo_dir: Path,
+        *,
+        project: str = PROJECT,
+        languages: Sequence[str] | None = (),
+        online_store: FeastOnlineStoreSettings | None = None,
+    ) -> None:
         """``languages``: the candidates of language detection (empty: all the model knows;
-        None: no detection, every language ``und``)."""
+        None: no detection, every language ``und``). ``online_store``: where online rows go
+        (default: the embedded SQLite store)."""
         self._repo_dir = repo_dir.resolve()
         self._project = project
         self._languages = None if languages is None else tuple(languages)
+        # Unset: the embedded SQLite store, whatever the environment says (settings are passed in).
+        self._online_settings = online_store or FeastOnlineStoreSettings.model_construct()
         self._store: Any = None
-        self._online: dict[str, Any] = {}  # view name → a feast_local.RecordRowWriter once open
+        self._online: dict[str, Any] = {}  # view name → a RecordRowWriter or RedisRowWriter once open
         self._worker: Any = None  # a ProcessPoolExecutor once start_push_worker() ran
 
     @property
@@ -67,43 +81,56 @@ class FeastCuratedStore:
         """Write the repository configuration, create the offline directory, apply the definitions
         (``apply=False``: a second handle on a repository another one applied)."""
         from feast import FeatureStore
+        from feast.repo_config import RepoConfig
 
         from llmops_ingestion.adapters.feast_local import (
             OFFLINE_STORE_TYPE,
             ONLINE_STORE_TYPE,
             PartDirectory,
             RecordRowWriter,
+            RowEncoder,
             record_table,
         )
 
         data = self._repo_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        config = {
-            "project": self._project,
-            "provider": "local",
-            "registry": str(data / "registry.db"),
-            "online_store": {"type": ONLINE_STORE_TYPE, "path": str(data / ONLINE_FILE)},
-            "offline_store": {"type": OFFLINE_STORE_TYPE},
-            "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
-        }
+        redis = self._online_settings.online_store == "redis"
+
+        def config(*, with_password: bool) -> dict[str, Any]:
+            return {
+                "project": self._project,
+                "provider": "local",
+                "registry": str(data / "registry.db"),
+                "online_store": (
+                    self._online_settings.redis_config(with_password=with_password)
+                    if redis
+                    else {"type": ONLINE_STORE_TYPE, "path": str(data / ONLINE_FILE)}
+                ),
+                "offline_store": {"type": OFFLINE_STORE_TYPE},
+                "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
+            }
+
         if apply:
             # Written as a file (not only passed as a RepoConfig) so `feast -c var/feast ...` works
-            # for an operator inspecting the store.
-            (self._repo_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            # for an operator inspecting the store; a Redis password only as a ${variable}.
+            written = config(with_password=False)
+            (self._repo_dir / "feature_store.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
             for spec in _VIEWS:
                 PartDirectory(self._offline_path(spec)).initialise(offline_schema(spec))
             legacy = data / LEGACY_OFFLINE_FILE
             if legacy.exists():  # a repository written before the parts: its rows become a part
                 legacy.replace(self.offline_path / "part-00-00000000000000000000-legacy.parquet")
-        self._store = FeatureStore(repo_path=str(self._repo_dir))
+        # In memory, with the password itself: the file's ${variable} is only set where the
+        # settings came from the environment.
+        repo_config = RepoConfig(**config(with_password=True))
+        repo_config.repo_path = self._repo_dir
+        self._store = FeatureStore(repo_path=str(self._repo_dir), config=repo_config)
         if apply:
             self._store.apply(
                 feature_definitions(self.offline_path, instructions_offline_path=self.instructions_offline_path)
             )
         for spec in _VIEWS:
-            self._online[spec.name] = RecordRowWriter(
-                sqlite3.connect(str(data / ONLINE_FILE), check_same_thread=False),
-                record_table(self._project, spec.name),
+            encoder = RowEncoder(
                 entity=ENTITY,
                 string_features=spec.string_features,
                 int_features=spec.int_features,
@@ -111,7 +138,19 @@ class FeastCuratedStore:
                 timestamp_field=TIMESTAMP_FIELD,
                 created_field=CREATED_FIELD,
             )
-        logger.info("feast repository ready", extra={"repo": str(self._repo_dir)})
+            if redis:
+                from llmops_ingestion.adapters.feast_redis import RedisRowWriter
+
+                view = self._store.get_feature_view(spec.name)
+                self._online[spec.name] = RedisRowWriter(self._store.config, view, encoder=encoder)
+            else:
+                self._online[spec.name] = RecordRowWriter(
+                    sqlite3.connect(str(data / ONLINE_FILE), check_same_thread=False),
+                    record_table(self._project, spec.name),
+                    encoder=encoder,
+                )
+        online = f"redis {self._online_settings.redis_url}" if redis else "sqlite"  # the address, never the password
+        logger.info("feast repository ready", extra={"repo": str(self._repo_dir), "online_store": online})
 
     def push(self, rows: Sequence[dict[str, Any]]) -> None:
         """Add the descriptors to the rows of records, append them to the offline store and upsert
@@ -148,7 +187,7 @@ class FeastCuratedStore:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_open_worker_store,
-            initargs=(str(self._repo_dir), self._project, self._languages),
+            initargs=(str(self._repo_dir), self._project, self._languages, self._online_settings),
         )
         self._worker.submit(_push_in_worker, [], RECORDS_VIEW.name).result()  # opens Feast there before the first push
 
@@ -271,10 +310,12 @@ _VIEWS_BY_NAME = {spec.name: spec for spec in _VIEWS}
 _WORKER_STORE: FeastCuratedStore | None = None
 
 
-def _open_worker_store(repo_dir: str, project: str, languages: tuple[str, ...] | None) -> None:
+def _open_worker_store(
+    repo_dir: str, project: str, languages: tuple[str, ...] | None, online_store: FeastOnlineStoreSettings
+) -> None:
     global _WORKER_STORE
     logging.getLogger("feast").setLevel(logging.WARNING)
-    _WORKER_STORE = FeastCuratedStore(Path(repo_dir), project=project, languages=languages)
+    _WORKER_STORE = FeastCuratedStore(Path(repo_dir), project=project, languages=languages, online_store=online_store)
     _WORKER_STORE.open(apply=False)
     _WORKER_STORE.load_language_model()  # here, so the first push does not wait for it
 
