@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from aiokafka import AIOKafkaConsumer
 
 from llmops.inference.v1 import inference_pb2, inference_pb2_grpc
 from llmops_config import PlatformSettings
@@ -27,7 +26,6 @@ from llmops_config.kafka import kafka_client_options
 from llmops_config.tls import aio_channel
 from llmops_deployment.main import DeploymentRuntime
 from llmops_deployment.settings import DeploymentSettings
-from llmops_events import KafkaRecord, decode
 from llmops_events.topics import DEPLOYMENTS
 from llmops_events.v1 import Decision, DeploymentPromoted, EvaluationCompleted
 from llmops_gateway.main import GatewayRuntime
@@ -36,6 +34,7 @@ from llmops_messaging import EventPublisher, create_broker
 from llmops_serving import triton_name
 from llmops_stack import NullProgress, TritonComponent, TritonServer, free_port, repo_paths
 from llmops_storage import ArtifactStore
+from tests.bus_readback import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +56,6 @@ class Pool:
     members: list[TritonComponent]
     runtime: DeploymentRuntime
     gateway: GatewayRuntime
-    promoted: set[int]
 
     def client(self, index: int) -> grpcclient.InferenceServerClient:
         return grpcclient.InferenceServerClient(f"{HOSTS[index]}:{self.platform.triton_grpc_port}")
@@ -89,23 +87,12 @@ class Pool:
             return versions
 
 
-async def _follow_promotions(platform: PlatformSettings, promoted: set[int]) -> None:
-    consumer = AIOKafkaConsumer(
-        DEPLOYMENTS,
-        **kafka_client_options(platform, service="test").aiokafka(),
-        auto_offset_reset="earliest",
-        group_id=f"reader-{uuid.uuid4().hex}",
+async def _promoted(platform: PlatformSettings, version: int) -> bool:
+    events = await read_topic(kafka_client_options(platform, service="test"), DEPLOYMENTS)
+    return any(
+        isinstance(e.data, DeploymentPromoted) and (e.data.model_name, e.data.model_version) == (MODEL, version)
+        for e in events
     )
-    await consumer.start()
-    try:
-        while True:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for m in records:
-                    data = decode(KafkaRecord(m.key, m.value or b"", tuple(m.headers or ()))).data
-                    if isinstance(data, DeploymentPromoted) and data.model_name == MODEL:
-                        promoted.add(data.model_version)
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +142,6 @@ async def pool(
     )
     runtime = DeploymentRuntime(settings)
     broker = create_broker(platform, service="deployment-pool")
-    promoted: set[int] = set()
-    reader = asyncio.get_running_loop().create_task(_follow_promotions(platform, promoted))
     await runtime.open()
     runtime.attach(broker)
     await broker.start()
@@ -169,13 +154,11 @@ async def pool(
     )
     await gateway.start()
     try:
-        yield Pool(platform, members, runtime, gateway, promoted)
+        yield Pool(platform, members, runtime, gateway)
     finally:
         await gateway.stop()
         await broker.stop()
         await runtime.close()
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(m.stop) for m in members))
 
 
@@ -187,8 +170,8 @@ async def test_a_version_goes_live_on_every_member_and_the_gateway_uses_both(poo
             )
         )
     async with asyncio.timeout(240):
-        while 1 not in pool.promoted:
-            await asyncio.sleep(0.2)
+        while not await _promoted(pool.platform, 1):
+            await asyncio.sleep(0.5)
     name = triton_name(MODEL, 1)
     before = [await pool.on_member(i, name) for i in range(len(HOSTS))]
     assert all(ready for ready, _ in before), before  # loaded and smoke-tested on both
