@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from feast_rows import curated_rows
 from ingestion_harness import start_ingestion, stop_ingestion, wait_until
 
 from llmops_config import PlatformSettings
@@ -20,8 +20,6 @@ from llmops_events.v1 import RecordSubmitted
 from llmops_features import ENTITY, INSTRUCTIONS_VIEW
 from llmops_features.online_store import FeastOnlineStoreSettings
 from llmops_ingestion.adapters.feast_store import ONLINE_FILE, FeastCuratedStore
-from llmops_ingestion.domain.curation import curate
-from llmops_ingestion.handlers import feature_row
 from llmops_ingestion.settings import IngestionSettings
 from llmops_privacy.redaction import Redactor
 from llmops_stack import free_port
@@ -43,25 +41,6 @@ def _settings(server: RedisServer, **overrides: Any) -> FeastOnlineStoreSettings
 def _client(server: RedisServer) -> redis.Redis:
     host, port = server.address.split(":")
     return redis.Redis(host=host, port=int(port), password=server.password, socket_timeout=5)
-
-
-def _rows(redactor: Redactor, prefix: str = "r") -> list[dict[str, Any]]:
-    now = datetime(2026, 11, 28, 12, 30, 15, 123456, tzinfo=UTC)
-    texts = ["Where is my card?", "Mail me at jane@example.com, call +44 20 7946 0958", "Où est ma carte ? ½ ²"]
-    rows = []
-    for index, text in enumerate(texts):
-        curated = curate(
-            tenant="acme",
-            source="crm",
-            text=text,
-            label="card_arrival" if index else None,
-            record_id=f"{prefix}-{index}",
-            metadata={"channel": "chat"},
-            occurred_at=now if index == 1 else None,
-            redact=redactor.redact,
-        )
-        rows.append(feature_row(curated, now))
-    return rows
 
 
 def _hashes(client: redis.Redis, project: str, record_ids: list[str]) -> list[dict[bytes, bytes]]:
@@ -86,7 +65,7 @@ def test_a_pushed_batch_is_read_back_from_redis_through_feast(
     from llmops_ingestion.adapters.feast_store import to_frame, with_descriptors
     from llmops_ingestion.adapters.language import language_detector
 
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     ids = [str(row[ENTITY]) for row in rows]
     client = _client(redis_server)
     ours_project, feasts_project = _project(), _project()
@@ -131,7 +110,7 @@ def test_erasure_removes_the_rows_from_redis(tmp_path: Path, redactor: Redactor,
     client = _client(redis_server)
     store = FeastCuratedStore(tmp_path / "feast", project=project, online_store=_settings(redis_server))
     store.open()
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     store.push(rows)
     # An instruction example of another record: the records view's erasure leaves it alone.
     instruction = {**rows[2], ENTITY: "i-0", "messages_json": "[]", "output_format_json": "", "turn_count": 1}
@@ -176,7 +155,7 @@ def test_the_default_online_store_stays_sqlite(
     assert settings.feast.online_store == "sqlite"
     store = FeastCuratedStore(tmp_path / "feast", online_store=settings.feast)
     store.open()
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     store.push(rows)
     assert "RecordRowSqliteOnlineStore" in (tmp_path / "feast" / "feature_store.yaml").read_text()
     assert (tmp_path / "feast" / "data" / ONLINE_FILE).exists()

@@ -9,34 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from feast_rows import curated_rows
 
 from llmops_features import FEATURE_VIEW
 from llmops_ingestion.adapters.feast_local import FANOUT, PartDirectory, record_table
 from llmops_ingestion.adapters.feast_store import FeastCuratedStore
-from llmops_ingestion.domain.curation import curate
-from llmops_ingestion.handlers import feature_row
 from llmops_privacy.redaction import Redactor
 
 pytestmark = pytest.mark.integration
-
-
-def _rows(redactor: Redactor) -> list[dict[str, object]]:
-    now = datetime(2026, 11, 28, 12, 30, 15, 123456, tzinfo=UTC)
-    texts = ["Where is my card?", "Mail me at jane@example.com, call +44 20 7946 0958", "Où est ma carte ? ½ ²"]
-    rows = []
-    for index, text in enumerate(texts):
-        curated = curate(
-            tenant="acme",
-            source="crm",
-            text=text,
-            label="card_arrival" if index else None,
-            record_id=f"r-{index}",
-            metadata={"channel": "chat"},
-            occurred_at=now if index == 1 else None,
-            redact=redactor.redact,
-        )
-        rows.append(feature_row(curated, now))
-    return rows
 
 
 def _table(path: Path) -> list[tuple[object, ...]]:
@@ -52,7 +32,7 @@ def test_fast_online_writer_matches_feasts_own_write(tmp_path: Path, redactor: R
     from llmops_ingestion.adapters.feast_store import to_frame, with_descriptors
     from llmops_ingestion.adapters.language import language_detector
 
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     by_feast = FeastCuratedStore(tmp_path / "feast")
     by_feast.open()
     described = with_descriptors(rows, detect_languages=language_detector().many)
@@ -79,7 +59,7 @@ def test_rows_read_back_from_the_offline_store_can_be_pushed_again(tmp_path: Pat
 
     store = FeastCuratedStore(tmp_path / "feast")
     store.open()
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     store.push(rows)
     before = _table(tmp_path / "feast" / "data" / "online_store.db")
     again = pd.read_parquet(store.offline_path).to_dict("records")  # timestamps as pandas Timestamps
@@ -92,7 +72,7 @@ def test_offline_pushes_append_parts_that_merge_by_tiers(tmp_path: Path, redacto
     store = FeastCuratedStore(tmp_path / "feast")
     store.open()
     parts = PartDirectory(store.offline_path)
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     assert len(parts.parts(0)) == 1  # the empty part written at open: Feast reads the schema from it
     for push in range(2 * FANOUT):  # rows repeat across pushes: the outbox is at-least-once
         store.push([rows[push % len(rows)]])
@@ -110,7 +90,7 @@ def test_a_file_offline_store_written_before_the_parts_is_kept(tmp_path: Path, r
     from llmops_features import offline_schema
     from llmops_ingestion.adapters.feast_store import LEGACY_OFFLINE_FILE, to_frame, with_descriptors
 
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     legacy = tmp_path / "feast" / "data" / LEGACY_OFFLINE_FILE
     legacy.parent.mkdir(parents=True)
     frame = to_frame(with_descriptors(rows, detect_languages=None))
@@ -140,7 +120,7 @@ def test_erasure_removes_every_copy_online_and_offline(tmp_path: Path, redactor:
     store = FeastCuratedStore(tmp_path / "feast")
     store.open()
     parts = PartDirectory(store.offline_path)
-    rows = _rows(redactor)
+    rows = curated_rows(redactor)
     for push in range(FANOUT + 2):  # copies of each row in a merged part and in tier-0 parts
         store.push([rows[push % len(rows)]])
     assert parts.parts(1), "the test needs a merged part"
