@@ -13,19 +13,17 @@ from llmops_config import PlatformSettings
 from llmops_deployment.adapters.triton import Counts
 from llmops_deployment.adapters.triton_pool import TritonPool
 from llmops_deployment.errors import TritonUnavailable
-from llmops_serving.triton_pool import ROUND_ROBIN, TritonEndpoint, gateway_target, is_pool, pool_endpoints
+from llmops_serving.triton_pool import ROUND_ROBIN, TritonEndpoint, gateway_target, pool_endpoints
 
 
 def test_one_server_by_default() -> None:
     settings = PlatformSettings(triton_host="triton", triton_grpc_port=8001)
-    assert not is_pool(settings)
     assert gateway_target(settings) == ("triton:8001", ())
     assert pool_endpoints(settings) == [TritonEndpoint("triton", 8001, 8002)]
 
 
 def test_a_list_of_hosts_is_one_round_robin_target_of_their_addresses() -> None:
     settings = PlatformSettings(triton_pool_hosts="127.0.0.2, 127.0.0.1", triton_grpc_port=9001)
-    assert is_pool(settings)
     assert gateway_target(settings) == ("ipv4:127.0.0.1:9001,127.0.0.2:9001", ROUND_ROBIN)
     assert [e.host for e in pool_endpoints(settings)] == ["127.0.0.2", "127.0.0.1"]
     with pytest.raises(ValueError, match="no Triton pool host resolves"):

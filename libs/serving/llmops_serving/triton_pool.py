@@ -38,11 +38,6 @@ class TritonEndpoint:
         return f"http://{self._address}:{self.metrics_port}/metrics"
 
 
-def is_pool(settings: PlatformSettings) -> bool:
-    """Whether more than one Triton may serve (a list of hosts, or a name looked up for members)."""
-    return settings.triton_pool_dns or bool(_pool_hosts(settings))
-
-
 def pool_endpoints(settings: PlatformSettings) -> list[TritonEndpoint]:
     """The members now, in a stable order (blocking: a DNS lookup when ``triton_pool_dns``). An
     empty list when the name resolves to nothing (no ready pod yet)."""
