@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from llmops_monitoring.domain.policy import PolicyState
+from llmops_storage.migrate import PostgresTwin
 from llmops_storage.state_store import PostgresSql, SqlConnection, StateStoreSettings
 
 _NAMESPACE = uuid.UUID("0f6a3c1e-6d1b-5c8e-9b7a-2f4d8e1c7a53")
@@ -116,6 +117,27 @@ def create_policy_state_tables(connection: SqlConnection) -> None:
         "CREATE TABLE IF NOT EXISTS drift_policy_epoch (only_row BOOLEAN PRIMARY KEY DEFAULT TRUE"
         " CHECK (only_row), epoch TEXT NOT NULL)"
     )
+
+
+def postgres_state_twin() -> PostgresTwin:
+    """The policy memory as the shared PostgreSQL store holds it, for ``llmops state migrate``. The
+    epoch comes over with it (no new one is drawn), so the request ids stay those of the SQLite
+    store; the rest of the service's SQLite file (its processed events) stays per replica."""
+    return PostgresTwin(
+        service="monitoring",
+        tables=("drift_policy_state", "drift_policy_epoch"),
+        create_tables=_create_postgres_tables,
+        write_lock=POLICY_STATE_LOCK,
+    )
+
+
+def _create_postgres_tables(settings: StateStoreSettings) -> None:
+    sql = PostgresSql(settings)
+    try:
+        with sql.transaction(advisory_lock=POLICY_STATE_LOCK) as connection:
+            create_policy_state_tables(connection)
+    finally:
+        sql.close()
 
 
 def open_policy_state(settings: StateStoreSettings, local: sqlite3.Connection) -> PolicyStateStore:
