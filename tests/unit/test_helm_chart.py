@@ -311,16 +311,51 @@ def test_production_values_file_is_json_clean_yaml() -> None:
     Envelope[TrainingRequested].model_validate(request)
 
 
+def _ingestion_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (ingestion,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == "llmops-ingestion"]
+    pod: dict[str, Any] = ingestion["spec"]["template"]["spec"]
+    return pod
+
+
 @needs_helm
-def test_ingestion_replicas_share_one_state_on_one_node(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """Ingestion's state is one SQLite database its replicas share (docs/scale-out.md): one claim,
-    mounted at var/state by every replica, and the replicas kept on one node."""
-    deployments = of_kind(rendered["production values"], "Deployment")
-    (ingestion,) = [d for d in deployments if d["metadata"]["name"] == "llmops-ingestion"]
-    pod = ingestion["spec"]["template"]["spec"]
+def test_ingestion_replicas_share_one_sqlite_state_on_one_node_without_a_state_store(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Without ``stateStore``, ingestion's state is one SQLite database its replicas share
+    (docs/scale-out.md): one claim, mounted at var/state by every replica, the replicas kept on one
+    node, and the claim kept by helm when it is no longer rendered (the file a migration reads)."""
+    objects = rendered["default values"]
+    (claim,) = [
+        c for c in of_kind(objects, "PersistentVolumeClaim") if c["metadata"]["name"] == "llmops-ingestion-state"
+    ]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    pod = _ingestion_pod(objects)
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["ingestion-state"]["persistentVolumeClaim"]["claimName"] == "llmops-ingestion-state"
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["ingestion-state"] == "/var/lib/llmops/state"
     (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert "LLMOPS_STATE_STORE_URL" not in {e["name"] for e in pod["containers"][0]["env"]}
+
+
+@needs_helm
+def test_ingestion_replicas_spread_over_nodes_with_the_state_store(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """With ``stateStore`` (the production example) ingestion keeps its state in PostgreSQL: no state
+    claim, no pod affinity; the rest of var/ (the embedded Feast store, caches) stays on the pod's own
+    volume."""
+    for label in ("production values", "production values, external Kafka, S3 model repository"):
+        objects = rendered[label]
+        claims = [c["metadata"]["name"] for c in of_kind(objects, "PersistentVolumeClaim")]
+        assert "llmops-ingestion-state" not in claims, label
+        pod = _ingestion_pod(objects)
+        assert "affinity" not in pod, label
+        assert "ingestion-state" not in {v["name"] for v in pod["volumes"]}, label
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert "ingestion-state" not in mounts and mounts["state"] == "/var/lib/llmops", label
+        assert pod["volumes"][0] == {"name": "state", "emptyDir": {"sizeLimit": "10Gi"}}, label
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["LLMOPS_STATE_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "llmops-state-store",
+            "key": "url",
+        }

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,13 +31,9 @@ from llmops_storage.state_store import (
     PostgresSql,
     SqlConnection,
     StateStoreSettings,
-    connect_postgres,
     ddl_statements,
     postgres_ddl,
 )
-
-if TYPE_CHECKING:
-    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -424,7 +420,9 @@ class PostgresProcessedEvents(ProcessedEvents):
     ``max(seq)`` never misses a row committed later with a smaller one), and the unique keys the
     inserts name in ``ON CONFLICT`` stay the last word. Reads outside a transaction run
     concurrently (each statement is its own transaction). Waits are bounded by the store's
-    ``statement_timeout_s``; the connection by its ``connect_timeout_s``."""
+    ``statement_timeout_s``; the connection by its ``connect_timeout_s``. A connection that breaks
+    (the server restarted) fails the operation in progress with ``StateStoreUnavailable`` and is
+    replaced on the next one (``PostgresSql``), so the consumer's retry of the batch goes through."""
 
     dialect: ClassVar[str] = "postgresql"
 
@@ -438,8 +436,8 @@ class PostgresProcessedEvents(ProcessedEvents):
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._configure(consumer, retention_s, prune_interval_s, clock)
-        self._pg: psycopg.Connection[Any] = connect_postgres(settings)
-        self._sql = PostgresSql(self._pg)
+        self._pg = PostgresSql(settings)
+        self._sql = self._pg
         with self.transaction():  # (two replicas starting at once must not both create a table)
             self.execute_ddl(_SCHEMA)
 
@@ -463,9 +461,8 @@ class PostgresProcessedEvents(ProcessedEvents):
     def transaction(self) -> Iterator[SqlConnection]:
         """One PostgreSQL transaction, holding the store's write lock, for the caller's effect and
         the ``mark_processed`` that goes with it; rolled back when the block raises."""
-        with self._lock, self._pg.transaction():
-            self._pg.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
-            yield self._sql
+        with self._lock, self._pg.transaction(advisory_lock=WRITE_LOCK) as statements:
+            yield statements
 
     def close(self) -> None:
         self._pg.close()
@@ -486,6 +483,8 @@ _AGED: tuple[tuple[str, str], ...] = (
     ("handler_attempts", "updated_at"),
     ("handler_runs", "started_at"),
 )
+PROCESSED_EVENTS_TABLES = tuple(table for table, _ in _AGED)
+"""The store's tables (a migration copies them with the service's own)."""
 _SCHEMA = """
 -- WITHOUT ROWID: the key is the table, one B-tree to update per event instead of two.
 CREATE TABLE IF NOT EXISTS processed_events (

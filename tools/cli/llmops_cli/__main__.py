@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.status import Status
 
 from llmops_cli.keys import keys_app
+from llmops_cli.state import state_app
 from llmops_config import PlatformSettings
 
 app = typer.Typer(help="Operate the llmops platform.", no_args_is_help=True, add_completion=False)
@@ -28,6 +29,7 @@ app.add_typer(dlq_app, name="dlq")
 events_app = typer.Typer(help="Events on the bus, across topics.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(keys_app, name="keys")
+app.add_typer(state_app, name="state")
 
 T = TypeVar("T")
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from llmops_config.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .adapters.state import postgres_state_twin
     from .main import IngestionRuntime, cut_snapshot, cut_snapshots
     from .settings import IngestionSettings
 
@@ -18,6 +19,7 @@ __all__ = [
     "IngestionSettings",
     "cut_snapshot",
     "cut_snapshots",
+    "postgres_state_twin",
 ]
 
 _EXPORTS: dict[str, str] = {
@@ -27,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     # operator actions (`llmops snapshot`)
     "cut_snapshot": ".main",
     "cut_snapshots": ".main",
+    # `llmops state migrate`: the state that has a PostgreSQL twin
+    "postgres_state_twin": ".adapters.state",
 }
 
 

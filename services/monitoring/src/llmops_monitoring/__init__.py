@@ -12,7 +12,7 @@ from llmops_config.lazy import lazy_exports
 if TYPE_CHECKING:
     from .adapters.encoder import MiniLMEncoder
     from .adapters.metrics import MonitoringMetrics
-    from .adapters.policy_state import PolicyStateStore
+    from .adapters.policy_state import PolicyStateStore, postgres_state_twin
     from .adapters.reference import ArtifactReferences
     from .domain.analysis import embedding_sample_rows, embedding_stride
     from .domain.policy import load_policy
@@ -34,6 +34,7 @@ __all__ = [
     "embedding_sample_rows",
     "embedding_stride",
     "load_policy",
+    "postgres_state_twin",
 ]
 
 _EXPORTS: dict[str, str] = {
@@ -51,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     "embedding_sample_rows": ".domain.analysis",
     "embedding_stride": ".domain.analysis",
     "load_policy": ".domain.policy",
+    # `llmops state migrate`: the state that has a PostgreSQL twin
+    "postgres_state_twin": ".adapters.policy_state",
 }
 
 

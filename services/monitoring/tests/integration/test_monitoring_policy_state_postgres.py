@@ -12,7 +12,7 @@ import pytest
 
 from llmops_monitoring.adapters.policy_state import PolicyStateStore, PostgresPolicyStateStore, open_policy_state
 from llmops_monitoring.domain.policy import PolicyState
-from llmops_storage.state_store import StateStoreSettings, connect_postgres
+from llmops_storage.state_store import StateStoreSettings
 from tests.postgres_server import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def test_a_replica_taking_over_finds_the_cooldown_and_the_epoch(store_settings: 
 
 def test_replicas_starting_together_draw_one_epoch(store_settings: StateStoreSettings) -> None:
     with ThreadPoolExecutor(4) as threads:
-        stores = list(threads.map(lambda _: PostgresPolicyStateStore(connect_postgres(store_settings)), range(4)))
+        stores = list(threads.map(lambda _: PostgresPolicyStateStore(store_settings), range(4)))
     assert len({store.epoch for store in stores}) == 1
     for store in stores:
         store.close()

@@ -27,6 +27,7 @@ Tables:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ import msgspec
 from llmops_ingestion.domain.feedback import PreferencePair, ServedGeneration, ServedRequest
 from llmops_ingestion.domain.instructions import Turn
 from llmops_ingestion.domain.snapshot import Position
-from llmops_messaging import ProcessedEvents
-from llmops_storage.state_store import SqlConnection
+from llmops_messaging import PostgresProcessedEvents, ProcessedEvents
+from llmops_messaging.idempotency import PROCESSED_EVENTS_TABLES, WRITE_LOCK
+from llmops_storage.migrate import PostgresTwin
+from llmops_storage.state_store import SqlConnection, StateStoreSettings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS curated (
@@ -144,6 +147,26 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 RECORDS = "records"
 INSTRUCTIONS = "instructions"
+
+
+def postgres_state_twin() -> PostgresTwin:
+    """Ingestion's state as the shared PostgreSQL store holds it, for ``llmops state migrate``: every
+    table of its SQLite file (the processed events and the service's own), created as the service
+    creates them."""
+    return PostgresTwin(
+        service="ingestion",
+        tables=(*PROCESSED_EVENTS_TABLES, *re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA)),
+        create_tables=_create_postgres_tables,
+        write_lock=WRITE_LOCK,
+    )
+
+
+def _create_postgres_tables(settings: StateStoreSettings) -> None:
+    processed = PostgresProcessedEvents(settings, consumer="ingestion")
+    try:
+        IngestionState(processed)
+    finally:
+        processed.close()
 
 
 class StoreOutcome(StrEnum):

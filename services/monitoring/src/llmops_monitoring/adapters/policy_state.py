@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmops_monitoring.domain.policy import PolicyState
-from llmops_storage.state_store import StateStoreSettings, connect_postgres
-
-if TYPE_CHECKING:
-    import psycopg
+from llmops_storage.migrate import PostgresTwin
+from llmops_storage.state_store import PostgresSql, SqlConnection, StateStoreSettings
 
 _NAMESPACE = uuid.UUID("0f6a3c1e-6d1b-5c8e-9b7a-2f4d8e1c7a53")
 
@@ -65,28 +63,23 @@ class PolicyStateStore:
         """Nothing to close: the SQLite connection belongs to the service's processed-events store."""
 
 
+POLICY_STATE_LOCK = "llmops.drift_policy_state"
+"""The advisory lock under which the tables are created and the epoch drawn (replicas starting at once)."""
+
+
 class PostgresPolicyStateStore(PolicyStateStore):
     """The same memory in the shared PostgreSQL store (``LLMOPS_STATE_STORE_URL``): with several
     monitoring replicas (one active, the others standbys), the replica that takes over finds the
     cooldowns, request counts and epoch of the one before, so a failover neither forgets a cooldown
-    nor re-uses a request's event id."""
+    nor re-uses a request's event id. A connection that breaks fails the operation in progress and
+    is replaced on the next one (``PostgresSql``)."""
 
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
-        self._pg = connection
-        with connection.transaction():
-            # Two replicas starting at once must not both create the tables (or draw two epochs).
-            connection.execute("SELECT pg_advisory_xact_lock(hashtext('llmops.drift_policy_state'))")
+    def __init__(self, settings: StateStoreSettings) -> None:
+        self._pg = PostgresSql(settings)
+        with self._pg.transaction(advisory_lock=POLICY_STATE_LOCK) as connection:
+            create_policy_state_tables(connection)
             connection.execute(
-                "CREATE TABLE IF NOT EXISTS drift_policy_state ("
-                " model_name TEXT PRIMARY KEY, consecutive_breaches INTEGER NOT NULL, request_times TEXT NOT NULL,"
-                " requests INTEGER NOT NULL DEFAULT 0)"
-            )
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS drift_policy_epoch (only_row BOOLEAN PRIMARY KEY DEFAULT TRUE"
-                " CHECK (only_row), epoch TEXT NOT NULL)"
-            )
-            connection.execute(
-                "INSERT INTO drift_policy_epoch (epoch) VALUES (%s) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,)
+                "INSERT INTO drift_policy_epoch (epoch) VALUES (?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,)
             )
             row = connection.execute("SELECT epoch FROM drift_policy_epoch").fetchone()
         assert row is not None
@@ -94,7 +87,7 @@ class PostgresPolicyStateStore(PolicyStateStore):
 
     def load(self, model_name: str) -> PolicyState:
         row = self._pg.execute(
-            "SELECT consecutive_breaches, request_times, requests FROM drift_policy_state WHERE model_name = %s",
+            "SELECT consecutive_breaches, request_times, requests FROM drift_policy_state WHERE model_name = ?",
             (model_name,),
         ).fetchone()
         return _policy_state(row)
@@ -102,7 +95,7 @@ class PostgresPolicyStateStore(PolicyStateStore):
     def save(self, model_name: str, state: PolicyState) -> None:
         self._pg.execute(
             "INSERT INTO drift_policy_state (model_name, consecutive_breaches, request_times, requests)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (model_name) DO UPDATE SET"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (model_name) DO UPDATE SET"
             " consecutive_breaches = excluded.consecutive_breaches, request_times = excluded.request_times,"
             " requests = excluded.requests",
             (model_name, state.consecutive_breaches, json.dumps(list(state.request_times)), state.requests),
@@ -112,10 +105,45 @@ class PostgresPolicyStateStore(PolicyStateStore):
         self._pg.close()
 
 
+def create_policy_state_tables(connection: SqlConnection) -> None:
+    """The policy memory's tables in PostgreSQL (call it in a transaction holding ``POLICY_STATE_LOCK``);
+    no epoch is drawn, so a migration can bring the SQLite store's own."""
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS drift_policy_state ("
+        " model_name TEXT PRIMARY KEY, consecutive_breaches INTEGER NOT NULL, request_times TEXT NOT NULL,"
+        " requests INTEGER NOT NULL DEFAULT 0)"
+    )
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS drift_policy_epoch (only_row BOOLEAN PRIMARY KEY DEFAULT TRUE"
+        " CHECK (only_row), epoch TEXT NOT NULL)"
+    )
+
+
+def postgres_state_twin() -> PostgresTwin:
+    """The policy memory as the shared PostgreSQL store holds it, for ``llmops state migrate``. The
+    epoch comes over with it (no new one is drawn), so the request ids stay those of the SQLite
+    store; the rest of the service's SQLite file (its processed events) stays per replica."""
+    return PostgresTwin(
+        service="monitoring",
+        tables=("drift_policy_state", "drift_policy_epoch"),
+        create_tables=_create_postgres_tables,
+        write_lock=POLICY_STATE_LOCK,
+    )
+
+
+def _create_postgres_tables(settings: StateStoreSettings) -> None:
+    sql = PostgresSql(settings)
+    try:
+        with sql.transaction(advisory_lock=POLICY_STATE_LOCK) as connection:
+            create_policy_state_tables(connection)
+    finally:
+        sql.close()
+
+
 def open_policy_state(settings: StateStoreSettings, local: sqlite3.Connection) -> PolicyStateStore:
     """The shared PostgreSQL store when ``LLMOPS_STATE_STORE_URL`` names one, else the service's SQLite."""
     if settings.shared:
-        return PostgresPolicyStateStore(connect_postgres(settings))
+        return PostgresPolicyStateStore(settings)
     return PolicyStateStore(local)
 
 
