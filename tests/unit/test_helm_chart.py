@@ -317,6 +317,13 @@ def _ingestion_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return pod
 
 
+def _feast_claim(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (claim,) = [
+        c for c in of_kind(objects, "PersistentVolumeClaim") if c["metadata"]["name"] == "llmops-ingestion-feast"
+    ]
+    return claim
+
+
 @needs_helm
 def test_ingestion_replicas_share_one_sqlite_state_on_one_node_without_a_state_store(
     rendered: dict[str, list[dict[str, Any]]],
@@ -337,13 +344,16 @@ def test_ingestion_replicas_share_one_sqlite_state_on_one_node_without_a_state_s
     (term,) = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert "LLMOPS_STATE_STORE_URL" not in {e["name"] for e in pod["containers"][0]["env"]}
+    # The Feast repository's files too: one node, so ReadWriteOnce is enough.
+    assert _feast_claim(objects)["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert mounts["ingestion-feast"] == "/var/lib/llmops/feast"
 
 
 @needs_helm
 def test_ingestion_replicas_spread_over_nodes_with_the_state_store(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """With ``stateStore`` (the production example) ingestion keeps its state in PostgreSQL: no state
-    claim, no pod affinity; the rest of var/ (the embedded Feast store, caches) stays on the pod's own
-    volume."""
+    claim, no pod affinity; the Feast repository's files (the offline parts snapshots read) on a
+    ReadWriteMany claim every replica mounts; the rest of var/ (caches) on the pod's own volume."""
     for label in ("production values", "production values, external Kafka, S3 model repository"):
         objects = rendered[label]
         claims = [c["metadata"]["name"] for c in of_kind(objects, "PersistentVolumeClaim")]
@@ -354,6 +364,10 @@ def test_ingestion_replicas_spread_over_nodes_with_the_state_store(rendered: dic
         mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
         assert "ingestion-state" not in mounts and mounts["state"] == "/var/lib/llmops", label
         assert pod["volumes"][0] == {"name": "state", "emptyDir": {"sizeLimit": "10Gi"}}, label
+        assert _feast_claim(objects)["spec"]["accessModes"] == ["ReadWriteMany"], label
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["ingestion-feast"]["persistentVolumeClaim"]["claimName"] == "llmops-ingestion-feast", label
+        assert mounts["ingestion-feast"] == "/var/lib/llmops/feast", label
         env = {e["name"]: e for e in pod["containers"][0]["env"]}
         assert env["LLMOPS_STATE_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
             "name": "llmops-state-store",
