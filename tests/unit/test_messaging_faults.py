@@ -22,8 +22,9 @@ import pytest
 from llmops_events import Envelope, KafkaRecord, encode
 from llmops_events.v1 import RecordSubmitted
 from llmops_messaging import Delivery, EventConsumer, Origin, Outcome, ProcessedEvents, Rejected, RetryPolicy
-from llmops_messaging.faults import FAULT_INJECT_ENV, FaultInjection, FaultPoint, is_disk_full
+from llmops_messaging.faults import FAULT_INJECT_ENV, FaultInjection, FaultPoint, infrastructure_fault, is_disk_full
 from llmops_messaging.idempotency import AttemptKey, RunRange
+from llmops_storage.state_store import StateStoreUnavailable
 
 TOPIC = "llmops.records.raw.v1"
 SUBMITTED = RecordSubmitted.event_type
@@ -107,7 +108,7 @@ async def _deliver_until_it_succeeds(
         try:
             return await consumer.deliver(batch), failures
         except Exception as error:
-            assert is_disk_full(error), repr(error)
+            assert infrastructure_fault(error) is not None, repr(error)  # nothing else may fail a delivery
             if on_failure is not None:
                 on_failure(failures + 1)
     raise AssertionError("the delivery never succeeded")
@@ -133,6 +134,10 @@ def test_a_full_disk_is_told_from_other_errors() -> None:
     assert not is_disk_full(OSError(errno.EACCES, "denied"))
     assert not is_disk_full(sqlite3.OperationalError("database is locked"))
     assert not is_disk_full(ConnectionError("down"))
+    assert infrastructure_fault(ConnectionError("down")) is None  # a plain connection error is the handler's
+    down = StateStoreUnavailable("the connection broke")
+    assert infrastructure_fault(down) == "state_store_unavailable" and not is_disk_full(down)
+    assert infrastructure_fault(RuntimeError("handler")) is None
 
 
 # --- a handler that meets a full disk -------------------------------------------------------------
@@ -182,6 +187,45 @@ async def test_a_handler_on_a_full_disk_is_retried_until_there_is_space_never_de
     assert "stalled (disk_full" in health_during[0].detail
     assert ("database or disk is full" if batched else "No space left on device") in health_during[0].detail
     assert consumer.health().healthy and consumer.health().reason == ""
+
+
+async def test_a_handler_whose_state_store_is_unreachable_is_retried_until_it_is_back_never_dead_lettered() -> None:
+    """The shared PostgreSQL store is down for five deliveries, more than the policy's attempts: not
+    the message's fault, so no attempt is counted and nothing is dead-lettered; the consumer is
+    stalled (``state_store_unavailable``) until the store answers, and the effect happens once."""
+    failures_left = [5]
+    effects: list[str] = []
+
+    async def handle(envelope: Envelope[Any]) -> None:
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            try:
+                raise OSError("connection refused")
+            except OSError as cause:  # as the stores raise it: the driver's error as the cause
+                raise StateStoreUnavailable("the state store could not be reached: connection refused") from cause
+        effects.append(envelope.data.text)
+
+    dlq = RecordingDeadLetterQueue()
+    consumer = EventConsumer(
+        group_id="g",
+        handlers={RecordSubmitted: handle},
+        dlq=dlq,  # type: ignore[arg-type]
+        processed=ProcessedEvents(":memory:", consumer="g"),
+        retry=_retry(max_attempts=2),
+        stall_after_failures=3,
+        faults=None,
+    )
+    health_during: list[Any] = []
+    outcomes, failed = await _deliver_until_it_succeeds(
+        consumer, _records(1), on_failure=lambda _: health_during.append(consumer.health())
+    )
+
+    assert failed == 5 and outcomes == [Outcome.HANDLED]
+    assert dlq.sent == []
+    assert effects == ["text 0"]
+    assert all(not health.healthy and health.reason == "state_store_unavailable" for health in health_during)
+    assert "stalled (state_store_unavailable" in health_during[0].detail
+    assert consumer.health().healthy
 
 
 @pytest.mark.parametrize("spare_attempts", [False, True], ids=["nothing written", "attempts written"])

@@ -21,10 +21,11 @@ an attempt all the same, and once a message has used them all it is dead-lettere
 and block its partition. An attempt is bounded in time as well (``RetryPolicy.handler_timeout_s``):
 a handler that hangs is cancelled and its attempt fails like any other.
 
-A full disk (``OSError`` ``ENOSPC``, SQLite's "database or disk is full"), from a handler or from
-the consumer's own state writes, is not the message's fault: the attempt is not counted, nothing is
-dead-lettered, the consumer reports itself stalled with the reason ``disk_full`` and, after a
-backoff, has the same batch delivered again, until it goes through (``llmops_messaging.faults``).
+A full disk (``OSError`` ``ENOSPC``, SQLite's "database or disk is full") or an unreachable shared
+state store, from a handler or from the consumer's own state writes, is not the message's fault:
+the attempt is not counted, nothing is dead-lettered, the consumer reports itself stalled with the
+reason (``disk_full``, ``state_store_unavailable``) and, after a backoff, has the same batch
+delivered again, until it goes through (``llmops_messaging.faults``).
 The chaos tests can kill the process between a handler's effect and the offset commit through a
 fault-injection point (``LLMOPS_FAULT_INJECT``, same module; a no-op unless set).
 """
@@ -49,7 +50,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from llmops_events import DeadLetterReason, DecodeError, Envelope, EventData, KafkaRecord, decode
 from llmops_messaging.dlq import DeadLetterQueue, Origin
-from llmops_messaging.faults import FaultInjection, is_disk_full
+from llmops_messaging.faults import FAULT_MEANINGS, FaultInjection, infrastructure_fault
 from llmops_messaging.health import ConsumerHealth, ConsumerProgress, watch
 from llmops_messaging.idempotency import AttemptKey, ProcessedEvents, RunRange
 from llmops_messaging.retry import RetryPolicy
@@ -262,11 +263,11 @@ class EventConsumer:
                         on_outcome(outcome)
         except Exception as error:
             retried, self._retry_raised = self._retry_raised, None
-            if is_disk_full(error):
-                self.progress.disk_full(batch[0][1] if batch else None, error)
+            if (fault := infrastructure_fault(error)) is not None:
+                self.progress.infrastructure_fault(fault, batch[0][1] if batch else None, error)
                 logger.error(
-                    "the disk is full: nothing is committed or dead-lettered, and the delivery is tried again"
-                    " until there is space",
+                    f"{FAULT_MEANINGS[fault]}: nothing is committed or dead-lettered, and the delivery is tried"
+                    " again until it goes through",
                     extra={
                         "consumer_group": self.group_id,
                         "failures_in_a_row": self.progress.consecutive_failures,
@@ -413,7 +414,7 @@ class EventConsumer:
                 self._processed.end_runs(ranges)
             raise
         except Exception as error:
-            if is_disk_full(error):  # not the events' fault: no attempt used, the delivery fails
+            if infrastructure_fault(error) is not None:  # not the events' fault: no attempt used, the delivery fails
                 self._forget_attempts(keys, ranges)
                 raise
             if len(run) > 1:
@@ -448,7 +449,8 @@ class EventConsumer:
         try:
             self._processed.finish(unmarked, keys if applied else [], ranges)
         except Exception as error:
-            if is_disk_full(error):  # applied, not recorded: the redelivery applies it again, uncounted
+            # Applied, not recorded: the redelivery applies it again, uncounted.
+            if infrastructure_fault(error) is not None:
                 self._forget_attempts(keys if applied else [], ranges)
             raise
         self._settled(keys)
@@ -542,7 +544,8 @@ class EventConsumer:
                 self._processed.undo_attempts([key])  # the service is stopping: not the message's fault
                 raise
             except Exception as error:
-                if is_disk_full(error):  # not the message's fault: no attempt used, the delivery fails
+                # Not the message's fault: no attempt used, the delivery fails.
+                if infrastructure_fault(error) is not None:
                     self._forget_attempts([key], [])
                     raise
                 return await self._handler_failed(record, origin, envelope.id, error, key)
@@ -553,7 +556,8 @@ class EventConsumer:
         try:
             self._processed.finish([envelope.id], [key])
         except Exception as error:
-            if is_disk_full(error):  # applied, not recorded: the redelivery applies it again, uncounted
+            # Applied, not recorded: the redelivery applies it again, uncounted.
+            if infrastructure_fault(error) is not None:
                 self._forget_attempts([key], [])
             raise
         self._settled([key])
@@ -648,7 +652,7 @@ class EventConsumer:
                 origin.topic, origin.partition, origin.offset, fingerprint=fingerprint, reason=reason
             )
         except Exception as error:
-            if not is_disk_full(error):
+            if infrastructure_fault(error) is None:
                 raise
             # The DLQ has it; remembered here until the mark can be written, so a redelivery of the
             # batch (the disk is full: it will fail further on) does not send it to the DLQ again.
@@ -693,14 +697,14 @@ class EventConsumer:
             try:
                 self._processed.end_runs(ranges)
             except Exception as error:
-                if not is_disk_full(error):
+                if infrastructure_fault(error) is None:
                     raise
                 self._stale_runs.extend(ranges)
         if keys:
             try:
                 self._processed.undo_attempts(keys)
             except Exception as error:
-                if not is_disk_full(error):
+                if infrastructure_fault(error) is None:
                     raise
                 for key in keys:
                     self._uncounted[key] = self._uncounted.get(key, 0) + 1
@@ -719,14 +723,14 @@ class EventConsumer:
                 self._processed.end_runs(self._stale_runs)
                 self._stale_runs = []
             except Exception as error:
-                if not is_disk_full(error):
+                if infrastructure_fault(error) is None:
                     raise
         if self._unmarked_dead_letters:
             for (topic, partition, offset), (fingerprint, reason) in list(self._unmarked_dead_letters.items()):
                 try:
                     self._processed.mark_dead_lettered(topic, partition, offset, fingerprint=fingerprint, reason=reason)
                 except Exception as error:
-                    if not is_disk_full(error):
+                    if infrastructure_fault(error) is None:
                         raise
                     return
                 del self._unmarked_dead_letters[(topic, partition, offset)]

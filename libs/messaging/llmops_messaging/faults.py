@@ -1,11 +1,16 @@
-"""Faults the consumer knows by name: a full disk, and a kill injected by tests.
+"""Faults the consumer knows by name: a full disk, an unreachable state store, and a kill injected by tests.
 
-**A full disk** (``is_disk_full``) is an infrastructure condition, not a verdict on a message:
-``OSError`` with ``ENOSPC`` or ``EDQUOT``, SQLite's ``SQLITE_FULL`` ("database or disk is
-full") or PostgreSQL's ``disk_full`` (SQLSTATE 53100, the shared state store), raised by a handler
-or by the consumer's own state writes. The consumer does not count the attempt, does not
-dead-letter, reports itself stalled with the reason ``disk_full`` and delivers the same messages
-again after a backoff until there is space (see ``EventConsumer``).
+**Infrastructure faults** (``infrastructure_fault``) are conditions, not verdicts on a message. The
+consumer does not count the attempt, does not dead-letter, reports itself stalled with the fault's
+name and delivers the same messages again after a backoff until the condition is gone (see
+``EventConsumer``):
+
+* a full disk (``disk_full``, ``is_disk_full``): ``OSError`` with ``ENOSPC`` or ``EDQUOT``, SQLite's
+  ``SQLITE_FULL`` ("database or disk is full") or PostgreSQL's ``disk_full`` (SQLSTATE 53100, the
+  shared state store), raised by a handler or by the consumer's own state writes;
+* the shared PostgreSQL state store unreachable (``state_store_unavailable``): the stores'
+  ``StateStoreUnavailable`` (down, restarting, the connection broken; what did not commit is rolled
+  back, so the redelivery applies it once).
 
 **Fault injection** (``FaultInjection``), for the chaos tests only: with the environment variable
 ``LLMOPS_FAULT_INJECT=<point>:<event type>:<n>`` the consumer ``SIGKILL``s its own process at a
@@ -35,18 +40,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from llmops_storage.state_store import StateStoreUnavailable
+
 FAULT_INJECT_ENV = "LLMOPS_FAULT_INJECT"
 
 DISK_FULL = "disk_full"
 """The stall reason of a consumer that cannot write for want of space."""
+
+STATE_STORE_UNAVAILABLE = "state_store_unavailable"
+"""The stall reason of a consumer whose shared state store cannot be reached."""
+
+FAULT_MEANINGS = {
+    DISK_FULL: "the disk is full",
+    STATE_STORE_UNAVAILABLE: "the shared state store cannot be reached",
+}
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)
 _POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
 
 
-def is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it, or a member of an exception group) says the disk is full."""
+def infrastructure_fault(error: BaseException) -> str | None:
+    """The infrastructure fault ``error`` says (or what caused it, or a member of an exception
+    group): ``disk_full``, ``state_store_unavailable``, or None for a failure of the message's own."""
     seen: set[int] = set()
     pending: list[BaseException] = [error]
     while pending:
@@ -54,20 +70,31 @@ def is_disk_full(error: BaseException) -> bool:
         if id(current) in seen or len(seen) > 32:
             continue
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
-            return True
-        if isinstance(current, sqlite3.Error) and (
-            getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(current)
-        ):
-            return True
-        if getattr(current, "sqlstate", None) == _POSTGRES_DISK_FULL:  # psycopg's error from the shared store
-            return True
+        if _says_disk_full(current):
+            return DISK_FULL
+        if isinstance(current, StateStoreUnavailable):
+            return STATE_STORE_UNAVAILABLE
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)
         for linked in (current.__cause__, current.__context__):
             if linked is not None:
                 pending.append(linked)
-    return False
+    return None
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it, or a member of an exception group) says the disk is full."""
+    return infrastructure_fault(error) == DISK_FULL
+
+
+def _says_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+        return True
+    if isinstance(error, sqlite3.Error) and (
+        getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(error)
+    ):
+        return True
+    return getattr(error, "sqlstate", None) == _POSTGRES_DISK_FULL  # psycopg's error from the shared store
 
 
 class FaultPoint(StrEnum):

@@ -11,8 +11,9 @@ service with a stalled consumer as unhealthy, with the reason (``stall_reasons``
 A message being retried under the retry policy is *not* a stall: those retries are bounded (the
 message is dead-lettered at the end of its budget); the health detail says it is retrying.
 
-A full disk (``disk_full``) stalls a consumer at once, from its first failed delivery: it is an
-infrastructure condition that no redelivery cures by itself, and the consumer commits nothing until
+A full disk (``disk_full``) or an unreachable shared state store (``state_store_unavailable``)
+stalls a consumer at once, from its first failed delivery: it is an infrastructure condition that
+no redelivery cures by itself, and the consumer commits nothing until
 a delivery succeeds again (``EventConsumer`` retries it, and never dead-letters for it).
 """
 
@@ -28,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmops_messaging.dlq import Origin
-from llmops_messaging.faults import DISK_FULL
+from llmops_messaging.faults import FAULT_MEANINGS
 
 FAILED_DELIVERIES = "failed_deliveries"
 """The stall reason of a consumer whose deliveries keep failing for any other reason."""
@@ -42,7 +43,7 @@ class ConsumerHealth:
     healthy: bool
     detail: str
     reason: str = ""
-    """Why it is unhealthy: ``disk_full``, ``failed_deliveries``; empty while healthy."""
+    """Why it is unhealthy: ``disk_full``, ``state_store_unavailable``, ``failed_deliveries``; empty while healthy."""
 
 
 class ConsumerProgress:
@@ -80,15 +81,15 @@ class ConsumerProgress:
         self._last_error = _short(error)
         self._condition = None
 
-    def disk_full(self, origin: Origin | None, error: BaseException) -> None:
-        """A delivery failed because the disk is full: stalled at once, with the reason ``disk_full``,
-        until a delivery succeeds."""
+    def infrastructure_fault(self, fault: str, origin: Origin | None, error: BaseException) -> None:
+        """A delivery failed for an infrastructure fault (``disk_full``, ``state_store_unavailable``):
+        stalled at once, with the fault as the reason, until a delivery succeeds."""
         self.failed(origin, error)
-        self._condition = DISK_FULL
+        self._condition = fault
 
     @property
     def reason(self) -> str:
-        """Why the consumer is stalled (``disk_full``, ``failed_deliveries``), or empty."""
+        """Why the consumer is stalled (``disk_full``, ``state_store_unavailable``, ``failed_deliveries``), or empty."""
         if self._condition is not None:
             return self._condition
         return FAILED_DELIVERIES if self.consecutive_failures >= self.stall_after_failures else ""
@@ -107,8 +108,8 @@ class ConsumerProgress:
         if reason:
             where = f" at {_position(self._failed_at)}" if self._failed_at is not None else ""
             why = ""
-            if reason == DISK_FULL:
-                why = " (disk_full: the disk is full; nothing is consumed until there is space)"
+            if reason in FAULT_MEANINGS:
+                why = f" ({reason}: {FAULT_MEANINGS[reason]}; nothing is consumed until a delivery goes through)"
             return ConsumerHealth(
                 False,
                 f"consumer group {self.group_id} stalled{why}: {self.consecutive_failures} failed deliveries in a row"
