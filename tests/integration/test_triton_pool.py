@@ -58,7 +58,11 @@ class Pool:
     gateway: GatewayRuntime
 
     def client(self, index: int) -> grpcclient.InferenceServerClient:
-        return grpcclient.InferenceServerClient(f"{HOSTS[index]}:{self.platform.triton_grpc_port}")
+        # A subchannel of its own: gRPC shares one per address in a process, and the one to a member
+        # that was down stays in its reconnect backoff for a while after the member is back.
+        return grpcclient.InferenceServerClient(
+            f"{HOSTS[index]}:{self.platform.triton_grpc_port}", channel_args=[("grpc.use_local_subchannel_pool", 1)]
+        )
 
     async def on_member(self, index: int, name: str) -> tuple[bool, int]:
         """(ready, requests served) of ``name`` on one member, asked of that Triton."""
@@ -72,9 +76,10 @@ class Pool:
         finally:
             await client.close()
 
-    async def predict(self, count: int) -> list[int]:
+    async def predict(self, count: int, gateway: GatewayRuntime | None = None) -> list[int]:
         """``count`` predictions through the gateway, one at a time; the versions that answered."""
-        async with aio_channel(self.platform, f"127.0.0.1:{self.gateway.port}") as channel:
+        port = (gateway or self.gateway).port
+        async with aio_channel(self.platform, f"127.0.0.1:{port}") as channel:
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
             versions = []
             for i in range(count):
@@ -205,3 +210,39 @@ async def test_a_member_that_restarts_empty_gets_the_live_version_back(pool: Poo
     # Loaded where it was missing only: the other member kept its model (a reload resets its counts).
     ready, served_after = await pool.on_member(0, name)
     assert ready and served_after >= served_before + 6, (served_before, served_after)
+
+
+async def test_a_gateway_moves_to_the_members_it_finds(pool: Pool) -> None:
+    """A gateway that knew one member is moved to both, as its DNS pool follower does when a replica
+    joins: calls reach the new member without a restart."""
+    name = triton_name(MODEL, 1)
+    assert all([(await pool.on_member(i, name))[0] for i in range(len(HOSTS))]), "the previous tests deploy it"
+    gateway = GatewayRuntime(
+        GatewaySettings(
+            platform=pool.platform.model_copy(update={"triton_pool_hosts": HOSTS[0]}),
+            api_keys=[KEY],
+            metrics_port=0,
+            host="127.0.0.1",
+        ),
+        redactor=Passthrough(),
+        port=0,
+        serve_metrics=False,
+    )
+    await gateway.start()
+    try:
+        async with asyncio.timeout(30):
+            while (d := gateway.feed.get(MODEL)) is None or d.champion_version != 1:
+                await asyncio.sleep(0.1)
+        before = [(await pool.on_member(i, name))[1] for i in range(len(HOSTS))]
+        assert await pool.predict(6, gateway) == [1] * 6
+        middle = [(await pool.on_member(i, name))[1] for i in range(len(HOSTS))]
+        assert (middle[0] - before[0], middle[1] - before[1]) == (6, 0)  # one member known
+
+        port = pool.platform.triton_grpc_port
+        await gateway.retarget_triton("ipv4:" + ",".join(f"{host}:{port}" for host in HOSTS))
+        assert await pool.predict(20, gateway) == [1] * 20
+        after = [(await pool.on_member(i, name))[1] for i in range(len(HOSTS))]
+        served = [a - m for a, m in zip(after, middle, strict=True)]
+        assert sum(served) == 20 and all(count >= 5 for count in served), served
+    finally:
+        await gateway.stop()

@@ -32,10 +32,13 @@ def test_a_list_of_hosts_is_one_round_robin_target_of_their_addresses() -> None:
 
 def test_a_dns_pool_is_every_address_of_the_name() -> None:
     settings = PlatformSettings(triton_host="localhost", triton_pool_dns=True, triton_grpc_port=8001)
-    assert gateway_target(settings) == ("dns:///localhost:8001", ROUND_ROBIN)
+    assert gateway_target(settings) == ("ipv4:127.0.0.1:8001", ROUND_ROBIN)  # IPv4 when both families
     hosts = {e.host for e in pool_endpoints(settings)}
     assert "127.0.0.1" in hosts
-    assert pool_endpoints(PlatformSettings(triton_host="no-such-host.invalid", triton_pool_dns=True)) == []
+    nowhere = PlatformSettings(triton_host="no-such-host.invalid", triton_pool_dns=True, triton_grpc_port=8001)
+    assert pool_endpoints(nowhere) == []
+    # No member resolves yet (no ready pod): gRPC's own resolver keeps trying the name.
+    assert gateway_target(nowhere) == ("dns:///no-such-host.invalid:8001", ROUND_ROBIN)
 
 
 def test_ipv6_members_are_bracketed() -> None:

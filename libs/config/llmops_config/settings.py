@@ -55,7 +55,9 @@ class PlatformSettings(BaseSettings):
     Kubernetes headless Service lists its ready pods), looked up again every ``triton_pool_refresh_s``."""
 
     triton_pool_refresh_s: float = Field(default=15.0, gt=0, le=3600)
-    """How often the deployment service looks the pool's members up again (members that came or went)."""
+    """How often the deployment service and the gateway look the pool's members up again (members
+    that came or went: the deployment service loads the live versions on a new one, the gateway
+    sends it traffic)."""
 
     gateway_port: int = 50051
     """gRPC port of the inference gateway."""

@@ -57,28 +57,29 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 def gateway_target(settings: PlatformSettings) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """The gRPC target and channel options for a client of the pool.
+    """The gRPC target and channel options for a client of the pool (blocking: DNS lookups).
 
-    One server: its address, as before. DNS: gRPC's own ``dns:///`` resolver with round robin (it
-    looks the name up again whenever a connection to a member breaks, so a restarted pod is found).
-    A list of hosts: their addresses in gRPC's ``ipv4:``/``ipv6:`` form with round robin."""
+    One server: its address, as before. A pool: the members' addresses in gRPC's ``ipv4:``/``ipv6:``
+    form with round robin, looked up now: a DNS pool's client calls this again every
+    ``triton_pool_refresh_s`` and moves to the new target when the members changed (gRPC's own
+    ``dns:///`` resolver looks a name up again only when a connection breaks, so it would never
+    see a replica added). A DNS name that resolves to nothing yet is left to gRPC's resolver."""
     port = settings.triton_grpc_port
     if settings.triton_pool_dns:
-        return f"dns:///{settings.triton_host}:{port}", ROUND_ROBIN
-    hosts = _pool_hosts(settings)
-    if not hosts:
-        return settings.triton_grpc_url, ()
-    addresses = sorted({address for host in hosts for address in resolve(host, port)})
-    if not addresses:
-        raise ValueError(f"no Triton pool host resolves: {', '.join(hosts)}")
+        addresses = resolve(settings.triton_host, port)
+        if not addresses:
+            return f"dns:///{settings.triton_host}:{port}", ROUND_ROBIN
+    else:
+        hosts = _pool_hosts(settings)
+        if not hosts:
+            return settings.triton_grpc_url, ()
+        addresses = sorted({address for host in hosts for address in resolve(host, port)})
+        if not addresses:
+            raise ValueError(f"no Triton pool host resolves: {', '.join(hosts)}")
     v4 = [a for a in addresses if not _is_ipv6(a)]
-    v6 = [a for a in addresses if _is_ipv6(a)]
-    if v4 and v6:
-        # gRPC takes one family per target; IPv4 when the hosts give both (localhost does).
-        v6 = []
-    if v4:
+    if v4:  # gRPC takes one family per target; IPv4 when the names give both (localhost does)
         return "ipv4:" + ",".join(f"{a}:{port}" for a in v4), ROUND_ROBIN
-    return "ipv6:" + ",".join(f"[{a}]:{port}" for a in v6), ROUND_ROBIN
+    return "ipv6:" + ",".join(f"[{a}]:{port}" for a in addresses), ROUND_ROBIN
 
 
 def _pool_hosts(settings: PlatformSettings) -> list[str]:

@@ -66,6 +66,8 @@ class GatewayRuntime:
         self.publisher = EventPublisher(settings.platform, service=SERVICE)
         # One Triton, or a pool of them balanced by the channel (llmops_serving.triton_pool).
         triton_target, channel_options = gateway_target(settings.platform)
+        self.triton_target = triton_target
+        self._pool_follower: asyncio.Task[None] | None = None
         self.predictor = TritonPredictor(
             triton_target,
             metrics=self.metrics,
@@ -186,12 +188,36 @@ class GatewayRuntime:
             name="the gateway",
         )
         await self.server.start()
+        if settings.platform.triton_pool_dns:
+            self._pool_follower = asyncio.get_running_loop().create_task(self._follow_triton_pool())
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.metrics.up.set(1)
         if self._serve_metrics:
             self.metrics.serve(settings.metrics_port, host=settings.platform.metrics_host)
         logger.info("gateway serving", extra={"port": self.port, "models": len(self.feed.book.models())})
+
+    async def retarget_triton(self, target: str) -> None:
+        """Send new Triton calls and streams to ``target`` (the pool's members changed); those in
+        flight finish where they are (a unary call given the longest deadline, a stream to its end)."""
+        if target == self.triton_target:
+            return
+        logger.info("the Triton pool changed", extra={"before": self.triton_target, "after": target})
+        self.triton_target = target
+        await self.predictor.retarget(target, grace_s=self.settings.max_deadline_s)
+        await self.generator.retarget(target)
+
+    async def _follow_triton_pool(self) -> None:
+        """Look the DNS pool's members up every ``triton_pool_refresh_s`` (a replica added, a pod
+        restarted on a new address) and move to them."""
+        platform = self.settings.platform
+        while True:
+            await asyncio.sleep(platform.triton_pool_refresh_s)
+            try:
+                target, _ = await asyncio.to_thread(gateway_target, platform)
+                await self.retarget_triton(target)
+            except Exception:
+                logger.exception("looking the Triton pool up failed; tried again at the next refresh")
 
     def _models_of(self, kind: str) -> list[str]:
         """Deployed models of one kind: a request naming no model goes to the only one, if one."""
@@ -219,6 +245,10 @@ class GatewayRuntime:
         if self.audit is not None:
             await self.audit.stop(timeout=self.settings.log_drain_timeout_s)
             self.audit = None
+        if self._pool_follower is not None:
+            self._pool_follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_follower
         await self.feed.stop()
         await self.predictor.close()
         await self.generator.close()

@@ -102,6 +102,7 @@ class TritonPredictor:
         self._models: dict[str, _ModelInfo] = {}
         self._pending: dict[str, list[_Waiting]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
         self._outputs = [
             service_pb2.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in classifier_serving.OUTPUTS
         ]
@@ -112,9 +113,23 @@ class TritonPredictor:
         self._channel = grpc.aio.insecure_channel(self._url, options=self._channel_options)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
+    async def retarget(self, url: str, *, grace_s: float) -> None:
+        """Send new calls to ``url`` (the Triton pool's members changed); calls in flight on the
+        old channel finish on it, given ``grace_s`` before it closes."""
+        if url == self._url or self._channel is None:
+            self._url = url
+            return
+        old, self._url = self._channel, url
+        await self.start()
+        task = asyncio.get_running_loop().create_task(old.close(grace_s))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -361,16 +376,41 @@ class TritonGenerator:
         self._model = triton_model
         self._metrics = metrics
         self._client: grpcaio.InferenceServerClient | None = None
+        self._streams: dict[grpcaio.InferenceServerClient, int] = {}
+        """Streams open on each client; a client retired by ``retarget`` closes with its last one."""
+        self._closing: set[asyncio.Task[None]] = set()
         self._outputs = [grpcclient.InferRequestedOutput(name) for name in causal_lm_serving.OUTPUTS]
 
     async def start(self) -> None:
         # Created here, not in __init__: the aio channel binds to the running event loop.
         self._client = grpcaio.InferenceServerClient(self._url, channel_args=self._channel_args)
+        self._streams[self._client] = 0
+
+    async def retarget(self, url: str) -> None:
+        """Open new streams on ``url`` (the Triton pool's members changed); streams already open
+        run to their end on the old client, which closes after the last of them."""
+        if url == self._url or self._client is None:
+            self._url = url
+            return
+        old, self._url = self._client, url
+        await self.start()
+        self._close_if_idle(old)
+
+    def _close_if_idle(self, client: grpcaio.InferenceServerClient) -> None:
+        """Close a retired client with no stream left (in the background: called from a stream's end)."""
+        if client is not self._client and self._streams.get(client) == 0:
+            del self._streams[client]
+            task = asyncio.get_running_loop().create_task(client.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        clients, self._client = list(self._streams), None
+        self._streams.clear()
+        for client in clients:
+            await client.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def generate(self, *, adapter: str, item: GenerateItem, timeout: float | None) -> AsyncGenerator[Chunk, None]:
         if self._client is None:
@@ -384,7 +424,9 @@ class TritonGenerator:
             # lifetime on Triton, and cancelling it is how the model learns the caller went away.
             await finished.wait()
 
-        responses = self._client.stream_infer(requests(), stream_timeout=timeout)
+        client = self._client
+        self._streams[client] += 1
+        responses = client.stream_infer(requests(), stream_timeout=timeout)
         try:
             async for result, error in responses:
                 if error is not None:
@@ -406,6 +448,9 @@ class TritonGenerator:
             # A no-op after the last response; otherwise (the caller went away, its deadline passed,
             # a failure here) Triton cancels the request and the model frees its slot.
             responses.cancel()
+            if client in self._streams:
+                self._streams[client] -= 1
+                self._close_if_idle(client)
 
     def _inputs(self, adapter: str, item: GenerateItem) -> list[grpcclient.InferInput]:
         tensors = causal_lm_serving.generation_inputs(
