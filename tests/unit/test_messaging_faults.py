@@ -140,20 +140,40 @@ def test_a_full_disk_is_told_from_other_errors() -> None:
     assert infrastructure_fault(RuntimeError("handler")) is None
 
 
-# --- a handler that meets a full disk -------------------------------------------------------------
+# --- a handler that meets an infrastructure fault --------------------------------------------------
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["per-event handler", "batch handler"])
-async def test_a_handler_on_a_full_disk_is_retried_until_there_is_space_never_dead_lettered(batched: bool) -> None:
-    """The handler fails with ENOSPC six times, three times the policy's attempts: no DLQ, the effect
-    once, stalled (``disk_full``) from the first failure until the delivery that succeeds."""
+def _state_store_down() -> StateStoreUnavailable:
+    try:
+        raise OSError("connection refused")
+    except OSError as cause:  # as the stores raise it: the driver's error as the cause
+        error = StateStoreUnavailable("the state store could not be reached: connection refused")
+        error.__cause__ = cause
+        return error
+
+
+@pytest.mark.parametrize(
+    ("batched", "fault", "reason", "said"),
+    [
+        (False, _enospc, "disk_full", "No space left on device"),
+        (True, _sqlite_full, "disk_full", "database or disk is full"),
+        (False, _state_store_down, "state_store_unavailable", "the state store could not be reached"),
+    ],
+    ids=["full disk, per-event handler", "full disk, batch handler", "state store unreachable"],
+)
+async def test_a_handler_meeting_an_infrastructure_fault_is_retried_until_it_is_gone_never_dead_lettered(
+    batched: bool, fault: Any, reason: str, said: str
+) -> None:
+    """The handler fails six times, three times the policy's attempts, for a reason that is not the
+    message's (a full disk, the shared state store down): no DLQ, the effect once, stalled with the
+    fault as the reason from the first failure until the delivery that succeeds."""
     failures_left = [6]
     effects: list[str] = []
 
     def write(text: str) -> None:
         if failures_left[0] > 0:
             failures_left[0] -= 1
-            raise _enospc() if not batched else _sqlite_full()
+            raise fault()
         effects.append(text)
 
     async def handle(envelope: Envelope[Any]) -> None:
@@ -183,49 +203,9 @@ async def test_a_handler_on_a_full_disk_is_retried_until_there_is_space_never_de
     assert failed == 6 and outcomes == [Outcome.HANDLED]
     assert dlq.sent == []
     assert effects == ["text 0"]
-    assert all(not health.healthy and health.reason == "disk_full" for health in health_during)
-    assert "stalled (disk_full" in health_during[0].detail
-    assert ("database or disk is full" if batched else "No space left on device") in health_during[0].detail
+    assert all(not health.healthy and health.reason == reason for health in health_during)
+    assert f"stalled ({reason}" in health_during[0].detail and said in health_during[0].detail
     assert consumer.health().healthy and consumer.health().reason == ""
-
-
-async def test_a_handler_whose_state_store_is_unreachable_is_retried_until_it_is_back_never_dead_lettered() -> None:
-    """The shared PostgreSQL store is down for five deliveries, more than the policy's attempts: not
-    the message's fault, so no attempt is counted and nothing is dead-lettered; the consumer is
-    stalled (``state_store_unavailable``) until the store answers, and the effect happens once."""
-    failures_left = [5]
-    effects: list[str] = []
-
-    async def handle(envelope: Envelope[Any]) -> None:
-        if failures_left[0] > 0:
-            failures_left[0] -= 1
-            try:
-                raise OSError("connection refused")
-            except OSError as cause:  # as the stores raise it: the driver's error as the cause
-                raise StateStoreUnavailable("the state store could not be reached: connection refused") from cause
-        effects.append(envelope.data.text)
-
-    dlq = RecordingDeadLetterQueue()
-    consumer = EventConsumer(
-        group_id="g",
-        handlers={RecordSubmitted: handle},
-        dlq=dlq,  # type: ignore[arg-type]
-        processed=ProcessedEvents(":memory:", consumer="g"),
-        retry=_retry(max_attempts=2),
-        stall_after_failures=3,
-        faults=None,
-    )
-    health_during: list[Any] = []
-    outcomes, failed = await _deliver_until_it_succeeds(
-        consumer, _records(1), on_failure=lambda _: health_during.append(consumer.health())
-    )
-
-    assert failed == 5 and outcomes == [Outcome.HANDLED]
-    assert dlq.sent == []
-    assert effects == ["text 0"]
-    assert all(not health.healthy and health.reason == "state_store_unavailable" for health in health_during)
-    assert "stalled (state_store_unavailable" in health_during[0].detail
-    assert consumer.health().healthy
 
 
 @pytest.mark.parametrize("spare_attempts", [False, True], ids=["nothing written", "attempts written"])
