@@ -234,6 +234,34 @@ async def test_a_stream_arrives_in_many_messages_and_ends_with_usage(
     )
 
 
+async def test_a_stream_open_when_the_triton_pool_changes_ends_where_it_began(
+    gateway: GatewayRuntime, stub: inference_pb2_grpc.InferenceServiceStub
+) -> None:
+    """The gateway moves to new Triton members (``retarget_triton``, as its DNS pool follower does)
+    while a stream runs: that stream finishes on its channel, new streams open on the new one, and
+    the old client is closed once its last stream ended."""
+    before = gateway.triton_target
+    generator = gateway.generator
+    call = stub.GenerateStream(
+        inference_pb2.GenerateStreamRequest(model=BOT, prompt=COUNTING, max_tokens=24), metadata=AUTH, timeout=120
+    )
+    chunks = [await call.read()]
+    old_clients = set(generator._streams)
+    try:
+        await gateway.retarget_triton("ipv4:" + before)  # the same server, named as a pool is
+        assert set(generator._streams) > old_clients  # a new client beside the one the stream holds
+        while (chunk := await call.read()) is not grpc.aio.EOF:
+            chunks.append(chunk)
+        assert chunks[-1].finish_reason in ("stop", "length") and chunks[-1].usage.completion_tokens > 1
+        async with asyncio.timeout(10):  # its last stream ended: the old client is closed
+            while set(generator._streams) & old_clients:
+                await asyncio.sleep(0.05)
+        again = await _stream(stub, model=BOT, prompt=COUNTING, max_tokens=8)
+        assert again[-1].finish_reason in ("stop", "length")
+    finally:
+        await gateway.retarget_triton(before)
+
+
 async def test_the_generation_log_is_redacted_and_carries_counts_and_timings(
     gateway: GatewayRuntime, stub: inference_pb2_grpc.InferenceServiceStub
 ) -> None:
