@@ -41,9 +41,10 @@ class TritonEndpoint:
 def pool_endpoints(settings: PlatformSettings) -> list[TritonEndpoint]:
     """The members now, in a stable order (blocking: a DNS lookup when ``triton_pool_dns``). An
     empty list when the name resolves to nothing (no ready pod yet)."""
-    hosts = _pool_hosts(settings) or [settings.triton_host]
     if settings.triton_pool_dns:
         hosts = resolve(settings.triton_host, settings.triton_grpc_port)
+    else:
+        hosts = _pool_hosts(settings) or [settings.triton_host]
     return [TritonEndpoint(host, settings.triton_grpc_port, settings.triton_metrics_port) for host in hosts]
 
 

@@ -91,11 +91,7 @@ class TritonPool:
 
     async def _each(self, call: Callable[[TritonControl], Awaitable[T]]) -> list[T]:
         """``call`` on every answering member at once; the first failure is raised after all ended."""
-        results = await asyncio.gather(*(call(m) for m in await self._answering()), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return results  # type: ignore[return-value]
+        return await _all_ended([call(m) for m in await self._answering()])
 
     # ---- the TritonControl surface, over the pool ----------------------------------------------
 
@@ -112,10 +108,7 @@ class TritonPool:
             ready = await asyncio.gather(*(m.is_ready(name) for m in members))
             missing = [m for m, ok in zip(members, ready, strict=True) if not ok]
             members = missing or members
-        results = await asyncio.gather(*(m.load(name) for m in members), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await _all_ended([m.load(name) for m in members])
 
     async def unload(self, name: str) -> None:
         await self._each(lambda m: m.unload(name))
@@ -170,3 +163,13 @@ class TritonPool:
         is one (the smoke test must see it), else the first member's."""
         generations = await self._each(lambda m: m.generate(model, inputs, timeout_s=timeout_s))
         return next((g for g in generations if g.error), generations[0])
+
+
+async def _all_ended(calls: list[Awaitable[T]]) -> list[T]:
+    """The results of ``calls`` run at once; the first failure is raised once every call ended (no
+    member is left half-way through a load while another's error propagates)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
