@@ -29,25 +29,18 @@ from llmops_deployment.settings import DeploymentSettings
 from llmops_events.topics import DEPLOYMENTS
 from llmops_events.v1 import Decision, DeploymentPromoted, EvaluationCompleted
 from llmops_gateway.main import GatewayRuntime
-from llmops_gateway.settings import GatewaySettings
-from llmops_messaging import EventPublisher, create_broker
+from llmops_messaging import EventPublisher
 from llmops_serving import triton_name
 from llmops_stack import NullProgress, TritonComponent, TritonServer, free_port, repo_paths
 from llmops_storage import ArtifactStore
 from tests.bus_readback import read_topic
+from tests.serving_inprocess import deployment_running, gateway_running
 
 pytestmark = pytest.mark.integration
 
 KEY = "pool-key-0123456789"
 MODEL = f"pool-{uuid.uuid4().hex[:6]}"
 HOSTS = ("127.0.0.1", "127.0.0.2")
-
-
-class Passthrough:
-    """The inference log's redactor: the texts here hold nothing personal (and Presidio costs seconds)."""
-
-    def redact(self, text: str) -> str:
-        return text
 
 
 @dataclass
@@ -145,25 +138,13 @@ async def pool(
         reconcile_interval_s=1.0,
         warmup_requests=1,
     )
-    runtime = DeploymentRuntime(settings)
-    broker = create_broker(platform, service="deployment-pool")
-    await runtime.open()
-    runtime.attach(broker)
-    await broker.start()
-    await runtime.begin()
-    gateway = GatewayRuntime(
-        GatewaySettings(platform=platform, api_keys=[KEY], metrics_port=0, host="127.0.0.1"),
-        redactor=Passthrough(),
-        port=0,
-        serve_metrics=False,
-    )
-    await gateway.start()
     try:
-        yield Pool(platform, members, runtime, gateway)
+        async with (
+            deployment_running(settings, service="deployment-pool") as runtime,
+            gateway_running(platform, api_key=KEY) as gateway,
+        ):
+            yield Pool(platform, members, runtime, gateway)
     finally:
-        await gateway.stop()
-        await broker.stop()
-        await runtime.close()
         await asyncio.gather(*(asyncio.to_thread(m.stop) for m in members))
 
 
@@ -217,19 +198,8 @@ async def test_a_gateway_moves_to_the_members_it_finds(pool: Pool) -> None:
     joins: calls reach the new member without a restart."""
     name = triton_name(MODEL, 1)
     assert all([(await pool.on_member(i, name))[0] for i in range(len(HOSTS))]), "the previous tests deploy it"
-    gateway = GatewayRuntime(
-        GatewaySettings(
-            platform=pool.platform.model_copy(update={"triton_pool_hosts": HOSTS[0]}),
-            api_keys=[KEY],
-            metrics_port=0,
-            host="127.0.0.1",
-        ),
-        redactor=Passthrough(),
-        port=0,
-        serve_metrics=False,
-    )
-    await gateway.start()
-    try:
+    platform = pool.platform.model_copy(update={"triton_pool_hosts": HOSTS[0]})
+    async with gateway_running(platform, api_key=KEY) as gateway:
         async with asyncio.timeout(30):
             while (d := gateway.feed.get(MODEL)) is None or d.champion_version != 1:
                 await asyncio.sleep(0.1)
@@ -244,5 +214,3 @@ async def test_a_gateway_moves_to_the_members_it_finds(pool: Pool) -> None:
         after = [(await pool.on_member(i, name))[1] for i in range(len(HOSTS))]
         served = [a - m for a, m in zip(after, middle, strict=True)]
         assert sum(served) == 20 and all(count >= 5 for count in served), served
-    finally:
-        await gateway.stop()

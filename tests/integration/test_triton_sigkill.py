@@ -72,12 +72,12 @@ from llmops_events.v1 import (
     EvaluationCompleted,
 )
 from llmops_gateway.main import GatewayRuntime
-from llmops_gateway.settings import GatewaySettings
-from llmops_messaging import EventPublisher, create_broker
+from llmops_messaging import EventPublisher
 from llmops_serving import choose_route, request_bucket
 from llmops_stack import NullProgress, TritonComponent, TritonServer, free_port, repo_paths
 from llmops_stack.processes import port_open
 from llmops_storage import ArtifactStore
+from tests.serving_inprocess import deployment_running, gateway_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -98,13 +98,6 @@ ACCEPTED_WHILE_DOWN = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
 def say(message: str) -> None:
     print(f"[triton-sigkill] {message}", flush=True)
-
-
-class Passthrough:
-    """The inference log's redactor: the texts here hold nothing personal (and Presidio costs seconds)."""
-
-    def redact(self, text: str) -> str:
-        return text
 
 
 @dataclass
@@ -341,34 +334,25 @@ async def world(
         warmup_requests=1,
         triton_retry_max_delay_s=2.0,
     )
-    runtime = DeploymentRuntime(settings)
-    broker = create_broker(platform, service="deployment-chaos")
     events: list[Envelope[Any]] = []
     reader = asyncio.get_running_loop().create_task(_read_events(platform, {CANARY_MODEL, DEPLOY_MODEL}, events))
-    await runtime.open()
-    runtime.attach(broker)
-    await broker.start()
-    await runtime.begin()
-    gateway = GatewayRuntime(
-        GatewaySettings(platform=platform, api_keys=[KEY], metrics_port=0, host="127.0.0.1"),
-        redactor=Passthrough(),
-        port=0,
-        serve_metrics=False,
-    )
-    await gateway.start()
-    channel = aio_channel(platform, f"127.0.0.1:{gateway.port}")
-    w = World(platform, triton, runtime, gateway, inference_pb2_grpc.InferenceServiceStub(channel), events)
+    w: World | None = None
     try:
-        yield w
+        async with (
+            deployment_running(settings, service="deployment-chaos") as runtime,
+            gateway_running(platform, api_key=KEY) as gateway,
+        ):
+            channel = aio_channel(platform, f"127.0.0.1:{gateway.port}")
+            w = World(platform, triton, runtime, gateway, inference_pb2_grpc.InferenceServiceStub(channel), events)
+            try:
+                yield w
+            finally:
+                await channel.close()
     finally:
-        await channel.close()
-        await gateway.stop()
-        await broker.stop()
-        await runtime.close()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await asyncio.to_thread(triton.stop)
-        for group in w.killed_groups:  # backend stubs the killed servers left behind, if any
+        for group in w.killed_groups if w is not None else []:  # backend stubs the killed servers left behind
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
 
