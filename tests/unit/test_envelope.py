@@ -177,6 +177,44 @@ def test_binary_fast_path_decodes_exactly_as_the_cloudevents_sdk() -> None:
         assert verdict(decode, record) == verdict(_decode_with_sdk, record), record
 
 
+def test_binary_encoding_writes_what_the_cloudevents_sdk_writes() -> None:
+    """The SDK-free binary encoder: the same key and headers, in the same order, and a value
+    that is the same JSON (only whitespace and escaping may differ)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from llmops_events.envelope import _encode_with_sdk
+    from llmops_events.v1 import InferenceLogged
+
+    logged = InferenceLogged(
+        request_id="r-9",
+        tenant="acme",
+        model_name="intents",
+        model_version=3,
+        text='Où est ma carte ? \u2603 "quoted"',
+        label="card_arrival",
+        confidence=0.25,
+        scores={"card_arrival": 0.25, "refund": 1e-07, "lost_card": 0.1 + 0.2},
+        latency_ms=3.5,
+        route="canary",
+        served_at=datetime(2026, 12, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))),
+    )
+    envelopes = [
+        Envelope.wrap(_record(), source="/tests", subject="t-1", correlationid="c", traceparent=TRACEPARENT),
+        Envelope.wrap(logged, source="/llmops/gateway"),
+        Envelope.wrap(FeedbackSubmitted(request_id="r-1", true_label="refund"), source="/t", id="fixed"),
+        Envelope.wrap(_record(), source="/t").model_copy(
+            update={"time": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5)))}
+        ),
+        Envelope.wrap(_record(), source="/t").model_copy(update={"time": datetime(2026, 1, 2, tzinfo=UTC)}),
+    ]
+    for envelope in envelopes:
+        fast, sdk = encode(envelope, ContentMode.BINARY), _encode_with_sdk(envelope, ContentMode.BINARY)
+        assert fast.key == sdk.key
+        assert fast.headers == sdk.headers
+        assert json.loads(fast.value) == json.loads(sdk.value)
+        assert decode(fast) == envelope
+
+
 REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type")
 
 

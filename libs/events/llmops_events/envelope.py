@@ -126,6 +126,51 @@ class DecodeError(Exception):
 
 def encode(envelope: Envelope[Any], mode: ContentMode = ContentMode.BINARY) -> KafkaRecord:
     """Serialise an envelope for Kafka in the chosen content mode, keyed by the topic's key."""
+    if mode is ContentMode.BINARY:
+        return _encode_plain_binary(envelope)
+    return _encode_with_sdk(envelope, mode)
+
+
+# Envelope attributes in the order the SDK writes their headers (``datacontenttype`` as content-type).
+_HEADER_ATTRIBUTES = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "subject",
+    "datacontenttype",
+    "traceparent",
+    "correlationid",
+)
+
+
+def _encode_plain_binary(envelope: Envelope[Any]) -> KafkaRecord:
+    """Binary mode without the SDK: the same headers and key as ``to_binary`` writes, and the
+    payload serialised by pydantic-core in one call. The SDK's ``json.dumps`` of the dumped
+    payload costs ~6x more (~120 us for an inference log with 77 scores, most of the gateway's
+    per-prediction logging cost); the bytes differ only in JSON whitespace and escaping, the
+    value is the same (a unit test compares the two)."""
+    headers: list[tuple[str, bytes]] = []
+    for name in _HEADER_ATTRIBUTES:
+        value = getattr(envelope, name)
+        if value is None:
+            continue
+        if name == "datacontenttype":
+            headers.append(("content-type", value.encode()))
+        elif name == "time":
+            text = value.isoformat()
+            headers.append(("ce_time", (text[:-6] + "Z" if text.endswith("+00:00") else text).encode()))
+        else:
+            headers.append((f"ce_{name}", value.encode()))
+    data = envelope.data
+    return KafkaRecord(
+        key=envelope.key.encode(), value=data.__pydantic_serializer__.to_json(data), headers=tuple(headers)
+    )
+
+
+def _encode_with_sdk(envelope: Envelope[Any], mode: ContentMode) -> KafkaRecord:
+    """``encode`` through the CloudEvents SDK: every content mode."""
     attributes = envelope.model_dump(mode="json", exclude={"data"}, exclude_none=True)
     attributes["time"] = envelope.time
     event = CloudEvent(attributes=attributes, data=envelope.data.model_dump(mode="json"))

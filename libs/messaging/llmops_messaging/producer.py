@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -86,6 +88,39 @@ class EventPublisher:
             )
         await self.publish_record(envelope.topic, encode(envelope, mode))
         return envelope
+
+    async def publish_many(self, payloads: Sequence[EventData]) -> list[BaseException | None]:
+        """Publish payloads, each in a new envelope, and wait for every acknowledgement at once.
+
+        Each is appended to the producer's batches in turn and the acknowledgements are awaited
+        together: no task per event, as ``publish`` in concurrent tasks would need (the gateway
+        logs one event per prediction). Returns, per payload in order, None once the broker has
+        it or the error that stopped it."""
+        if self._producer is None:
+            raise RuntimeError("EventPublisher.start() was not called")
+        traceparent = current_traceparent()
+        outcomes: list[BaseException | None] = []
+        waiting: list[tuple[int, asyncio.Future[RecordMetadata]]] = []
+        for index, data in enumerate(payloads):
+            try:
+                envelope = Envelope.wrap(data, source=self._source, traceparent=traceparent)
+                record = encode(envelope)
+                acknowledged = await self._producer.send(
+                    self._options.topic(envelope.topic),
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
+                )
+            except Exception as error:  # this payload is lost to the caller's count, not the others
+                outcomes.append(error)
+                continue
+            outcomes.append(None)
+            waiting.append((index, acknowledged))
+        results = await asyncio.gather(*(future for _, future in waiting), return_exceptions=True)
+        for (index, _), result in zip(waiting, results, strict=True):
+            if isinstance(result, BaseException):
+                outcomes[index] = result
+        return outcomes
 
     async def publish_record(self, topic: str, record: KafkaRecord) -> RecordMetadata:
         """Send a ready-made record and wait until the broker has it (acks=all)."""

@@ -124,12 +124,12 @@ class SlowPublisher:
         self.release = asyncio.Event()
         self.fail = fail
 
-    async def publish(self, data: InferenceLogged) -> object:
+    async def publish_many(self, payloads: Sequence[InferenceLogged]) -> list[BaseException | None]:
         await self.release.wait()
         if self.fail:
-            raise ConnectionError("broker down")
-        self.published.append(data)
-        return data
+            return [ConnectionError("broker down") for _ in payloads]
+        self.published.extend(payloads)
+        return [None for _ in payloads]
 
 
 class UpperRedactor:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, cast
@@ -22,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    async def publish(self, data: InferenceLogged) -> object: ...
+    async def publish_many(self, payloads: Sequence[InferenceLogged]) -> list[BaseException | None]:
+        """None per acknowledged payload, else its error (``EventPublisher.publish_many``)."""
+        ...
 
 
 class TextRedactor(Protocol):
@@ -107,8 +110,8 @@ class InferenceLogBuffer:
             try:
                 # Redaction is CPU work (Presidio, ~1 ms a text): a thread keeps the event loop answering.
                 events = await asyncio.to_thread(self._events, entries)
-                results = await asyncio.gather(*(self._publisher.publish(e) for e in events), return_exceptions=True)
-                failed = [r for r in results if isinstance(r, BaseException)]
+                results = await self._publisher.publish_many(events)
+                failed = [r for r in results if r is not None]
                 self._metrics.log_published.inc(len(results) - len(failed))
                 if failed:
                     self._metrics.log_dropped.labels("publish_failed").inc(len(failed))
