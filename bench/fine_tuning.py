@@ -26,7 +26,7 @@ ACCURACY = Figure(
     benchmark=NAME,
     name="BANKING77 test accuracy (LoRA)",
     unit="",
-    target=Target(comparison=">=", threshold=0.92),
+    target=Target(comparison=">=", threshold=0.937),  # issue 21: past BERT-large
     anchor=Anchor(value=0.9366, unit="", source="Casanueva et al. 2020, arXiv 2003.04807"),
 )
 MACRO_F1 = Figure(benchmark=NAME, name="BANKING77 test macro-F1 (LoRA)", unit="")
@@ -34,14 +34,16 @@ TRAIN_TIME = Figure(
     benchmark=NAME, name="BANKING77 training wall time", unit="s", target=Target(comparison="<=", threshold=600)
 )
 EXAMPLES_PER_S = Figure(benchmark=NAME, name="BANKING77 training throughput", unit="examples/s")
+MINUTES_PER_EPOCH = Figure(benchmark=NAME, name="BANKING77 training time per epoch", unit="min")
 PEAK_RSS = Figure(benchmark=NAME, name="BANKING77 training peak RSS", unit="MiB")
-FIGURES = (ACCURACY, MACRO_F1, TRAIN_TIME, EXAMPLES_PER_S, PEAK_RSS)
+FIGURES = (ACCURACY, MACRO_F1, TRAIN_TIME, EXAMPLES_PER_S, MINUTES_PER_EPOCH, PEAK_RSS)
 
 KEYS = {  # figure → key of the script's JSON
     ACCURACY: "test_accuracy",
     MACRO_F1: "test_macro_f1",
     TRAIN_TIME: "train_wall_seconds",
     EXAMPLES_PER_S: "train_examples_per_second",
+    MINUTES_PER_EPOCH: "minutes_per_epoch",
     PEAK_RSS: "peak_rss_mib",
 }
 

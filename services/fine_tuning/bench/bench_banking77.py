@@ -4,12 +4,13 @@ Trains on the full BANKING77 training set (10,003 examples, 77 intents) with the
 and defaults (``deploy/training/defaults.yaml``), evaluates on the official test set (3,080) and
 prints one JSON object: test accuracy and macro-F1, training wall time, examples/s, peak RSS, and
 the distance to the published anchor (Casanueva et al. 2020, arXiv 2003.04807: 93.66%).
-Target: >= 0.92 test accuracy within 10 minutes of training on a 2-core CPU.
+Target (issue 21): >= 0.937 test accuracy (past the anchor) within 10 minutes of training on a 2-core
+CPU; the compass goal is 0.94 in 5 minutes.
 
 Environment:
   LLMOPS_SHARED_DATA     folder holding ``banking77/{train,test}.csv`` (default: ../shared/data
                          relative to the repository root)
-  LLMOPS_BENCH_EPOCHS    override the epochs (default: 2, sized for the 10-minute budget)
+  LLMOPS_BENCH_EPOCHS    override the epochs (default: the service's, deploy/training/defaults.yaml)
   LLMOPS_BENCH_THREADS   torch threads (default: 2)
   LLMOPS_BENCH_LIMIT     train on the first N examples only (smoke runs)
 
@@ -29,7 +30,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ANCHOR_ACCURACY = 0.9366
-TARGET_ACCURACY = 0.92
+TARGET_ACCURACY = 0.937
 TARGET_TRAIN_SECONDS = 600.0
 
 
@@ -64,10 +65,11 @@ def run() -> dict[str, Any] | None:
     )
     settings = FineTuningSettings()
     defaults = load_defaults(settings.defaults_file)
+    epochs = os.environ.get("LLMOPS_BENCH_EPOCHS")
     request = TrainingRequested(
         model_name="banking77-bench",
         dataset_id="banking77",
-        hyperparameters=Hyperparameters(epochs=float(os.environ.get("LLMOPS_BENCH_EPOCHS", "2"))),
+        hyperparameters=Hyperparameters(epochs=float(epochs) if epochs else None),
     )
     job = resolve_job(request, request_id="bench", correlation_id=None, defaults=defaults)
     threads = int(os.environ.get("LLMOPS_BENCH_THREADS", "2"))
@@ -101,6 +103,8 @@ def run() -> dict[str, Any] | None:
         "train_wall_seconds": round(metrics["train_seconds"], 1),
         "total_wall_seconds": round(total_seconds, 1),
         "train_examples_per_second": round(metrics["train_examples_per_second"], 1),
+        "epochs": job.hyperparameters.epochs,
+        "minutes_per_epoch": round(metrics["train_seconds"] / job.hyperparameters.epochs / 60, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "trainable_parameter_share": round(result.trainable_parameter_share, 4),
         "anchor_accuracy": ANCHOR_ACCURACY,
