@@ -204,10 +204,7 @@ def decode(record: KafkaRecord, expected: type[DataT] | None = None) -> Envelope
 
 
 # The ce_ headers the platform's own producers write; a message with any other takes the SDK path.
-_PLAIN_ATTRIBUTES = {
-    f"ce_{name}": name
-    for name in ("specversion", "id", "source", "type", "time", "subject", "traceparent", "correlationid")
-}
+_PLAIN_ATTRIBUTES = {f"ce_{name}": name for name in _HEADER_ATTRIBUTES if name != "datacontenttype"}
 
 
 def _decode_plain_binary(record: KafkaRecord, expected: type[EventData] | None) -> Envelope[Any] | None:

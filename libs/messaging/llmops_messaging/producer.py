@@ -96,8 +96,7 @@ class EventPublisher:
         together: no task per event, as ``publish`` in concurrent tasks would need (the gateway
         logs one event per prediction). Returns, per payload in order, None once the broker has
         it or the error that stopped it."""
-        if self._producer is None:
-            raise RuntimeError("EventPublisher.start() was not called")
+        self._started()  # a programming error, raised rather than counted per payload
         traceparent = current_traceparent()
         outcomes: list[BaseException | None] = []
         waiting: list[tuple[int, asyncio.Future[RecordMetadata]]] = []
@@ -105,12 +104,7 @@ class EventPublisher:
             try:
                 envelope = Envelope.wrap(data, source=self._source, traceparent=traceparent)
                 record = encode(envelope)
-                acknowledged = await self._producer.send(
-                    self._options.topic(envelope.topic),
-                    value=record.value,
-                    key=record.key,
-                    headers=list(record.headers),
-                )
+                acknowledged = await self._send(envelope.topic, record)
             except Exception as error:  # this payload is lost to the caller's count, not the others
                 outcomes.append(error)
                 continue
@@ -124,8 +118,16 @@ class EventPublisher:
 
     async def publish_record(self, topic: str, record: KafkaRecord) -> RecordMetadata:
         """Send a ready-made record and wait until the broker has it (acks=all)."""
-        if self._producer is None:
-            raise RuntimeError("EventPublisher.start() was not called")
-        return await self._producer.send_and_wait(
+        return await (await self._send(topic, record))
+
+    async def _send(self, topic: str, record: KafkaRecord) -> asyncio.Future[RecordMetadata]:
+        """Append ``record`` to the producer's batches for the platform topic ``topic``; the future
+        resolves once the broker has it (acks=all)."""
+        return await self._started().send(
             self._options.topic(topic), value=record.value, key=record.key, headers=list(record.headers)
         )
+
+    def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("EventPublisher.start() was not called")
+        return self._producer
