@@ -34,6 +34,24 @@ OWN_PHRASES = [
     "how is the fx rate set",
 ]
 
+SCORE_TOLERANCE = 0.1
+"""How far an int8 probability may lie from its float twin's."""
+MIN_AGREEMENT = 0.95
+"""Labels that must match overall. Not 1.0: the tiny model is unsure of some texts, and dynamic
+quantization scales activations over the whole batch, so a text's int8 answer depends on the texts
+Triton batched it with."""
+
+
+def _assert_labels_agree(reference_scores: np.ndarray, reference: np.ndarray, other: np.ndarray) -> None:
+    """Every text the reference is sure of (top two probabilities more than twice the score
+    tolerance apart, so no change within it can flip them) gets the same label, and most others do."""
+    top_two = np.sort(reference_scores, axis=1)[:, -2:]
+    sure = top_two[:, 1] - top_two[:, 0] > 2 * SCORE_TOLERANCE
+    assert sure.mean() > 0.5, f"the reference is sure of only {sure.sum()} of {len(sure)} texts"
+    assert (reference[sure] == other[sure]).all()
+    agreement = float((reference == other).mean())
+    assert agreement >= MIN_AGREEMENT, agreement
+
 
 @pytest.fixture(scope="module")
 def artifact(tiny_model: Any, stack_settings: PlatformSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -83,10 +101,10 @@ def test_onnx_runtime_answers_like_the_torch_model(artifact: Path, texts: list[s
     assert (onnx_logits.argmax(axis=1) == torch_logits.argmax(axis=1)).all()
 
     int8 = OnnxClassifier(artifact)  # what serves: int8 dynamic quantization
-    agreement = float((int8.logits(texts).argmax(axis=1) == torch_logits.argmax(axis=1)).mean())
-    assert agreement >= 0.99, agreement
     torch_probabilities = reference.predict_proba(texts).numpy()
-    assert np.abs(int8.predict_proba(texts) - torch_probabilities).max() < 0.1
+    int8_probabilities = int8.predict_proba(texts)
+    assert np.abs(int8_probabilities - torch_probabilities).max() < SCORE_TOLERANCE
+    _assert_labels_agree(torch_probabilities, torch_probabilities.argmax(axis=1), int8_probabilities.argmax(axis=1))
 
 
 def _binarized_copy(artifact: Path, target: Path) -> Path:
@@ -205,7 +223,6 @@ def test_triton_serves_the_onnx_export_like_the_torch_path(
         client.close()
     onnx_labels, onnx_scores = answers["onnx"]
     torch_labels, torch_scores = answers["torch"]
-    agreement = np.mean(np.asarray(onnx_labels) == np.asarray(torch_labels))
-    assert agreement >= 0.99, agreement
     assert np.allclose(onnx_scores.sum(axis=1), 1, atol=1e-4)
-    assert np.abs(onnx_scores - torch_scores).max() < 0.1
+    assert np.abs(onnx_scores - torch_scores).max() < SCORE_TOLERANCE
+    _assert_labels_agree(torch_scores, np.asarray(torch_labels), np.asarray(onnx_labels))

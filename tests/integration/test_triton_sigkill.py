@@ -219,6 +219,16 @@ class World:
         await asyncio.to_thread(self.triton.ensure_up, NullProgress())
 
 
+@dataclass
+class Windows:
+    """A probe's status codes, by where each call fell against the outage."""
+
+    before: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+    down: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+
+
 class Probe:
     """Champion-routed Predict calls, one after another, each recorded with its time."""
 
@@ -226,14 +236,16 @@ class Probe:
         self.world = world
         self.model = model
         self.ids = world.request_ids(model, "champion", 4)
-        self.results: list[tuple[float, str]] = []
+        self.results: list[tuple[float, float, str]] = []
+        """(sent at, answered at, status code) per call."""
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         i = 0
         while True:
+            sent_at = time.monotonic()
             code, _ = await self.world.call(self.model, self.ids[i % len(self.ids)])
-            self.results.append((time.monotonic(), code))
+            self.results.append((sent_at, time.monotonic(), code))
             i += 1
             await asyncio.sleep(0.1)
 
@@ -250,10 +262,38 @@ class Probe:
         """The time of the first OK after ``since``."""
         async with asyncio.timeout(timeout):
             while True:
-                for at, code in self.results:
+                for _, at, code in self.results:
                     if at > since and code == "OK":
                         return at
                 await asyncio.sleep(0.1)
+
+    def windows(self, killed_at: float, ok_at: float) -> Windows:
+        """The calls answered before the kill, in flight across it, sent while down, and answered after recovery.
+
+        A call is placed by when it was sent as well as when it answered: one answered just before
+        the kill can be recorded after it (the probe resumes on a later turn of the event loop), and
+        a call in flight at the kill may have been served or not.
+        """
+        w = Windows()
+        for sent_at, at, code in self.results:
+            if at < killed_at:
+                w.before.append(code)
+            elif sent_at < killed_at:
+                w.in_flight.append(code)
+            elif at < ok_at:
+                w.down.append(code)
+            else:
+                w.after.append(code)
+        return w
+
+    def check(self, killed_at: float, ok_at: float, counts: ScenarioCounts) -> None:
+        """Every call answered OK outside the outage and UNAVAILABLE (or timed out) while sent into it."""
+        w = self.windows(killed_at, ok_at)
+        tally(counts, w.before + w.after, down=False)
+        tally(counts, w.in_flight + w.down, down=True)
+        assert set(w.before) | set(w.after) == {"OK"}, (w.before, w.after)
+        assert set(w.in_flight) <= ACCEPTED_WHILE_DOWN | {"OK"}, Counter(w.in_flight)
+        assert "UNAVAILABLE" in w.down and set(w.down) <= ACCEPTED_WHILE_DOWN, Counter(w.down)
 
 
 def tally(counts: ScenarioCounts, codes: list[str], *, down: bool) -> None:
@@ -417,13 +457,7 @@ async def test_triton_killed_during_a_canary(world: World) -> None:
     counts.recovery_after_ready_s, counts.recovery_after_kill_s = ok_at - ready_at, ok_at - killed_at
     await asyncio.sleep(1)
     await probe.stop()
-    pre = [code for at, code in probe.results if at < killed_at]
-    down = [code for at, code in probe.results if killed_at <= at < ok_at]
-    after = [code for at, code in probe.results if at >= ok_at]
-    tally(counts, pre + after, down=False)
-    tally(counts, down, down=True)
-    assert set(pre) | set(after) == {"OK"}, (pre, after)
-    assert "UNAVAILABLE" in down and set(down) <= ACCEPTED_WHILE_DOWN, Counter(down)
+    probe.check(killed_at, ok_at, counts)
 
     # After the restart: the canary version is back too; canary requests one at a time until promoted.
     await _until_ok(world, model, world.request_ids(model, "canary", 1)[0], RECOVERY_BOUND_S, version=2)
@@ -491,15 +525,9 @@ async def test_triton_killed_during_a_deploy(world: World) -> None:
     counts.notes["canary_started_after_ready_s"] = round(time.monotonic() - ready_at, 1)
     await asyncio.sleep(2)
     await probe.stop()
-    pre = [code for at, code in probe.results if at < killed_at]
-    down = [code for at, code in probe.results if killed_at <= at < ok_at]
-    after = [code for at, code in probe.results if at >= ok_at]
-    tally(counts, pre + after, down=False)
-    tally(counts, down, down=True)
     counts.notes["v2"] = "canary_started, champion 1"
+    probe.check(killed_at, ok_at, counts)
     save("during_deploy", counts)
     assert canary.champion_version == 1
     assert not world.found(DeploymentRolledBack, model, 2)
-    assert set(pre) | set(after) == {"OK"}, (pre, after)
-    assert "UNAVAILABLE" in down and set(down) <= ACCEPTED_WHILE_DOWN, Counter(down)
     assert counts.other == {}, counts.other
