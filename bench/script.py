@@ -58,9 +58,12 @@ def rows_from_summary(
     return rows
 
 
-async def run_script(context: BenchContext, script: Path, *, timeout_s: float) -> dict[str, Any]:
+async def run_script(
+    context: BenchContext, script: Path, *, timeout_s: float, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``script`` with the benchmark's Python, relaying its stderr lines as status; its JSON
-    summary, or ``Unmeasurable`` (missing, timed out, failed, skipped)."""
+    summary, or ``Unmeasurable`` (missing, timed out, failed, skipped). ``env`` is added to this
+    process's environment."""
     if not script.exists():
         raise Unmeasurable(f"benchmark script not found at {script}")
     context.reporter.step(f"  running {script} (limit {timeout_s:.0f}s; progress lines below)")
@@ -68,7 +71,7 @@ async def run_script(context: BenchContext, script: Path, *, timeout_s: float) -
         context.python,
         str(script),
         cwd=context.repo_root,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

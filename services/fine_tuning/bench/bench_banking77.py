@@ -1,20 +1,25 @@
 """BANKING77 benchmark of the fine-tuning trainer (``make bench``).
 
 Trains on the full BANKING77 training set (10,003 examples, 77 intents) with the service's trainer
-and defaults (``deploy/training/defaults.yaml``), evaluates on the official test set (3,080) and
-prints one JSON object: test accuracy and macro-F1, training wall time, examples/s, peak RSS, and
-the distance to the published anchor (Casanueva et al. 2020, arXiv 2003.04807: 93.66%).
+and defaults (``deploy/training/defaults.yaml``), or with the full fine-tuning recipe
+(``LLMOPS_BENCH_RECIPE=full``: the defaults with trainer ``method: full``, learning rate 5e-5 and 4
+epochs), evaluates on the official test set (3,080) and prints one JSON object: test accuracy and
+macro-F1, training wall time, examples/s, peak RSS, and the distance to the published anchor
+(Casanueva et al. 2020, arXiv 2003.04807: 93.66%).
 Target (issue 21): >= 0.937 test accuracy (past the anchor) within 10 minutes of training on a 2-core
 CPU; the compass goal is 0.94 in 5 minutes.
 
 Environment:
   LLMOPS_SHARED_DATA     folder holding ``banking77/{train,test}.csv`` (default: ../shared/data
                          relative to the repository root)
-  LLMOPS_BENCH_EPOCHS    override the epochs (default: the service's, deploy/training/defaults.yaml)
+  LLMOPS_BENCH_RECIPE    ``defaults`` (LoRA, the service's defaults) or ``full`` (FULL_RECIPE)
+  LLMOPS_BENCH_EPOCHS    override the recipe's epochs
   LLMOPS_BENCH_THREADS   torch threads (default: 2)
   LLMOPS_BENCH_LIMIT     train on the first N examples only (smoke runs)
 
-The test set is scored once, after training; nothing is selected on it.
+The test set is scored once, after training; nothing is selected on it. The full recipe was chosen
+on a dev split of the training set (10% of each intent, seeded; 1,001 examples): 3 epochs at 5e-5
+or 1e-4 0.9432, 4 epochs 0.9462, a head learning rate of 2e-3 0.9352; LoRA's defaults 0.9412.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 ANCHOR_ACCURACY = 0.9366
 TARGET_ACCURACY = 0.937
 TARGET_TRAIN_SECONDS = 600.0
+RECIPES = ("defaults", "full")
+FULL_RECIPE = {"method": "full", "learning_rate": 5e-5, "epochs": 4.0}
+"""Every encoder weight trains (trainer policy), at a rate and for epochs the request sets."""
 
 
 def data_dir() -> Path:
@@ -65,11 +73,18 @@ def run() -> dict[str, Any] | None:
     )
     settings = FineTuningSettings()
     defaults = load_defaults(settings.defaults_file)
-    epochs = os.environ.get("LLMOPS_BENCH_EPOCHS")
+    recipe = os.environ.get("LLMOPS_BENCH_RECIPE", "defaults")
+    if recipe not in RECIPES:
+        raise SystemExit(f"LLMOPS_BENCH_RECIPE={recipe!r}: one of {', '.join(RECIPES)}")
+    hyperparameters: dict[str, Any] = {}
+    if recipe == "full":
+        trainer = defaults.trainer.model_copy(update={"method": FULL_RECIPE["method"]})
+        defaults = defaults.model_copy(update={"trainer": trainer})
+        hyperparameters = {"learning_rate": FULL_RECIPE["learning_rate"], "epochs": FULL_RECIPE["epochs"]}
+    if epochs := os.environ.get("LLMOPS_BENCH_EPOCHS"):
+        hyperparameters["epochs"] = float(epochs)
     request = TrainingRequested(
-        model_name="banking77-bench",
-        dataset_id="banking77",
-        hyperparameters=Hyperparameters(epochs=float(epochs) if epochs else None),
+        model_name="banking77-bench", dataset_id="banking77", hyperparameters=Hyperparameters(**hyperparameters)
     )
     job = resolve_job(request, request_id="bench", correlation_id=None, defaults=defaults)
     threads = int(os.environ.get("LLMOPS_BENCH_THREADS", "2"))
@@ -92,6 +107,7 @@ def run() -> dict[str, Any] | None:
     accuracy = metrics["accuracy"]
     summary: dict[str, Any] = {
         "dataset": "BANKING77",
+        "recipe": recipe,
         "train_examples": len(train),
         "test_examples": len(test),
         "base_model": job.base_model,

@@ -14,7 +14,7 @@ from llmops_fine_tuning.adapters.datasets import ArtifactDatasetReader
 from llmops_fine_tuning.adapters.trainer import LoraSequenceClassificationTrainer
 from llmops_fine_tuning.adapters.training_loop import bucketed_batches
 from llmops_fine_tuning.domain.ports import TrainingData, TrainingProgress
-from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainingDefaults, resolve_job
+from llmops_fine_tuning.domain.request import ResolvedHyperparameters, TrainerPolicy, TrainingDefaults, resolve_job
 from llmops_models import ModelRegistry
 from llmops_models.kinds.classifier.network import load_classifier
 from llmops_models.snapshots import write_snapshot
@@ -81,7 +81,7 @@ def test_bucketed_batches_cover_every_example_once_with_similar_lengths() -> Non
     assert again == batches
 
 
-def _job():
+def _job(**trainer: object):
     defaults = TrainingDefaults(
         base_model="sentence-transformers/all-MiniLM-L6-v2",
         hyperparameters=ResolvedHyperparameters(
@@ -95,6 +95,7 @@ def _job():
             max_length=16,
             seed=7,
         ),
+        trainer=TrainerPolicy(**trainer),  # type: ignore[arg-type]
     )
     request = TrainingRequested(model_name="tiny", dataset_id="ds")
     return resolve_job(request, request_id="req", correlation_id=None, defaults=defaults)
@@ -122,6 +123,44 @@ def test_training_is_deterministic_and_the_artifact_reproduces_its_metrics(tmp_p
     accuracy = sum(p == t for p, t in zip(labels, data.validation.labels, strict=True)) / len(labels)
     assert accuracy == pytest.approx(first.metrics["accuracy"])
     assert all(abs(sum(row) - 1) < 1e-5 for row in probabilities)
+
+
+def test_full_fine_tuning_trains_every_encoder_weight_and_the_artifact_carries_the_encoder(tmp_path: Path) -> None:
+    """``method: full``: no adapter, the whole encoder in the artifact; it loads, predicts as the
+    training run measured, and exports to ONNX like a LoRA model."""
+    from safetensors.torch import load_file
+
+    from llmops_models.kinds.classifier import CLASSIFIER
+    from llmops_models.kinds.classifier.network import load_encoder
+    from llmops_models.kinds.classifier.onnx_runtime import OnnxClassifier
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    write_snapshot(store, tiny_frame(), dataset_id="ds")
+    data = ArtifactDatasetReader(store).load("ds")
+    assert isinstance(data, TrainingData)
+    job = _job(method="full")
+    assert job.trainer.method == "full"  # type: ignore[union-attr]
+    result = LoraSequenceClassificationTrainer(num_threads=2, progress_interval_s=0.0).train(
+        job, data, tmp_path / "full", on_progress=lambda _: None
+    )
+
+    folder = tmp_path / "full"
+    assert result.trainable_parameter_share == 1.0
+    assert (folder / "encoder" / "model.safetensors").is_file() and not (folder / "adapter").exists()
+    base = load_encoder(job.base_model).state_dict()
+    trained = load_file(folder / "encoder" / "model.safetensors")
+    assert trained.keys() == base.keys()
+    assert [name for name, weight in trained.items() if (weight == base[name]).all()] == []  # every tensor moved
+
+    classifier = load_classifier(folder)
+    labels, _ = classifier.predict(list(data.validation.texts))
+    accuracy = sum(p == t for p, t in zip(labels, data.validation.labels, strict=True)) / len(labels)
+    assert accuracy == pytest.approx(result.metrics["accuracy"])
+
+    optimized = CLASSIFIER.optimize(folder)
+    assert optimized is not None
+    exported = OnnxClassifier(folder, variant="float").predict_proba(list(data.validation.texts))
+    assert abs(exported - classifier.predict_proba(list(data.validation.texts)).numpy()).max() < 1e-4
 
 
 def test_lora_top_layers_selects_the_upper_decoder_layers() -> None:

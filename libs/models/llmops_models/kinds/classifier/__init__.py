@@ -1,5 +1,5 @@
-"""The ``classifier`` kind: a sentence encoder (all-MiniLM-L6-v2 by default) with LoRA adapters,
-mean pooling and a linear head, trained on labelled texts and served by ``Predict``."""
+"""The ``classifier`` kind: a sentence encoder (all-MiniLM-L6-v2 by default) with LoRA adapters
+(or fine-tuned in full), mean pooling and a linear head, trained on labelled texts and served by ``Predict``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from llmops_models.kinds.classifier import serving
 logger = logging.getLogger(__name__)
 
 LABEL_MAP_FILE = "label_map.json"  # also spelled in network.py, which must stand alone inside Triton
-TRAINED_FILES = ("adapter", "head.safetensors", "tokenizer", LABEL_MAP_FILE, "training_config.json")
-"""What a trained classifier folder holds before its export (``network.py``'s layout)."""
+TRAINED_FILES = ("head.safetensors", "tokenizer", LABEL_MAP_FILE, "training_config.json")
+ENCODER_WEIGHTS = ("adapter", "encoder")
+"""What a trained classifier folder holds before its export (``network.py``'s layout): the files
+above and one of these, the LoRA adapter or the encoder fine-tuned in full."""
 
 
 class ClassifierPredictor:
@@ -102,7 +104,8 @@ class ClassifierKind:
     def optimize(self, folder: Path) -> dict[str, Any] | None:
         """Export to ONNX and quantize to int8 (``onnx_export``). A model that cannot be exported
         is still published, without the optimized format: it is served by PyTorch then."""
-        if not all((folder / name).exists() for name in TRAINED_FILES):
+        trained = all((folder / name).exists() for name in TRAINED_FILES)
+        if not trained or not any((folder / name).is_dir() for name in ENCODER_WEIGHTS):
             return None  # not a trained classifier folder (nothing to export)
         from llmops_models.kinds.classifier.onnx_export import export_optimized, remove_optimized
 

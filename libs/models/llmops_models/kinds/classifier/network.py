@@ -1,6 +1,6 @@
 """The classifier kind's network: what fine-tuning trains, and the loader of its artifacts.
 
-The model is a transformer encoder with LoRA adapters, **mean pooling** over the tokens the
+The model is a transformer encoder (with LoRA adapters, or fine-tuned in full), **mean pooling** over the tokens the
 attention mask keeps, dropout and one linear head. Mean pooling is how sentence encoders such as
 all-MiniLM-L6-v2 were trained, so the frozen encoder already puts similar sentences close together
 under it; a [CLS]-pooler head starts from an untrained pooler and learns far slower (see the README).
@@ -9,6 +9,9 @@ Artifact folder layout (``models/<model_name>/<version>/`` in the artifact store
 
     adapter/adapter_config.json          PEFT LoRA config
     adapter/adapter_model.safetensors    LoRA weights
+      or, trained in full (trainer policy ``method: full``):
+    encoder/config.json                  the whole fine-tuned encoder, in place of the adapter
+    encoder/model.safetensors
     head.safetensors                     the classifier head (weight, bias)
     tokenizer/                           tokenizer files of the base model
     label_map.json                       {"labels": [...]}: class index → label
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 
 ADAPTER_DIR = "adapter"
+ENCODER_DIR = "encoder"
 HEAD_FILE = "head.safetensors"
 TOKENIZER_DIR = "tokenizer"
 LABEL_MAP_FILE = "label_map.json"
@@ -140,7 +144,8 @@ class LoadedClassifier:
 def load_classifier(folder: Path | str, *, device: str | None = None, merge: bool = True) -> LoadedClassifier:
     """Load a trained artifact folder (downloaded from the artifact store) for inference.
 
-    ``merge`` folds the LoRA weights into the encoder, so inference costs the same as the base model.
+    ``merge`` folds the LoRA weights into the encoder, so inference costs the same as the base model
+    (an encoder fine-tuned in full has none to fold).
     """
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -151,9 +156,13 @@ def load_classifier(folder: Path | str, *, device: str | None = None, merge: boo
     labels = list(json.loads((folder / LABEL_MAP_FILE).read_text())["labels"])
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    encoder: nn.Module = PeftModel.from_pretrained(load_encoder(config["base_model"]), str(folder / ADAPTER_DIR))
-    if merge:
-        encoder = encoder.merge_and_unload()  # type: ignore[operator]
+    encoder: nn.Module
+    if (folder / ENCODER_DIR).is_dir():  # fine-tuned in full: the whole encoder, nothing to merge
+        encoder = load_encoder(str(folder / ENCODER_DIR))
+    else:
+        encoder = PeftModel.from_pretrained(load_encoder(config["base_model"]), str(folder / ADAPTER_DIR))
+        if merge:
+            encoder = encoder.merge_and_unload()  # type: ignore[operator]
     model = MeanPoolingClassifier(encoder, hidden_size=int(config["hidden_size"]), num_labels=len(labels), dropout=0.0)
     model.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     model.to(target).eval()

@@ -21,6 +21,8 @@ from llmops_storage import ArtifactStore
 
 ADAPTER_DIR = AdapterRepository.ADAPTER_DIR
 """The artifact's LoRA adapter folder (PEFT ``adapter_config.json`` + ``adapter_model.safetensors``)."""
+WEIGHT_DIRS = (ADAPTER_DIR, "encoder")
+"""Where an artifact keeps what training changed: a LoRA adapter, or a classifier's encoder fine-tuned in full."""
 TRAINING_CONFIG_FILE = "training_config.json"
 MESSAGES_COLUMN = "messages_json"
 
@@ -85,15 +87,17 @@ class Artifacts:
     def fetch(self, model_name: str, version: int, folder: Path) -> dict[str, Any]:
         """Download the version into ``folder``, every file checked against its manifest; returns
         its ``training_config.json``. ``GoLiveFailed`` (artifact_missing, artifact_corrupt) if it
-        cannot be trusted or has no adapter."""
+        cannot be trusted or has no trained weights."""
         try:
             self._registry.download_verified(model_name, version, folder)
         except ArtifactMissing as error:
             raise GoLiveFailed(FailureReason.ARTIFACT_MISSING, str(error), version=version) from error
         except ManifestMismatch as error:
             raise GoLiveFailed(FailureReason.ARTIFACT_CORRUPT, error.detail, version=version) from error
-        if not (folder / ADAPTER_DIR).is_dir():
-            raise GoLiveFailed(FailureReason.ARTIFACT_MISSING, f"no {ADAPTER_DIR}/ folder", version=version)
+        if not any((folder / name).is_dir() for name in WEIGHT_DIRS):
+            raise GoLiveFailed(
+                FailureReason.ARTIFACT_MISSING, f"no {' or '.join(WEIGHT_DIRS)} folder of weights", version=version
+            )
         try:
             return dict(json.loads((folder / TRAINING_CONFIG_FILE).read_text()))
         except (OSError, ValueError) as error:

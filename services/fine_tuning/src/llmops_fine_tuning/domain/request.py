@@ -35,6 +35,12 @@ class TrainerPolicy(BaseModel):
 
     pooling: str = Field(default="mean", pattern="^mean$")
     """Only mean pooling is implemented: it is how sentence encoders were trained."""
+    method: Literal["lora", "full"] = "lora"
+    """What trains besides the head: ``lora``, adapters on the frozen encoder (the artifact carries
+    them, about 1 MiB for MiniLM), or ``full``, every weight of the encoder (the artifact carries the
+    whole encoder, 87 MiB). The job's ``learning_rate`` is the rate of whichever trains, so full
+    fine-tuning needs one about 40x smaller (5e-5 against 2e-3); the LoRA hyperparameters are then
+    unused."""
     head_learning_rate: float = Field(default=1e-2, gt=0)
     head_dropout: float = Field(default=0.1, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
