@@ -139,7 +139,7 @@ class LoraSequenceClassificationTrainer:
             ) from error
         hidden_size = int(getattr(encoder, "config").hidden_size)  # noqa: B009 (nn.Module typing)
         full = policy.method == "full"  # every encoder weight trains; else LoRA adapters on a frozen one
-        trained_encoder = encoder
+        trained_encoder: Any = encoder  # a transformers or PEFT model: save_pretrained
         if not full:
             lora = LoraConfig(
                 task_type=TaskType.FEATURE_EXTRACTION,
