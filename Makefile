@@ -77,8 +77,8 @@ audit: ## The audit trail (never compacted) of MODEL=name, or everything: promot
 .PHONY: audit
 
 ##@ Development
-test: setup ## Run every test: unit, contract and integration (starts its own Kafka and Triton)
-	@$(PYTEST) $(PYTEST_ARGS)
+test: setup ## Run every test: unit, contract and integration (starts its own Kafka and Triton); lists its 25 slowest tests
+	@$(PYTEST) --durations=25 $(PYTEST_ARGS)
 
 test-unit: setup ## Run the fast tests only (no broker, no Triton)
 	@$(PYTEST) -m "not integration and not e2e" $(PYTEST_ARGS)
