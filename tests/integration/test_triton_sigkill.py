@@ -228,6 +228,16 @@ class Windows:
     down: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
 
+    def tally(self, counts: ScenarioCounts) -> None:
+        tally(counts, self.before + self.after, down=False)
+        tally(counts, self.in_flight + self.down, down=True)
+
+    def check(self) -> None:
+        """Every call answered OK outside the outage and UNAVAILABLE (or timed out) while sent into it."""
+        assert set(self.before) | set(self.after) == {"OK"}, (self.before, self.after)
+        assert set(self.in_flight) <= ACCEPTED_WHILE_DOWN | {"OK"}, Counter(self.in_flight)
+        assert "UNAVAILABLE" in self.down and set(self.down) <= ACCEPTED_WHILE_DOWN, Counter(self.down)
+
 
 class Probe:
     """Champion-routed Predict calls, one after another, each recorded with its time."""
@@ -285,15 +295,6 @@ class Probe:
             else:
                 w.after.append(code)
         return w
-
-    def check(self, killed_at: float, ok_at: float, counts: ScenarioCounts) -> None:
-        """Every call answered OK outside the outage and UNAVAILABLE (or timed out) while sent into it."""
-        w = self.windows(killed_at, ok_at)
-        tally(counts, w.before + w.after, down=False)
-        tally(counts, w.in_flight + w.down, down=True)
-        assert set(w.before) | set(w.after) == {"OK"}, (w.before, w.after)
-        assert set(w.in_flight) <= ACCEPTED_WHILE_DOWN | {"OK"}, Counter(w.in_flight)
-        assert "UNAVAILABLE" in w.down and set(w.down) <= ACCEPTED_WHILE_DOWN, Counter(w.down)
 
 
 def tally(counts: ScenarioCounts, codes: list[str], *, down: bool) -> None:
@@ -457,7 +458,9 @@ async def test_triton_killed_during_a_canary(world: World) -> None:
     counts.recovery_after_ready_s, counts.recovery_after_kill_s = ok_at - ready_at, ok_at - killed_at
     await asyncio.sleep(1)
     await probe.stop()
-    probe.check(killed_at, ok_at, counts)
+    windows = probe.windows(killed_at, ok_at)
+    windows.tally(counts)
+    windows.check()
 
     # After the restart: the canary version is back too; canary requests one at a time until promoted.
     await _until_ok(world, model, world.request_ids(model, "canary", 1)[0], RECOVERY_BOUND_S, version=2)
@@ -525,9 +528,11 @@ async def test_triton_killed_during_a_deploy(world: World) -> None:
     counts.notes["canary_started_after_ready_s"] = round(time.monotonic() - ready_at, 1)
     await asyncio.sleep(2)
     await probe.stop()
+    windows = probe.windows(killed_at, ok_at)
+    windows.tally(counts)
     counts.notes["v2"] = "canary_started, champion 1"
-    probe.check(killed_at, ok_at, counts)
-    save("during_deploy", counts)
+    save("during_deploy", counts)  # before the checks, so a failing run leaves its counts behind
     assert canary.champion_version == 1
     assert not world.found(DeploymentRolledBack, model, 2)
+    windows.check()
     assert counts.other == {}, counts.other

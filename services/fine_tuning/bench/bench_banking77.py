@@ -12,7 +12,7 @@ CPU; the compass goal is 0.94 in 5 minutes.
 Environment:
   LLMOPS_SHARED_DATA     folder holding ``banking77/{train,test}.csv`` (default: ../shared/data
                          relative to the repository root)
-  LLMOPS_BENCH_RECIPE    ``defaults`` (LoRA, the service's defaults) or ``full`` (FULL_RECIPE)
+  LLMOPS_BENCH_RECIPE    ``defaults`` (LoRA, the service's defaults) or ``full`` (FULL_TRAINER, FULL_HYPERPARAMETERS)
   LLMOPS_BENCH_EPOCHS    override the recipe's epochs
   LLMOPS_BENCH_THREADS   torch threads (default: 2)
   LLMOPS_BENCH_LIMIT     train on the first N examples only (smoke runs)
@@ -38,8 +38,10 @@ ANCHOR_ACCURACY = 0.9366
 TARGET_ACCURACY = 0.937
 TARGET_TRAIN_SECONDS = 600.0
 RECIPES = ("defaults", "full")
-FULL_RECIPE = {"method": "full", "learning_rate": 5e-5, "epochs": 4.0}
-"""Every encoder weight trains (trainer policy), at a rate and for epochs the request sets."""
+FULL_TRAINER = {"method": "full"}
+"""The full recipe's trainer policy: every encoder weight trains."""
+FULL_HYPERPARAMETERS = {"learning_rate": 5e-5, "epochs": 4.0}
+"""The full recipe's request: a rate for the whole encoder, and the epochs a dev split chose."""
 
 
 def data_dir() -> Path:
@@ -78,9 +80,8 @@ def run() -> dict[str, Any] | None:
         raise SystemExit(f"LLMOPS_BENCH_RECIPE={recipe!r}: one of {', '.join(RECIPES)}")
     hyperparameters: dict[str, Any] = {}
     if recipe == "full":
-        trainer = defaults.trainer.model_copy(update={"method": FULL_RECIPE["method"]})
-        defaults = defaults.model_copy(update={"trainer": trainer})
-        hyperparameters = {"learning_rate": FULL_RECIPE["learning_rate"], "epochs": FULL_RECIPE["epochs"]}
+        defaults = defaults.model_copy(update={"trainer": defaults.trainer.model_copy(update=FULL_TRAINER)})
+        hyperparameters = dict(FULL_HYPERPARAMETERS)
     if epochs := os.environ.get("LLMOPS_BENCH_EPOCHS"):
         hyperparameters["epochs"] = float(epochs)
     request = TrainingRequested(

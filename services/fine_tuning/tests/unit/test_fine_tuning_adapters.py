@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -152,15 +153,14 @@ def test_full_fine_tuning_trains_every_encoder_weight_and_the_artifact_carries_t
     assert trained.keys() == base.keys()
     assert [name for name, weight in trained.items() if (weight == base[name]).all()] == []  # every tensor moved
 
-    classifier = load_classifier(folder)
-    labels, _ = classifier.predict(list(data.validation.texts))
+    texts = list(data.validation.texts)
+    labels, probabilities = load_classifier(folder).predict(texts)
     accuracy = sum(p == t for p, t in zip(labels, data.validation.labels, strict=True)) / len(labels)
     assert accuracy == pytest.approx(result.metrics["accuracy"])
 
-    optimized = CLASSIFIER.optimize(folder)
-    assert optimized is not None
-    exported = OnnxClassifier(folder, variant="float").predict_proba(list(data.validation.texts))
-    assert abs(exported - classifier.predict_proba(list(data.validation.texts)).numpy()).max() < 1e-4
+    assert CLASSIFIER.optimize(folder) is not None
+    exported = OnnxClassifier(folder, variant="float").predict_proba(texts)
+    assert abs(exported - np.asarray(probabilities)).max() < 1e-4
 
 
 def test_lora_top_layers_selects_the_upper_decoder_layers() -> None:
