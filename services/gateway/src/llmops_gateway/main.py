@@ -110,6 +110,7 @@ class GatewayRuntime:
             metrics=self.metrics,
             max_size=settings.log_queue_size,
             batch_size=settings.log_publish_batch,
+            linger_s=settings.log_linger_s,
         )
         self.log.start()
         self.audit = DenialAudit(self.publisher, metrics=self.metrics)

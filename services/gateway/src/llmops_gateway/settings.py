@@ -95,6 +95,10 @@ class GatewaySettings(BaseSettings):
     log_publish_batch: int = Field(default=256, ge=1)
     """Most inference-log events redacted and published together by the background publisher."""
 
+    log_linger_s: float = Field(default=0.25, ge=0, le=5)
+    """How long the background publisher lets a batch of inference-log events gather before it
+    redacts and publishes them (0: at once). Served requests never wait for it."""
+
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     """On SIGTERM: how long in-flight calls may finish before they are cancelled."""
 

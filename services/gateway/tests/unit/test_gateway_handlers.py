@@ -132,6 +132,15 @@ class SlowPublisher:
         return [None for _ in payloads]
 
 
+class CountingPublisher:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def publish_many(self, payloads: Sequence[InferenceLogged]) -> list[BaseException | None]:
+        self.calls.append([p.request_id for p in payloads])
+        return [None for _ in payloads]
+
+
 class UpperRedactor:
     def redact(self, text: str) -> str:
         return text.replace("secret", "<REDACTED>")
@@ -156,6 +165,31 @@ async def test_the_log_buffer_is_bounded_counts_drops_and_redacts() -> None:
     assert [e.request_id for e in publisher.published] == ["r0", "r1", "r2", "r3"]
     assert publisher.published[0].text == "my <REDACTED> 0" and publisher.published[0].route == "champion"
     assert _value(metrics, "llmops_gateway_inference_log_published_total") == 4
+
+
+async def test_the_log_buffer_lingers_to_publish_a_slow_trickle_at_once_and_stop_cuts_the_linger_short() -> None:
+    publisher = CountingPublisher()
+    buffer = InferenceLogBuffer(publisher, UpperRedactor(), metrics=GatewayMetrics(), max_size=10, linger_s=60)
+    buffer.start()
+    for i in range(4):  # one event per loop wake-up, as a gateway serving one request at a time logs them
+        buffer.record(_served(i), latency_ms=1.0)
+        await asyncio.sleep(0.01)
+    assert publisher.calls == [] and buffer.pending == 4  # gathering: held, counted as pending
+    await buffer.stop(timeout=5)  # does not wait out the 60 s linger
+    assert publisher.calls == [["r0", "r1", "r2", "r3"]]
+
+
+async def test_without_linger_each_event_is_published_as_it_comes() -> None:
+    publisher = CountingPublisher()
+    buffer = InferenceLogBuffer(publisher, UpperRedactor(), metrics=GatewayMetrics(), max_size=10)
+    buffer.start()
+    for i in range(3):
+        buffer.record(_served(i), latency_ms=1.0)
+        async with asyncio.timeout(5):
+            while len(publisher.calls) <= i:  # published alone, without waiting for the next
+                await asyncio.sleep(0.005)
+    await buffer.stop(timeout=5)
+    assert publisher.calls == [["r0"], ["r1"], ["r2"]]
 
 
 async def test_unpublishable_logs_are_counted() -> None:

@@ -51,12 +51,15 @@ class InferenceLogBuffer:
         metrics: GatewayMetrics,
         max_size: int,
         batch_size: int = 256,
+        linger_s: float = 0.0,
     ) -> None:
         self._publisher = publisher
         self._redactor = redactor
         self._metrics = metrics
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=max_size)
         self._batch_size = batch_size
+        self._linger_s = linger_s
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight = 0
 
@@ -79,11 +82,13 @@ class InferenceLogBuffer:
         return self._queue.qsize() + self._in_flight
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self, *, timeout: float) -> None:
         """Publish what is queued for at most ``timeout`` seconds; count the rest as dropped."""
         deadline = time.monotonic() + timeout
+        self._stopping.set()  # a lingering batch goes now
         while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         left = self.pending  # read before cancelling: the drainer forgets its batch when cancelled
@@ -103,6 +108,8 @@ class InferenceLogBuffer:
     async def _run(self) -> None:
         while True:
             entries = [await self._queue.get()]
+            self._in_flight = 1
+            await self._linger()
             while len(entries) < self._batch_size and not self._queue.empty():
                 entries.append(self._queue.get_nowait())
             self._in_flight = len(entries)
@@ -125,6 +132,15 @@ class InferenceLogBuffer:
                 logger.exception("inference logs could not be prepared")
             finally:
                 self._in_flight = 0
+
+    async def _linger(self) -> None:
+        """Let a batch gather for ``linger_s`` (cut short by ``stop``): at a low rate each event
+        would otherwise cost its own thread hand-off and Kafka request, whose wake-ups take CPU
+        from the model serving the next request (issue 21)."""
+        if self._linger_s <= 0 or self._queue.qsize() + 1 >= self._batch_size or self._stopping.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self._linger_s)
 
     def _events(self, entries: list[_Entry]) -> list[InferenceLogged]:
         return [self._event(entry) for entry in entries]
