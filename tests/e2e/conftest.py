@@ -83,7 +83,8 @@ def _training_defaults(path: Path) -> Path:
     job, the retraining monitoring asks for included: a retrained adapter that trained a quarter
     as long as its champion would lose to it at the gate for that reason alone. The trainer's own
     checks are smaller too (validation exact match on 8 conversations, DPO on at most 48 pairs):
-    the loop is what is tested here, and those steps were a third of its retraining's 290 s."""
+    the loop is what is tested here; its retraining took 290 s with the shipped 32 and 2,000, 214 s
+    with these."""
     shipped = Path(__file__).resolve().parents[2] / "deploy" / "training" / "defaults.yaml"
     defaults = yaml.safe_load(shipped.read_text())
     causal_lm = defaults["tasks"]["causal-lm"]
