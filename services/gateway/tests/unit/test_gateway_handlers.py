@@ -119,25 +119,20 @@ async def test_an_expired_deadline_is_not_retried() -> None:
 
 
 class SlowPublisher:
+    """Publishes once ``release`` is set; ``calls`` holds each call's request ids."""
+
     def __init__(self, *, fail: bool = False) -> None:
         self.published: list[InferenceLogged] = []
+        self.calls: list[list[str]] = []
         self.release = asyncio.Event()
         self.fail = fail
 
     async def publish_many(self, payloads: Sequence[InferenceLogged]) -> list[BaseException | None]:
         await self.release.wait()
+        self.calls.append([p.request_id for p in payloads])
         if self.fail:
             return [ConnectionError("broker down") for _ in payloads]
         self.published.extend(payloads)
-        return [None for _ in payloads]
-
-
-class CountingPublisher:
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    async def publish_many(self, payloads: Sequence[InferenceLogged]) -> list[BaseException | None]:
-        self.calls.append([p.request_id for p in payloads])
         return [None for _ in payloads]
 
 
@@ -168,7 +163,8 @@ async def test_the_log_buffer_is_bounded_counts_drops_and_redacts() -> None:
 
 
 async def test_the_log_buffer_lingers_to_publish_a_slow_trickle_at_once_and_stop_cuts_the_linger_short() -> None:
-    publisher = CountingPublisher()
+    publisher = SlowPublisher()
+    publisher.release.set()
     buffer = InferenceLogBuffer(publisher, UpperRedactor(), metrics=GatewayMetrics(), max_size=10, linger_s=60)
     buffer.start()
     for i in range(4):  # one event per loop wake-up, as a gateway serving one request at a time logs them
@@ -180,7 +176,8 @@ async def test_the_log_buffer_lingers_to_publish_a_slow_trickle_at_once_and_stop
 
 
 async def test_without_linger_each_event_is_published_as_it_comes() -> None:
-    publisher = CountingPublisher()
+    publisher = SlowPublisher()
+    publisher.release.set()
     buffer = InferenceLogBuffer(publisher, UpperRedactor(), metrics=GatewayMetrics(), max_size=10)
     buffer.start()
     for i in range(3):
