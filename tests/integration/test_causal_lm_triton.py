@@ -9,7 +9,7 @@ import queue
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,9 +91,11 @@ def _generate(
     *,
     cancel_after: int = 0,
     model: str = MODEL,
+    on_chunk: Callable[[Stream], None] | None = None,
 ) -> dict[str, Stream]:
     """Send ``requests`` (id → inputs) on one gRPC stream and collect each one's responses until its
-    final one; with ``cancel_after``, cancel the stream once that many chunks arrived."""
+    final one; with ``cancel_after``, cancel the stream once that many chunks arrived; ``on_chunk``
+    sees a stream after each of its chunks arrived."""
     client = grpcclient.InferenceServerClient(settings.triton_grpc_url)
     received: queue.Queue[tuple[Any, Any]] = queue.Queue()
     client.start_stream(callback=lambda result, error: received.put((result, error)))
@@ -110,6 +112,8 @@ def _generate(
                 continue
             stream = streams[result.get_response().id]
             stream.chunks.append(serving.read_chunk(result.as_numpy))
+            if on_chunk is not None:
+                on_chunk(stream)
             if cancel_after and sum(len(s.chunks) for s in streams.values()) >= cancel_after:
                 client.stop_stream(cancel_requests=True)
                 return streams
@@ -133,8 +137,16 @@ def test_a_generation_streams_in_several_messages_and_ends_with_its_reason_and_c
     triton_model: grpcclient.InferenceServerClient, triton_settings: PlatformSettings
 ) -> None:
     requests_before = _metric(triton_settings, serving.REQUESTS_METRIC, serving.BASE_METRIC_LABEL)
+    counted_while_streaming: list[float] = []
+
+    def read_requests_metric(stream: Stream) -> None:
+        if len(stream.chunks) == 1 and not stream.chunks[0].final:
+            counted_while_streaming.append(_metric(triton_settings, serving.REQUESTS_METRIC, serving.BASE_METRIC_LABEL))
+
     messages = [{"role": "user", "content": "Write a haiku about the sea."}]
-    stream = _generate(triton_settings, {"haiku": _inputs(messages, max_tokens=24)})["haiku"]
+    stream = _generate(triton_settings, {"haiku": _inputs(messages, max_tokens=24)}, on_chunk=read_requests_metric)[
+        "haiku"
+    ]
 
     assert not stream.error
     assert len(stream.chunks) > 1
@@ -145,6 +157,9 @@ def test_a_generation_streams_in_several_messages_and_ends_with_its_reason_and_c
     assert stream.text.strip()
     counts = [chunk.completion_tokens for chunk in stream.chunks]
     assert counts == sorted(counts)
+    # A request counts once answered, not while in flight: the canary's per-request means (tokens,
+    # time to first token) would otherwise divide by requests that have not finished.
+    assert counted_while_streaming == [requests_before]
     assert _metric(triton_settings, serving.REQUESTS_METRIC, serving.BASE_METRIC_LABEL) == requests_before + 1
 
 

@@ -77,6 +77,8 @@ BASE_METRIC_LABEL = "base"
 """The ``adapter`` label of metrics for requests on the base model alone."""
 ADAPTER_LABEL = "adapter"
 REQUESTS_METRIC = "llmops_generation_requests_total"
+"""Requests answered (completed, failed or cancelled), counted with their final response so that
+per-request means never divide by requests still in flight."""
 FAILURES_METRIC = "llmops_generation_failures_total"
 TTFT_SECONDS_METRIC = "llmops_generation_ttft_seconds_total"
 """Sum over requests of the time to first token."""

@@ -241,6 +241,8 @@ class GenerationTraffic:
     """What one adapter served since the canary started (increases of the model's counters)."""
 
     requests: int = 0
+    """Requests answered to their end, with an error or cancelled (the model counts a request with
+    its final response, so none here is still in flight)."""
     errors: int = 0
     ttft_s: float = 0.0
     """Sum of the times to first token."""

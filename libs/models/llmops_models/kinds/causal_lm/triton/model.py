@@ -88,7 +88,7 @@ class TritonPythonModel:
         self.families = {
             name: pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
             for name, description in (
-                (serving.REQUESTS_METRIC, "Generation requests received"),
+                (serving.REQUESTS_METRIC, "Generation requests answered: completed, failed or cancelled"),
                 (serving.FAILURES_METRIC, "Generation requests answered with an error"),
                 (serving.TTFT_SECONDS_METRIC, "Sum of the time from a request to its first token, seconds"),
                 (serving.COMPLETION_TOKENS_METRIC, "Tokens generated"),
@@ -107,7 +107,6 @@ class TritonPythonModel:
                 parameters = self._parameters(request)
                 label = self._label(parameters.adapter)
                 self.scheduler.submit(parameters, _Stream(self, sender, label).send, is_cancelled=request.is_cancelled)
-                self._count(serving.REQUESTS_METRIC, label)
             except Exception as error:  # refused (bad parameters, full queue): answered at once
                 message = str(error) if serving.error_prefix(str(error)) else f"{type(error).__name__}: {error}"
                 self._count(serving.REQUESTS_METRIC, label)
@@ -215,6 +214,9 @@ class _Stream:
         if not chunk.finish_reason:
             self.sender.send(pb_utils.InferenceResponse(output_tensors=outputs))
             return
+        # Counted when answered, not when received: the canary's means (tokens, time to first
+        # token per request) must not divide by requests still in flight.
+        count(serving.REQUESTS_METRIC, self.label)
         count(serving.COMPLETION_TOKENS_METRIC, self.label, chunk.completion_tokens)
         if chunk.ttft_s is not None:
             count(serving.TTFT_SECONDS_METRIC, self.label, chunk.ttft_s)
