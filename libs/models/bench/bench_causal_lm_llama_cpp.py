@@ -18,6 +18,7 @@ from the first prefill to the last token. Prints one JSON object on stdout.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -41,6 +42,9 @@ class Engine:
         from llama_cpp import _internals
 
         self.llama_cpp = llama_cpp
+        # llama.cpp logs every tensor of its graphs to stderr, which the benchmark relays as status.
+        self._quiet = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(self._quiet, ctypes.c_void_p(0))
         self.model = _internals.LlamaModel(
             path_model=gguf, params=llama_cpp.llama_model_default_params(), verbose=False
         )
@@ -56,6 +60,12 @@ class Engine:
         self.vocabulary = self.model.n_vocab()
         self.end = {self.model.token_eos(), self.model.token_eot(), eos_id}
         """End of turn as llama.cpp and the platform's tokenizer see it (the same id, normally)."""
+
+    def close(self) -> None:
+        """Free llama.cpp's objects while the quiet log callback is alive (at interpreter exit it
+        may be collected first, and llama.cpp would call freed memory)."""
+        for resource in (self.batch, self.context, self.model):
+            resource.close()
 
     def _logits(self, index: int) -> Any:
         import numpy as np
@@ -138,6 +148,7 @@ def main() -> int:
         tokens += engine.generate(group, max_tokens=max_tokens)
         seconds += time.perf_counter() - started
         log(f"  {batch} parallel sequences, batch {index + 1}: {tokens} tokens in {seconds:.1f} s")
+    engine.close()
     summary = {
         "llama_cpp_version": llama_cpp.__version__,
         "threads": threads,
