@@ -148,6 +148,39 @@ def test_sequences_waiting_together_are_prefilled_in_one_forward_pass(
     assert base_scheduler.running == 0 and base_scheduler._cache is None
 
 
+def test_a_prefill_runs_on_its_own_thread_count_and_decoding_on_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prefill_threads`` is the torch thread count of the prompts' forward pass only: decoding
+    steps run on the count the process had, which is put back after every prefill."""
+    model, tokenizer = _fresh_base()
+    scheduler = Scheduler(model, tokenizer, limits=Limits(max_running=2, max_new_tokens=8, prefill_threads=2))
+    seen: list[tuple[str, int]] = []
+    forward = scheduler._forward
+
+    def recording_forward(
+        input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, adapters: Any
+    ) -> Any:
+        seen.append(("prefill" if cache is None else "decode", torch.get_num_threads()))
+        return forward(input_ids, mask, positions, cache, adapters)
+
+    monkeypatch.setattr(scheduler, "_forward", recording_forward)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sinks = [Collected(), Collected()]
+        scheduler.submit(_request(CONVERSATIONS[0], max_tokens=4), sinks[0])
+        scheduler.step()
+        scheduler.submit(_request(CONVERSATIONS[4], max_tokens=4), sinks[1])  # joins mid-flight: a second prefill
+        _run(scheduler)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+    assert [threads for kind, threads in seen if kind == "prefill"] == [2, 2]
+    assert {threads for kind, threads in seen if kind == "decode"} == {1}
+    assert after == 1
+    assert all(sink.final is not None and sink.final.finish_reason for sink in sinks)
+
+
 def test_rows_of_one_batch_use_their_own_adapters(adapters_dir: Path) -> None:
     model, tokenizer = _fresh_base()
     scheduler = Scheduler(model, tokenizer, adapters_dir=adapters_dir, limits=Limits(max_running=4, max_adapters=2))

@@ -131,6 +131,7 @@ class AdapterGoLive:
             max_prompt_tokens=settings.causal_lm_max_prompt_tokens,
             stream_interval_tokens=settings.causal_lm_stream_interval_tokens,
             stream_interval_ms=settings.causal_lm_stream_interval_ms,
+            prefill_threads=settings.causal_lm_prefill_threads,
             precision=settings.causal_lm_precision,
         )
 

@@ -161,6 +161,10 @@ class DeploymentSettings(BaseSettings):
     """… or this long after the previous message (0: no time limit); the last chunk goes at once.
     Fewer messages per token through Triton, its gRPC stream and the gateway."""
 
+    causal_lm_prefill_threads: int = Field(default=0, ge=0)
+    """Torch threads of a prefill (new prompts' forward pass); 0: every core on CPU, the decoding
+    threads on a GPU (decoding keeps ``LLMOPS_DEPLOYMENT_TORCH_THREADS``)."""
+
     causal_lm_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """``auto``: bfloat16 where native (CUDA, AMX CPUs), else float32."""
 

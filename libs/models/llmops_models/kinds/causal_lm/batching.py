@@ -40,12 +40,13 @@ of this kind): Triton's ``model.py`` imports it from the files copied beside it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class Limits:
     max_new_tokens: int = serving.DEFAULT_MAX_NEW_TOKENS
     max_prompt_tokens: int = serving.DEFAULT_MAX_PROMPT_TOKENS
     max_adapters: int = serving.DEFAULT_MAX_ADAPTERS
+    prefill_threads: int = 0
+    """Torch threads of a prefill, set for its forward pass and put back after; 0: the decoding
+    steps' (``serving.default_prefill_threads`` says why they may differ)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +390,8 @@ class Scheduler:
         if not chosen:
             return
         try:
-            logits, cache, mask = self._prefill(chosen)
+            with _torch_threads(self.limits.prefill_threads):
+                logits, cache, mask = self._prefill(chosen)
         except Exception as error:
             for generation in chosen:
                 self._finish(generation, serving.FINISH_ERROR, error=f"{type(error).__name__}: {error}")
@@ -535,6 +540,21 @@ class Scheduler:
             generation.sink(chunk)
         except Exception:  # the client is gone: stop at the next step
             generation.cancel_requested = True
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run the body with ``threads`` torch threads (0: as they are), then put the count back.
+    Torch's count is per process; only the scheduler's thread computes in this process."""
+    before = torch.get_num_threads()
+    if threads <= 0 or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:

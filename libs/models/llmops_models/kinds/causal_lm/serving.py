@@ -117,6 +117,9 @@ MAX_PROMPT_TOKENS_PARAMETER = "max_prompt_tokens"
 MAX_STOP_STRINGS_PARAMETER = "max_stop_strings"
 TORCH_THREADS_PARAMETER = "torch_threads"
 """Threads per instance; 0: ``default_torch_threads`` (on CPU, a core left to the platform)."""
+PREFILL_THREADS_PARAMETER = "prefill_threads"
+"""Threads of a prefill (the forward pass over new prompts); 0: ``default_prefill_threads`` (on
+CPU, every core)."""
 PRECISION_PARAMETER = "precision"
 """``auto`` (bfloat16 where native: CUDA, AMX CPUs), ``float32`` or ``bfloat16``."""
 CACHE_DIR_PARAMETER = "cache_dir"
@@ -145,6 +148,16 @@ def default_torch_threads(on_gpu: bool, cores: int | None = None) -> int:
     concurrency 16, 2 threads 151); on a GPU the host threads barely matter (torch's default)."""
     available = cores if cores is not None else len(os.sched_getaffinity(0))
     return 0 if on_gpu else max(1, available - 1)
+
+
+def default_prefill_threads(on_gpu: bool, cores: int | None = None) -> int:
+    """Torch threads of a prefill when the configuration says 0: on CPU every core. A prefill is
+    one compute-bound burst (matrix products over every prompt token) during which no row decodes
+    and nothing streams, so the platform needs no core then; decoding steps are memory-bound and
+    stream a token per row, so they keep ``default_torch_threads``. Measured on 2 cores, 16 prompts
+    of ~45 tokens: 2.0 to 2.3 s on one thread, 1.2 to 1.4 s on two. On a GPU: the decoding threads (0)."""
+    available = cores if cores is not None else len(os.sched_getaffinity(0))
+    return 0 if on_gpu else available
 
 
 SOURCES = Path(__file__).resolve().parent
@@ -328,6 +341,7 @@ def model_config(
     max_stop_strings: int = DEFAULT_MAX_STOP_STRINGS,
     stream_interval_tokens: int = DEFAULT_STREAM_INTERVAL_TOKENS,
     stream_interval_ms: int = DEFAULT_STREAM_INTERVAL_MS,
+    prefill_threads: int = 0,
     precision: str = "auto",
     cache_dir: Path | None = None,
 ) -> Any:
@@ -370,6 +384,7 @@ def model_config(
         STREAM_INTERVAL_TOKENS_PARAMETER: str(stream_interval_tokens),
         STREAM_INTERVAL_MS_PARAMETER: str(stream_interval_ms),
         TORCH_THREADS_PARAMETER: str(options.torch_threads),
+        PREFILL_THREADS_PARAMETER: str(prefill_threads),
         PRECISION_PARAMETER: precision,
         CACHE_DIR_PARAMETER: "" if cache_dir is None else str(cache_dir),
     }
