@@ -35,7 +35,7 @@ Environment (full-size defaults): ``LLMOPS_BENCH_GENERATION_MAX_TOKENS`` (128),
 ``LLMOPS_BENCH_GENERATION_CONCURRENCY`` (16), ``LLMOPS_BENCH_GENERATION_REQUESTS`` (streams at
 concurrency 1 per round, 8), ``LLMOPS_BENCH_GENERATION_WAVES`` (4), ``LLMOPS_BENCH_GENERATION_ROUNDS``
 (2), ``LLMOPS_BENCH_GENERATION_THREADS`` (torch threads everywhere; default: the cores in the
-references, the platform's default in Triton: on CPU every core but one),
+references, the platform's default in Triton: on CPU every core),
 ``LLMOPS_BENCH_GENERATION_STREAM_INTERVAL_TOKENS`` (default: the platform's),
 ``LLMOPS_BENCH_GENERATION_INSTANCES`` (Triton model instances, 1; the deployment's
 ``LLMOPS_DEPLOYMENT_INSTANCE_COUNT``),

@@ -23,7 +23,7 @@ class ServingOptions:
     dynamic_batching: bool = True
     max_queue_delay_us: int = 2000
     torch_threads: int = 0
-    """Threads per instance; 0 leaves torch's default (all cores)."""
+    """Threads per instance; 0: the kind's default (all cores)."""
     instance_kind: str = "KIND_CPU"
     """Triton ``instance_group`` kind: ``KIND_CPU``, or ``KIND_GPU`` (the model on CUDA) where a GPU exists."""
     runtime: str = "auto"

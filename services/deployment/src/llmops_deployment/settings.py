@@ -94,8 +94,8 @@ class DeploymentSettings(BaseSettings):
     """How long the dynamic batcher waits to fill a batch."""
 
     torch_threads: int = Field(default=0, ge=0)
-    """Torch threads per model instance; 0: the kind's default (the causal LM on CPU: every core but
-    one, so Triton, the gateway and clients do not stall its OpenMP threads; the classifier: torch's)."""
+    """Torch threads per model instance; 0: the kind's default (the causal LM on CPU: every core; the
+    classifier: torch's)."""
 
     warmup_requests: int = Field(default=4, ge=0)
     """Requests sent to a freshly loaded version before it takes traffic."""
@@ -162,8 +162,8 @@ class DeploymentSettings(BaseSettings):
     Fewer messages per token through Triton, its gRPC stream and the gateway."""
 
     causal_lm_prefill_threads: int = Field(default=0, ge=0)
-    """Torch threads of a prefill (new prompts' forward pass); 0: every core on CPU, the decoding
-    threads on a GPU (decoding keeps ``LLMOPS_DEPLOYMENT_TORCH_THREADS``)."""
+    """Torch threads of a prefill (new prompts' forward pass); 0: the decoding threads
+    (``LLMOPS_DEPLOYMENT_TORCH_THREADS``; 0 there: every core on CPU)."""
 
     causal_lm_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """``auto``: bfloat16 where native (CUDA, AMX CPUs), else float32."""

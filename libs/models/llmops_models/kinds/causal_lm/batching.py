@@ -97,7 +97,7 @@ class Limits:
     max_adapters: int = serving.DEFAULT_MAX_ADAPTERS
     prefill_threads: int = 0
     """Torch threads of a prefill, set for its forward pass and put back after; 0: the decoding
-    steps' (``serving.default_prefill_threads`` says why they may differ)."""
+    steps' (``serving.PREFILL_THREADS_PARAMETER`` says why they may differ)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,10 +116,11 @@ MAX_PROMPT_TOKENS_PARAMETER = "max_prompt_tokens"
 """Longer prompts are refused (``invalid argument:``)."""
 MAX_STOP_STRINGS_PARAMETER = "max_stop_strings"
 TORCH_THREADS_PARAMETER = "torch_threads"
-"""Threads per instance; 0: ``default_torch_threads`` (on CPU, a core left to the platform)."""
+"""Threads per instance; 0: ``default_torch_threads`` (on CPU, every core)."""
 PREFILL_THREADS_PARAMETER = "prefill_threads"
-"""Threads of a prefill (the forward pass over new prompts); 0: ``default_prefill_threads`` (on
-CPU, every core)."""
+"""Threads of a prefill (the forward pass over new prompts, compute-bound, nothing decodes
+meanwhile); 0: the decoding threads. Lets a node that decodes on fewer cores, to leave some to
+other processes, still prefill on every core."""
 PRECISION_PARAMETER = "precision"
 """``auto`` (bfloat16 where native: CUDA, AMX CPUs), ``float32`` or ``bfloat16``."""
 CACHE_DIR_PARAMETER = "cache_dir"
@@ -142,20 +143,12 @@ ROLES = frozenset({"system", "user", "assistant"})
 
 
 def default_torch_threads(on_gpu: bool, cores: int | None = None) -> int:
-    """Torch threads when the configuration says 0: on CPU every core but one, so tritonserver, the
-    gateway and the clients (busy for every streamed token) do not preempt a spinning OpenMP thread
-    and stall each parallel region (measured on 2 cores: 1 thread gave 179 tokens/s at
-    concurrency 16, 2 threads 151); on a GPU the host threads barely matter (torch's default)."""
-    available = cores if cores is not None else len(os.sched_getaffinity(0))
-    return 0 if on_gpu else max(1, available - 1)
-
-
-def default_prefill_threads(on_gpu: bool, cores: int | None = None) -> int:
-    """Torch threads of a prefill when the configuration says 0: on CPU every core. A prefill is
-    one compute-bound burst (matrix products over every prompt token) during which no row decodes
-    and nothing streams, so the platform needs no core then; decoding steps are memory-bound and
-    stream a token per row, so they keep ``default_torch_threads``. Measured on 2 cores, 16 prompts
-    of ~45 tokens: 2.0 to 2.3 s on one thread, 1.2 to 1.4 s on two. On a GPU: the decoding threads (0)."""
+    """Torch threads when the configuration says 0: on CPU every core, on a GPU torch's default
+    (the host threads barely matter there). Measured on 2 cores (AMD EPYC, float32, 2026-12-02),
+    straight on Triton in alternating pairs: two threads decode 113 and 136 tokens/s at
+    concurrency 16 where one decodes 91 and 88, and 18.1 and 19.9 tokens/s for one stream against
+    16.8 and 16.5, although tritonserver and its clients share those cores (an earlier small run
+    on an Intel VM with AMX had found the opposite, 151 against 179: ``TORCH_THREADS`` sets it)."""
     available = cores if cores is not None else len(os.sched_getaffinity(0))
     return 0 if on_gpu else available
 

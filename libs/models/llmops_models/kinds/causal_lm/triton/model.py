@@ -69,7 +69,7 @@ class TritonPythonModel:
             max_new_tokens=number(serving.MAX_NEW_TOKENS_PARAMETER, serving.DEFAULT_MAX_NEW_TOKENS),
             max_prompt_tokens=number(serving.MAX_PROMPT_TOKENS_PARAMETER, serving.DEFAULT_MAX_PROMPT_TOKENS),
             max_adapters=number(serving.MAX_ADAPTERS_PARAMETER, serving.DEFAULT_MAX_ADAPTERS),
-            prefill_threads=number(serving.PREFILL_THREADS_PARAMETER, 0) or serving.default_prefill_threads(on_gpu),
+            prefill_threads=number(serving.PREFILL_THREADS_PARAMETER, 0),
         )
         self.max_stop_strings = number(serving.MAX_STOP_STRINGS_PARAMETER, serving.DEFAULT_MAX_STOP_STRINGS)
         self.stream_interval_tokens = max(
