@@ -134,9 +134,7 @@ def test_precision_auto_is_bfloat16_only_where_it_is_native() -> None:
         assert torch.is_autocast_enabled("cpu")
 
 
-def test_the_triton_model_decodes_on_every_core_on_cpu_and_writes_its_stream_interval(
-    tmp_path: Path,
-) -> None:
+def test_the_triton_model_decodes_on_every_core_on_cpu_and_writes_its_stream_interval(tmp_path: Path) -> None:
     from llmops_models.kinds.causal_lm import serving
 
     assert [serving.default_torch_threads(False, cores) for cores in (1, 2, 8)] == [1, 2, 8]
